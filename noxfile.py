@@ -45,15 +45,28 @@ def install_project(session: nox.Session, extras: str = "test") -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite: fast unit tier on tiny models plus the integration tier on smollm2-135m."""
     install_project(session)
-    session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    session.run("pytest", "--benchmark-disable", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(reuse_venv=True)
 def bench(session: nox.Session) -> None:
-    """The main job: the five findings on the default offline model (pass `-- --model M` to change it)."""
+    """The main job: the five findings, then the timing sweep, on the default offline model.
+
+    smollm2-135m on CPU, gpt2-small-random when CUDA is present; any `equiv bench` option after `--`
+    (e.g. `-- --model tiny-gpt2 --rounds 5`).
+    """
     install_project(session)
     RESULTS.mkdir(exist_ok=True)
-    session.run("equiv", "run", "--json", str(RESULTS / "findings.json"), *session.posargs)
+    session.run(
+        "equiv",
+        "bench",
+        "--with-findings",
+        "--json",
+        str(RESULTS / "bench.json"),
+        "--plot",
+        str(RESULTS / "bench-sweep.png"),
+        *session.posargs,
+    )
 
 
 @nox.session(reuse_venv=False, default=False)

@@ -12,9 +12,13 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from equiv_core.errors import UserInputError
+
+if TYPE_CHECKING:
+    from equiv_core.bench.sweep import BenchConfig
+    from equiv_core.runner import RunReport
 
 EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -43,15 +47,18 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def _json_target(value: str | None) -> Path | None:
-    """Check the --json destination before any model work, so a bad path fails fast."""
+DEFAULT_PLOT = "results/bench-sweep.png"
+
+
+def _output_target(value: str | None, flag: str = "--json") -> Path | None:
+    """Check an output destination before any model work, so a bad path fails fast."""
     if value is None:
         return None
     path = Path(value)
     if path.is_dir():
-        raise UserInputError(f"--json {value!r} is a directory; give a file path")
-    if not path.parent.is_dir():
-        raise UserInputError(f"--json {value!r}: directory {str(path.parent)!r} does not exist")
+        raise UserInputError(f"{flag} {value!r} is a directory; give a file path")
+    if not path.parent.is_dir() and value != DEFAULT_PLOT:
+        raise UserInputError(f"{flag} {value!r}: directory {str(path.parent)!r} does not exist")
     return path
 
 
@@ -70,7 +77,7 @@ def _command_run(arguments: argparse.Namespace) -> int:
         seed=arguments.seed,
         **({"experiments": tuple(arguments.only.split(","))} if arguments.only else {}),
     )
-    json_path = _json_target(arguments.json)
+    json_path = _output_target(arguments.json)
     validate_config(config)
     report = run_findings(config, progress=_progress)
     print(render(report))
@@ -78,6 +85,71 @@ def _command_run(arguments: argparse.Namespace) -> int:
         write_json_atomically(json_path, report.to_dict())
         _progress(f"wrote {json_path}")
     return EXIT_OK if report.all_hold else EXIT_FINDING_FAILED
+
+
+def _csv_ints(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 8,16,32, got {value!r}") from None
+
+
+def _command_bench(arguments: argparse.Namespace) -> int:
+    from equiv_core.bench.sweep import BenchConfig, run_bench, validate_bench_config
+    from equiv_core.bench.table import render_table
+
+    config = BenchConfig(
+        model=arguments.model,
+        device=arguments.device,
+        dtype=arguments.dtype,
+        arms=tuple(arm.strip() for arm in arguments.arms.split(",") if arm.strip()),
+        new_tokens=arguments.new_tokens,
+        rounds=arguments.rounds,
+        warmup=arguments.warmup,
+        prompt=arguments.prompt,
+        layer=arguments.layer,
+        seed=arguments.seed,
+    )
+    json_path = _output_target(arguments.json)
+    plot_path = None if arguments.no_plot else _output_target(arguments.plot, "--plot")
+    validate_bench_config(config)
+    findings = _bench_findings(config) if arguments.with_findings else None
+    report = run_bench(config, progress=not arguments.no_progress, say=_progress)
+    print(render_table(report))
+    if plot_path is not None:
+        from equiv_core.bench.plot import plot_sweep
+
+        plot_sweep(report, plot_path)
+        _progress(f"wrote {plot_path}")
+    if json_path is not None:
+        payload = report.to_dict()
+        payload["plot"] = None if plot_path is None else str(plot_path)
+        if findings is not None:
+            payload["findings_run"] = findings.to_dict()
+        write_json_atomically(json_path, payload)
+        _progress(f"wrote {json_path}")
+    findings_hold = findings is None or findings.all_hold
+    return EXIT_OK if report.all_correct and findings_hold else EXIT_FINDING_FAILED
+
+
+def _bench_findings(config: BenchConfig) -> RunReport:
+    """The five findings on the model the benchmark will time, printed before the timings."""
+    from equiv_core.report import render
+    from equiv_core.runner import RunConfig, run_findings
+
+    resolved = config.resolved()
+    run_config = RunConfig(
+        model=resolved.model or "",
+        device=resolved.device,
+        dtype=resolved.dtype,
+        prompt=resolved.prompt,
+        layer=resolved.layer,
+        seed=resolved.seed,
+    )
+    report = run_findings(run_config, progress=_progress)
+    print(render(report))
+    print()
+    return report
 
 
 def _command_models(_arguments: argparse.Namespace) -> int:
@@ -122,6 +194,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all five)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
     run.set_defaults(handler=_command_run)
+
+    from equiv_core.bench.arms import ARMS
+
+    bench = commands.add_parser("bench", help="time plain / iter0 / recompute against a raw hook and unsteered")
+    bench.add_argument(
+        "--model", default=None, help=f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)"
+    )
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    bench.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype (default: float32)")
+    bench.add_argument(
+        "--arms", default=",".join(ARMS.names()), help=f"comma-separated arms (default: all: {','.join(ARMS.names())})"
+    )
+    bench.add_argument(
+        "--new-tokens",
+        type=_csv_ints,
+        default=None,
+        help="comma-separated sweep of new tokens (default: 8,16,32 on CPU; 8,32,128,512 on GPU)",
+    )
+    bench.add_argument("--rounds", type=int, default=10, help="timed rounds per cell (>= 1, default 10)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds per cell (default 1)")
+    bench.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})")
+    bench.add_argument("--layer", type=int, default=0, help="decoder layer edited (default 0)")
+    bench.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
+    bench.add_argument("--json", default=None, metavar="PATH", help="write one record per (arm, new_tokens) here")
+    bench.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH", help=f"sweep plot PNG (default: {DEFAULT_PLOT})")
+    bench.add_argument("--no-plot", action="store_true", help="do not draw the sweep plot")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument(
+        "--with-findings",
+        action="store_true",
+        help="first run the five findings on the same model (what `nox -s bench` does)",
+    )
+    bench.set_defaults(handler=_command_bench)
 
     models = commands.add_parser("models", help="list the built-in offline models")
     models.set_defaults(handler=_command_models)

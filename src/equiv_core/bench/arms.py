@@ -1,0 +1,71 @@
+"""The benchmark arms: one way of generating each, all the same edit (zero layer L at the last prompt token).
+
+- ``plain``: nnsight plain invoke at position -1, fires on the prompt pass;
+- ``iter0``: nnsight ``iter[0]`` at position n-1;
+- ``recompute``: nnsight with ``use_cache=False``, the edit re-applied at n-1 at every step;
+- ``hook``: the same edit with a raw PyTorch forward hook + Hugging Face ``generate`` (the floor);
+- ``unsteered``: plain Hugging Face ``generate`` with no edit (the cost of generation itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from equiv_core.context import SteeringContext
+from equiv_core.registry import Registry
+from equiv_core.steering import Edit, GenerationRecord
+
+ArmFunction = Callable[[SteeringContext, torch.Tensor, int, int], GenerationRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """A named way to generate ``new_tokens`` tokens from ``input_ids`` with the edit at ``layer``."""
+
+    name: str
+    steered: bool
+    description: str
+    run: ArmFunction
+
+
+ARMS: Registry[Arm] = Registry("arm")
+
+
+def _last(input_ids: torch.Tensor) -> int:
+    return int(input_ids.shape[1]) - 1
+
+
+def _plain(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
+    return context.nnsight.generate(input_ids, new_tokens, Edit(layer, -1), "prompt", arm="plain")
+
+
+def _iter0(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
+    return context.nnsight.generate(input_ids, new_tokens, Edit(layer, _last(input_ids)), "step0", arm="iter0")
+
+
+def _recompute(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
+    edit = Edit(layer, _last(input_ids))
+    return context.nnsight.generate(input_ids, new_tokens, edit, "every_step", use_cache=False, arm="recompute")
+
+
+def _hook(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
+    return context.reference(input_ids, new_tokens, Edit(layer, _last(input_ids)))
+
+
+def _unsteered(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, _layer: int) -> GenerationRecord:
+    return context.unsteered(input_ids, new_tokens)
+
+
+for _arm in (
+    Arm("plain", True, "nnsight plain invoke, position -1, prompt pass only", _plain),
+    Arm("iter0", True, "nnsight iter[0], position n-1", _iter0),
+    Arm("recompute", True, "nnsight, use_cache=False, edit at n-1 on every step", _recompute),
+    Arm("hook", True, "raw PyTorch forward hook + HF generate (the floor)", _hook),
+    Arm("unsteered", False, "HF generate, no edit", _unsteered),
+):
+    ARMS.add(_arm.name, _arm)
+
+DEFAULT_ARMS: tuple[str, ...] = ARMS.names()
