@@ -87,3 +87,23 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "src", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
     session.run("mypy")
+
+
+@nox.session(reuse_venv=True, default=False)
+def ui(session: nox.Session) -> None:
+    """Serve the MLflow UI for the local store on 127.0.0.1 (port 5000, or the first posarg)."""
+    install_project(session)
+    store = ROOT / "mlflow"
+    port = session.posargs[0] if session.posargs else "5000"
+    session.run(
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--default-artifact-root",
+        (store / "artifacts").as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+    )

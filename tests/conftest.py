@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the test suite must never reach a model hub
+# Tests log to a throw-away MLflow store, never to the repository's mlflow/ folder or a team server.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ["EQUIV_MLFLOW_DIR"] = tempfile.mkdtemp(prefix="equiv-test-mlflow-")
 
 from equiv_core.context import SteeringContext, build_context  # noqa: E402
 from equiv_core.determinism import configure_determinism  # noqa: E402

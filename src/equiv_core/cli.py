@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from equiv_core import run_logging
 from equiv_core.errors import UserInputError
 
 if TYPE_CHECKING:
     from equiv_core.bench.sweep import BenchConfig
     from equiv_core.runner import RunReport
+    from equiv_core.tracking import TrackedRun, Tracker
 
 EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -79,12 +83,46 @@ def _command_run(arguments: argparse.Namespace) -> int:
     )
     json_path = _output_target(arguments.json)
     validate_config(config)
-    report = run_findings(config, progress=_progress)
+    tracker = _tracker(arguments)  # before any model work: an unreachable store fails fast
+    with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
+        parent.log(params=run_logging.run_params(config), tags=_early_tags(config.device))
+        report = run_findings(config, progress=_progress, on_finding=partial(run_logging.log_finding, tracker, parent))
+        payload = {**report.to_dict(), "mlflow": _mlflow_info(tracker, parent)}
+        run_logging.log_run_report(parent, report, payload)
     print(render(report))
     if json_path is not None:
-        write_json_atomically(json_path, report.to_dict())
+        write_json_atomically(json_path, payload)
         _progress(f"wrote {json_path}")
+    _say_logged(tracker, parent)
     return EXIT_OK if report.all_hold else EXIT_FINDING_FAILED
+
+
+def _tracker(arguments: argparse.Namespace) -> Tracker:
+    from equiv_core.tracking import open_tracker
+
+    return open_tracker(not arguments.no_mlflow, arguments.tracking_uri, arguments.experiment)
+
+
+def _early_tags(device: str) -> dict[str, Any]:
+    """Version tags known before the model loads, so even a run that dies while loading says where it ran."""
+    from equiv_core.models import resolve_device
+    from equiv_core.provenance import environment_info
+
+    return run_logging.environment_tags(environment_info(resolve_device(device)))
+
+
+def _mlflow_info(tracker: Tracker, run: TrackedRun) -> dict[str, Any] | None:
+    if not run.run_id:
+        return None
+    return {"tracking_uri": tracker.uri, "experiment": tracker.experiment_name, "run_id": run.run_id}
+
+
+def _say_logged(tracker: Tracker, run: TrackedRun) -> None:
+    if run.run_id:
+        _progress(
+            f"logged MLflow run {run.run_id} ({run.name!r}) to {tracker.uri}, experiment "
+            f"{tracker.experiment_name!r}; compare with `equiv compare`"
+        )
 
 
 def _csv_ints(value: str) -> tuple[int, ...]:
@@ -112,44 +150,88 @@ def _command_bench(arguments: argparse.Namespace) -> int:
     )
     json_path = _output_target(arguments.json)
     plot_path = None if arguments.no_plot else _output_target(arguments.plot, "--plot")
+    attachments = [_existing_file(path) for path in arguments.attach]
     validate_bench_config(config)
-    findings = _bench_findings(config) if arguments.with_findings else None
-    report = run_bench(config, progress=not arguments.no_progress, say=_progress)
-    print(render_table(report))
-    if plot_path is not None:
-        from equiv_core.bench.plot import plot_sweep
-
-        plot_sweep(report, plot_path)
-        _progress(f"wrote {plot_path}")
-    if json_path is not None:
-        payload = report.to_dict()
-        payload["plot"] = None if plot_path is None else str(plot_path)
+    resolved = config.resolved()
+    tracker = _tracker(arguments)  # before any model work: an unreachable store fails fast
+    tags = _early_tags(resolved.device)
+    with tracker.run(f"bench {resolved.model} {resolved.dtype} {tags.get('device')}", tags={"kind": "bench"}) as parent:
+        parent.log(params=run_logging.bench_params(resolved), tags=tags)
+        findings = _bench_findings(resolved, tracker, parent) if arguments.with_findings else None
+        report = run_bench(
+            resolved,
+            progress=not arguments.no_progress,
+            say=_progress,
+            on_cells=partial(run_logging.log_bench_cells, tracker, parent),
+        )
+        print(render_table(report))
+        payload = {
+            **report.to_dict(),
+            "plot": None if plot_path is None else str(plot_path),
+            "mlflow": _mlflow_info(tracker, parent),
+        }
         if findings is not None:
             payload["findings_run"] = findings.to_dict()
+        if plot_path is not None:
+            from equiv_core.bench.plot import plot_sweep
+
+            plot_sweep(report, plot_path)
+            parent.log_file(plot_path)
+            _progress(f"wrote {plot_path}")
+        run_logging.log_bench_report(parent, report, payload)
+        for attachment in attachments:
+            parent.log_file(attachment, "attachments")
+    if json_path is not None:
         write_json_atomically(json_path, payload)
         _progress(f"wrote {json_path}")
+    _say_logged(tracker, parent)
     findings_hold = findings is None or findings.all_hold
     return EXIT_OK if report.all_correct and findings_hold else EXIT_FINDING_FAILED
 
 
-def _bench_findings(config: BenchConfig) -> RunReport:
-    """The five findings on the model the benchmark will time, printed before the timings."""
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise UserInputError(f"--attach {value!r}: no such file")
+    return path
+
+
+def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -> RunReport:
+    """The five findings on the model the benchmark will time, printed first and logged as child runs."""
     from equiv_core.report import render
     from equiv_core.runner import RunConfig, run_findings
 
-    resolved = config.resolved()
     run_config = RunConfig(
-        model=resolved.model or "",
-        device=resolved.device,
-        dtype=resolved.dtype,
-        prompt=resolved.prompt,
-        layer=resolved.layer,
-        seed=resolved.seed,
+        model=config.model or "",
+        device=config.device,
+        dtype=config.dtype,
+        prompt=config.prompt,
+        layer=config.layer,
+        seed=config.seed,
     )
-    report = run_findings(run_config, progress=_progress)
+    report = run_findings(run_config, progress=_progress, on_finding=partial(run_logging.log_finding, tracker, parent))
+    parent.log(
+        tags={
+            "block_output_form": report.architecture["block_output_form"],
+            "findings_fingerprint": report.fingerprint(),
+        },
+        metrics={"findings_all_hold": float(report.all_hold)},
+    )
     print(render(report))
     print()
     return report
+
+
+def _command_compare(arguments: argparse.Namespace) -> int:
+    from equiv_core.compare import compare_runs, latest_parent_runs
+    from equiv_core.tracking import open_tracker
+
+    tracker = open_tracker(True, arguments.tracking_uri, arguments.experiment)
+    run_ids = arguments.run_ids or latest_parent_runs(tracker)
+    if len(run_ids) < 2:
+        raise UserInputError(f"give at least 2 run ids to compare, got {len(run_ids)}")
+    print(compare_runs(tracker, run_ids))
+    return EXIT_OK
 
 
 def _command_models(_arguments: argparse.Namespace) -> int:
@@ -165,9 +247,24 @@ def _command_models(_arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    from equiv_core.tracking import DEFAULT_EXPERIMENT
+
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite store in mlflow/)",
+    )
+    parser.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})"
+    )
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from equiv_core.experiments.base import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
     from equiv_core.models import DEFAULT_MODEL, DTYPES
+    from equiv_core.tracking import DEFAULT_EXPERIMENT
 
     parser = _Parser(prog="equiv", description="Steering-equivalence findings and benchmarks for nnsight.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -193,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all five)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
+    _add_tracking_options(run)
     run.set_defaults(handler=_command_run)
 
     from equiv_core.bench.arms import ARMS
@@ -226,7 +324,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="first run the five findings on the same model (what `nox -s bench` does)",
     )
+    bench.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="extra file to log as an artifact of the run (e.g. a pytest-benchmark JSON); repeatable",
+    )
+    _add_tracking_options(bench)
     bench.set_defaults(handler=_command_bench)
+
+    compare = commands.add_parser("compare", help="MLflow runs side by side: verdicts, ratios, identical hashes")
+    compare.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="parent run ids (default: the newest two)")
+    compare.add_argument(
+        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT})"
+    )
+    compare.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store in mlflow/)",
+    )
+    compare.set_defaults(handler=_command_compare)
 
     models = commands.add_parser("models", help="list the built-in offline models")
     models.set_defaults(handler=_command_models)
@@ -236,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``equiv`` console script."""
     arguments = build_parser().parse_args(argv)
+    # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(arguments.handler(arguments))
     except UserInputError as error:
@@ -244,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("equiv: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

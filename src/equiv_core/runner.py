@@ -30,6 +30,7 @@ from equiv_core.models import (
 from equiv_core.provenance import environment_info
 
 Progress = Callable[[str], None]
+FindingDone = Callable[[FindingResult, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +155,13 @@ def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> F
         return FindingResult(name, experiment.title, False, message, {"exception": message}, config)
 
 
-def run_findings(config: RunConfig, progress: Progress | None = None) -> RunReport:
-    """Validate, make the run deterministic, load the model and run each chosen finding in registry order."""
+def run_findings(
+    config: RunConfig, progress: Progress | None = None, on_finding: FindingDone | None = None
+) -> RunReport:
+    """Validate, make the run deterministic, load the model and run each chosen finding in registry order.
+
+    ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
+    """
     say = progress or (lambda _message: None)
     validate_config(config)
     determinism = configure_determinism(config.seed)
@@ -176,6 +182,8 @@ def run_findings(config: RunConfig, progress: Progress | None = None) -> RunRepo
         finding = _run_one(name, context, configs[name])
         seconds[name] = time.perf_counter() - started
         findings.append(finding)
+        if on_finding is not None:
+            on_finding(finding, seconds[name])
         say(
             f"[{index}/{len(config.experiments)}] {name}: {'PASS' if finding.holds else 'FAIL'} ({seconds[name]:.1f} s)"
         )

@@ -221,37 +221,74 @@ def _correctness_pass(
     return records
 
 
-def _time_rounds(
+def _time_size(
     context: SteeringContext,
     input_ids: torch.Tensor,
     config: BenchConfig,
-    sizes: tuple[int, ...],
+    size: int,
     expected: dict[tuple[str, int], GenerationRecord],
-    progress: bool,
-) -> tuple[dict[tuple[str, int], list[float]], dict[tuple[str, int], int]]:
-    """Warm-up, then timed rounds; arms alternate order each round so drift hits all of them alike."""
-    samples: dict[tuple[str, int], list[float]] = {(arm, size): [] for arm in config.arms for size in sizes}
-    mismatches = dict.fromkeys(samples, 0)
-    total = (config.warmup + config.rounds) * len(sizes) * len(config.arms)
-    bar = tqdm(total=total, desc="bench rounds", unit="run", disable=not progress, dynamic_ncols=True)
-    device = context.device
-    for size in sizes:
-        for round_index in range(config.warmup + config.rounds):
-            order = config.arms if round_index % 2 == 0 else tuple(reversed(config.arms))
-            for arm in order:
-                bar.set_postfix_str(f"{arm} x{size}")
-                call = partial(ARMS.get(arm).run, context, input_ids, size, config.layer)
-                record, seconds = timed(call, device)
-                if round_index >= config.warmup:
-                    samples[arm, size].append(seconds)
-                    mismatches[arm, size] += record.generated_ids != expected[arm, size].generated_ids
-                bar.update()
-    bar.close()
+    bar: Any,
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Warm-up, then timed rounds of every arm at one size; arms alternate order each round so drift hits all
+    of them alike. Also counts timed runs whose ids differ from the correctness pass."""
+    samples: dict[str, list[float]] = {arm: [] for arm in config.arms}
+    mismatches = dict.fromkeys(config.arms, 0)
+    for round_index in range(config.warmup + config.rounds):
+        order = config.arms if round_index % 2 == 0 else tuple(reversed(config.arms))
+        for arm in order:
+            bar.set_postfix_str(f"{arm} x{size}")
+            call = partial(ARMS.get(arm).run, context, input_ids, size, config.layer)
+            record, seconds = timed(call, context.device)
+            if round_index >= config.warmup:
+                samples[arm].append(seconds)
+                mismatches[arm] += record.generated_ids != expected[arm, size].generated_ids
+            bar.update()
     return samples, mismatches
 
 
-def run_bench(config: BenchConfig, progress: bool = True, say: Callable[[str], None] | None = None) -> BenchReport:
-    """Load the model, check every arm against the hook, then time the sweep."""
+def _cells(
+    config: BenchConfig,
+    size: int,
+    expected: dict[tuple[str, int], GenerationRecord],
+    samples: dict[str, list[float]],
+    mismatches: dict[str, int],
+    tolerance: tuple[float, float],
+) -> list[ArmResult]:
+    """The results of one size: timing stats beside the correctness of the deterministic pass."""
+    stats = {arm: summarize(values) for arm, values in samples.items()}
+    hook, unsteered = expected["hook", size], expected["unsteered", size]
+    cells = []
+    for arm in config.arms:
+        record = expected[arm, size]
+        steered = ARMS.get(arm).steered
+        cells.append(
+            ArmResult(
+                arm=arm,
+                new_tokens=size,
+                stats=stats[arm],
+                generated_ids=record.generated_ids,
+                logits_sha256=tensor_sha256(record.step_logits),
+                ids_match_hook=record.generated_ids == hook.generated_ids if steered else None,
+                logits_vs_hook=compare_tensors(record.step_logits, hook.step_logits, *tolerance) if steered else None,
+                steering_applied=record.generated_ids != unsteered.generated_ids if steered else None,
+                timed_ids_mismatches=mismatches[arm],
+                ratio_to_hook=_ratio(stats, arm, "hook"),
+                ratio_to_unsteered=_ratio(stats, arm, "unsteered"),
+            )
+        )
+    return cells
+
+
+def run_bench(
+    config: BenchConfig,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+    on_cells: Callable[[list[ArmResult]], None] | None = None,
+) -> BenchReport:
+    """Load the model, check every arm against the hook, then time the sweep one size at a time.
+
+    ``on_cells`` receives each size's results as soon as they exist (to log them before the next size runs).
+    """
     report_line = say or (lambda _message: None)
     validate_bench_config(config)
     config = config.resolved()
@@ -269,34 +306,19 @@ def run_bench(config: BenchConfig, progress: bool = True, say: Callable[[str], N
     expected = _correctness_pass(context, input_ids, sizes, config.arms, config.layer)
     timing_determinism = configure_determinism(config.seed, deterministic=False)
     report_line(f"timing: {config.warmup} warm-up + {config.rounds} rounds per size (default kernels)")
-    samples, mismatches = _time_rounds(context, input_ids, config, sizes, expected, progress)
-    configure_determinism(config.seed, deterministic=True)
-
-    atol, rtol = LOGITS_TOLERANCE[context.dtype]
-    stats = {key: summarize(values) for key, values in samples.items()}
-    results = []
-    for size in sizes:
-        hook, unsteered = expected["hook", size], expected["unsteered", size]
-        for arm in config.arms:
-            record = expected[arm, size]
-            steered = ARMS.get(arm).steered
-            results.append(
-                ArmResult(
-                    arm=arm,
-                    new_tokens=size,
-                    stats=stats[arm, size],
-                    generated_ids=record.generated_ids,
-                    logits_sha256=tensor_sha256(record.step_logits),
-                    ids_match_hook=record.generated_ids == hook.generated_ids if steered else None,
-                    logits_vs_hook=compare_tensors(record.step_logits, hook.step_logits, atol, rtol)
-                    if steered
-                    else None,
-                    steering_applied=record.generated_ids != unsteered.generated_ids if steered else None,
-                    timed_ids_mismatches=mismatches[arm, size],
-                    ratio_to_hook=_ratio(stats, arm, "hook", size),
-                    ratio_to_unsteered=_ratio(stats, arm, "unsteered", size),
-                )
-            )
+    tolerance = LOGITS_TOLERANCE[context.dtype]
+    total = (config.warmup + config.rounds) * len(sizes) * len(config.arms)
+    results: list[ArmResult] = []
+    with tqdm(total=total, desc="bench rounds", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+        try:
+            for size in sizes:
+                samples, mismatches = _time_size(context, input_ids, config, size, expected, bar)
+                cells = _cells(config, size, expected, samples, mismatches, tolerance)
+                results.extend(cells)
+                if on_cells is not None:
+                    on_cells(cells)
+        finally:
+            configure_determinism(config.seed, deterministic=True)
     return BenchReport(
         config=config,
         results=tuple(results),
@@ -307,8 +329,8 @@ def run_bench(config: BenchConfig, progress: bool = True, say: Callable[[str], N
     )
 
 
-def _ratio(stats: dict[tuple[str, int], TimingStats], arm: str, baseline: str, size: int) -> float | None:
+def _ratio(stats: dict[str, TimingStats], arm: str, baseline: str) -> float | None:
     """Median over the baseline's median in the same run, or None when the baseline was not timed."""
-    if (baseline, size) not in stats or stats[baseline, size].median_s <= 0:
+    if baseline not in stats or stats[baseline].median_s <= 0:
         return None
-    return stats[arm, size].median_s / stats[baseline, size].median_s
+    return stats[arm].median_s / stats[baseline].median_s

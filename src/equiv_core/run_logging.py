@@ -1,0 +1,253 @@
+"""What goes into MLflow for ``equiv run`` and ``equiv bench``: params, tags, metrics and artifacts.
+
+Mechanics (stores, run lifecycle) live in :mod:`equiv_core.tracking`; this module only decides content, so
+the runner and the benchmark stay free of MLflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+from typing import Any
+
+from equiv_core.bench.sweep import ArmResult, BenchConfig, BenchReport
+from equiv_core.experiments import FindingResult
+from equiv_core.runner import RunConfig, RunReport
+from equiv_core.tracking import TrackedRun, Tracker
+
+VERSION_TAGS = (
+    "device",
+    "nnsight_version",
+    "transformers_version",
+    "torch_version",
+    "python",
+    "cuda",
+    "cudnn",
+    "gpu_name",
+    "git_commit",
+    "git_dirty",
+    "platform",
+)
+
+
+def ids_sha256(ids: list[int] | tuple[int, ...]) -> str:
+    """SHA-256 of a token id sequence, for bit-for-bit comparison of runs in the MLflow UI."""
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
+
+
+def environment_tags(environment: dict[str, Any]) -> dict[str, Any]:
+    return {key: environment.get(key) for key in VERSION_TAGS if environment.get(key) is not None}
+
+
+def determinism_tags(determinism: dict[str, Any], prefix: str = "determinism") -> dict[str, Any]:
+    return {f"{prefix}.{key}": value for key, value in determinism.items()}
+
+
+def run_params(config: RunConfig) -> dict[str, Any]:
+    """The params of an ``equiv run`` parent run, known before any model work."""
+    return {
+        "command": "run",
+        "model": config.model,
+        "prompt": config.prompt,
+        "layer": config.layer,
+        "position": config.position,
+        "edit": "zero",
+        "max_new_tokens": config.max_new_tokens,
+        "dtype": config.dtype,
+        "device": config.device,
+        "seed": config.seed,
+        "experiments": ",".join(config.experiments),
+    }
+
+
+def bench_params(config: BenchConfig) -> dict[str, Any]:
+    """The params of an ``equiv bench`` parent run (device defaults already resolved)."""
+    return {
+        "command": "bench",
+        "model": config.model,
+        "prompt": config.prompt,
+        "layer": config.layer,
+        "position": -1,
+        "edit": "zero",
+        "new_tokens": ",".join(map(str, config.new_tokens or ())),
+        "dtype": config.dtype,
+        "device": config.device,
+        "seed": config.seed,
+        "rounds": config.rounds,
+        "warmup": config.warmup,
+        "arms": ",".join(config.arms),
+    }
+
+
+def _finding_hashes(finding: FindingResult) -> dict[str, str]:
+    """Hashes of the ids and logits in a finding's evidence, flattened, for cross-run comparison."""
+    hashes: dict[str, str] = {}
+    for key, value in finding.evidence.items():
+        if isinstance(value, dict) and "generated_ids" in value:
+            hashes[f"{key}.ids_sha256"] = ids_sha256(value["generated_ids"])
+            hashes[f"{key}.logits_sha256"] = value["logits_sha256"]
+    return hashes
+
+
+def log_finding(tracker: Tracker, parent: TrackedRun, finding: FindingResult, seconds: float) -> None:
+    """A child run for one finding, logged as soon as the finding finishes (kept if the run dies later)."""
+    with tracker.run(f"finding: {finding.id}", parent=parent, tags={"kind": "finding"}) as child:
+        metrics: dict[str, float] = {"holds": float(finding.holds), "seconds": seconds}
+        for key in ("logits_vs_generation", "logits_vs_reference_pass"):
+            if key in finding.evidence:
+                metrics[f"{key}.max_abs_diff"] = finding.evidence[key]["max_abs_diff"]
+        child.log(
+            params={
+                "finding": finding.id,
+                "layer": finding.config.layer,
+                "position": finding.config.position,
+                "max_new_tokens": finding.config.max_new_tokens,
+                "prompt": finding.config.prompt,
+            },
+            metrics=metrics,
+            tags={
+                "verdict": "PASS" if finding.holds else "FAIL",
+                "message": finding.message,
+                **_finding_hashes(finding),
+            },
+        )
+        child.log_json(finding.to_dict(), "finding.json")
+    parent.log(
+        tags={f"finding.{finding.id}": "PASS" if finding.holds else "FAIL"},
+        metrics={f"holds.{finding.id}": float(finding.holds)},
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def environment_manifest() -> dict[str, str]:
+    """pip freeze (from installed metadata) and torch's collect_env report, as artifact texts (once a process:
+    collect_env takes seconds)."""
+    frozen = sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions())
+    try:
+        from torch.utils.collect_env import get_pretty_env_info
+
+        collect_env = str(get_pretty_env_info())  # type: ignore[no-untyped-call]
+    except Exception as error:  # noqa: BLE001 - the manifest is best effort; say why it is missing
+        collect_env = f"torch collect_env failed: {type(error).__name__}: {error}"
+    return {"environment/pip-freeze.txt": "\n".join(frozen) + "\n", "environment/collect_env.txt": collect_env}
+
+
+def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) -> None:
+    """Everything about a finished ``equiv run`` on its parent run."""
+    kv = next((f for f in report.findings if f.id == "kv_cache_persistence"), None)
+    metrics: dict[str, float] = {"all_hold": float(report.all_hold), "load_seconds": report.load_seconds}
+    if kv is not None and "logits_vs_generation" in kv.evidence:
+        metrics["logits_max_abs_diff"] = kv.evidence["logits_vs_generation"]["max_abs_diff"]
+    run.log(
+        metrics=metrics,
+        tags={
+            **environment_tags(report.environment),
+            **determinism_tags(report.determinism.to_dict()),
+            "block_output_form": report.architecture["block_output_form"],
+            "layers_path": report.architecture["layers_path"],
+            "weights_sha256": report.weights_sha256,
+            "fingerprint": report.fingerprint(),
+            "verdict": "PASS" if report.all_hold else "FAIL",
+        },
+    )
+    run.log_json(payload, "results.json")
+    run.log_json(_generated_ids(report), "generated_ids.json")
+    run.log_json(_logits_hashes(report), "logits_hashes.json")
+    for name, text in environment_manifest().items():
+        run.log_text(text, name)
+
+
+def _generated_ids(report: RunReport) -> dict[str, Any]:
+    """Raw and decoded generated ids of every arm of every finding."""
+    arms: dict[str, Any] = {}
+    for finding in report.findings:
+        for key, value in finding.evidence.items():
+            if isinstance(value, dict) and "generated_ids" in value:
+                arms[f"{finding.id}.{key}"] = {"ids": value["generated_ids"], "text": value["text"]}
+        if finding.id == "position_sweep" and "positions" in finding.evidence:
+            for entry in finding.evidence["positions"]:
+                arms[f"position_sweep.zero_position_{entry['position']}"] = {
+                    "ids": entry["generated_ids"],
+                    "text": entry["text"],
+                }
+    return arms
+
+
+def _logits_hashes(report: RunReport) -> dict[str, str]:
+    return {
+        f"{finding.id}.{key}": value
+        for finding in report.findings
+        for key, value in _finding_hashes(finding).items()
+        if key.endswith("logits_sha256")
+    }
+
+
+def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]) -> None:
+    """A child run per (arm, new_tokens) cell, logged as each size block finishes."""
+    for cell in cells:
+        record = cell.to_dict()
+        with tracker.run(f"arm: {cell.arm} x{cell.new_tokens}", parent=parent, tags={"kind": "bench-cell"}) as child:
+            metrics = {
+                key: record[key]
+                for key in (
+                    "median_s",
+                    "iqr_s",
+                    "min_s",
+                    "ci95_low_s",
+                    "ci95_high_s",
+                    "ratio_to_hook",
+                    "ratio_to_unsteered",
+                    "logits_max_abs_diff",
+                )
+            }
+            for flag in ("ids_match_hook", "steering_applied", "noisy"):
+                if record[flag] is not None:
+                    metrics[flag] = float(record[flag])
+            child.log(
+                params={"arm": cell.arm, "new_tokens": cell.new_tokens, "rounds": cell.stats.n},
+                metrics=metrics,
+                tags={
+                    "status": cell.status,
+                    "ids_sha256": ids_sha256(cell.generated_ids),
+                    "logits_sha256": cell.logits_sha256,
+                    "timing_mode": "default kernels",
+                    "correctness_mode": "deterministic kernels",
+                },
+            )
+            child.log_json(record, "cell.json")
+        safe = f"{cell.arm}.x{cell.new_tokens}"
+        parent.log(
+            metrics={
+                f"median_s.{safe}": cell.stats.median_s,
+                **({f"ratio_to_hook.{safe}": cell.ratio_to_hook} if cell.ratio_to_hook else {}),
+            }
+        )
+
+
+def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, Any]) -> None:
+    """Growth exponents, correctness summary, provenance and artifacts on the bench parent run."""
+    exponents = {
+        f"growth_exponent.{arm}": value for arm, value in report.growth_exponents().items() if value is not None
+    }
+    run.log(
+        metrics={"all_correct": float(report.all_correct), **exponents},
+        tags={
+            **environment_tags(report.environment),
+            **determinism_tags(report.determinism["timing"], "timing"),
+            **determinism_tags(report.determinism["correctness"], "correctness"),
+            "block_output_form": report.architecture["block_output_form"],
+            "verdict": "PASS" if report.all_correct else "FAIL",
+        },
+    )
+    run.log_json(payload, "bench.json")
+    run.log_json(
+        {
+            f"{c.arm}.x{c.new_tokens}": {"ids": list(c.generated_ids), "logits_sha256": c.logits_sha256}
+            for c in report.results
+        },
+        "generated_ids.json",
+    )
+    for name, text in environment_manifest().items():
+        run.log_text(text, name)

@@ -1,0 +1,188 @@
+"""MLflow logging of ``equiv run`` / ``equiv bench`` to a local SQLite store: content, faults, concurrency, compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow_helpers import artifact_paths, free_port, parent_and_children
+
+from equiv_core import runner
+from equiv_core.cli import main
+from equiv_core.experiments import EXPERIMENTS
+from equiv_core.tracking import resolve_tracking_uri
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh local store for one test, selected the way users select the default one."""
+    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    return resolve_tracking_uri()
+
+
+def test_store_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert resolve_tracking_uri() == "http://127.0.0.1:1"
+    assert resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
+
+
+def test_run_logs_parent_and_a_child_per_finding(store: str, tmp_path: Path) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--json", str(tmp_path / "r.json")]) == 0
+    [(parent, children)] = parent_and_children(store)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "run tiny-gpt2"
+    assert {"model", "prompt", "layer", "position", "edit", "max_new_tokens", "dtype", "device", "seed"} <= set(
+        parent.data.params
+    )
+    tags = parent.data.tags
+    for key in (
+        "nnsight_version",
+        "transformers_version",
+        "torch_version",
+        "python",
+        "block_output_form",
+        "determinism.deterministic_algorithms",
+        "git_commit",
+        "fingerprint",
+    ):
+        assert key in tags, key
+    assert tags["block_output_form"] == "tensor"
+    assert all(tags[f"finding.{name}"] == "PASS" for name in EXPERIMENTS.names())
+    assert parent.data.metrics["all_hold"] == 1.0 and "logits_max_abs_diff" in parent.data.metrics
+    assert sorted(child.data.params["finding"] for child in children) == sorted(EXPERIMENTS.names())
+    assert all(c.info.status == "FINISHED" and c.data.metrics["holds"] == 1.0 for c in children)
+    assert {
+        "results.json",
+        "generated_ids.json",
+        "logits_hashes.json",
+        "environment/pip-freeze.txt",
+        "environment/collect_env.txt",
+    } <= artifact_paths(store, parent.info.run_id)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["mlflow"]["run_id"] == parent.info.run_id
+
+
+def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Path) -> None:
+    attachment = tmp_path / "pytest-benchmark.json"
+    attachment.write_text("{}")
+    code = main(
+        [
+            "bench",
+            "--model",
+            "tiny-llama",
+            "--rounds",
+            "2",
+            "--new-tokens",
+            "2,4",
+            "--no-progress",
+            "--with-findings",
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--attach",
+            str(attachment),
+        ]
+    )
+    assert code == 0
+    [(parent, children)] = parent_and_children(store)
+    kinds = [child.data.tags["kind"] for child in children]
+    assert kinds.count("finding") == 5 and kinds.count("bench-cell") == 5 * 3  # sizes 1 (prefill), 2, 4
+    cell = next(c for c in children if c.info.run_name == "arm: plain x4")
+    assert {
+        "median_s",
+        "iqr_s",
+        "min_s",
+        "ratio_to_hook",
+        "ratio_to_unsteered",
+        "ids_match_hook",
+        "steering_applied",
+    } <= set(cell.data.metrics)
+    assert "growth_exponent.recompute" in parent.data.metrics
+    assert {"bench.json", "p.png", "attachments/pytest-benchmark.json", "environment/pip-freeze.txt"} <= artifact_paths(
+        store, parent.info.run_id
+    )
+
+
+def test_ctrl_c_mid_run_ends_killed_and_keeps_finished_children(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    experiment = EXPERIMENTS.get("iter0_equivalence")
+    monkeypatch.setitem(
+        EXPERIMENTS._entries,
+        "iter0_equivalence",
+        type(experiment)(experiment.id, experiment.title, experiment.uses_last_layer, interrupted),
+    )
+    assert main(["run", "--model", "tiny-gpt2"]) == 130
+    [(parent, children)] = parent_and_children(store)
+    assert parent.info.status == "KILLED"
+    assert sorted(c.data.params["finding"] for c in children) == ["kv_cache_persistence", "position_sweep"]
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_error_mid_run_ends_failed(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("equiv_core.run_logging.log_run_report", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["run", "--model", "tiny-gpt2", "--only", "steered_differs"])
+    [(parent, children)] = parent_and_children(store)
+    assert parent.info.status == "FAILED"
+    assert [c.info.status for c in children] == ["FINISHED"]
+
+
+def test_unreachable_store_fails_before_model_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def no_model_work(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the model was loaded although the store is unreachable")
+
+    monkeypatch.setattr(runner, "load_model", no_model_work)
+    target = tmp_path / "out.json"
+    code = main(
+        ["run", "--model", "tiny-gpt2", "--tracking-uri", f"http://127.0.0.1:{free_port()}", "--json", str(target)]
+    )
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "cannot reach the MLflow tracking store" in error[0] and "--no-mlflow" in error[0]
+    assert not target.exists()
+
+
+def test_no_mlflow_logs_nothing(store: str) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs", "--no-mlflow"]) == 0
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_four_processes_logging_at_once_lose_no_run(store: str, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "equiv_core", "run", "--model", "tiny-gpt2", "--only", "steered_differs"]
+    environment = {**os.environ, "EQUIV_MLFLOW_DIR": str(tmp_path / "mlflow")}
+    processes = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    errors = [process.communicate(timeout=300)[1].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0], errors
+    runs = parent_and_children(store)
+    assert len(runs) == 4
+    assert all(parent.info.status == "FINISHED" and len(children) == 1 for parent, children in runs)
+
+
+def test_compare_prints_verdicts_and_identical_hashes(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(2):
+        assert main(["run", "--model", "tiny-llama", "--only", "iter0_equivalence,steered_differs"]) == 0
+    capsys.readouterr()
+    assert main(["compare"]) == 0
+    printed = capsys.readouterr().out
+    assert "iter0_equivalence" in printed and "PASS" in printed
+    hash_rows = [line for line in printed.splitlines() if "_sha256" in line]
+    assert hash_rows and all(" yes " in row for row in hash_rows)
+
+
+def test_compare_needs_two_runs(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare"]) == 2
+    assert "need at least 2" in capsys.readouterr().err
