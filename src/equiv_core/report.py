@@ -88,10 +88,7 @@ def render(report: RunReport) -> str:
         "",
     ]
     for index, finding in enumerate(report.findings, start=1):
-        lines.append(
-            f"[{'PASS' if finding.holds else 'FAIL'}] {index}. {finding.id} (layer {finding.config.layer}): "
-            f"{finding.title}"
-        )
+        lines.append(f"[{finding.verdict}] {index}. {finding.id} (layer {finding.config.layer}): {finding.title}")
         details = _DETAILS.get(finding.id)
         if details is not None and "exception" not in finding.evidence and finding.evidence:
             lines += [f"       {line}" for line in details(finding.evidence)]

@@ -108,14 +108,14 @@ def log_finding(tracker: Tracker, parent: TrackedRun, finding: FindingResult, se
             },
             metrics=metrics,
             tags={
-                "verdict": "PASS" if finding.holds else "FAIL",
+                "verdict": finding.verdict,
                 "message": finding.message,
                 **_finding_hashes(finding),
             },
         )
         child.log_json(finding.to_dict(), "finding.json")
     parent.log(
-        tags={f"finding.{finding.id}": "PASS" if finding.holds else "FAIL"},
+        tags={f"finding.{finding.id}": finding.verdict},
         metrics={f"holds.{finding.id}": float(finding.holds)},
     )
 

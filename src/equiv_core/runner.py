@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
 from equiv_core.context import SteeringContext, build_context
 from equiv_core.determinism import DeterminismReport, configure_determinism
 from equiv_core.errors import UserInputError
@@ -149,6 +150,9 @@ def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> F
         return experiment.run(context, config)
     except UserInputError:
         raise
+    except NotExpressible as reason:
+        message = f"not expressible on nnsight {NNSIGHT_VERSION}: {reason}"
+        return FindingResult(name, experiment.title, False, message, {"not_expressible": str(reason)}, config, False)
     except Exception as error:  # noqa: BLE001 - reported as the finding's failure, with the traceback tail
         where = traceback.extract_tb(error.__traceback__)[-1]
         message = f"raised {type(error).__name__}: {error} (at {where.filename}:{where.lineno})"
@@ -184,9 +188,7 @@ def run_findings(
         findings.append(finding)
         if on_finding is not None:
             on_finding(finding, seconds[name])
-        say(
-            f"[{index}/{len(config.experiments)}] {name}: {'PASS' if finding.holds else 'FAIL'} ({seconds[name]:.1f} s)"
-        )
+        say(f"[{index}/{len(config.experiments)}] {name}: {finding.verdict} ({seconds[name]:.1f} s)")
     prompt_ids = tuple(int(token) for token in context.encode(config.prompt)[0].tolist())
 
     return RunReport(

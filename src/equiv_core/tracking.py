@@ -115,6 +115,13 @@ class TrackedRun:
         _retry_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
         self.logged_files.append(f"{artifact_path + '/' if artifact_path else ''}{path.name}")
 
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table artifact (shown as a table in the UI's artifact view)."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        data = {column: [str(row.get(column, "")) for row in rows] for column in columns}
+        _retry_locked(lambda: self.client.log_table(self.run_id, data=data, artifact_file=artifact_file))
+        self.logged_files.append(artifact_file)
+
 
 def _text(value: Any) -> str:
     if isinstance(value, str):
@@ -213,6 +220,9 @@ class _NullRun(TrackedRun):
         return None
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
         return None
 
 

@@ -37,12 +37,21 @@ class FindingResult:
     message: str
     evidence: dict[str, Any]
     config: ExperimentConfig
+    expressible: bool = True  # False: this nnsight version cannot express an arm the finding needs
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL, or NOT EXPRESSIBLE (the version lacks a feature; neither confirmed nor refuted)."""
+        if not self.expressible:
+            return "NOT EXPRESSIBLE"
+        return "PASS" if self.holds else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "title": self.title,
             "holds": self.holds,
+            "verdict": self.verdict,
             "message": self.message,
             "evidence": self.evidence,
             "config": self.config.to_dict(),

@@ -33,7 +33,9 @@ def iter_all_out_of_bounds(context: SteeringContext, config: ExperimentConfig) -
     try:
         context.nnsight.generate(input_ids, config.max_new_tokens, edit, "every_step", arm="iter_all")
     except IndexError as error:
-        uncaught_error = f"{type(error).__name__}: {error}"
+        # nnsight < 0.8 wraps it (NNsightException, still an IndexError) with a traceback: keep the last line.
+        last_line = (str(error).strip().splitlines() or [""])[-1]
+        uncaught_error = last_line if last_line.startswith("IndexError") else f"IndexError: {last_line}"
     recomputed = context.nnsight.generate(
         input_ids, config.max_new_tokens, edit, "every_step", use_cache=False, arm="recompute"
     )

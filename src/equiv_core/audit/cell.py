@@ -1,0 +1,162 @@
+"""One audit cell: in the current environment, run the findings on each model and record what could drift.
+
+Recorded per model: every finding's verdict, the block output form, what the original study's literal
+``block.output[0][idx] = 0.0`` edits here, whether each steering arm changed the output, and token ids and
+logits (hashes in JSON, tensors in a side ``.npz``) so cells can be compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equiv_core.bench.arms import ARMS
+from equiv_core.comparison import tensor_sha256
+from equiv_core.context import SteeringContext, build_context
+from equiv_core.determinism import configure_determinism
+from equiv_core.models import load_model
+from equiv_core.provenance import package_version
+from equiv_core.runner import RunConfig, run_findings
+from equiv_core.tracking import TrackedRun, Tracker
+
+AUDIT_EXPERIMENT = "equiv-audit"
+AUDITED_PACKAGES = ("nnsight", "transformers", "torch", "numpy", "mlflow")
+
+
+def cell_slug(cell: str) -> str:
+    """A file-name-safe form of a cell id like ``nnsight='0.7.0'``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", cell).strip("-")
+
+
+def literal_meaning(effect: dict[str, Any], prompt_length: int) -> str:
+    """Plain words for what ``output[0][index] = 0.0`` zeroed."""
+    if effect["error"]:
+        return f"raises {effect['error'].split(':')[0]}"
+    zeroed = effect["zeroed"]
+    if zeroed == [[0, effect["index"] % prompt_length]]:
+        return f"position {effect['index'] % prompt_length} of batch 0 (the intended edit)"
+    if zeroed == [[0, position] for position in range(prompt_length)]:
+        return "every position of batch row 0 (the whole sequence)"
+    return f"zeroes (batch, position) {zeroed}"
+
+
+def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every benchmark arm once: ids, logits hash, did it steer, does it match the hook; plus the logits."""
+    input_ids = context.encode(RunConfig().prompt)
+    records: dict[str, Any] = {}
+    tensors: dict[str, Any] = {}
+    for arm in ARMS.names():
+        try:
+            records[arm] = ARMS.get(arm).run(context, input_ids, max_new_tokens, layer)
+        except Exception as error:  # noqa: BLE001 - an arm that cannot run on this version is a result
+            records[arm] = f"{type(error).__name__}: {error}"
+    hook, unsteered = records["hook"], records["unsteered"]
+    summary: dict[str, Any] = {}
+    for arm, record in records.items():
+        if isinstance(record, str):
+            summary[arm] = {"error": record}
+            continue
+        tensors[arm] = record.step_logits.numpy()
+        steered = ARMS.get(arm).steered
+        summary[arm] = {
+            "ids": list(record.generated_ids),
+            "logits_sha256": tensor_sha256(record.step_logits),
+            "steering_applied": (record.generated_ids != unsteered.generated_ids)
+            if steered and not isinstance(unsteered, str)
+            else None,
+            "ids_match_hook": (record.generated_ids == hook.generated_ids)
+            if steered and not isinstance(hook, str)
+            else None,
+        }
+    return summary, tensors
+
+
+def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Findings, block form, literal-edit meaning and arm outputs of one model in this environment."""
+    report = run_findings(RunConfig(model=model, device="cpu"), progress=progress)
+    configure_determinism(0)
+    context = build_context(load_model(model, "cpu"))
+    input_ids = context.encode(RunConfig().prompt)
+    prompt_length = int(input_ids.shape[1])
+    last_layer = context.architecture.num_layers - 1
+    literal = []
+    for index in (-1, prompt_length - 1):
+        effect = context.nnsight.literal_output0_edit(input_ids, last_layer, index)
+        literal.append({**effect, "layer": last_layer, "meaning": literal_meaning(effect, prompt_length)})
+    arms, tensors = _arms(context, RunConfig().max_new_tokens, layer=0)
+    summary = {
+        "block_output_form": context.architecture.block_output_form,
+        "layers_path": context.architecture.layers_path,
+        "prompt_length": prompt_length,
+        "findings": {f.id: {"verdict": f.verdict, "message": f.message} for f in report.findings},
+        "literal_output0_edit": literal,
+        "arms": arms,
+        "fingerprint": report.fingerprint(),
+        "weights_sha256": report.weights_sha256,
+    }
+    return summary, tensors
+
+
+def run_cell(
+    cell: str, models: tuple[str, ...], out_dir: Path, tracker: Tracker, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """Audit every model, write ``<cell>.json`` and ``<cell>.npz`` to ``out_dir``, log one MLflow parent run."""
+    started = time.perf_counter()
+    versions = {name: package_version(name) for name in AUDITED_PACKAGES} | {"python": platform.python_version()}
+    with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell}) as run:
+        run.log(
+            params={"cell": cell, "models": ",".join(models)},
+            tags={f"{name}_version": value for name, value in versions.items() if value},
+        )
+        results: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
+        for model in models:
+            progress(f"audit {cell}: {model}")
+            results[model], tensors = audit_model(model, progress)
+            arrays |= {f"{model}/{arm}": values for arm, values in tensors.items()}
+        payload = {
+            "cell": cell,
+            "status": "ran",
+            "reason": None,
+            "audit_run": os.environ.get("EQUIV_AUDIT_RUN"),
+            "versions": versions,
+            "models": results,
+            "pip_freeze": sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "seconds": time.perf_counter() - started,
+            "mlflow_run_id": run.run_id or None,
+        }
+        _log_cell(run, payload)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / f"{cell_slug(cell)}.npz", **arrays)
+    _write_json(out_dir / f"{cell_slug(cell)}.json", payload)
+    return payload
+
+
+def _log_cell(run: TrackedRun, payload: dict[str, Any]) -> None:
+    tags: dict[str, Any] = {"status": payload["status"]}
+    metrics: dict[str, float] = {}
+    for model, result in payload["models"].items():
+        tags[f"{model}.block_output_form"] = result["block_output_form"]
+        tags[f"{model}.literal_output0[-1]"] = result["literal_output0_edit"][0]["meaning"]
+        for finding, verdict in result["findings"].items():
+            tags[f"{model}.finding.{finding}"] = verdict["verdict"]
+            metrics[f"{model}.holds.{finding}"] = float(verdict["verdict"] == "PASS")
+    run.log(tags=tags, metrics=metrics)
+    run.log_json(payload, "audit_cell.json")
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,220 @@
+"""``equiv audit-report``: every audit cell side by side, in Markdown and as an MLflow table.
+
+Rows are cells x models; columns are the five findings (PASS / FAIL / NOT EXPRESSIBLE / unsupported), the
+block output form, what the original study's literal ``output[0][-1] = 0.0`` edits there, and whether token
+ids and logits equal the reference cell's. Every non-PASS cell is explained below the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equiv_core.audit.cell import cell_slug
+from equiv_core.experiments import EXPERIMENTS
+
+REFERENCE_CELL = "nnsight='0.8.1'"
+SHORT = {
+    "position_sweep": "sweep",
+    "kv_cache_persistence": "kv",
+    "iter0_equivalence": "iter0",
+    "iter_all_out_of_bounds": "iter_all",
+    "steered_differs": "differs",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CellComparison:
+    """One model of one cell against the same model in another cell."""
+
+    weights_identical: bool | None
+    ids_identical: bool | None
+    logits_max_abs_diff: float | None
+
+
+def load_cells(directory: Path) -> list[dict[str, Any]]:
+    """Every cell result in ``directory``, in file-name order."""
+    return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+
+
+def _logits(directory: Path, cell: str) -> dict[str, np.ndarray]:
+    path = directory / f"{cell_slug(cell)}.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def compare_cells(directory: Path, cell: dict[str, Any], other: dict[str, Any], model: str) -> CellComparison:
+    """Are the weights, every arm's ids, and every arm's logits the same in both cells for ``model``?"""
+    mine, theirs = cell.get("models", {}).get(model), other.get("models", {}).get(model)
+    if not mine or not theirs:
+        return CellComparison(None, None, None)
+    arms = sorted(set(mine["arms"]) & set(theirs["arms"]))
+    ids_identical = all(mine["arms"][arm].get("ids") == theirs["arms"][arm].get("ids") for arm in arms)
+    mine_logits, their_logits = _logits(directory, cell["cell"]), _logits(directory, other["cell"])
+    diffs = [
+        float(np.abs(mine_logits[key] - their_logits[key]).max())
+        for arm in arms
+        if (key := f"{model}/{arm}") in mine_logits
+        and key in their_logits
+        and mine_logits[key].shape == their_logits[key].shape
+    ]
+    return CellComparison(
+        mine["weights_sha256"] == theirs["weights_sha256"], ids_identical, max(diffs) if diffs else None
+    )
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "**no**")
+
+
+def _diff(value: float | None) -> str:
+    return "-" if value is None else ("0" if value == 0 else f"{value:.2g}")
+
+
+def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str, list[dict[str, Any]]]:
+    """The Markdown report and its table rows (for MLflow) from the cell results in ``directory``."""
+    cells = load_cells(directory)
+    by_id = {cell["cell"]: cell for cell in cells}
+    reference_cell = by_id.get(reference)
+    findings = list(EXPERIMENTS.names())
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for cell in cells:
+        versions = cell.get("versions", {})
+        base = {
+            "cell": cell["cell"],
+            "nnsight": versions.get("nnsight", "-"),
+            "transformers": versions.get("transformers", "-"),
+            "torch": versions.get("torch", "-"),
+        }
+        if cell["status"] != "ran":
+            rows.append(
+                {
+                    **base,
+                    "model": "-",
+                    **dict.fromkeys(findings, "unsupported"),
+                    "block_output": "-",
+                    "literal_output0[-1]": "-",
+                    "weights = ref": "-",
+                    "ids = ref": "-",
+                    "max abs dlogit vs ref": "-",
+                }
+            )
+            notes.append(f"- `{cell['cell']}`: **unsupported**: {cell['reason']}")
+            continue
+        for model, result in cell["models"].items():
+            comparison = (
+                compare_cells(directory, cell, reference_cell, model)
+                if reference_cell is not None
+                else CellComparison(None, None, None)
+            )
+            verdicts = {f: result["findings"].get(f, {}).get("verdict", "-") for f in findings}
+            rows.append(
+                {
+                    **base,
+                    "model": model,
+                    **verdicts,
+                    "block_output": result["block_output_form"],
+                    "literal_output0[-1]": result["literal_output0_edit"][0]["meaning"],
+                    "weights = ref": _yes_no(comparison.weights_identical),
+                    "ids = ref": _yes_no(comparison.ids_identical),
+                    "max abs dlogit vs ref": _diff(comparison.logits_max_abs_diff),
+                }
+            )
+            for finding, verdict in result["findings"].items():
+                if verdict["verdict"] != "PASS":
+                    notes.append(
+                        f"- `{cell['cell']}` / {model} / {finding}: **{verdict['verdict']}**: {verdict['message']}"
+                    )
+            if comparison.ids_identical is False:
+                cause = (
+                    "its weights differ from the reference cell's (random init changed between versions), "
+                    "so ids cannot be compared"
+                    if comparison.weights_identical is False
+                    else "same weights, different token ids: generation or steering behaves differently"
+                )
+                notes.append(f"- `{cell['cell']}` / {model}: ids differ from `{reference}`: {cause}")
+    return _markdown(rows, notes, cells, reference, directory), rows
+
+
+def _markdown(
+    rows: list[dict[str, Any]], notes: list[str], cells: list[dict[str, Any]], reference: str, directory: Path
+) -> str:
+    columns = [
+        "cell",
+        "nnsight",
+        "transformers",
+        "torch",
+        "model",
+        *EXPERIMENTS.names(),
+        "block_output",
+        "literal_output0[-1]",
+        "weights = ref",
+        "ids = ref",
+        "max abs dlogit vs ref",
+    ]
+    header = [SHORT.get(column, column) for column in columns]
+    lines = [
+        "# equiv-bench audit report",
+        "",
+        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} from {len(cells)} cells in `{directory}`. "
+        f"Reference cell: `{reference}`. Findings: {', '.join(f'{SHORT[f]} = {f}' for f in EXPERIMENTS.names())}. "
+        "`literal_output0[-1]` is what the original study's `block.output[0][-1] = 0.0` edits at the last layer.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(str(row[column]) for column in columns) + " |" for row in rows]
+    lines += ["", "## What `.output[0]` means in each cell", ""]
+    for cell in cells:
+        for model, result in cell.get("models", {}).items():
+            effects = "; ".join(
+                f"`output[0][{e['index']}] = 0` -> {e['meaning']}" for e in result["literal_output0_edit"]
+            )
+            lines.append(f"- `{cell['cell']}` / {model}: block returns a **{result['block_output_form']}**; {effects}")
+    lines += ["", "## nnsight versions against 0.6.3", ""] + _nnsight_section(cells, directory)
+    lines += ["", "## Why each non-PASS cell", ""] + (notes or ["Every cell passed every finding."])
+    return "\n".join(lines) + "\n"
+
+
+def _nnsight_section(cells: list[dict[str, Any]], directory: Path) -> list[str]:
+    """Do nnsight 0.7.0 and 0.8.1 give what 0.6.3 gives (same weights, so any difference is nnsight's)?"""
+    by_id = {cell["cell"]: cell for cell in cells}
+    base = by_id.get("nnsight='0.6.3'")
+    if base is None or base["status"] != "ran":
+        return ["No `nnsight='0.6.3'` cell ran; nothing to compare."]
+    lines = []
+    for cell_id in ("nnsight='0.5.15'", "nnsight='0.7.0'", "nnsight='0.8.1'"):
+        cell = by_id.get(cell_id)
+        if cell is None or cell["status"] != "ran":
+            lines.append(f"- `{cell_id}`: {'not run' if cell is None else 'unsupported: ' + str(cell['reason'])}")
+            continue
+        for model in cell["models"]:
+            comparison = compare_cells(directory, cell, base, model)
+            verdicts_same = all(
+                cell["models"][model]["findings"][f]["verdict"] == base["models"][model]["findings"][f]["verdict"]
+                for f in EXPERIMENTS.names()
+            )
+            lines.append(
+                f"- `{cell_id}` vs 0.6.3 / {model}: verdicts {'same' if verdicts_same else '**differ**'}; "
+                f"token ids of every arm identical: {_yes_no(comparison.ids_identical)}; "
+                f"max abs logit diff {_diff(comparison.logits_max_abs_diff)}"
+            )
+    return lines
+
+
+def write_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[Path, list[dict[str, Any]]]:
+    """Write ``REPORT.md`` next to the cell results and return its path and rows."""
+    markdown, rows = build_report(directory, reference)
+    path = directory / "REPORT.md"
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text(markdown)
+    temporary.replace(path)
+    return path, rows
