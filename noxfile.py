@@ -176,12 +176,24 @@ def _tail(output: str) -> str:
     return (errors or lines or ["no output"])[-1][:400]
 
 
-def _venv_run(session: nox.Session, *arguments: str) -> tuple[bool, str]:
-    """Run the cell venv's python with ``arguments``, capturing output (failures are results, not crashes)."""
-    python = str(Path(session.bin) / "python")
+def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tuple[bool, str]:
+    """Run the cell venv's python with ``arguments`` and keep its output (failures are results, not crashes);
+    ``stream`` also echoes the output as it comes, for long steps."""
     session.log(" ".join(["python", *arguments]))
-    done = subprocess.run([python, *arguments], capture_output=True, text=True, cwd=ROOT)
-    return done.returncode == 0, done.stdout + done.stderr
+    process = subprocess.Popen(
+        [str(Path(session.bin) / "python"), *arguments],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if stream:
+            print(line, end="", flush=True)
+    return process.wait() == 0, "".join(lines)
 
 
 def _audit_cell(session: nox.Session, cell: str, overrides: dict[str, str | None]) -> None:
@@ -205,10 +217,21 @@ def _audit_cell(session: nox.Session, cell: str, overrides: dict[str, str | None
         _write_cell(cell, "unsupported", f"import failed: {_tail(output)}", pins)
         session.log(f"{cell}: unsupported (import failed)")
         return
-    try:
-        session.run("equiv", "audit-cell", "--cell", cell, "--models", AUDIT_MODELS, "--out", str(AUDIT_RESULTS))
-    except nox.command.CommandFailed as failure:
-        _write_cell(cell, "error", f"audit-cell crashed: {failure.reason}", pins)
+    ok, output = _venv_run(
+        session,
+        "-m",
+        "equiv_core",
+        "audit-cell",
+        "--cell",
+        cell,
+        "--models",
+        AUDIT_MODELS,
+        "--out",
+        str(AUDIT_RESULTS),
+        stream=True,
+    )
+    if not ok:
+        _write_cell(cell, "error", f"audit-cell crashed: {_tail(output)}", pins)
 
 
 def _wait_for_cells(session: nox.Session, timeout_s: float = 3 * 3600) -> None:

@@ -79,7 +79,8 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 @dataclass
 class TrackedRun:
-    """An open MLflow run; children are created through :meth:`Tracker.child`."""
+    """An open MLflow run (children are opened with ``Tracker.run(..., parent=...)``); with no client, as
+    under ``--no-mlflow``, every log call does nothing."""
 
     client: Any
     run_id: str
@@ -93,6 +94,8 @@ class TrackedRun:
         tags: dict[str, Any] | None = None,
     ) -> None:
         """Params, metrics and tags in one batch (one write, so fewer lock waits on SQLite)."""
+        if self.client is None:
+            return
         from mlflow.entities import Metric, Param, RunTag
 
         stamp = int(time.time() * 1000)
@@ -104,19 +107,27 @@ class TrackedRun:
         _retry_locked(lambda: self.client.log_batch(self.run_id, batch_metrics, batch_params, batch_tags))
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
+        if self.client is None:
+            return
         _retry_locked(lambda: self.client.log_dict(self.run_id, payload, artifact_file))
         self.logged_files.append(artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        if self.client is None:
+            return
         _retry_locked(lambda: self.client.log_text(self.run_id, text, artifact_file))
         self.logged_files.append(artifact_file)
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.client is None:
+            return
         _retry_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
         self.logged_files.append(f"{artifact_path + '/' if artifact_path else ''}{path.name}")
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
         """Rows as an MLflow table artifact (shown as a table in the UI's artifact view)."""
+        if self.client is None:
+            return
         columns = list(dict.fromkeys(key for row in rows for key in row))
         data = {column: [str(row.get(column, "")) for row in rows] for column in columns}
         _retry_locked(lambda: self.client.log_table(self.run_id, data=data, artifact_file=artifact_file))
@@ -201,29 +212,7 @@ class NullTracker(Tracker):
     def run(
         self, name: str, parent: TrackedRun | None = None, tags: dict[str, Any] | None = None
     ) -> Iterator[TrackedRun]:
-        yield _NullRun(None, "", name)
-
-
-class _NullRun(TrackedRun):
-    def log(
-        self,
-        params: dict[str, Any] | None = None,
-        metrics: dict[str, float] | None = None,
-        tags: dict[str, Any] | None = None,
-    ) -> None:
-        return None
-
-    def log_json(self, payload: Any, artifact_file: str) -> None:
-        return None
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        return None
-
-    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
-        return None
-
-    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
-        return None
+        yield TrackedRun(None, "", name)  # no client: every log call is a no-op
 
 
 def open_tracker(enabled: bool, uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> Tracker:

@@ -148,7 +148,7 @@ def _log_cell(run: TrackedRun, payload: dict[str, Any]) -> None:
     metrics: dict[str, float] = {}
     for model, result in payload["models"].items():
         tags[f"{model}.block_output_form"] = result["block_output_form"]
-        tags[f"{model}.literal_output0[-1]"] = result["literal_output0_edit"][0]["meaning"]
+        tags[f"{model}.literal_output0_last"] = result["literal_output0_edit"][0]["meaning"]
         for finding, verdict in result["findings"].items():
             tags[f"{model}.finding.{finding}"] = verdict["verdict"]
             metrics[f"{model}.holds.{finding}"] = float(verdict["verdict"] == "PASS")

@@ -1,0 +1,169 @@
+"""Audit cells and the audit report: drift probes, cell results, Markdown and MLflow output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow_helpers import artifact_paths, parent_and_children
+from nnsight import NNsight
+from test_architecture import TupleModel
+
+from equiv_core.audit.cell import cell_slug, literal_meaning, run_cell
+from equiv_core.audit.report import build_report
+from equiv_core.cli import main
+from equiv_core.compat import NnsightSteering
+from equiv_core.experiments import EXPERIMENTS
+from equiv_core.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cell_slug_is_file_safe() -> None:
+    assert cell_slug("nnsight='0.7.0'") == "nnsight-0.7.0"
+    assert cell_slug("transformers='latest'") == "transformers-latest"
+
+
+@pytest.mark.parametrize(
+    ("effect", "meaning"),
+    [
+        ({"index": -1, "zeroed": [[0, 3]], "error": None}, "position 3 of batch 0 (the intended edit)"),
+        (
+            {"index": -1, "zeroed": [[0, 0], [0, 1], [0, 2], [0, 3]], "error": None},
+            "every position of batch row 0 (the whole sequence)",
+        ),
+        ({"index": 3, "zeroed": None, "error": "IndexError: index 3 is out of bounds"}, "raises IndexError"),
+    ],
+)
+def test_literal_meaning(effect: dict[str, object], meaning: str) -> None:
+    assert literal_meaning(effect, 4) == meaning
+
+
+def _tuple_steering() -> NnsightSteering:
+    """NnsightSteering over a toy model whose blocks return tuples, as GPT-2 did up to transformers 5.2."""
+    steering = NnsightSteering.__new__(NnsightSteering)
+    steering.wrapped = NNsight(TupleModel())
+    steering.layers_path = "transformer.h"
+    steering.block_output_form = "tuple"
+    return steering
+
+
+def test_literal_output0_on_tuple_blocks_hits_the_whole_batch_row() -> None:
+    steering = _tuple_steering()
+    input_ids = torch.tensor([[1, 2, 3, 4]])
+    assert steering.literal_output0_edit(input_ids, 1, -1)["zeroed"] == [[0, 0], [0, 1], [0, 2], [0, 3]]
+    out_of_range = steering.literal_output0_edit(input_ids, 1, 3)
+    assert out_of_range["zeroed"] is None and out_of_range["error"].startswith("IndexError")
+
+
+@pytest.fixture(scope="module")
+def cell_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real cell result for tiny-gpt2 in this environment, logged to a real (throw-away) MLflow store."""
+    directory = tmp_path_factory.mktemp("audit")
+    store = f"sqlite:///{directory.parent / (directory.name + '-mlflow') / 'mlflow.db'}"
+    run_cell("nnsight='0.8.1'", ("tiny-gpt2",), directory, Tracker(store, "equiv-audit").connect(), lambda _m: None)
+    [(parent, _children)] = parent_and_children(store, "equiv-audit")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["tiny-gpt2.block_output_form"] == "tensor"
+    assert parent.data.metrics["tiny-gpt2.holds.iter0_equivalence"] == 1.0
+    return directory
+
+
+def test_cell_records_findings_drift_and_arms(cell_results: Path) -> None:
+    payload = json.loads((cell_results / "nnsight-0.8.1.json").read_text())
+    assert payload["status"] == "ran" and payload["versions"]["nnsight"]
+    result = payload["models"]["tiny-gpt2"]
+    assert {f: v["verdict"] for f, v in result["findings"].items()} == dict.fromkeys(EXPERIMENTS.names(), "PASS")
+    assert result["block_output_form"] == "tensor"
+    assert result["literal_output0_edit"][0]["meaning"] == "position 3 of batch 0 (the intended edit)"
+    for arm in ("plain", "iter0", "recompute", "hook"):
+        assert result["arms"][arm]["steering_applied"] is True
+        assert result["arms"][arm]["ids_match_hook"] is True
+    with __import__("numpy").load(cell_results / "nnsight-0.8.1.npz") as logits:
+        assert logits["tiny-gpt2/plain"].shape == (5, 1024)
+
+
+def _copy_cell(source: Path, directory: Path, cell: str, edit: Callable[[dict[str, object]], None]) -> None:
+    payload = json.loads((source / "nnsight-0.8.1.json").read_text())
+    payload["cell"] = cell
+    edit(payload)
+    (directory / f"{cell_slug(cell)}.json").write_text(json.dumps(payload))
+    shutil.copy(source / "nnsight-0.8.1.npz", directory / f"{cell_slug(cell)}.npz")
+
+
+def test_report_marks_unsupported_and_drifting_cells(cell_results: Path, tmp_path: Path) -> None:
+    for name in ("nnsight-0.8.1.json", "nnsight-0.8.1.npz"):
+        shutil.copy(cell_results / name, tmp_path / name)
+
+    def drift(payload: dict[str, object]) -> None:
+        model = payload["models"]["tiny-gpt2"]  # type: ignore[index]
+        model["arms"]["plain"]["ids"] = [1, 2, 3, 4, 5]
+        model["findings"]["iter0_equivalence"] = {"verdict": "FAIL", "message": "plain != iter0"}
+
+    _copy_cell(cell_results, tmp_path, "nnsight='0.7.0'", drift)
+    (tmp_path / "torch-9.9.json").write_text(
+        json.dumps(
+            {"cell": "torch='9.9'", "status": "unsupported", "reason": "install failed: no torch 9.9", "models": {}}
+        )
+    )
+    markdown, rows = build_report(tmp_path)
+    assert len(rows) == 3
+    unsupported = next(row for row in rows if row["cell"] == "torch='9.9'")
+    assert unsupported["position_sweep"] == "unsupported"
+    drifted = next(row for row in rows if row["cell"] == "nnsight='0.7.0'")
+    assert drifted["ids = ref"] == "**no**" and drifted["weights = ref"] == "yes"
+    assert drifted["iter0_equivalence"] == "FAIL"
+    assert "install failed: no torch 9.9" in markdown
+    assert "plain != iter0" in markdown
+    assert "same weights, different token ids" in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len({line.count("|") for line in table}) == 1  # every row has as many cells as the header
+
+
+def test_audit_report_cli_writes_markdown_and_logs_a_table(
+    cell_results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    results = tmp_path / "results"
+    shutil.copytree(cell_results, results)
+    (results / "torch-9.9.json").write_text(
+        json.dumps({"cell": "torch='9.9'", "status": "unsupported", "reason": "install failed", "models": {}})
+    )
+    assert main(["audit-report", "--results", str(results)]) == 0
+    assert (results / "REPORT.md").read_text().startswith("# equiv-bench audit report")
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    runs = {parent.info.run_name: parent for parent, _ in parent_and_children(uri, "equiv-audit")}
+    assert {"audit report", "audit torch='9.9'"} <= set(runs)
+    assert runs["audit torch='9.9'"].data.tags["status"] == "unsupported"
+    assert {"REPORT.md", "audit_table.json"} <= artifact_paths(uri, runs["audit report"].info.run_id)
+    assert json.loads((results / "torch-9.9.json").read_text())["mlflow_run_id"]
+
+
+def test_audit_report_without_results_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit-report", "--results", str(tmp_path / "none"), "--no-mlflow"]) == 2
+    assert "run `python3 -m nox -s audit` first" in capsys.readouterr().err
+
+
+def test_nox_lists_the_audit_matrix() -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for cell in (
+        "nnsight='0.5.15'",
+        "nnsight='0.6.3'",
+        "nnsight='0.7.0'",
+        "nnsight='0.8.1'",
+        "transformers='4.57.6'",
+        "transformers='5.2.0'",
+        "transformers='latest'",
+        "torch='2.13.0'",
+        "torch='2.14.1'",
+        "report",
+    ):
+        assert f"audit({cell})" in listed
