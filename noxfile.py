@@ -47,8 +47,11 @@ AUDITED = ("nnsight", "transformers", "torch", "mlflow")
 os.environ.setdefault("EQUIV_AUDIT_RUN", uuid.uuid4().hex)
 if "audit" in sys.argv[1:]:
     # `nox -s audit`: cells are independent environments, so run them two at a time (EQUIV_AUDIT_JOBS).
-    nox.options.parallel = int(os.environ.get("EQUIV_AUDIT_JOBS", "2"))
+    jobs = int(os.environ.get("EQUIV_AUDIT_JOBS", "2"))
+    nox.options.parallel = jobs
     os.environ["EQUIV_AUDIT_WHOLE_MATRIX"] = "1"
+    # Split the cores between parallel cells: oversubscribed OpenMP threads busy-wait and run 10x slower.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
 
 
 def _install_key(extras: str) -> str:
@@ -87,6 +90,22 @@ def bench(session: nox.Session) -> None:
     """
     install_project(session)
     RESULTS.mkdir(exist_ok=True)
+    pytest_benchmark_json = RESULTS / "pytest-benchmark.json"
+    # A short pytest-benchmark pass (same arms, 8 new tokens, 3 rounds) whose JSON is attached to the MLflow run;
+    # the numbers that matter come from the interleaved `equiv bench` sweep that follows.
+    session.run(
+        "pytest",
+        "bench",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--bench-new-tokens",
+        "8",
+        "--bench-rounds",
+        "3",
+        f"--benchmark-json={pytest_benchmark_json}",
+        *_model_option(session.posargs),
+    )
     session.run(
         "equiv",
         "bench",
@@ -95,8 +114,19 @@ def bench(session: nox.Session) -> None:
         str(RESULTS / "bench.json"),
         "--plot",
         str(RESULTS / "bench-sweep.png"),
+        "--attach",
+        str(pytest_benchmark_json),
         *session.posargs,
     )
+
+
+def _model_option(posargs: list[str]) -> list[str]:
+    """`--model M` / `--device D` given to the bench session, translated for the pytest-benchmark suite."""
+    translated = []
+    for flag, option in (("--model", "--bench-model"), ("--device", "--bench-device"), ("--dtype", "--bench-dtype")):
+        if flag in posargs and posargs.index(flag) + 1 < len(posargs):
+            translated += [option, posargs[posargs.index(flag) + 1]]
+    return translated
 
 
 @nox.session(reuse_venv=False, default=False)
