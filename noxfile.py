@@ -283,7 +283,7 @@ def _wait_for_cells(session: nox.Session, timeout_s: float = 3 * 3600) -> None:
         if not missing or time.monotonic() > deadline:
             break
         session.log(f"report waits for {len(missing)} cells: {', '.join(missing)}")
-        time.sleep(15)
+        time.sleep(5)
 
 
 @nox.session(reuse_venv=True, allow_parallel=True, default=False)

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow_helpers import artifact_paths, free_port, parent_and_children
 
 from equiv_core import runner
 from equiv_core.cli import main
 from equiv_core.experiments import EXPERIMENTS
 from equiv_core.tracking import resolve_tracking_uri
+from mlflow import MlflowClient
 
 
 @pytest.fixture
@@ -186,3 +188,14 @@ def test_compare_prints_verdicts_and_identical_hashes(store: str, capsys: pytest
 def test_compare_needs_two_runs(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare"]) == 2
     assert "need at least 2" in capsys.readouterr().err
+
+
+def test_bad_input_found_after_loading_leaves_no_run(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--layer", "9"]) == 2
+    assert "layer 9 out of range" in capsys.readouterr().err
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("equiv-bench")
+    assert experiment is not None
+    assert client.search_runs([experiment.experiment_id]) == []
+    deleted = client.search_runs([experiment.experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert [run.info.status for run in deleted] == ["FAILED"]

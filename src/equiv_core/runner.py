@@ -21,7 +21,6 @@ from equiv_core.errors import UserInputError
 from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
 from equiv_core.experiments.base import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
 from equiv_core.models import (
-    BUILTIN_MODELS,
     DEFAULT_MODEL,
     load_model,
     resolve_device,
@@ -206,4 +205,4 @@ def run_findings(
     )
 
 
-__all__ = ["BUILTIN_MODELS", "RunConfig", "RunReport", "run_findings", "validate_config"]
+__all__ = ["RunConfig", "RunReport", "experiment_configs", "run_findings", "validate_config"]

@@ -180,15 +180,21 @@ class Tracker:
     def run(
         self, name: str, parent: TrackedRun | None = None, tags: dict[str, Any] | None = None
     ) -> Iterator[TrackedRun]:
-        """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM), never RUNNING."""
+        """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM), never RUNNING.
+
+        A run ended by bad user input is also deleted (soft, restorable): bad input leaves nothing behind.
+        """
         run_tags = {key: _text(value) for key, value in (tags or {}).items()}
         if parent is not None:
             run_tags["mlflow.parentRunId"] = parent.run_id
         created = _retry_locked(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=run_tags))
         tracked = TrackedRun(self.client, created.info.run_id, name)
-        status = "FINISHED"
+        status, bad_input = "FINISHED", False
         try:
             yield tracked
+        except UserInputError:
+            status, bad_input = "FAILED", True
+            raise
         except (KeyboardInterrupt, SystemExit):
             status = "KILLED"
             raise
@@ -197,6 +203,8 @@ class Tracker:
             raise
         finally:
             _retry_locked(lambda: self.client.set_terminated(tracked.run_id, status))
+            if bad_input:  # input only found bad after loading (e.g. a layer out of range): leave no trace
+                _retry_locked(lambda: self.client.delete_run(tracked.run_id))
 
 
 class NullTracker(Tracker):

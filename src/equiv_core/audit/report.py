@@ -180,7 +180,8 @@ def _markdown(
             )
             lines.append(f"- `{cell['cell']}` / {model}: block returns a **{result['block_output_form']}**; {effects}")
     lines += ["", "## nnsight versions against 0.6.3", ""] + _nnsight_section(cells, directory)
-    lines += ["", "## Why each non-PASS cell", ""] + (notes or ["Every cell passed every finding."])
+    lines += ["", "## Why each cell that is not PASS or not identical to the reference", ""]
+    lines += notes or ["Every cell passed every finding with the reference cell's token ids."]
     return "\n".join(lines) + "\n"
 
 
