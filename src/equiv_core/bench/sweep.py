@@ -309,12 +309,24 @@ def run_bench(
     tolerance = LOGITS_TOLERANCE[context.dtype]
     total = (config.warmup + config.rounds) * len(sizes) * len(config.arms)
     results: list[ArmResult] = []
-    with tqdm(total=total, desc="bench rounds", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+    # On a terminal only (disable=None): in logs, a redrawn bar is noise; the per-size lines say enough.
+    with tqdm(
+        total=total,
+        desc="bench rounds",
+        unit="run",
+        disable=None if progress else True,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    ) as bar:
         try:
             for size in sizes:
                 samples, mismatches = _time_size(context, input_ids, config, size, expected, bar)
                 cells = _cells(config, size, expected, samples, mismatches, tolerance)
                 results.extend(cells)
+                report_line(
+                    f"timed {size} new tokens: "
+                    + ", ".join(f"{cell.arm} {cell.stats.median_s * 1e3:.1f} ms" for cell in cells)
+                )
                 if on_cells is not None:
                     on_cells(cells)
         finally:
