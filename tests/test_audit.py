@@ -15,11 +15,13 @@ from mlflow_helpers import artifact_paths, parent_and_children
 from nnsight import NNsight
 from test_architecture import TupleModel
 
-from equiv_core.audit.cell import cell_slug, literal_meaning, run_cell
+from equiv_core.audit.cell import cell_slug, literal_meaning, probe_pitfalls, run_cell
 from equiv_core.audit.report import build_report
 from equiv_core.cli import main
-from equiv_core.compat import NnsightSteering
+from equiv_core.compat import PITFALLS, NnsightSteering
+from equiv_core.context import SteeringContext
 from equiv_core.experiments import EXPERIMENTS
+from equiv_core.steering import Edit
 from equiv_core.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +169,38 @@ def test_nox_lists_the_audit_matrix() -> None:
         "report",
     ):
         assert f"audit({cell})" in listed
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [("raise", "raises"), ("unsteered", "UNSTEERED without error"), ("steered", "steered")],
+)
+def test_pitfall_probe_classifies_what_a_version_does(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch, behaviour: str, expected: str
+) -> None:
+    """A version that raises is safe; one that returns unsteered ids without an error is flagged."""
+    context = context_for("tiny-gpt2")
+    input_ids = context.encode("The weather today is")
+    edit = Edit(0, int(input_ids.shape[1]) - 1)
+
+    def fake(pitfall: str, ids: torch.Tensor, max_new_tokens: int, _edit: Edit) -> list[int]:
+        if behaviour == "raise":
+            raise RuntimeError("OutOfOrderError: value was missed")
+        record = (
+            context.unsteered(ids, max_new_tokens)
+            if behaviour == "unsteered"
+            else context.reference(ids, max_new_tokens, edit)
+        )
+        return list(record.generated_ids)
+
+    monkeypatch.setattr(context.nnsight, "pitfall_generate", fake)
+    outcomes = probe_pitfalls(context, 5)
+    assert set(outcomes) == set(PITFALLS)
+    assert {outcome["outcome"] for outcome in outcomes.values()} == {expected}
+
+
+def test_pitfall_probe_on_the_installed_nnsight(context_for: Callable[[str], SteeringContext]) -> None:
+    """Reading tracer.result before a for-loop iter is rejected by the pinned nnsight (0.8.1)."""
+    outcomes = probe_pitfalls(context_for("tiny-gpt2"), 3)
+    assert outcomes["result_before_iter_loop"]["outcome"] == "raises"
+    assert outcomes["result_before_with_iter"]["outcome"] in {"raises", "UNSTEERED without error", "steered"}

@@ -31,6 +31,14 @@ LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
 TRANSFORMERS_MODEL = Version("0.8.0") <= NNSIGHT_VERSION
 
 
+# Known-bad ways to write a step-0 edit: both read ``tracer.result`` before the step selector. The right
+# behaviour is an error; nnsight 0.8.1 returns *unsteered* ids without one for the with-block form.
+PITFALLS = {
+    "result_before_iter_loop": "tracer.result read before `for step in tracer.iter[0]:`",
+    "result_before_with_iter": "tracer.result read before the deprecated `with tracer.iter[0]:` block",
+}
+
+
 class UnsupportedNnsightVersion(RuntimeError):
     """The installed nnsight cannot be used at all; the message says why."""
 
@@ -146,6 +154,33 @@ class NnsightSteering:
             if not catch_index_errors:
                 raise
             errors.append(str(error))
+
+    def pitfall_generate(self, pitfall: str, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> Any:
+        """Generate with a known-bad pattern (see :data:`PITFALLS`); returns the generated ids or raises.
+
+        Used by the version audit to see which releases reject a wrong pattern and which silently return
+        unsteered ids. Never used to produce a result anyone relies on.
+        """
+        if pitfall not in PITFALLS:
+            raise ValueError(f"unknown pitfall {pitfall!r}; valid: {', '.join(PITFALLS)}")
+        if pitfall == "result_before_iter_loop" and not LOOP_ITER:
+            raise NotExpressible(f"nnsight {NNSIGHT_VERSION} has no for-loop form of iter")
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the with-block form is deprecated from 0.6: that is the point
+            with torch.no_grad():
+                with self.wrapped.generate(**kwargs) as tracer:
+                    with tracer.invoke(inputs):
+                        result = tracer.result.save()
+                        if pitfall == "result_before_iter_loop":
+                            for _step in tracer.iter[0]:
+                                edit.apply(self._hidden(block))
+                        else:
+                            with tracer.iter[0]:
+                                edit.apply(self._hidden(block))
+        return result.sequences[0, input_ids.shape[1] :].tolist()
 
     def literal_output0_edit(self, input_ids: torch.Tensor, layer: int, index: int) -> dict[str, Any]:
         """What the original study's literal ``block.output[0][index] = 0.0`` zeroes on this version.

@@ -22,11 +22,13 @@ import numpy as np
 
 from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
+from equiv_core.compat import PITFALLS, NotExpressible
 from equiv_core.context import SteeringContext, build_context
 from equiv_core.determinism import configure_determinism
 from equiv_core.models import load_model
 from equiv_core.provenance import package_version
 from equiv_core.runner import RunConfig, run_findings
+from equiv_core.steering import Edit
 from equiv_core.tracking import TrackedRun, Tracker
 
 AUDIT_EXPERIMENT = "equiv-audit"
@@ -81,6 +83,36 @@ def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[di
     return summary, tensors
 
 
+def probe_pitfalls(context: SteeringContext, max_new_tokens: int) -> dict[str, dict[str, Any]]:
+    """Run each known-bad pattern and say what this version does with it: raise (good), or return ids that
+    are steered, or silently unsteered (the dangerous case)."""
+    input_ids = context.encode(RunConfig().prompt)
+    edit = Edit(0, int(input_ids.shape[1]) - 1)
+    hook = context.reference(input_ids, max_new_tokens, edit).generated_ids
+    unsteered = context.unsteered(input_ids, max_new_tokens).generated_ids
+    outcomes: dict[str, dict[str, Any]] = {}
+    for pitfall, description in PITFALLS.items():
+        try:
+            ids = tuple(context.nnsight.pitfall_generate(pitfall, input_ids, max_new_tokens, edit))
+        except NotExpressible as reason:
+            outcomes[pitfall] = {"outcome": "not expressible", "detail": str(reason), "pattern": description}
+            continue
+        except Exception as error:  # noqa: BLE001 - raising is the correct behaviour being probed
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            detail = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+            outcomes[pitfall] = {
+                "outcome": "raises",
+                "detail": f"{type(error).__name__}: {detail}"[:300],
+                "pattern": description,
+            }
+            continue
+        outcome = (
+            "UNSTEERED without error" if ids == unsteered else "steered" if ids == hook else "other ids without error"
+        )
+        outcomes[pitfall] = {"outcome": outcome, "detail": f"ids {list(ids)}", "pattern": description}
+    return outcomes
+
+
 def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Findings, block form, literal-edit meaning and arm outputs of one model in this environment."""
     report = run_findings(RunConfig(model=model, device="cpu"), progress=progress)
@@ -94,6 +126,7 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, 
         effect = context.nnsight.literal_output0_edit(input_ids, last_layer, index)
         literal.append({**effect, "layer": last_layer, "meaning": literal_meaning(effect, prompt_length)})
     arms, tensors = _arms(context, RunConfig().max_new_tokens, layer=0)
+    pitfalls = probe_pitfalls(context, RunConfig().max_new_tokens)
     summary = {
         "block_output_form": context.architecture.block_output_form,
         "layers_path": context.architecture.layers_path,
@@ -101,6 +134,7 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, 
         "findings": {f.id: {"verdict": f.verdict, "message": f.message} for f in report.findings},
         "literal_output0_edit": literal,
         "arms": arms,
+        "pitfalls": pitfalls,
         "fingerprint": report.fingerprint(),
         "weights_sha256": report.weights_sha256,
     }
@@ -149,6 +183,8 @@ def _log_cell(run: TrackedRun, payload: dict[str, Any]) -> None:
     for model, result in payload["models"].items():
         tags[f"{model}.block_output_form"] = result["block_output_form"]
         tags[f"{model}.literal_output0_last"] = result["literal_output0_edit"][0]["meaning"]
+        for pitfall, outcome in result.get("pitfalls", {}).items():
+            tags[f"{model}.pitfall.{pitfall}"] = outcome["outcome"]
         for finding, verdict in result["findings"].items():
             tags[f"{model}.finding.{finding}"] = verdict["verdict"]
             metrics[f"{model}.holds.{finding}"] = float(verdict["verdict"] == "PASS")

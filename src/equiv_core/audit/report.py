@@ -179,10 +179,25 @@ def _markdown(
                 f"`output[0][{e['index']}] = 0` -> {e['meaning']}" for e in result["literal_output0_edit"]
             )
             lines.append(f"- `{cell['cell']}` / {model}: block returns a **{result['block_output_form']}**; {effects}")
+    lines += ["", "## Known-bad patterns: rejected, or silently unsteered?", ""] + _pitfall_section(cells)
     lines += ["", "## nnsight versions against 0.6.3", ""] + _nnsight_section(cells, directory)
     lines += ["", "## Why each cell that is not PASS or not identical to the reference", ""]
     lines += notes or ["Every cell passed every finding with the reference cell's token ids."]
     return "\n".join(lines) + "\n"
+
+
+def _pitfall_section(cells: list[dict[str, Any]]) -> list[str]:
+    """What each cell does with code that reads ``tracer.result`` before the step selector."""
+    lines = ["Raising is the safe behaviour; `UNSTEERED without error` means such code silently does nothing.", ""]
+    for cell in cells:
+        for model, result in cell.get("models", {}).items():
+            for pitfall, outcome in result.get("pitfalls", {}).items():
+                flag = "**" if outcome["outcome"].startswith("UNSTEERED") else ""
+                lines.append(
+                    f"- `{cell['cell']}` / {model} / {outcome['pattern']}: {flag}{outcome['outcome']}{flag} "
+                    f"({outcome['detail']})"
+                )
+    return lines
 
 
 def _nnsight_section(cells: list[dict[str, Any]], directory: Path) -> list[str]:
