@@ -133,6 +133,12 @@ def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str,
                     notes.append(
                         f"- `{cell['cell']}` / {model} / {finding}: **{verdict['verdict']}**: {verdict['message']}"
                     )
+            for outcome in result.get("pitfalls", {}).values():
+                if outcome["outcome"].startswith("UNSTEERED"):
+                    notes.append(
+                        f"- `{cell['cell']}` / {model}: {outcome['pattern']} returns **unsteered ids without "
+                        "an error**: code written that way silently does nothing on this version"
+                    )
             if comparison.ids_identical is False:
                 cause = (
                     "its weights differ from the reference cell's (random init changed between versions), "
