@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,24 @@ def test_bad_input_found_after_loading_leaves_no_run(store: str, capsys: pytest.
     assert client.search_runs([experiment.experiment_id]) == []
     deleted = client.search_runs([experiment.experiment_id], run_view_type=ViewType.DELETED_ONLY)
     assert [run.info.status for run in deleted] == ["FAILED"]
+
+
+def test_sigterm_mid_run_ends_killed(store: str, tmp_path: Path) -> None:
+    """A run terminated from outside (a CI timeout, `kill`) ends KILLED, not RUNNING."""
+    command = [sys.executable, "-m", "equiv_core", "run", "--model", "gpt2-small-random"]
+    environment = {**os.environ, "EQUIV_MLFLOW_DIR": str(tmp_path / "mlflow")}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    running = False
+    while time.monotonic() < deadline and process.poll() is None and not running:
+        time.sleep(0.2)
+        try:
+            running = any(parent.info.status == "RUNNING" for parent, _ in parent_and_children(store))
+        except Exception:  # noqa: BLE001 - the store or experiment may not exist yet
+            running = False
+    assert running, "the run never showed up as RUNNING"
+    process.send_signal(signal.SIGTERM)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors.decode()[-2000:]
+    [(parent, _children)] = parent_and_children(store)
+    assert parent.info.status == "KILLED"
