@@ -197,7 +197,7 @@ def _pitfall_section(cells: list[dict[str, Any]]) -> list[str]:
     lines = ["Raising is the safe behaviour; `UNSTEERED without error` means such code silently does nothing.", ""]
     for cell in cells:
         for model, result in cell.get("models", {}).items():
-            for pitfall, outcome in result.get("pitfalls", {}).items():
+            for outcome in result.get("pitfalls", {}).values():
                 flag = "**" if outcome["outcome"].startswith("UNSTEERED") else ""
                 lines.append(
                     f"- `{cell['cell']}` / {model} / {outcome['pattern']}: {flag}{outcome['outcome']}{flag} "
