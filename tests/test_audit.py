@@ -193,14 +193,19 @@ def test_pitfall_probe_classifies_what_a_version_does(
         )
         return list(record.generated_ids)
 
+    hook = context.reference(input_ids, 5, edit).generated_ids
+    unsteered = context.unsteered(input_ids, 5).generated_ids
     monkeypatch.setattr(context.nnsight, "pitfall_generate", fake)
-    outcomes = probe_pitfalls(context, 5)
+    outcomes = probe_pitfalls(context, 5, hook, unsteered)
     assert set(outcomes) == set(PITFALLS)
     assert {outcome["outcome"] for outcome in outcomes.values()} == {expected}
 
 
 def test_pitfall_probe_on_the_installed_nnsight(context_for: Callable[[str], SteeringContext]) -> None:
     """Reading tracer.result before a for-loop iter is rejected by the pinned nnsight (0.8.1)."""
-    outcomes = probe_pitfalls(context_for("tiny-gpt2"), 3)
+    context = context_for("tiny-gpt2")
+    input_ids = context.encode("The weather today is")
+    hook = context.reference(input_ids, 3, Edit(0, int(input_ids.shape[1]) - 1)).generated_ids
+    outcomes = probe_pitfalls(context, 3, hook, context.unsteered(input_ids, 3).generated_ids)
     assert outcomes["result_before_iter_loop"]["outcome"] == "raises"
     assert outcomes["result_before_with_iter"]["outcome"] in {"raises", "UNSTEERED without error", "steered"}

@@ -235,10 +235,9 @@ def _command_compare(arguments: argparse.Namespace) -> int:
 
 
 def _command_audit_cell(arguments: argparse.Namespace) -> int:
-    from equiv_core.audit.cell import AUDIT_EXPERIMENT, run_cell
+    from equiv_core.audit.cell import run_cell
 
-    experiment = arguments.experiment or AUDIT_EXPERIMENT
-    tracker = _tracker(argparse.Namespace(**{**vars(arguments), "experiment": experiment}))
+    tracker = _tracker(arguments)
     models = tuple(model.strip() for model in arguments.models.split(",") if model.strip())
     payload = run_cell(arguments.cell, models, Path(arguments.out), tracker, _progress)
     failing = [
@@ -252,15 +251,12 @@ def _command_audit_cell(arguments: argparse.Namespace) -> int:
 
 
 def _command_audit_report(arguments: argparse.Namespace) -> int:
-    from equiv_core.audit.cell import AUDIT_EXPERIMENT
     from equiv_core.audit.report import write_report
 
     directory = Path(arguments.results)
     if not directory.is_dir() or not any(directory.glob("*.json")):
         raise UserInputError(f"no audit cell results in {str(directory)!r}; run `python3 -m nox -s audit` first")
-    tracker = _tracker(
-        argparse.Namespace(**{**vars(arguments), "experiment": arguments.experiment or AUDIT_EXPERIMENT})
-    )
+    tracker = _tracker(arguments)
     _log_unsupported_cells(tracker, directory)
     path, rows = write_report(directory, arguments.reference)
     with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
@@ -305,24 +301,22 @@ def _command_models(_arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_tracking_options(parser: argparse.ArgumentParser, default_experiment: str | None = "equiv-bench") -> None:
+def _add_tracking_options(parser: argparse.ArgumentParser, experiment: str, off_switch: bool = True) -> None:
+    """--tracking-uri and --experiment (default ``experiment``), and --no-mlflow where logging can be skipped."""
     parser.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the sqlite store in mlflow/)",
     )
-    parser.add_argument(
-        "--experiment",
-        default=default_experiment,
-        help=f"MLflow experiment name (default: {default_experiment or 'equiv-audit'})",
-    )
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment name (default: {experiment})")
+    if off_switch:
+        parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from equiv_core.experiments.base import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
     from equiv_core.models import DEFAULT_MODEL, DTYPES
-    from equiv_core.tracking import DEFAULT_EXPERIMENT
+    from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
 
     parser = _Parser(prog="equiv", description="Steering-equivalence findings and benchmarks for nnsight.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -348,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all five)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
-    _add_tracking_options(run)
+    _add_tracking_options(run, DEFAULT_EXPERIMENT)
     run.set_defaults(handler=_command_run)
 
     from equiv_core.bench.arms import ARMS
@@ -389,32 +383,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="extra file to log as an artifact of the run (e.g. a pytest-benchmark JSON); repeatable",
     )
-    _add_tracking_options(bench)
+    _add_tracking_options(bench, DEFAULT_EXPERIMENT)
     bench.set_defaults(handler=_command_bench)
 
     compare = commands.add_parser("compare", help="MLflow runs side by side: verdicts, ratios, identical hashes")
     compare.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="parent run ids (default: the newest two)")
-    compare.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT})"
-    )
-    compare.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store in mlflow/)",
-    )
+    _add_tracking_options(compare, DEFAULT_EXPERIMENT, off_switch=False)
     compare.set_defaults(handler=_command_compare)
 
     audit_cell = commands.add_parser("audit-cell", help="(used by `nox -s audit`) audit this environment")
     audit_cell.add_argument("--cell", required=True, help="cell id, e.g. \"nnsight='0.7.0'\"")
     audit_cell.add_argument("--models", default="smollm2-135m,tiny-gpt2", help="comma-separated models")
     audit_cell.add_argument("--out", default="results/audit", help="directory for <cell>.json and <cell>.npz")
-    _add_tracking_options(audit_cell, default_experiment=None)
+    _add_tracking_options(audit_cell, AUDIT_EXPERIMENT)
     audit_cell.set_defaults(handler=_command_audit_cell)
 
     audit_report = commands.add_parser("audit-report", help="Markdown report + MLflow table of all audit cells")
     audit_report.add_argument("--results", default="results/audit", help="directory of cell results")
     audit_report.add_argument("--reference", default="nnsight='0.8.1'", help="cell the others are compared with")
-    _add_tracking_options(audit_report, default_experiment=None)
+    _add_tracking_options(audit_report, AUDIT_EXPERIMENT)
     audit_report.set_defaults(handler=_command_audit_report)
 
     models = commands.add_parser("models", help="list the built-in offline models")

@@ -126,10 +126,7 @@ class NnsightSteering:
                     shapes = _save([])
                     errors = _save([])
                     if when == "prompt":
-                        hidden = self._hidden(block)
-                        shapes.append(tuple(hidden.shape))
-                        edit.apply(hidden)
-                        errors.append(None)
+                        self._edit_step(block, edit, shapes, errors, catch_index_errors)
                     elif LOOP_ITER:
                         steps = slice(0, 1) if when == "step0" else slice(0, max_new_tokens)
                         for _step in tracer.iter[steps]:
@@ -144,7 +141,7 @@ class NnsightSteering:
     def _edit_step(
         self, block: Any, edit: Edit, shapes: list[Any], errors: list[Any], catch_index_errors: bool
     ) -> None:
-        """One step of an iterated intervention: record the shape seen, apply the edit (or record why not)."""
+        """One firing of the intervention: record the shape seen, apply the edit (or record why not)."""
         hidden = self._hidden(block)
         shapes.append(tuple(hidden.shape))
         try:

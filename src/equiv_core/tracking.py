@@ -14,13 +14,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from equiv_core.errors import UserInputError
 
 DEFAULT_EXPERIMENT = "equiv-bench"
+AUDIT_EXPERIMENT = "equiv-audit"
 T = TypeVar("T")
 
 
@@ -85,7 +86,6 @@ class TrackedRun:
     client: Any
     run_id: str
     name: str
-    logged_files: list[str] = field(default_factory=list)
 
     def log(
         self,
@@ -110,19 +110,16 @@ class TrackedRun:
         if self.client is None:
             return
         _retry_locked(lambda: self.client.log_dict(self.run_id, payload, artifact_file))
-        self.logged_files.append(artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.client is None:
             return
         _retry_locked(lambda: self.client.log_text(self.run_id, text, artifact_file))
-        self.logged_files.append(artifact_file)
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         if self.client is None:
             return
         _retry_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
-        self.logged_files.append(f"{artifact_path + '/' if artifact_path else ''}{path.name}")
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
         """Rows as an MLflow table artifact (shown as a table in the UI's artifact view)."""
@@ -131,7 +128,6 @@ class TrackedRun:
         columns = list(dict.fromkeys(key for row in rows for key in row))
         data = {column: [str(row.get(column, "")) for row in rows] for column in columns}
         _retry_locked(lambda: self.client.log_table(self.run_id, data=data, artifact_file=artifact_file))
-        self.logged_files.append(artifact_file)
 
 
 def _text(value: Any) -> str:

@@ -31,7 +31,6 @@ from equiv_core.runner import RunConfig, run_findings
 from equiv_core.steering import Edit
 from equiv_core.tracking import TrackedRun, Tracker
 
-AUDIT_EXPERIMENT = "equiv-audit"
 AUDITED_PACKAGES = ("nnsight", "transformers", "torch", "numpy", "mlflow")
 
 
@@ -83,13 +82,13 @@ def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[di
     return summary, tensors
 
 
-def probe_pitfalls(context: SteeringContext, max_new_tokens: int) -> dict[str, dict[str, Any]]:
+def probe_pitfalls(
+    context: SteeringContext, max_new_tokens: int, hook: tuple[int, ...], unsteered: tuple[int, ...]
+) -> dict[str, dict[str, Any]]:
     """Run each known-bad pattern and say what this version does with it: raise (good), or return ids that
-    are steered, or silently unsteered (the dangerous case)."""
+    are steered (``hook``: the raw-hook ids of the same edit) or silently ``unsteered`` (the dangerous case)."""
     input_ids = context.encode(RunConfig().prompt)
     edit = Edit(0, int(input_ids.shape[1]) - 1)
-    hook = context.reference(input_ids, max_new_tokens, edit).generated_ids
-    unsteered = context.unsteered(input_ids, max_new_tokens).generated_ids
     outcomes: dict[str, dict[str, Any]] = {}
     for pitfall, description in PITFALLS.items():
         try:
@@ -126,7 +125,10 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, 
         effect = context.nnsight.literal_output0_edit(input_ids, last_layer, index)
         literal.append({**effect, "layer": last_layer, "meaning": literal_meaning(effect, prompt_length)})
     arms, tensors = _arms(context, RunConfig().max_new_tokens, layer=0)
-    pitfalls = probe_pitfalls(context, RunConfig().max_new_tokens)
+    # The hook and unsteered arms are the same edit and prompt at layer 0: their ids are the probe's references.
+    pitfalls = probe_pitfalls(
+        context, RunConfig().max_new_tokens, tuple(arms["hook"]["ids"]), tuple(arms["unsteered"]["ids"])
+    )
     summary = {
         "block_output_form": context.architecture.block_output_form,
         "layers_path": context.architecture.layers_path,
