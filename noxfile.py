@@ -76,9 +76,22 @@ def install_project(session: nox.Session, extras: str = "test") -> None:
 
 @nox.session(reuse_venv=True)
 def tests(session: nox.Session) -> None:
-    """Run the test suite: fast unit tier on tiny models plus the integration tier on smollm2-135m."""
+    """Run the test suite, every tier (select one with `-- -m unit`, `integration`, `slow` or `gpu`), with coverage."""
     install_project(session)
-    session.run("pytest", "--benchmark-disable", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    session.run(
+        "pytest", "--benchmark-disable", *_coverage(session.posargs), *session.posargs, env={"HF_HUB_OFFLINE": "1"}
+    )
+
+
+def _coverage(posargs: list[str]) -> list[str]:
+    """Branch coverage of the library, subprocesses included (pyproject's [tool.coverage]), on whole-suite runs.
+
+    A tier or keyword selection (`-m`, `-k`) runs without it (a subset's coverage figure means little, and tracing
+    costs the unit tier a third of its time); pass `--cov` to measure one anyway.
+    """
+    if any(arg.startswith(("-m", "-k", "--cov", "--no-cov")) for arg in posargs):
+        return []
+    return ["--cov", "--cov-report=term"]
 
 
 @nox.session(reuse_venv=True)
@@ -144,8 +157,8 @@ def lock(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on the library."""
     install_project(session, extras="test,dev")
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("mypy")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from conftest import BenchSetup
 
@@ -16,6 +17,8 @@ from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
 from equiv_core.determinism import configure_determinism
 from equiv_core.steering import GenerationRecord
+
+pytestmark = pytest.mark.integration  # loads smollm2-135m (gpt2-small-random on CUDA)
 
 
 def test_arm_cost(benchmark: Any, bench_setup: BenchSetup, arm: str, new_tokens: int) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import nnsight
 import pytest
 import torch
 from mlflow_helpers import artifact_paths, parent_and_children
@@ -49,11 +50,7 @@ def test_literal_meaning(effect: dict[str, object], meaning: str) -> None:
 
 def _tuple_steering() -> NnsightSteering:
     """NnsightSteering over a toy model whose blocks return tuples, as GPT-2 did up to transformers 5.2."""
-    steering = NnsightSteering.__new__(NnsightSteering)
-    steering.wrapped = NNsight(TupleModel())
-    steering.layers_path = "transformer.h"
-    steering.block_output_form = "tuple"
-    return steering
+    return NnsightSteering(NNsight(TupleModel()), "transformer.h", "tuple")
 
 
 def test_literal_output0_on_tuple_blocks_hits_the_whole_batch_row() -> None:
@@ -152,6 +149,7 @@ def test_audit_report_without_results_is_bad_input(tmp_path: Path, capsys: pytes
     assert "run `python3 -m nox -s audit` first" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_nox_lists_the_audit_matrix() -> None:
     listed = subprocess.run(
         [sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -201,11 +199,24 @@ def test_pitfall_probe_classifies_what_a_version_does(
     assert {outcome["outcome"] for outcome in outcomes.values()} == {expected}
 
 
-def test_pitfall_probe_on_the_installed_nnsight(context_for: Callable[[str], SteeringContext]) -> None:
-    """Reading tracer.result before a for-loop iter is rejected by the pinned nnsight (0.8.1)."""
+# What each audited nnsight release does with each known-bad pattern (bench/AUDIT.md, audit of 2026-11-27).
+PITFALL_OUTCOMES_BY_NNSIGHT = {
+    "0.5.15": {"result_before_iter_loop": "not expressible", "result_before_with_iter": "raises"},
+    "0.6.3": {"result_before_iter_loop": "raises", "result_before_with_iter": "raises"},
+    "0.7.0": {"result_before_iter_loop": "raises", "result_before_with_iter": "raises"},
+    "0.8.1": {"result_before_iter_loop": "raises", "result_before_with_iter": "UNSTEERED without error"},
+}
+
+
+@pytest.mark.parametrize("pitfall", list(PITFALLS))
+def test_pitfall_probe_on_the_installed_nnsight(context_for: Callable[[str], SteeringContext], pitfall: str) -> None:
+    """The installed nnsight does exactly what the audit recorded for its release (0.8.1, the pinned one, raises
+    for the for-loop form and silently returns unsteered ids for the deprecated with-block form)."""
+    expected = PITFALL_OUTCOMES_BY_NNSIGHT.get(nnsight.__version__)
+    if expected is None:
+        pytest.skip(f"no audited expectation for nnsight {nnsight.__version__}: audit it, then add it above")
     context = context_for("tiny-gpt2")
     input_ids = context.encode("The weather today is")
     hook = context.reference(input_ids, 3, Edit(0, int(input_ids.shape[1]) - 1)).generated_ids
     outcomes = probe_pitfalls(context, 3, hook, context.unsteered(input_ids, 3).generated_ids)
-    assert outcomes["result_before_iter_loop"]["outcome"] == "raises"
-    assert outcomes["result_before_with_iter"]["outcome"] in {"raises", "UNSTEERED without error", "steered"}
+    assert outcomes[pitfall]["outcome"] == expected[pitfall]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from equiv_core.determinism import configure_determinism
@@ -47,6 +48,7 @@ def _run_cli(json_path: Path) -> dict[str, object]:
     return dict(json.loads(json_path.read_text()))
 
 
+@pytest.mark.integration
 def test_two_processes_give_the_same_hashes(tmp_path: Path) -> None:
     first = _run_cli(tmp_path / "a.json")
     second = _run_cli(tmp_path / "b.json")

@@ -24,6 +24,7 @@ def test_placeholder_ids_decode_readably() -> None:
     assert offline_tokenizer(2048).decode([2000]) == "<r2000>"
 
 
+@pytest.mark.integration
 def test_training_is_identical_across_processes() -> None:
     code = (
         "import hashlib; from equiv_core.offline_tokenizer import _trained_tokenizer_json as t; "

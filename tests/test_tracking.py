@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.entities import ViewType
@@ -17,6 +20,7 @@ from mlflow_helpers import artifact_paths, free_port, parent_and_children
 from equiv_core import runner
 from equiv_core.cli import main
 from equiv_core.experiments import EXPERIMENTS
+from equiv_core.registry import Registry
 from equiv_core.tracking import resolve_tracking_uri
 from mlflow import MlflowClient
 
@@ -112,16 +116,14 @@ def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Pa
     )
 
 
-def test_ctrl_c_mid_run_ends_killed_and_keeps_finished_children(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_mid_run_ends_killed_and_keeps_finished_children(
+    store: str, replace_entry: Callable[[Registry[Any], str, Any], None]
+) -> None:
     def interrupted(*_args: object) -> None:
         raise KeyboardInterrupt
 
     experiment = EXPERIMENTS.get("iter0_equivalence")
-    monkeypatch.setitem(
-        EXPERIMENTS._entries,
-        "iter0_equivalence",
-        type(experiment)(experiment.id, experiment.title, experiment.uses_last_layer, interrupted),
-    )
+    replace_entry(EXPERIMENTS, "iter0_equivalence", dataclasses.replace(experiment, run=interrupted))
     assert main(["run", "--model", "tiny-gpt2"]) == 130
     [(parent, children)] = parent_and_children(store)
     assert parent.info.status == "KILLED"
@@ -163,6 +165,7 @@ def test_no_mlflow_logs_nothing(store: str) -> None:
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 
+@pytest.mark.integration
 def test_four_processes_logging_at_once_lose_no_run(store: str, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "equiv_core", "run", "--model", "tiny-gpt2", "--only", "steered_differs"]
     environment = {**os.environ, "EQUIV_MLFLOW_DIR": str(tmp_path / "mlflow")}
@@ -203,6 +206,7 @@ def test_bad_input_found_after_loading_leaves_no_run(store: str, capsys: pytest.
     assert [run.info.status for run in deleted] == ["FAILED"]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_ends_killed(store: str, tmp_path: Path) -> None:
     """A run terminated from outside (a CI timeout, `kill`) ends KILLED, not RUNNING."""
     command = [sys.executable, "-m", "equiv_core", "run", "--model", "gpt2-small-random"]

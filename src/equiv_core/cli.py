@@ -410,8 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``equiv`` console script."""
-    arguments = build_parser().parse_args(argv)
+    """Entry point of the ``equiv`` console script: returns the exit status (also for ``--help`` and usage
+    errors, which argparse reports by raising SystemExit)."""
+    try:
+        arguments = build_parser().parse_args(argv)
+    except SystemExit as exit_request:
+        code = exit_request.code
+        return code if isinstance(code, int) else EXIT_OK if code is None else EXIT_BAD_INPUT
     # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

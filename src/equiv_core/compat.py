@@ -82,17 +82,26 @@ class NnsightSteering:
     """Steered generation and forward passes through nnsight, in the vocabulary of :mod:`equiv_core.steering`."""
 
     def __init__(
-        self,
+        self, wrapped: Any, layers_path: str, block_output_form: BlockOutputForm, pad_token_id: int | None = None
+    ) -> None:
+        """Steer through ``wrapped`` (any nnsight model; :meth:`for_model` wraps a Hugging Face one), whose
+        decoder blocks are at ``layers_path`` and return a ``block_output_form``."""
+        self.wrapped = wrapped
+        self.layers_path = layers_path
+        self.block_output_form = block_output_form
+        self.pad_token_id = pad_token_id
+        self.version = str(NNSIGHT_VERSION)
+
+    @classmethod
+    def for_model(
+        cls,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         layers_path: str,
         block_output_form: BlockOutputForm,
-    ) -> None:
-        self.wrapped = wrap(model, tokenizer)
-        self.layers_path = layers_path
-        self.block_output_form = block_output_form
-        self.pad_token_id = tokenizer.pad_token_id
-        self.version = str(NNSIGHT_VERSION)
+    ) -> NnsightSteering:
+        """Wrap a loaded Hugging Face model with the class this nnsight version recommends (:func:`wrap`)."""
+        return cls(wrap(model, tokenizer), layers_path, block_output_form, tokenizer.pad_token_id)
 
     def _block(self, layer: int) -> Any:
         """The envoy of decoder block ``layer`` (e.g. ``model.transformer.h[layer]``)."""

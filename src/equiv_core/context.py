@@ -95,5 +95,7 @@ def build_context(loaded: LoadedModel) -> SteeringContext:
     """Probe the model's layout with a short forward pass and wrap it with nnsight."""
     probe = loaded.tokenizer("The weather", return_tensors="pt", add_special_tokens=False).input_ids
     architecture = describe(loaded.model, probe.to(loaded.model.device))
-    steering = NnsightSteering(loaded.model, loaded.tokenizer, architecture.layers_path, architecture.block_output_form)
+    steering = NnsightSteering.for_model(
+        loaded.model, loaded.tokenizer, architecture.layers_path, architecture.block_output_form
+    )
     return SteeringContext(loaded, architecture, steering)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from equiv_core.errors import UserInputError
@@ -34,6 +35,20 @@ class Registry(Generic[T]):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserInputError(f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(self._entries)}")
         return self._entries[name]
+
+    @contextmanager
+    def override(self, name: str, entry: T) -> Iterator[T]:
+        """Replace the registered entry ``name`` until the block ends, then restore it.
+
+        For tests that swap one implementation for a deliberately broken one (an arm that ignores its edit);
+        raises :class:`UserInputError` for a name that is not registered, like :meth:`get`.
+        """
+        original = self.get(name)
+        self._entries[name] = entry
+        try:
+            yield entry
+        finally:
+            self._entries[name] = original
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)

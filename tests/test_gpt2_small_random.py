@@ -1,0 +1,14 @@
+"""Slow tier: the five findings on gpt2-small-random, the exact compute of the original study's GPT-2 small."""
+
+from __future__ import annotations
+
+import pytest
+
+from equiv_core.runner import RunConfig, run_findings
+
+pytestmark = pytest.mark.slow
+
+
+def test_all_five_findings_hold_on_gpt2_small_random() -> None:
+    report = run_findings(RunConfig(model="gpt2-small-random", device="cpu"))
+    assert {f.id: f.message for f in report.findings if not f.holds} == {}
