@@ -14,10 +14,11 @@ import torch
 
 from equiv_core.bench.arms import ARMS
 from equiv_core.bench.sweep import CPU_NEW_TOKENS, GPU_DEFAULT_MODEL, GPU_NEW_TOKENS
-from equiv_core.context import SteeringContext, build_context
+from equiv_core.catalog import DEFAULT_PROMPT
+from equiv_core.context import SteeringContext
 from equiv_core.determinism import configure_determinism
-from equiv_core.experiments.base import DEFAULT_PROMPT
-from equiv_core.models import DEFAULT_MODEL, load_model, resolve_device
+from equiv_core.models import DEFAULT_MODEL, resolve_device
+from equiv_core.prepare import prepare_run
 from equiv_core.provenance import environment_info
 from equiv_core.steering import GenerationRecord
 
@@ -83,8 +84,7 @@ class BenchSetup:
 def bench_setup(pytestconfig: pytest.Config) -> BenchSetup:
     device = resolve_device(pytestconfig.getoption("--bench-device"))
     model = pytestconfig.getoption("--bench-model") or (GPU_DEFAULT_MODEL if device.type == "cuda" else DEFAULT_MODEL)
-    configure_determinism(0, deterministic=True)
-    context = build_context(load_model(model, device, pytestconfig.getoption("--bench-dtype")))
+    context = prepare_run(model, str(device), pytestconfig.getoption("--bench-dtype")).context
     return BenchSetup(
         context,
         context.encode(DEFAULT_PROMPT),

@@ -12,6 +12,7 @@ Tiers (one per test, declared in pyproject.toml):
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,11 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ["EQUIV_MLFLOW_DIR"] = tempfile.mkdtemp(prefix="equiv-test-mlflow-")
 
 from equiv_core import models  # noqa: E402
-from equiv_core.context import SteeringContext, build_context  # noqa: E402
-from equiv_core.determinism import configure_determinism  # noqa: E402
-from equiv_core.models import LoadedModel, load_model  # noqa: E402
+from equiv_core.context import SteeringContext  # noqa: E402
+from equiv_core.models import LoadedModel  # noqa: E402
+from equiv_core.prepare import prepare_run  # noqa: E402
 from equiv_core.registry import Registry  # noqa: E402
+from equiv_core.tracking import Tracker, resolve_tracking_uri  # noqa: E402
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
 TIERS = ("unit", "integration", "slow", "gpu")
@@ -101,36 +103,55 @@ def device(pytestconfig: pytest.Config) -> torch.device:
 
 
 @pytest.fixture(scope="session")
-def load_cached() -> Callable[[str], LoadedModel]:
-    """Load each model once per test session; tests must not modify what they get."""
-    cache: dict[str, LoadedModel] = {}
-
-    def load(name: str) -> LoadedModel:
-        if name not in cache:
-            configure_determinism(0)
-            cache[name] = load_model(name, "cpu", "float32")
-        return cache[name]
-
-    return load
-
-
-@pytest.fixture(scope="session")
-def context_for(load_cached: Callable[[str], LoadedModel]) -> Callable[[str], SteeringContext]:
-    """A steering context per model name, built once per session."""
+def context_for() -> Callable[[str], SteeringContext]:
+    """A steering context per model name (CPU, float32), prepared once per session like every entry point does;
+    tests must not modify what they get."""
     contexts: dict[str, SteeringContext] = {}
 
     def get(name: str) -> SteeringContext:
         if name not in contexts:
-            contexts[name] = build_context(load_cached(name))
+            contexts[name] = prepare_run(name, "cpu", "float32").context
         return contexts[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def load_cached(context_for: Callable[[str], SteeringContext]) -> Callable[[str], LoadedModel]:
+    """The loaded model behind :func:`context_for`'s context."""
+    return lambda name: context_for(name).loaded
 
 
 @pytest.fixture(params=TINY_MODELS)
 def tiny_context(request: pytest.FixtureRequest, context_for: Callable[[str], SteeringContext]) -> SteeringContext:
     """Each tiny model in turn: one GPT-2-style, one Llama-style."""
     return context_for(request.param)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its schema migrated once (creating one takes about a second)."""
+    directory = tmp_path_factory.mktemp("mlflow-template")
+    Tracker(f"sqlite:///{directory / 'mlflow.db'}", "template").connect()
+    return directory / "mlflow.db"
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path) -> str:
+    """A fresh local store for one test (a copy of the migrated template), selected the way users select the
+    default one (``EQUIV_MLFLOW_DIR``); returns its tracking URI."""
+    directory = tmp_path / "mlflow"
+    directory.mkdir()
+    shutil.copyfile(mlflow_template, directory / "mlflow.db")
+    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(directory))
+    return resolve_tracking_uri()
+
+
+@pytest.fixture
+def unused_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the default store would be, not created: for tests that check nothing creates it."""
+    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    return resolve_tracking_uri()
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ def test_literal_meaning(effect: dict[str, object], meaning: str) -> None:
 
 def _tuple_steering() -> NnsightSteering:
     """NnsightSteering over a toy model whose blocks return tuples, as GPT-2 did up to transformers 5.2."""
-    return NnsightSteering(NNsight(TupleModel()), "transformer.h", "tuple")
+    model = TupleModel()
+    return NnsightSteering(model, NNsight(model), "transformer.h", "tuple")
 
 
 def test_literal_output0_on_tuple_blocks_hits_the_whole_batch_row() -> None:
@@ -125,10 +126,7 @@ def test_report_marks_unsupported_and_drifting_cells(cell_results: Path, tmp_pat
     assert len({line.count("|") for line in table}) == 1  # every row has as many cells as the header
 
 
-def test_audit_report_cli_writes_markdown_and_logs_a_table(
-    cell_results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(tmp_path / "mlflow"))
+def test_audit_report_cli_writes_markdown_and_logs_a_table(cell_results: Path, tmp_path: Path, store: str) -> None:
     results = tmp_path / "results"
     shutil.copytree(cell_results, results)
     (results / "torch-9.9.json").write_text(
@@ -136,7 +134,7 @@ def test_audit_report_cli_writes_markdown_and_logs_a_table(
     )
     assert main(["audit-report", "--results", str(results)]) == 0
     assert (results / "REPORT.md").read_text().startswith("# equiv-bench audit report")
-    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    uri = store
     runs = {parent.info.run_name: parent for parent, _ in parent_and_children(uri, "equiv-audit")}
     assert {"audit report", "audit torch='9.9'"} <= set(runs)
     assert runs["audit torch='9.9'"].data.tags["status"] == "unsupported"

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from equiv_core.cli import main
+from equiv_core.context import SteeringContext
+from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
+from equiv_core.experiments.base import NoEvidence, verdict
+from equiv_core.registry import Registry
 
 
 def test_run_prints_a_report_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,10 +57,25 @@ def test_layer_override_applies_to_findings_2_to_5(tmp_path: Path) -> None:
     }
 
 
-def test_failed_finding_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--model", "tiny-gpt2", "--max-new-tokens", "1", "--only", "iter_all_out_of_bounds"])
-    assert code == 1
-    assert "[FAIL]" in capsys.readouterr().out
+def test_failed_finding_exits_1(
+    capsys: pytest.CaptureFixture[str], replace_entry: Callable[[Registry[Any], str, Any], None]
+) -> None:
+    experiment = EXPERIMENTS.get("steered_differs")
+
+    def fails(context: SteeringContext, config: ExperimentConfig) -> FindingResult:
+        return verdict(experiment.id, config, ["the arm broke"], "", NoEvidence())
+
+    replace_entry(EXPERIMENTS, "steered_differs", dataclasses.replace(experiment, run=fails))
+    assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs", "--no-mlflow"]) == 1
+    assert "[FAIL] 1. steered_differs" in capsys.readouterr().out
+
+
+def test_one_new_token_makes_finding_4_not_applicable_not_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--model", "tiny-gpt2", "--max-new-tokens", "1", "--no-mlflow"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "[NOT APPLICABLE] 4. iter_all_out_of_bounds" in printed
+    assert "4/4 findings hold (1 not applicable to this input)" in printed
 
 
 @pytest.mark.parametrize(
@@ -115,3 +137,37 @@ def test_module_entry_point_and_console_script_agree() -> None:
     result = subprocess.run(bad, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "equiv: error: max-new-tokens must be >= 1, got 0"
+
+
+@pytest.mark.integration
+def test_help_models_and_recipes_import_neither_torch_nor_nnsight_nor_mlflow() -> None:
+    code = (
+        "import sys, io, contextlib\n"
+        "from equiv_core.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [main(['--help']), main(['models']), main(['recipes']), main(['run', '--help'])]\n"
+        "print(codes, sorted(m for m in ('torch', 'nnsight', 'mlflow', 'transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[0, 0, 0, 0] []"
+
+
+def test_run_and_bench_accept_the_same_negative_layer(tmp_path: Path) -> None:
+    """One validator: -1 is the last layer in both commands."""
+    assert main(["run", "--model", "tiny-gpt2", "--layer", "-1", "--only", "steered_differs", "--no-mlflow"]) == 0
+    bench = ["bench", "--model", "tiny-gpt2", "--layer", "-1", "--rounds", "1", "--warmup", "0", "--new-tokens", "2"]
+    assert main([*bench, "--arms", "plain,hook,unsteered", "--no-plot", "--no-progress", "--no-mlflow"]) == 0
+
+
+def test_a_prompt_longer_than_the_context_names_the_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--prompt", " weather" * 300, "--no-mlflow"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        "prompt is 300 tokens, too long for this model's context of 256 positions; valid: at most 255 tokens, "
+        "leaving room for 1 new token"
+    )
+
+
+def test_only_refuses_a_finding_listed_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs,steered_differs", "--no-mlflow"]) == 2
+    assert "--only lists steered_differs more than once" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def test_two_runs_in_one_process_are_bit_identical() -> None:
     first = run_findings(RunConfig(model="tiny-gpt2"))
     second = run_findings(RunConfig(model="tiny-gpt2"))
     assert first.fingerprint() == second.fingerprint()
-    assert first.findings[2].evidence["plain"] == second.findings[2].evidence["plain"]
+    assert first.findings[2].evidence.generations()["plain"] == second.findings[2].evidence.generations()["plain"]
 
 
 def _run_cli(json_path: Path) -> dict[str, object]:

@@ -51,9 +51,10 @@ def test_finding_holds_on_tiny_models(tiny_context: SteeringContext, experiment_
 
 def test_position_sweep_evidence(tiny_context: SteeringContext) -> None:
     result = EXPERIMENTS.get("position_sweep").run(tiny_context, _config(tiny_context, "position_sweep"))
-    assert result.evidence["changed_positions"] == [result.evidence["last_prompt_position"]]
-    assert set(result.evidence["generated_ids_by_position"]) == {"0", "1", "2", "3"}
-    assert all(len(ids) == 5 for ids in result.evidence["generated_ids_by_position"].values())
+    evidence = result.evidence.to_dict()
+    assert evidence["changed_positions"] == [evidence["last_prompt_position"]] == [3]
+    assert set(evidence["generated_ids_by_position"]) == {"0", "1", "2", "3"}
+    assert all(len(ids) == 5 for ids in evidence["generated_ids_by_position"].values())
 
 
 def test_iter_all_evidence_shapes(tiny_context: SteeringContext) -> None:
@@ -61,9 +62,10 @@ def test_iter_all_evidence_shapes(tiny_context: SteeringContext) -> None:
         tiny_context, _config(tiny_context, "iter_all_out_of_bounds")
     )
     hidden = tiny_context.architecture.hidden_size
-    assert result.evidence["shapes_per_step"] == [[4, hidden]] + [[1, hidden]] * 4
-    assert result.evidence["failed_steps"] == [1, 2, 3, 4]
-    assert result.evidence["uncaught_error"].startswith("IndexError")
+    evidence = result.evidence.to_dict()
+    assert evidence["shapes_per_step"] == [[4, hidden]] + [[1, hidden]] * 4
+    assert evidence["failed_steps"] == [1, 2, 3, 4]
+    assert evidence["uncaught_error"].startswith("IndexError")
 
 
 def test_iter_all_needs_two_new_tokens(tiny_context: SteeringContext) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from equiv_core.catalog import ModelShape, known_shape
 from equiv_core.runner import RunConfig, run_findings
 
 pytestmark = pytest.mark.slow
@@ -12,3 +13,6 @@ pytestmark = pytest.mark.slow
 def test_all_five_findings_hold_on_gpt2_small_random() -> None:
     report = run_findings(RunConfig(model="gpt2-small-random", device="cpu"))
     assert {f.id: f.message for f in report.findings if not f.holds} == {}
+    architecture = report.architecture
+    shape = ModelShape(architecture["num_layers"], architecture["hidden_size"], architecture["max_positions"])
+    assert known_shape("gpt2-small-random") == shape

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from equiv_core import models
+from equiv_core.catalog import ModelShape, known_shape
+from equiv_core.context import SteeringContext
 from equiv_core.errors import UserInputError
 from equiv_core.models import BUILTIN_MODELS, LoadedModel, load_model, resolve_device, weights_sha256
 
@@ -106,3 +108,16 @@ def test_failed_conversion_leaves_no_cache_behind(
         models._convert_smollm2(tmp_path / "model.gguf", target)
     assert not target.exists()
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_the_catalogue_shape_of_tiny_models_matches_the_built_model(
+    name: str, context_for: Callable[[str], SteeringContext]
+) -> None:
+    """The CLI checks layers against catalog shapes before loading: they must describe what loads."""
+    assert _shape(context_for(name)) == known_shape(name)
+
+
+def _shape(context: SteeringContext) -> ModelShape:
+    architecture = context.architecture
+    return ModelShape(architecture.num_layers, architecture.hidden_size, architecture.max_positions)

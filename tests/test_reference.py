@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from equiv_core.context import SteeringContext
@@ -47,3 +48,19 @@ def test_every_step_without_cache_equals_prompt_only_with_cache(tiny_context: St
     assert cached.generated_ids != unsteered.generated_ids
     assert len(cached.generated_ids) == 6
     assert cached.step_logits.shape == (6, tiny_context.loaded.model.config.vocab_size)
+
+
+def test_an_unknown_when_is_refused_by_hook_and_nnsight_alike(tiny_context: SteeringContext) -> None:
+    input_ids = tiny_context.encode("The weather today is")
+    with pytest.raises(ValueError, match="unknown when 'step1'; valid: prompt, step0, every_step"):
+        hook_generate(tiny_context.loaded.model, input_ids, 2, None, Edit(0, -1), "step1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown when 'step1'; valid: prompt, step0, every_step"):
+        tiny_context.nnsight.generate(input_ids, 2, Edit(0, -1), "step1")  # type: ignore[arg-type]
+
+
+def test_the_five_findings_take_only_the_original_zeroing_edit() -> None:
+    from equiv_core.errors import UserInputError
+    from equiv_core.experiments import ExperimentConfig
+
+    with pytest.raises(UserInputError, match="the five findings use the original study's 'zero' edit"):
+        ExperimentConfig(edit="add")

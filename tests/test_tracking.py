@@ -17,19 +17,12 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow_helpers import artifact_paths, free_port, parent_and_children
 
-from equiv_core import runner
+from equiv_core import prepare
 from equiv_core.cli import main
 from equiv_core.experiments import EXPERIMENTS
 from equiv_core.registry import Registry
 from equiv_core.tracking import resolve_tracking_uri
 from mlflow import MlflowClient
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh local store for one test, selected the way users select the default one."""
-    monkeypatch.setenv("EQUIV_MLFLOW_DIR", str(tmp_path / "mlflow"))
-    return resolve_tracking_uri()
 
 
 def test_store_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +55,8 @@ def test_run_logs_parent_and_a_child_per_finding(store: str, tmp_path: Path) -> 
         assert key in tags, key
     assert tags["block_output_form"] == "tensor"
     assert all(tags[f"finding.{name}"] == "PASS" for name in EXPERIMENTS.names())
-    assert parent.data.metrics["all_hold"] == 1.0 and "logits_max_abs_diff" in parent.data.metrics
+    assert parent.data.metrics["all_hold"] == 1.0
+    assert "kv_cache_persistence.logits_vs_generation.max_abs_diff" in parent.data.metrics
     assert sorted(child.data.params["finding"] for child in children) == sorted(EXPERIMENTS.names())
     assert all(c.info.status == "FINISHED" and c.data.metrics["holds"] == 1.0 for c in children)
     assert {
@@ -149,7 +143,7 @@ def test_unreachable_store_fails_before_model_work(
     def no_model_work(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the model was loaded although the store is unreachable")
 
-    monkeypatch.setattr(runner, "load_model", no_model_work)
+    monkeypatch.setattr(prepare, "load_model", no_model_work)
     target = tmp_path / "out.json"
     code = main(
         ["run", "--model", "tiny-gpt2", "--tracking-uri", f"http://127.0.0.1:{free_port()}", "--json", str(target)]
@@ -160,9 +154,9 @@ def test_unreachable_store_fails_before_model_work(
     assert not target.exists()
 
 
-def test_no_mlflow_logs_nothing(store: str) -> None:
+def test_no_mlflow_logs_nothing(unused_store: str) -> None:
     assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs", "--no-mlflow"]) == 0
-    assert not Path(store.removeprefix("sqlite:///")).exists()
+    assert not Path(unused_store.removeprefix("sqlite:///")).exists()
 
 
 @pytest.mark.integration
@@ -195,9 +189,17 @@ def test_compare_needs_two_runs(store: str, capsys: pytest.CaptureFixture[str]) 
     assert "need at least 2" in capsys.readouterr().err
 
 
-def test_bad_input_found_after_loading_leaves_no_run(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_known_before_loading_opens_no_store(unused_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A built-in model's depth is known without loading it: a bad layer fails before MLflow or the model."""
     assert main(["run", "--model", "tiny-gpt2", "--layer", "9"]) == 2
-    assert "layer 9 out of range" in capsys.readouterr().err
+    assert "layer 9 out of range; valid: 0..1 (or -2..-1)" in capsys.readouterr().err
+    assert not Path(unused_store.removeprefix("sqlite:///")).exists()
+
+
+def test_bad_input_found_after_loading_leaves_no_run(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A prompt position needs the tokenizer: the run opened before loading is deleted, not left behind."""
+    assert main(["run", "--model", "tiny-gpt2", "--position", "9"]) == 2
+    assert "position 9 out of range" in capsys.readouterr().err
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("equiv-bench")
     assert experiment is not None

@@ -1,30 +1,33 @@
-"""The ``equiv`` command line: ``equiv run`` (the five findings) and ``equiv models``.
+"""The ``equiv`` command line: parse arguments into typed configs and call :mod:`equiv_core.jobs`.
 
-Exit status: 0 when every finding holds, 1 when one fails, 2 on bad input (one line on stderr, nothing
-written).
+Importing this module, ``equiv --help``, ``equiv models`` and ``equiv recipes`` import neither torch nor nnsight
+nor MLflow. Exit status: 0 when every finding holds, 1 when one fails, 2 on bad input (one line on stderr,
+nothing written), 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
-import tempfile
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
-from equiv_core import run_logging
+from equiv_core.catalog import (
+    BENCH_ARMS,
+    BUILTIN_MODEL_INFO,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DTYPE_NAMES,
+)
 from equiv_core.errors import UserInputError
+from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_OK, TrackingOptions
+from equiv_core.spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
+from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
 
-if TYPE_CHECKING:
-    from equiv_core.bench.sweep import BenchConfig
-    from equiv_core.runner import RunReport
-    from equiv_core.tracking import TrackedRun, Tracker
-
-EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,41 +37,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _progress(message: str) -> None:
-    print(f"equiv: {message}", file=sys.stderr, flush=True)
+def _tracking(arguments: argparse.Namespace) -> TrackingOptions:
+    return TrackingOptions(not getattr(arguments, "no_mlflow", False), arguments.tracking_uri, arguments.experiment)
 
 
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` through a temporary file, so a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _csv_ints(value: str) -> tuple[int, ...]:
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        return tuple(int(part) for part in _csv(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 8,16,32, got {value!r}") from None
 
 
-DEFAULT_PLOT = "results/bench-sweep.png"
+def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
+    """The spec the options describe: ``--recipe``, then ``--spec FILE``, then single options, each overriding the
+    last; None when no steering option is given (the original study's five findings)."""
+    from equiv_core.recipes import RECIPES
+    from equiv_core.spec import load_spec_file, spec_from_options
 
-
-def _output_target(value: str | None, flag: str = "--json") -> Path | None:
-    """Check an output destination before any model work, so a bad path fails fast."""
-    if value is None:
+    options = {name: getattr(arguments, name) for name in SPEC_FIELDS}
+    file_options = load_spec_file(Path(arguments.spec)) if arguments.spec else {}
+    recipe_name = arguments.recipe or file_options.pop("recipe", None)
+    if recipe_name is None and not file_options and all(value is None for value in options.values()):
         return None
-    path = Path(value)
-    if path.is_dir():
-        raise UserInputError(f"{flag} {value!r} is a directory; give a file path")
-    if not path.parent.is_dir() and value != DEFAULT_PLOT:
-        raise UserInputError(f"{flag} {value!r}: directory {str(path.parent)!r} does not exist")
-    return path
+    if arguments.layer is not None or arguments.position is not None:
+        raise UserInputError(
+            "--layer and --position set the original study's edit; with a steering spec use --layers and --positions"
+        )
+    base = RECIPES.get(str(recipe_name)).spec() if recipe_name is not None else None
+    if file_options:
+        base = spec_from_options(base, **file_options)
+    return spec_from_options(base, **options)
 
 
 def _command_run(arguments: argparse.Namespace) -> int:
-    from equiv_core.report import render
-    from equiv_core.runner import RunConfig, run_findings, validate_config
+    from equiv_core.jobs import run_job
+    from equiv_core.runner import RunConfig
 
     config = RunConfig(
         model=arguments.model,
@@ -77,70 +84,23 @@ def _command_run(arguments: argparse.Namespace) -> int:
         prompt=arguments.prompt,
         max_new_tokens=arguments.max_new_tokens,
         layer=arguments.layer,
-        position=arguments.position,
+        position=-1 if arguments.position is None else arguments.position,
         seed=arguments.seed,
-        **({"experiments": tuple(arguments.only.split(","))} if arguments.only else {}),
+        experiments=_csv(arguments.only) if arguments.only else None,
+        spec=steering_spec(arguments),
     )
-    json_path = _output_target(arguments.json)
-    validate_config(config)
-    tracker = _tracker(arguments)  # before any model work: an unreachable store fails fast
-    with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
-        parent.log(params=run_logging.run_params(config), tags=_early_tags(config.device))
-        report = run_findings(config, progress=_progress, on_finding=partial(run_logging.log_finding, tracker, parent))
-        payload = {**report.to_dict(), "mlflow": _mlflow_info(tracker, parent)}
-        run_logging.log_run_report(parent, report, payload)
-    print(render(report))
-    if json_path is not None:
-        write_json_atomically(json_path, payload)
-        _progress(f"wrote {json_path}")
-    _say_logged(tracker, parent)
-    return EXIT_OK if report.all_hold else EXIT_FINDING_FAILED
-
-
-def _tracker(arguments: argparse.Namespace) -> Tracker:
-    from equiv_core.tracking import open_tracker
-
-    return open_tracker(not arguments.no_mlflow, arguments.tracking_uri, arguments.experiment)
-
-
-def _early_tags(device: str) -> dict[str, Any]:
-    """Version tags known before the model loads, so even a run that dies while loading says where it ran."""
-    from equiv_core.models import resolve_device
-    from equiv_core.provenance import environment_info
-
-    return run_logging.environment_tags(environment_info(resolve_device(device)))
-
-
-def _mlflow_info(tracker: Tracker, run: TrackedRun) -> dict[str, Any] | None:
-    if not run.run_id:
-        return None
-    return {"tracking_uri": tracker.uri, "experiment": tracker.experiment_name, "run_id": run.run_id}
-
-
-def _say_logged(tracker: Tracker, run: TrackedRun) -> None:
-    if run.run_id:
-        _progress(
-            f"logged MLflow run {run.run_id} ({run.name!r}) to {tracker.uri}, experiment "
-            f"{tracker.experiment_name!r}; compare with `equiv compare`"
-        )
-
-
-def _csv_ints(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 8,16,32, got {value!r}") from None
+    return run_job(config, arguments.json, arguments.plot, _tracking(arguments))
 
 
 def _command_bench(arguments: argparse.Namespace) -> int:
-    from equiv_core.bench.sweep import BenchConfig, run_bench, validate_bench_config
-    from equiv_core.bench.table import render_table
+    from equiv_core.bench.sweep import BenchConfig
+    from equiv_core.jobs import bench_job
 
     config = BenchConfig(
         model=arguments.model,
         device=arguments.device,
         dtype=arguments.dtype,
-        arms=tuple(arm.strip() for arm in arguments.arms.split(",") if arm.strip()),
+        arms=_csv(arguments.arms),
         new_tokens=arguments.new_tokens,
         rounds=arguments.rounds,
         warmup=arguments.warmup,
@@ -148,156 +108,58 @@ def _command_bench(arguments: argparse.Namespace) -> int:
         layer=arguments.layer,
         seed=arguments.seed,
     )
-    json_path = _output_target(arguments.json)
-    plot_path = None if arguments.no_plot else _output_target(arguments.plot, "--plot")
-    attachments = [_existing_file(path) for path in arguments.attach]
-    validate_bench_config(config)
-    resolved = config.resolved()
-    tracker = _tracker(arguments)  # before any model work: an unreachable store fails fast
-    tags = _early_tags(resolved.device)
-    with tracker.run(f"bench {resolved.model} {resolved.dtype} {tags.get('device')}", tags={"kind": "bench"}) as parent:
-        parent.log(params=run_logging.bench_params(resolved), tags=tags)
-        findings = _bench_findings(resolved, tracker, parent) if arguments.with_findings else None
-        report = run_bench(
-            resolved,
-            progress=not arguments.no_progress,
-            say=_progress,
-            on_cells=partial(run_logging.log_bench_cells, tracker, parent),
-        )
-        print(render_table(report))
-        payload = {
-            **report.to_dict(),
-            "plot": None if plot_path is None else str(plot_path),
-            "mlflow": _mlflow_info(tracker, parent),
-        }
-        if findings is not None:
-            payload["findings_run"] = findings.to_dict()
-        if plot_path is not None:
-            from equiv_core.bench.plot import plot_sweep
-
-            plot_sweep(report, plot_path)
-            parent.log_file(plot_path)
-            _progress(f"wrote {plot_path}")
-        run_logging.log_bench_report(parent, report, payload)
-        for attachment in attachments:
-            parent.log_file(attachment, "attachments")
-    if json_path is not None:
-        write_json_atomically(json_path, payload)
-        _progress(f"wrote {json_path}")
-    _say_logged(tracker, parent)
-    findings_hold = findings is None or findings.all_hold
-    return EXIT_OK if report.all_correct and findings_hold else EXIT_FINDING_FAILED
-
-
-def _existing_file(value: str) -> Path:
-    path = Path(value)
-    if not path.is_file():
-        raise UserInputError(f"--attach {value!r}: no such file")
-    return path
-
-
-def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -> RunReport:
-    """The five findings on the model the benchmark will time, printed first and logged as child runs."""
-    from equiv_core.report import render
-    from equiv_core.runner import RunConfig, run_findings
-
-    run_config = RunConfig(
-        model=config.model or "",
-        device=config.device,
-        dtype=config.dtype,
-        prompt=config.prompt,
-        layer=config.layer,
-        seed=config.seed,
+    plot = None if arguments.no_plot else arguments.plot
+    return bench_job(
+        config,
+        arguments.json,
+        plot,
+        arguments.attach,
+        arguments.with_findings,
+        not arguments.no_progress,
+        _tracking(arguments),
     )
-    report = run_findings(run_config, progress=_progress, on_finding=partial(run_logging.log_finding, tracker, parent))
-    parent.log(
-        tags={
-            "block_output_form": report.architecture["block_output_form"],
-            "findings_fingerprint": report.fingerprint(),
-        },
-        metrics={"findings_all_hold": float(report.all_hold)},
-    )
-    print(render(report))
-    print()
-    return report
 
 
 def _command_compare(arguments: argparse.Namespace) -> int:
-    from equiv_core.compare import compare_runs, latest_parent_runs
-    from equiv_core.tracking import open_tracker
+    from equiv_core.jobs import compare_job
 
-    tracker = open_tracker(True, arguments.tracking_uri, arguments.experiment)
-    run_ids = arguments.run_ids or latest_parent_runs(tracker)
-    if len(run_ids) < 2:
-        raise UserInputError(f"give at least 2 run ids to compare, got {len(run_ids)}")
-    print(compare_runs(tracker, run_ids))
-    return EXIT_OK
+    return compare_job(arguments.run_ids, _tracking(arguments))
 
 
 def _command_audit_cell(arguments: argparse.Namespace) -> int:
-    from equiv_core.audit.cell import run_cell
+    from equiv_core.jobs import audit_cell_job
 
-    tracker = _tracker(arguments)
-    models = tuple(model.strip() for model in arguments.models.split(",") if model.strip())
-    payload = run_cell(arguments.cell, models, Path(arguments.out), tracker, _progress)
-    failing = [
-        f"{model}/{finding}"
-        for model, result in payload["models"].items()
-        for finding, verdict in result["findings"].items()
-        if verdict["verdict"] != "PASS"
-    ]
-    _progress(f"cell {arguments.cell}: {'all findings PASS' if not failing else 'not PASS: ' + ', '.join(failing)}")
-    return EXIT_OK  # a finding that fails is a result of the audit, not a failure of the cell
+    return audit_cell_job(arguments.cell, _csv(arguments.models), Path(arguments.out), _tracking(arguments))
 
 
 def _command_audit_report(arguments: argparse.Namespace) -> int:
-    from equiv_core.audit.report import write_report
+    from equiv_core.jobs import audit_report_job
 
-    directory = Path(arguments.results)
-    if not directory.is_dir() or not any(directory.glob("*.json")):
-        raise UserInputError(f"no audit cell results in {str(directory)!r}; run `python3 -m nox -s audit` first")
-    tracker = _tracker(arguments)
-    _log_unsupported_cells(tracker, directory)
-    path, rows = write_report(directory, arguments.reference)
-    with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
-        run.log(params={"reference_cell": arguments.reference, "cells": len({row["cell"] for row in rows})})
-        run.log_file(path)
-        run.log_table(rows, "audit_table.json")
-    print(path.read_text())
-    _progress(f"wrote {path}")
-    _say_logged(tracker, run)
-    return EXIT_OK
-
-
-def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:
-    """Cells that could not install or import never reached MLflow themselves: log a run for each, once."""
-    for path in sorted(directory.glob("*.json")):
-        cell = json.loads(path.read_text())
-        if cell["status"] == "ran" or cell.get("mlflow_run_id"):
-            continue
-        with tracker.run(f"audit {cell['cell']}", tags={"kind": "audit-cell", "cell": cell["cell"]}) as run:
-            run.log(
-                params={"cell": cell["cell"]},
-                tags={
-                    "status": cell["status"],
-                    "reason": cell["reason"],
-                    **{f"{k}_pin": v for k, v in cell.get("pins", {}).items()},
-                },
-            )
-        if run.run_id:
-            write_json_atomically(path, {**cell, "mlflow_run_id": run.run_id})
+    return audit_report_job(Path(arguments.results), arguments.reference, _tracking(arguments))
 
 
 def _command_models(_arguments: argparse.Namespace) -> int:
-    from equiv_core.models import BUILTIN_MODELS, DEFAULT_MODEL
-
-    for name, spec in BUILTIN_MODELS.items():
+    for name, info in BUILTIN_MODEL_INFO.items():
         default = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name:<18} {spec.description}{default}")
+        print(f"{name:<18} {info.description}{default}")
     print(
         "Also: any local model directory, or a Hugging Face hub id (e.g. openai-community/gpt2) where the hub "
         "is reachable."
     )
+    return EXIT_OK
+
+
+def _command_recipes(_arguments: argparse.Namespace) -> int:
+    from equiv_core.recipes import RECIPES
+
+    width = max(len(name) for name in RECIPES)
+    for name in RECIPES:
+        recipe = RECIPES.get(name)
+        print(f"{name:<{width}}  {recipe.summary}")
+        print(f"{'':<{width}}  spec: {recipe.spec().describe()}")
+        if recipe.known_wrong:
+            print(f"{'':<{width}}  the tool must flag it: coverage fails with {recipe.flags!r}")
+    print("Run one with `equiv run --recipe NAME`; spec options given with it override its fields.")
     return EXIT_OK
 
 
@@ -313,48 +175,74 @@ def _add_tracking_options(parser: argparse.ArgumentParser, experiment: str, off_
         parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from equiv_core.experiments.base import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
-    from equiv_core.models import DEFAULT_MODEL, DTYPES
-    from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
+def _add_model_options(parser: argparse.ArgumentParser, default_model: str | None, model_help: str) -> None:
+    parser.add_argument("--model", default=default_model, help=model_help)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPE_NAMES), help="model dtype (default: float32)")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for every RNG, 0..2**32-1 (default 0)")
 
+
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "steering spec (any of these runs the spec findings coverage, arms_agree, cache_vs_recompute and "
+        "steered_differs instead of the original study's five)"
+    )
+    group.add_argument("--recipe", default=None, help="a named spec from the catalogue (`equiv recipes`)")
+    group.add_argument("--spec", default=None, metavar="FILE.toml", help="a TOML file with the fields below")
+    group.add_argument("--op", default=None, help=f"one of {', '.join(OPS)} (default: zero)")
+    group.add_argument(
+        "--vector",
+        default=None,
+        help="a .pt/.npy/.safetensors file ([hidden] or [layers, hidden]), random:SEED, or actadd:PROMPT_A|PROMPT_B",
+    )
+    group.add_argument(
+        "--scale",
+        default=None,
+        help="coefficient of add / ablate (default 1; 0 must leave the output unsteered), factor of scale",
+    )
+    group.add_argument("--layers", default=None, help="L, L1,L2 or A:B (Python slice; negatives count from the end)")
+    group.add_argument(
+        "--positions", default=None, help=f"an integer, a list like 0,3, or one of {', '.join(POSITION_KINDS)}"
+    )
+    group.add_argument(
+        "--steps",
+        default=None,
+        help="how the step-selector arm is written: prompt-pass, K, K:M, K:, every (default "
+        "auto: iter[0] for prompt positions only, else every)",
+    )
+    group.add_argument(
+        "--indexing",
+        default=None,
+        help="absolute (default): positions are token positions; literal: integer "
+        "positions are indices into each pass, as `h[:, i]` in user code",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="equiv", description="Steering-equivalence findings and benchmarks for nnsight.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="run the five findings on one model and print a report")
-    run.add_argument("--model", default=DEFAULT_MODEL, help="built-in name (see `equiv models`), directory or hub id")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    run.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype (default: float32)")
-    run.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})")
+    run = commands.add_parser("run", help="run the five findings (or a steering spec's findings) and print a report")
+    _add_model_options(run, DEFAULT_MODEL, "built-in name (see `equiv models`), directory or hub id")
     run.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to generate (>= 1)")
     run.add_argument(
-        "--layer",
-        type=int,
-        default=None,
-        help="decoder layer of findings 2-5 (default 0); finding 1 always uses the last layer",
+        "--layer", type=int, default=None, help="decoder layer of findings 2-5 (default 0); finding 1 uses the last"
     )
     run.add_argument(
-        "--position",
-        type=int,
-        default=-1,
-        help="prompt position edited in findings 2, 3, 5 (default -1, the last prompt token)",
+        "--position", type=int, default=None, help="prompt position edited in findings 2, 3, 5 (default -1)"
     )
-    run.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
-    run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all five)")
+    run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
+    run.add_argument("--plot", default=None, metavar="PATH", help="draw a steering spec's coverage map (PNG) here")
+    _add_spec_options(run)
     _add_tracking_options(run, DEFAULT_EXPERIMENT)
     run.set_defaults(handler=_command_run)
 
-    from equiv_core.bench.arms import ARMS
-
     bench = commands.add_parser("bench", help="time plain / iter0 / recompute against a raw hook and unsteered")
+    _add_model_options(bench, None, f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)")
     bench.add_argument(
-        "--model", default=None, help=f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)"
-    )
-    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    bench.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype (default: float32)")
-    bench.add_argument(
-        "--arms", default=",".join(ARMS.names()), help=f"comma-separated arms (default: all: {','.join(ARMS.names())})"
+        "--arms", default=",".join(BENCH_ARMS), help=f"comma-separated arms (default: all: {','.join(BENCH_ARMS)})"
     )
     bench.add_argument(
         "--new-tokens",
@@ -364,11 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rounds", type=int, default=10, help="timed rounds per cell (>= 1, default 10)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds per cell (default 1)")
-    bench.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})")
-    bench.add_argument("--layer", type=int, default=0, help="decoder layer edited (default 0)")
-    bench.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
+    bench.add_argument("--layer", type=int, default=0, help="decoder layer edited (default 0; negatives from the end)")
     bench.add_argument("--json", default=None, metavar="PATH", help="write one record per (arm, new_tokens) here")
-    bench.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH", help=f"sweep plot PNG (default: {DEFAULT_PLOT})")
+    bench.add_argument(
+        "--plot", default=DEFAULT_SWEEP_PLOT, metavar="PATH", help=f"sweep plot PNG (default: {DEFAULT_SWEEP_PLOT})"
+    )
     bench.add_argument("--no-plot", action="store_true", help="do not draw the sweep plot")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument(
@@ -406,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the built-in offline models")
     models.set_defaults(handler=_command_models)
+    recipes = commands.add_parser("recipes", help="list the built-in steering recipes")
+    recipes.set_defaults(handler=_command_recipes)
     return parser
 
 
@@ -426,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("equiv: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`equiv recipes | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -73,12 +73,3 @@ def steering_problems(arm: GenerationRecord, reference: GenerationRecord, unstee
             f"{list(reference.generated_ids)}"
         )
     return problems
-
-
-def record_summary(record: GenerationRecord, decode: Any) -> dict[str, Any]:
-    """JSON-ready view of a generation: ids, decoded text and the SHA-256 of its per-step logits."""
-    return {
-        "generated_ids": list(record.generated_ids),
-        "text": decode(list(record.generated_ids)),
-        "logits_sha256": tensor_sha256(record.step_logits),
-    }

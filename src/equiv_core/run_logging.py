@@ -53,12 +53,13 @@ def run_params(config: RunConfig) -> dict[str, Any]:
         "prompt": config.prompt,
         "layer": config.layer,
         "position": config.position,
-        "edit": "zero",
+        "edit": "zero" if config.spec is None else config.spec.describe(),
         "max_new_tokens": config.max_new_tokens,
         "dtype": config.dtype,
         "device": config.device,
         "seed": config.seed,
-        "experiments": ",".join(config.experiments),
+        "experiments": ",".join(config.findings),
+        **({} if config.spec is None else {f"spec.{key}": value for key, value in config.spec.to_dict().items()}),
     }
 
 
@@ -82,30 +83,21 @@ def bench_params(config: BenchConfig) -> dict[str, Any]:
 
 
 def _finding_hashes(finding: FindingResult) -> dict[str, str]:
-    """Hashes of the ids and logits in a finding's evidence, flattened, for cross-run comparison."""
+    """Hashes of the ids and logits of every generation in a finding's evidence, for cross-run comparison."""
     hashes: dict[str, str] = {}
-    for key, value in finding.evidence.items():
-        if isinstance(value, dict) and "generated_ids" in value:
-            hashes[f"{key}.ids_sha256"] = ids_sha256(value["generated_ids"])
-            hashes[f"{key}.logits_sha256"] = value["logits_sha256"]
+    for arm, summary in finding.evidence.generations().items():
+        hashes[f"{arm}.ids_sha256"] = ids_sha256(summary.generated_ids)
+        if summary.logits_sha256 is not None:
+            hashes[f"{arm}.logits_sha256"] = summary.logits_sha256
     return hashes
 
 
 def log_finding(tracker: Tracker, parent: TrackedRun, finding: FindingResult, seconds: float) -> None:
     """A child run for one finding, logged as soon as the finding finishes (kept if the run dies later)."""
     with tracker.run(f"finding: {finding.id}", parent=parent, tags={"kind": "finding"}) as child:
-        metrics: dict[str, float] = {"holds": float(finding.holds), "seconds": seconds}
-        for key in ("logits_vs_generation", "logits_vs_reference_pass"):
-            if key in finding.evidence:
-                metrics[f"{key}.max_abs_diff"] = finding.evidence[key]["max_abs_diff"]
+        metrics: dict[str, float] = {"holds": float(finding.holds), "seconds": seconds, **finding.evidence.metrics()}
         child.log(
-            params={
-                "finding": finding.id,
-                "layer": finding.config.layer,
-                "position": finding.config.position,
-                "max_new_tokens": finding.config.max_new_tokens,
-                "prompt": finding.config.prompt,
-            },
+            params={"finding": finding.id, **finding.config.params()},
             metrics=metrics,
             tags={
                 "verdict": finding.verdict,
@@ -136,10 +128,9 @@ def environment_manifest() -> dict[str, str]:
 
 def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) -> None:
     """Everything about a finished ``equiv run`` on its parent run."""
-    kv = next((f for f in report.findings if f.id == "kv_cache_persistence"), None)
     metrics: dict[str, float] = {"all_hold": float(report.all_hold), "load_seconds": report.load_seconds}
-    if kv is not None and "logits_vs_generation" in kv.evidence:
-        metrics["logits_max_abs_diff"] = kv.evidence["logits_vs_generation"]["max_abs_diff"]
+    for finding in report.findings:
+        metrics |= {f"{finding.id}.{key}": value for key, value in finding.evidence.metrics().items()}
     run.log(
         metrics=metrics,
         tags={
@@ -161,18 +152,11 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
 
 def _generated_ids(report: RunReport) -> dict[str, Any]:
     """Raw and decoded generated ids of every arm of every finding."""
-    arms: dict[str, Any] = {}
-    for finding in report.findings:
-        for key, value in finding.evidence.items():
-            if isinstance(value, dict) and "generated_ids" in value:
-                arms[f"{finding.id}.{key}"] = {"ids": value["generated_ids"], "text": value["text"]}
-        if finding.id == "position_sweep" and "positions" in finding.evidence:
-            for entry in finding.evidence["positions"]:
-                arms[f"position_sweep.zero_position_{entry['position']}"] = {
-                    "ids": entry["generated_ids"],
-                    "text": entry["text"],
-                }
-    return arms
+    return {
+        f"{finding.id}.{arm}": {"ids": list(summary.generated_ids), "text": summary.text}
+        for finding in report.findings
+        for arm, summary in finding.evidence.generations().items()
+    }
 
 
 def _logits_hashes(report: RunReport) -> dict[str, str]:

@@ -1,7 +1,9 @@
-"""Run the registered findings on one model: validate input, set determinism, load, run, collect evidence.
+"""Run findings on one model: validate input, prepare the model, run, collect evidence.
 
-This is the only place that calls the determinism, provenance and model-loading modules, so experiments stay
-plain functions and every entry point (CLI, benchmarks, tests) gets the same checks and the same provenance.
+Two modes. Without a steering spec: the original study's five findings (:data:`EXPERIMENTS`). With one: every
+arm of the spec is generated once and the spec findings (:data:`SPEC_FINDINGS`) judge it. This is the only place
+that calls the preparation, provenance and spec-resolution modules, so findings stay plain functions and every
+entry point (CLI, benchmarks, audit, tests) gets the same checks and the same provenance.
 """
 
 from __future__ import annotations
@@ -14,20 +16,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from equiv_core.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, DTYPE_NAMES, known_shape
 from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
-from equiv_core.context import SteeringContext, build_context
-from equiv_core.determinism import DeterminismReport, configure_determinism
+from equiv_core.context import SteeringContext
+from equiv_core.determinism import DeterminismReport
 from equiv_core.errors import UserInputError
 from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
-from equiv_core.experiments.base import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
-from equiv_core.models import (
-    DEFAULT_MODEL,
-    load_model,
-    resolve_device,
-    resolve_dtype,
-    weights_sha256,
-)
+from equiv_core.experiments.base import NoEvidence
+from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
+from equiv_core.models import resolve_device, weights_sha256
+from equiv_core.prepare import prepare_run
 from equiv_core.provenance import environment_info
+from equiv_core.registry import Registry
+from equiv_core.resolution import resolve_spec
+from equiv_core.spec import SteeringSpec
+from equiv_core.spec_run import run_spec
+from equiv_core.validation import (
+    check_fits_context,
+    check_layer,
+    check_new_tokens,
+    check_prompt,
+    check_prompt_length,
+    check_prompt_position,
+    check_seed,
+)
 
 Progress = Callable[[str], None]
 FindingDone = Callable[[FindingResult, float], None]
@@ -35,7 +47,7 @@ FindingDone = Callable[[FindingResult, float], None]
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """What ``equiv run`` runs: one model, one prompt, the chosen findings."""
+    """What ``equiv run`` runs: one model, one prompt, the five findings or one steering spec's findings."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
@@ -45,10 +57,25 @@ class RunConfig:
     layer: int | None = None  # layer of findings 2-5 (default 0); finding 1 always uses the last layer
     position: int = -1
     seed: int = 0
-    experiments: tuple[str, ...] = field(default_factory=lambda: EXPERIMENTS.names())
+    experiments: tuple[str, ...] | None = None  # None: every finding of the mode
+    spec: SteeringSpec | None = None  # None: the original study's five findings
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """The finding ids this run runs, in report order."""
+        return self.experiments if self.experiments is not None else self.registry.names()
+
+    @property
+    def registry(self) -> Registry[Any]:
+        return EXPERIMENTS if self.spec is None else SPEC_FINDINGS
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        values = {name: getattr(self, name) for name in self.__slots__ if name not in ("experiments", "spec")}
+        return {
+            **values,
+            "experiments": list(self.findings),
+            "spec": None if self.spec is None else self.spec.to_dict(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +93,13 @@ class RunReport:
     weights_sha256: str
     findings: tuple[FindingResult, ...]
     finding_seconds: dict[str, float]
+    spec: dict[str, Any] | None = None  # the resolved spec, in spec mode
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def all_hold(self) -> bool:
-        return all(finding.holds for finding in self.findings)
+        """Every finding that applies to this input holds (NOT APPLICABLE ones are left out)."""
+        return all(finding.holds for finding in self.findings if finding.counts)
 
     def fingerprint(self) -> str:
         """SHA-256 over weights, prompt ids and every finding's verdict and evidence (token ids, logits
@@ -82,6 +112,7 @@ class RunReport:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
+        spec = {"spec": self.spec} if self.spec is not None else {}
         return {
             "model": self.config.model,
             "model_source": self.model_source,
@@ -89,10 +120,12 @@ class RunReport:
             "prompt_ids": list(self.prompt_ids),
             "prompt_tokens": list(self.prompt_tokens),
             "config": self.config.to_dict(),
+            **spec,
             "architecture": self.architecture,
             "determinism": self.determinism.to_dict(),
             "environment": self.environment,
             "load_seconds": self.load_seconds,
+            "timings": self.timings,
             "weights_sha256": self.weights_sha256,
             "all_hold": self.all_hold,
             "fingerprint": self.fingerprint(),
@@ -104,41 +137,48 @@ class RunReport:
 
 def validate_config(config: RunConfig) -> None:
     """Reject what can be rejected before loading a model (cheap checks first, one clear message each)."""
-    if not config.prompt.strip():
-        raise UserInputError("prompt is empty; give a prompt of at least 2 tokens")
-    if config.max_new_tokens < 1:
-        raise UserInputError(f"max-new-tokens must be >= 1, got {config.max_new_tokens}")
-    for name in config.experiments:
-        EXPERIMENTS.get(name)
-    resolve_dtype(config.dtype)
+    check_prompt(config.prompt)
+    check_new_tokens(config.max_new_tokens)
+    check_seed(config.seed)
+    for name in config.findings:
+        config.registry.get(name)
+    repeated = sorted({name for name in config.findings if config.findings.count(name) > 1})
+    if repeated:
+        raise UserInputError(f"--only lists {repeated[0]} more than once; give each finding once")
+    if config.dtype not in DTYPE_NAMES:
+        raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    shape = known_shape(config.model)
+    if shape is not None:
+        _check_layers(config, shape.num_layers)
     resolve_device(config.device)
 
 
-def _resolve_index(kind: str, value: int, size: int) -> int:
-    """A Python-style index in [-size, size-1] turned absolute, or a one-line error naming the range."""
-    if not -size <= value < size:
-        raise UserInputError(f"{kind} {value} out of range; valid: 0..{size - 1} (or {-size}..-1)")
-    return value % size
+def _check_layers(config: RunConfig, num_layers: int) -> None:
+    if config.spec is not None:
+        config.spec.layers.resolve(num_layers)
+    elif config.layer is not None:
+        check_layer(config.layer, num_layers)
+
+
+def _check_input(config: RunConfig, context: SteeringContext, prompt_length: int) -> None:
+    """The checks that need the loaded model and tokenizer."""
+    check_prompt_length(config.prompt, prompt_length)
+    check_fits_context(prompt_length, config.max_new_tokens, context.architecture.max_positions)
+    _check_layers(config, context.architecture.num_layers)
+    if config.spec is None:
+        check_prompt_position(config.position, prompt_length)
 
 
 def experiment_configs(config: RunConfig, context: SteeringContext) -> dict[str, ExperimentConfig]:
     """Per-experiment configs for this model, after the checks that need the model (layer, position, length)."""
     prompt_length = context.encode(config.prompt).shape[1]
-    if prompt_length < 2:
-        raise UserInputError(f"prompt {config.prompt!r} is {prompt_length} token; need at least 2 tokens")
+    _check_input(config, context, prompt_length)
     num_layers = context.architecture.num_layers
-    layer = _resolve_index("layer", 0 if config.layer is None else config.layer, num_layers)
-    _resolve_index("position", config.position, prompt_length)
-    limit = context.architecture.max_positions
-    if limit is not None and prompt_length + config.max_new_tokens > limit:
-        raise UserInputError(
-            f"max-new-tokens {config.max_new_tokens} too large: valid 1..{limit - prompt_length} "
-            f"for a {prompt_length}-token prompt on this model ({limit} positions)"
-        )
+    layer = check_layer(0 if config.layer is None else config.layer, num_layers)
     base = ExperimentConfig(config.prompt, config.max_new_tokens, layer, config.position)
     return {
         name: replace(base, layer=num_layers - 1) if EXPERIMENTS.get(name).uses_last_layer else base
-        for name in config.experiments
+        for name in config.findings
     }
 
 
@@ -151,57 +191,75 @@ def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> F
         raise
     except NotExpressible as reason:
         message = f"not expressible on nnsight {NNSIGHT_VERSION}: {reason}"
-        return FindingResult(name, experiment.title, False, message, {"not_expressible": str(reason)}, config, False)
+        evidence = NoEvidence("not_expressible", str(reason))
+        return FindingResult(name, experiment.title, False, message, evidence, config, expressible=False)
     except Exception as error:  # noqa: BLE001 - reported as the finding's failure, with the traceback tail
         where = traceback.extract_tb(error.__traceback__)[-1]
         message = f"raised {type(error).__name__}: {error} (at {where.filename}:{where.lineno})"
-        return FindingResult(name, experiment.title, False, message, {"exception": message}, config)
+        return FindingResult(name, experiment.title, False, message, NoEvidence("exception", message), config)
 
 
 def run_findings(
     config: RunConfig, progress: Progress | None = None, on_finding: FindingDone | None = None
 ) -> RunReport:
-    """Validate, make the run deterministic, load the model and run each chosen finding in registry order.
+    """Validate, prepare the model and run each chosen finding in registry order.
 
     ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
+    Raises UserInputError for bad input, before any generation.
     """
     say = progress or (lambda _message: None)
     validate_config(config)
-    determinism = configure_determinism(config.seed)
-    device = resolve_device(config.device)
-    say(f"loading {config.model} on {device} ({config.dtype})")
-    loaded = load_model(config.model, device, config.dtype)
-    context = build_context(loaded)
-    configs = experiment_configs(config, context)
-    say(
-        f"loaded in {loaded.load_seconds:.1f} s: {context.architecture.num_layers} layers, "
-        f"block output is a {context.architecture.block_output_form}, nnsight {context.nnsight.version}"
-    )
+    prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
+    context = prepared.context
+    input_ids = context.encode(config.prompt)
+    _check_input(config, context, int(input_ids.shape[1]))
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}
-    for index, name in enumerate(config.experiments, start=1):
-        say(f"[{index}/{len(config.experiments)}] {name} ...")
-        started = time.perf_counter()
-        finding = _run_one(name, context, configs[name])
-        seconds[name] = time.perf_counter() - started
+    timings: dict[str, float] = {"load_s": context.loaded.load_seconds}
+    names = config.findings
+    spec_dict = None
+
+    def done(index: int, finding: FindingResult, elapsed: float) -> None:
+        seconds[finding.id] = elapsed
         findings.append(finding)
         if on_finding is not None:
-            on_finding(finding, seconds[name])
-        say(f"[{index}/{len(config.experiments)}] {name}: {finding.verdict} ({seconds[name]:.1f} s)")
-    prompt_ids = tuple(int(token) for token in context.encode(config.prompt)[0].tolist())
+            on_finding(finding, elapsed)
+        say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
 
+    if config.spec is None:
+        configs = experiment_configs(config, context)
+        for index, name in enumerate(names, start=1):
+            say(f"[{index}/{len(names)}] {name} ...")
+            started = time.perf_counter()
+            finding = _run_one(name, context, configs[name])
+            done(index, finding, time.perf_counter() - started)
+    else:
+        resolved = resolve_spec(config.spec, context, int(input_ids.shape[1]), config.max_new_tokens)
+        spec_dict = resolved.to_dict()
+        say(f"steering: {config.spec.describe()}; generating every arm once")
+        started = time.perf_counter()
+        spec_run = run_spec(context, input_ids, resolved)
+        timings["spec_arms_s"] = time.perf_counter() - started
+        finding_config = SpecFindingConfig(config.prompt, config.max_new_tokens, config.spec)
+        for index, name in enumerate(names, start=1):
+            started = time.perf_counter()
+            finding = SPEC_FINDINGS.get(name).judge(spec_run, finding_config)
+            done(index, finding, time.perf_counter() - started)
+    prompt_ids = tuple(int(token) for token in input_ids[0].tolist())
     return RunReport(
         config=config,
-        model_source=loaded.source,
+        model_source=context.loaded.source,
         prompt_ids=prompt_ids,
-        prompt_tokens=tuple(loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
+        prompt_tokens=tuple(context.loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
         architecture=context.architecture.to_dict(),
-        determinism=determinism,
-        environment=environment_info(device),
-        load_seconds=loaded.load_seconds,
-        weights_sha256=weights_sha256(loaded.model),
+        determinism=prepared.determinism,
+        environment=environment_info(prepared.device),
+        load_seconds=context.loaded.load_seconds,
+        weights_sha256=weights_sha256(context.loaded.model),
         findings=tuple(findings),
         finding_seconds=seconds,
+        spec=spec_dict,
+        timings=timings,
     )
 
 

@@ -11,17 +11,28 @@ from typing import Literal
 
 import torch
 
-# When the edit fires during generation:
+from equiv_core.coverage import IndexFault, Touch
+
+# When the original study's edit fires during generation:
 #   prompt     - plain invoke: once, on the prompt pass (what an intervention with no iter does);
 #   step0      - only generation step 0, written with an explicit step selector (iter[0]);
 #   every_step - at every generation step (iter[:N]); with the KV cache, steps after 0 see one position.
 When = Literal["prompt", "step0", "every_step"]
-EDIT_KINDS = ("zero",)
+WHENS: tuple[When, ...] = ("prompt", "step0", "every_step")
+
+
+def check_when(when: str) -> When:
+    """``when`` itself, or ValueError naming the valid ones (the nnsight arm and the hook must read it alike)."""
+    if when not in WHENS:
+        raise ValueError(f"unknown when {when!r}; valid: {', '.join(WHENS)}")
+    return when
 
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """Set the hidden state output by decoder block ``layer`` at (batch 0, ``position``) to zero.
+    """The original study's edit: set the hidden state output by decoder block ``layer`` at (batch 0,
+    ``position``) to zero. Other edits (add a vector, ablate a direction, ...) are steering specs
+    (:mod:`equiv_core.spec`).
 
     ``position`` is used as given: ``-1`` means "last position of whatever this pass sees", which is the
     last prompt token on the prompt pass but the newest token on a cached decode step.
@@ -29,14 +40,13 @@ class Edit:
 
     layer: int
     position: int
-    kind: str = "zero"
 
     def apply(self, hidden: torch.Tensor) -> None:
         """Edit ``hidden`` ([batch, seq, hidden]) in place."""
         hidden[0, self.position] = 0.0
 
     def describe(self) -> str:
-        return f"{self.kind} layer {self.layer} position {self.position}"
+        return f"zero layer {self.layer} position {self.position}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -88,3 +98,56 @@ def record_from_output(
         step_shapes=step_shapes,
         step_errors=step_errors,
     )
+
+
+def apply_op(op: str, scale: float, selected: torch.Tensor, vector: torch.Tensor | None) -> torch.Tensor:
+    """A steering op applied to ``selected`` ([k, hidden], the chosen positions of one batch row); returns the
+    new values ([k, hidden], same dtype). ``vector`` is the layer's steering vector ([hidden]).
+
+    This is *what* an edit does, shared by every arm; *where* and *when* each arm applies it is its own code.
+    Raises ValueError for an unknown op.
+    """
+    if op == "zero":
+        return torch.zeros_like(selected)
+    if op == "scale":
+        return selected * scale
+    if vector is None:
+        raise ValueError(f"op {op!r} needs a vector")
+    if op == "add":
+        return selected + scale * vector
+    if op == "set":
+        return vector.expand_as(selected).clone()
+    if op == "ablate":
+        direction = vector / vector.norm()
+        ablated: torch.Tensor = selected - scale * (selected @ direction).unsqueeze(-1) * direction
+        return ablated
+    raise ValueError(f"unknown op {op!r}")
+
+
+class PassCounter:
+    """Counts forward calls of a model (a plain pre-hook on it), so an arm can record at which generation step
+    its edit really ran, independently of which step it believes it is at."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.calls = 0
+        self._handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, _module: torch.nn.Module, _args: object) -> None:
+        self.calls += 1
+
+    @property
+    def step(self) -> int:
+        """The generation step of the forward pass now running (0: the prompt pass)."""
+        return self.calls - 1
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SpecGeneration:
+    """A generation under a steering spec, with what the arm's edits touched and the indices it could not use."""
+
+    record: GenerationRecord
+    touched: frozenset[Touch]
+    faults: tuple[IndexFault, ...] = ()

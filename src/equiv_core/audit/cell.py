@@ -23,9 +23,8 @@ import numpy as np
 from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
 from equiv_core.compat import PITFALLS, NotExpressible
-from equiv_core.context import SteeringContext, build_context
-from equiv_core.determinism import configure_determinism
-from equiv_core.models import load_model
+from equiv_core.context import SteeringContext
+from equiv_core.prepare import prepare_run
 from equiv_core.provenance import package_version
 from equiv_core.runner import RunConfig, run_findings
 from equiv_core.steering import Edit
@@ -115,8 +114,7 @@ def probe_pitfalls(
 def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Findings, block form, literal-edit meaning and arm outputs of one model in this environment."""
     report = run_findings(RunConfig(model=model, device="cpu"), progress=progress)
-    configure_determinism(0)
-    context = build_context(load_model(model, "cpu"))
+    context = prepare_run(model, "cpu").context
     input_ids = context.encode(RunConfig().prompt)
     prompt_length = int(input_ids.shape[1])
     last_layer = context.architecture.num_layers - 1
@@ -168,7 +166,7 @@ def run_cell(
             "versions": versions,
             "models": results,
             "pip_freeze": sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()),
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "seconds": time.perf_counter() - started,
             "mlflow_run_id": run.run_id or None,
         }

@@ -170,7 +170,7 @@ def _markdown(
     lines = [
         "# equiv-bench audit report",
         "",
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} from {len(cells)} cells in `{directory}`. "
+        f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} from {len(cells)} cells in `{directory}`. "
         f"Reference cell: `{reference}`. Findings: {', '.join(f'{SHORT[f]} = {f}' for f in EXPERIMENTS.names())}. "
         "`literal_output0[-1]` is what the original study's `block.output[0][-1] = 0.0` edits at the last layer.",
         "",

@@ -7,7 +7,7 @@ them would misstate the cost users see. Every record says which pass each of its
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -17,14 +17,16 @@ from tqdm import tqdm
 from equiv_core.bench.arms import ARMS, DEFAULT_ARMS
 from equiv_core.bench.statistics import TimingStats, growth_exponent, summarize
 from equiv_core.bench.timer import timed
+from equiv_core.catalog import DEFAULT_MODEL, DEFAULT_PROMPT, known_shape
 from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
-from equiv_core.context import SteeringContext, build_context
+from equiv_core.context import SteeringContext
 from equiv_core.determinism import configure_determinism
 from equiv_core.errors import UserInputError
-from equiv_core.experiments.base import DEFAULT_PROMPT
-from equiv_core.models import DEFAULT_MODEL, load_model, resolve_device, resolve_dtype
+from equiv_core.models import resolve_device, resolve_dtype
+from equiv_core.prepare import prepare_run
 from equiv_core.provenance import environment_info
 from equiv_core.steering import GenerationRecord
+from equiv_core.validation import check_fits_context, check_layer, check_prompt, check_prompt_length, check_seed
 
 CPU_NEW_TOKENS = (8, 16, 32)
 GPU_NEW_TOKENS = (8, 32, 128, 512)
@@ -192,22 +194,20 @@ def validate_bench_config(config: BenchConfig) -> None:
         raise UserInputError(f"warmup must be >= 0, got {config.warmup}")
     if config.new_tokens is not None and (not config.new_tokens or min(config.new_tokens) < 1):
         raise UserInputError(f"new tokens must each be >= 1, got {list(config.new_tokens)}")
-    if not config.prompt.strip():
-        raise UserInputError("prompt is empty; give a prompt of at least 2 tokens")
+    check_prompt(config.prompt)
+    check_seed(config.seed)
     resolve_dtype(config.dtype)
+    shape = known_shape(config.model or "")
+    if shape is not None:
+        check_layer(config.layer, shape.num_layers)
     resolve_device(config.device)
 
 
-def _check_fits(config: BenchConfig, context: SteeringContext, prompt_length: int) -> None:
-    layers = context.architecture.num_layers
-    if not 0 <= config.layer < layers:
-        raise UserInputError(f"layer {config.layer} out of range; valid: 0..{layers - 1}")
-    if prompt_length < 2:
-        raise UserInputError(f"prompt {config.prompt!r} is {prompt_length} token; need at least 2 tokens")
-    limit = context.architecture.max_positions
-    longest = max(config.new_tokens or (1,))
-    if limit is not None and prompt_length + longest > limit:
-        raise UserInputError(f"new tokens {longest} too large: valid 1..{limit - prompt_length} on this model")
+def _check_fits(config: BenchConfig, context: SteeringContext, prompt_length: int) -> int:
+    """The checks that need the loaded model; returns the absolute layer."""
+    check_prompt_length(config.prompt, prompt_length)
+    check_fits_context(prompt_length, max(config.new_tokens or (1,)), context.architecture.max_positions, "new tokens")
+    return check_layer(config.layer, context.architecture.num_layers)
 
 
 def _correctness_pass(
@@ -292,15 +292,12 @@ def run_bench(
     report_line = say or (lambda _message: None)
     validate_bench_config(config)
     config = config.resolved()
-    correctness_determinism = configure_determinism(config.seed, deterministic=True)
-    device = resolve_device(config.device)
-    report_line(f"loading {config.model} on {device} ({config.dtype})")
-    loaded = load_model(config.model or DEFAULT_MODEL, device, config.dtype)
-    context = build_context(loaded)
+    prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=say)
+    correctness_determinism, device, context = prepared.determinism, prepared.device, prepared.context
     input_ids = context.encode(config.prompt)
     prompt_length = int(input_ids.shape[1])
     sizes = tuple(sorted({*(config.new_tokens or ()), *((1,) if config.measure_prefill else ())}))
-    _check_fits(config, context, prompt_length)
+    config = replace(config, layer=_check_fits(config, context, prompt_length))
 
     report_line(f"correctness pass (deterministic kernels): {len(config.arms)} arms x {list(sizes)} new tokens")
     expected = _correctness_pass(context, input_ids, sizes, config.arms, config.layer)

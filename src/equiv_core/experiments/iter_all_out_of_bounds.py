@@ -6,12 +6,65 @@ the newest position. Without the cache every step recomputes all positions and t
 
 from __future__ import annotations
 
-from equiv_core.comparison import record_summary
+from dataclasses import dataclass
+from typing import Any
+
 from equiv_core.context import SteeringContext
-from equiv_core.experiments.base import ExperimentConfig, FindingResult, experiment, verdict
+from equiv_core.experiments.base import (
+    Evidence,
+    ExperimentConfig,
+    FindingResult,
+    GenerationSummary,
+    experiment,
+    not_applicable,
+    verdict,
+)
 from equiv_core.steering import Edit
 
 ID = "iter_all_out_of_bounds"
+
+
+@dataclass(frozen=True, slots=True)
+class IterAllEvidence(Evidence):
+    layer: int
+    position: int
+    shapes_per_step: tuple[tuple[int, int], ...]  # [seq, hidden] seen at each step, with the cache
+    expected_shapes: tuple[tuple[int, int], ...]
+    failed_steps: tuple[int, ...]
+    first_error: str | None
+    uncaught_error: str | None
+    recompute_shapes_per_step: tuple[tuple[int, int], ...]
+    recompute: GenerationSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "position": self.position,
+            "shapes_per_step": [list(shape) for shape in self.shapes_per_step],
+            "expected_shapes": [list(shape) for shape in self.expected_shapes],
+            "failed_steps": list(self.failed_steps),
+            "first_error": self.first_error,
+            "uncaught_error": self.uncaught_error,
+            "recompute_shapes_per_step": [list(shape) for shape in self.recompute_shapes_per_step],
+            "recompute": self.recompute.to_dict(),
+        }
+
+    def lines(self) -> list[str]:
+        def shapes(values: tuple[tuple[int, int], ...]) -> str:
+            return str([list(shape) for shape in values])
+
+        return [
+            f"shapes per step with cache:    {shapes(self.shapes_per_step)}",
+            f"index {self.position} failed at steps {list(self.failed_steps)}: {self.first_error}",
+            f"shapes per step without cache: {shapes(self.recompute_shapes_per_step)} (no error)",
+        ]
+
+    def generations(self) -> dict[str, GenerationSummary]:
+        return {"recompute": self.recompute}
+
+
+def _without_batch(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(shape[1]), int(shape[2])) for shape in shapes)
 
 
 @experiment(ID, "iter[:] sees [n, H] at step 0 and [1, H] after, so index n-1 fails at step 1")
@@ -20,11 +73,11 @@ def iter_all_out_of_bounds(context: SteeringContext, config: ExperimentConfig) -
     input_ids = context.encode(config.prompt)
     prompt_length = input_ids.shape[1]
     hidden = context.architecture.hidden_size
-    edit = Edit(config.layer, prompt_length - 1)
     if config.max_new_tokens < 2:
-        return verdict(ID, config, ["needs at least 2 new tokens: with 1 there is no step 1 to fail at"], "", {})
+        return not_applicable(ID, config, "needs at least 2 new tokens: with 1 there is no step 1 to fail at")
     if prompt_length < 2:
-        return verdict(ID, config, ["needs a prompt of at least 2 tokens: index 0 exists at every step"], "", {})
+        return not_applicable(ID, config, "needs a prompt of at least 2 tokens: index 0 exists at every step")
+    edit = Edit(config.layer, prompt_length - 1)
 
     cached = context.nnsight.generate(
         input_ids, config.max_new_tokens, edit, "every_step", catch_index_errors=True, arm="iter_all"
@@ -40,32 +93,31 @@ def iter_all_out_of_bounds(context: SteeringContext, config: ExperimentConfig) -
         input_ids, config.max_new_tokens, edit, "every_step", use_cache=False, arm="recompute"
     )
 
-    shapes = [list(shape[1:]) for shape in cached.step_shapes]  # drop the batch dimension
-    expected_shapes = [[prompt_length, hidden]] + [[1, hidden]] * (config.max_new_tokens - 1)
-    failed_steps = [step for step, error in enumerate(cached.step_errors) if error is not None]
-    recompute_shapes = [list(shape[1:]) for shape in recomputed.step_shapes]
+    shapes = _without_batch(cached.step_shapes)
+    expected_shapes = ((prompt_length, hidden),) + ((1, hidden),) * (config.max_new_tokens - 1)
+    failed_steps = tuple(step for step, error in enumerate(cached.step_errors) if error is not None)
     problems = []
     if shapes != expected_shapes:
-        problems.append(f"shapes per step {shapes}, expected {expected_shapes}")
-    if failed_steps != list(range(1, config.max_new_tokens)):
-        problems.append(f"index {prompt_length - 1} failed at steps {failed_steps}, expected every step from 1")
+        problems.append(f"shapes per step {[list(s) for s in shapes]}, expected {[list(s) for s in expected_shapes]}")
+    if failed_steps != tuple(range(1, config.max_new_tokens)):
+        problems.append(f"index {prompt_length - 1} failed at steps {list(failed_steps)}, expected every step from 1")
     if uncaught_error is None:
         problems.append("the uncaught edit at every step raised no IndexError")
     if any(error is not None for error in recomputed.step_errors):
         problems.append("without the cache the same index also failed, so the failure is not the cache's doing")
-    evidence = {
-        "layer": config.layer,
-        "position": edit.position,
-        "shapes_per_step": shapes,
-        "expected_shapes": expected_shapes,
-        "failed_steps": failed_steps,
-        "first_error": next((error for error in cached.step_errors if error is not None), None),
-        "uncaught_error": uncaught_error,
-        "recompute_shapes_per_step": recompute_shapes,
-        "recompute": record_summary(recomputed, context.decode),
-    }
+    evidence = IterAllEvidence(
+        config.layer,
+        edit.position,
+        shapes,
+        expected_shapes,
+        failed_steps,
+        next((error for error in cached.step_errors if error is not None), None),
+        uncaught_error,
+        _without_batch(recomputed.step_shapes),
+        GenerationSummary.of(recomputed, context.decode),
+    )
     success = (
-        f"shape {shapes[0]} at step 0, {shapes[1]} after; index {prompt_length - 1} fails from step 1 "
+        f"shape {list(shapes[0])} at step 0, {list(shapes[1])} after; index {prompt_length - 1} fails from step 1 "
         f"({uncaught_error}); without the cache it is valid at every step"
     )
     return verdict(ID, config, problems, success, evidence)

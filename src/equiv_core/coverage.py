@@ -1,0 +1,179 @@
+"""The coverage map: which (step, layer, position, row) each arm's edit touched, against what the spec intends.
+
+Three independent pieces meet here: the nnsight arms record what their code touched, the raw-hook reference
+records what it touched (it finds positions by counting tokens, not by the nnsight arms' translation), and
+:func:`intended_touches` derives what should be touched from the spec alone. A gap is reported in words
+("touched step 0 only: generated tokens 1-7 were not steered") and drawn as a step x position grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Touch:
+    """One edit of one hidden state: generation ``step``, decoder ``layer``, absolute ``position``, batch ``row``."""
+
+    step: int
+    layer: int
+    position: int
+    row: int = 0
+
+    def to_list(self) -> list[int]:
+        return [self.step, self.layer, self.position, self.row]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class IndexFault:
+    """An index the arm's code used that the pass did not have (as ``h[:, index]`` would raise IndexError)."""
+
+    step: int
+    layer: int
+    index: int  # as written in the arm's code
+    pass_length: int  # positions the pass had
+
+    def to_dict(self) -> dict[str, int]:
+        return {"step": self.step, "layer": self.layer, "index": self.index, "pass_length": self.pass_length}
+
+
+def first_step(position: int, prompt_length: int) -> int:
+    """The generation step at which ``position`` is first computed: 0 for the prompt, ``p - n + 1`` after."""
+    return 0 if position < prompt_length else position - prompt_length + 1
+
+
+def intended_touches(
+    positions: Iterable[int], layers: Iterable[int], prompt_length: int, new_tokens: int, cached: bool
+) -> frozenset[Touch]:
+    """What a correct arm touches. With the KV cache each position is edited once, at the step that first
+    computes it (later steps reuse its cached keys and values); without the cache every step recomputes every
+    earlier position, so the edit must be re-applied at every step from that one on."""
+    touches = set()
+    for position in positions:
+        first = first_step(position, prompt_length)
+        steps = [first] if cached else range(first, new_tokens)
+        touches |= {Touch(step, layer, position) for step in steps if step < new_tokens for layer in layers}
+    return frozenset(touches)
+
+
+def computed_positions(step: int, prompt_length: int, cached: bool) -> range:
+    """Positions a forward pass computes at ``step``: with the cache the prompt at step 0, then one new position."""
+    if cached and step > 0:
+        return range(prompt_length + step - 1, prompt_length + step)
+    return range(0, prompt_length + step)
+
+
+def ranges(values: Iterable[int]) -> str:
+    """``1, 3-5``: sorted integers with consecutive runs collapsed."""
+    ordered = sorted(set(values))
+    parts: list[str] = []
+    start = previous = None
+    for value in [*ordered, None]:
+        if value is not None and previous is not None and value == previous + 1:
+            previous = value
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = value
+    return ", ".join(parts)
+
+
+def _summary(touches: frozenset[Touch]) -> str:
+    return (
+        f"position{'s' if len({t.position for t in touches}) > 1 else ''} {ranges(t.position for t in touches)} at "
+        f"step{'s' if len({t.step for t in touches}) > 1 else ''} {ranges(t.step for t in touches)} "
+        f"(layer{'s' if len({t.layer for t in touches}) > 1 else ''} {ranges(t.layer for t in touches)})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageCheck:
+    """One arm's touches against the intended ones."""
+
+    arm: str
+    cached: bool
+    intended: frozenset[Touch]
+    touched: frozenset[Touch]
+    faults: tuple[IndexFault, ...] = ()
+
+    @property
+    def missed(self) -> frozenset[Touch]:
+        return self.intended - self.touched
+
+    @property
+    def unintended(self) -> frozenset[Touch]:
+        return self.touched - self.intended
+
+    @property
+    def matches(self) -> bool:
+        return not self.missed and not self.unintended and not self.faults
+
+    def problems(self) -> list[str]:
+        """What went wrong, in the field's words; [] when the arm touched exactly what was intended."""
+        problems = []
+        for index in sorted({fault.index for fault in self.faults}):
+            steps = [fault.step for fault in self.faults if fault.index == index]
+            problems.append(f"position {index} out of range at steps {ranges(steps)}")
+        missed, touched_steps = self.missed, sorted({t.step for t in self.touched})
+        missed_steps = sorted({t.step for t in missed})
+        if self.intended and not self.touched:
+            problems.append("touched nothing: steering not applied")
+        elif missed and touched_steps == [0] and missed_steps[0] >= 1:
+            problems.append(f"touched step 0 only: generated tokens {ranges(missed_steps)} were not steered")
+        elif (
+            missed
+            and missed_steps[0] == 0
+            and touched_steps[0] > 0
+            and set(missed_steps) <= set(range(touched_steps[0]))
+        ):
+            late = touched_steps[0]
+            first = "the first generated token was" if late == 1 else f"the first {late} generated tokens were"
+            problems.append(f"started at step {late}: {first} not steered")
+        elif missed:
+            problems.append(f"missed {_summary(missed)}")
+        if self.unintended:
+            problems.append(f"touched {_summary(self.unintended)}, which the spec does not steer")
+        return problems
+
+    def grid(self, prompt_length: int, new_tokens: int) -> list[str]:
+        """A step x position picture: ``#`` touched as intended, ``o`` intended but missed, ``x`` touched but not
+        intended, ``.`` computed and left alone, blank: not computed in that pass (the KV cache's staircase)."""
+        last = prompt_length + new_tokens - 2
+        width = len(str(last))
+        by_cell: dict[tuple[int, int], set[str]] = {}
+        for kind, touches in (
+            ("missed", self.missed),
+            ("unintended", self.unintended),
+            ("ok", self.intended & self.touched),
+        ):
+            for touch in touches:
+                by_cell.setdefault((touch.step, touch.position), set()).add(kind)
+        header = " ".join(f"{position:>{width}}" for position in range(prompt_length))
+        header += " | " + " ".join(f"{position:>{width}}" for position in range(prompt_length, last + 1))
+        lines = [f"{'position':>9} {header}"]
+        for step in range(new_tokens):
+            computed = computed_positions(step, prompt_length, self.cached)
+            cells = []
+            for position in range(last + 1):
+                kinds = by_cell.get((step, position), set())
+                symbol = "o" if "missed" in kinds else "x" if "unintended" in kinds else "#" if kinds else None
+                cells.append(symbol or ("." if position in computed else " "))
+            row = " ".join(f"{cell:>{width}}" for cell in cells[:prompt_length])
+            row += " | " + " ".join(f"{cell:>{width}}" for cell in cells[prompt_length:])
+            faults = sorted({fault.index for fault in self.faults if fault.step == step})
+            note = f"  ! index {', '.join(map(str, faults))} out of range" if faults else ""
+            lines.append(f"{'step ' + str(step):>9} {row.rstrip()}{note}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "cached": self.cached,
+            "matches": self.matches,
+            "problems": self.problems(),
+            "touched": [touch.to_list() for touch in sorted(self.touched)],
+            "intended": [touch.to_list() for touch in sorted(self.intended)],
+            "faults": [fault.to_dict() for fault in self.faults],
+        }

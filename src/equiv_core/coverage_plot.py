@@ -1,0 +1,74 @@
+"""The coverage map as a picture: one step x position heatmap per arm, intended against touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from equiv_core.coverage import CoverageCheck, computed_positions
+
+# Cell categories, drawn in this order of precedence (a missed edit on any layer shows as missed).
+CATEGORIES = (
+    ("not computed in this pass", "#ffffff"),
+    ("computed, left alone", "#e6e6e6"),
+    ("touched, as intended", "#2e8b57"),
+    ("intended, NOT touched", "#ff8c00"),
+    ("touched, NOT intended", "#d62728"),
+    ("index out of range", "#7b2cbf"),
+)
+
+
+def coverage_matrix(check: CoverageCheck, prompt_length: int, new_tokens: int) -> np.ndarray:
+    """[steps, positions] category codes (indices into :data:`CATEGORIES`)."""
+    last = prompt_length + new_tokens - 2
+    matrix = np.zeros((new_tokens, last + 1), dtype=np.int8)
+    for step in range(new_tokens):
+        matrix[step, list(computed_positions(step, prompt_length, check.cached))] = 1
+    for code, touches in ((2, check.intended & check.touched), (4, check.unintended), (3, check.missed)):
+        for touch in touches:
+            matrix[touch.step, touch.position] = code
+    for fault in check.faults:
+        matrix[fault.step, min(last, prompt_length + fault.step - 1)] = 5
+    return matrix
+
+
+def plot_coverage(
+    checks: dict[str, CoverageCheck],
+    descriptions: dict[str, str],
+    prompt_length: int,
+    new_tokens: int,
+    title: str,
+    path: Path,
+) -> Path:
+    """Draw one heatmap per arm to ``path`` (PNG) and return it."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    colormap = ListedColormap([color for _label, color in CATEGORIES])
+    figure = Figure(figsize=(4.2 * len(checks), 0.32 * new_tokens + 2.4), dpi=110)
+    axes_row = figure.subplots(1, len(checks), squeeze=False)[0]
+    for axes, (arm, check) in zip(axes_row, checks.items(), strict=True):
+        matrix = coverage_matrix(check, prompt_length, new_tokens)
+        axes.imshow(matrix, cmap=colormap, vmin=0, vmax=len(CATEGORIES) - 1, aspect="auto", interpolation="nearest")
+        axes.axvline(prompt_length - 0.5, color="black", linewidth=1)
+        axes.set_xticks(range(matrix.shape[1]))
+        axes.set_yticks(range(new_tokens))
+        axes.tick_params(labelsize=7)
+        axes.set_xlabel("position (| = end of prompt)", fontsize=8)
+        axes.set_ylabel("generation step", fontsize=8)
+        verdict = "OK" if check.matches else "GAP"
+        axes.set_title(f"{arm} [{verdict}]\n{descriptions.get(arm, '')}", fontsize=8, wrap=True)
+    figure.legend(
+        handles=[Patch(facecolor=color, edgecolor="grey", label=label) for label, color in CATEGORIES],
+        loc="lower center",
+        ncol=len(CATEGORIES),
+        fontsize=7,
+        frameon=False,
+    )
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path

@@ -1,0 +1,300 @@
+"""The commands' work, one function each: check the outputs and the tracking store first, run, report, log.
+
+The command line (:mod:`equiv_core.cli`) only parses arguments into the typed configs these take. Each returns
+the exit status: 0 when everything holds, 1 when a finding fails; bad input raises UserInputError (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from equiv_core.errors import UserInputError
+
+if TYPE_CHECKING:
+    from equiv_core.bench.sweep import BenchConfig
+    from equiv_core.runner import RunConfig, RunReport
+    from equiv_core.tracking import TrackedRun, Tracker
+
+EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_SWEEP_PLOT = "results/bench-sweep.png"
+
+
+def say(message: str) -> None:
+    """Progress and status lines go to stderr, so stdout holds only the report."""
+    print(f"equiv: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingOptions:
+    """Where runs are logged: ``enabled`` False is ``--no-mlflow``; ``uri`` None means the default store."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "equiv-bench"
+
+    def open(self) -> Tracker:
+        from equiv_core.tracking import open_tracker
+
+        return open_tracker(self.enabled, self.uri, self.experiment)
+
+
+def output_target(value: str | None, flag: str, default: str | None = None) -> Path | None:
+    """Check an output destination before any model work, so a bad path fails fast (the default's folder is
+    created when needed)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise UserInputError(f"{flag} {value!r} is a directory; give a file path")
+    if not path.parent.is_dir() and value != default:
+        raise UserInputError(f"{flag} {value!r}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def existing_file(value: str, flag: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise UserInputError(f"{flag} {value!r}: no such file")
+    return path
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _early_tags() -> dict[str, Any]:
+    """Version tags known before the model loads (no device query: CUDA must not start before determinism is set),
+    so even a run that dies while loading says where it ran."""
+    from equiv_core.provenance import version_info
+    from equiv_core.run_logging import environment_tags
+
+    return environment_tags(version_info())
+
+
+def _mlflow_info(tracker: Tracker, run: TrackedRun) -> dict[str, Any] | None:
+    if not run.run_id:
+        return None
+    return {"tracking_uri": tracker.uri, "experiment": tracker.experiment_name, "run_id": run.run_id}
+
+
+def _say_logged(tracker: Tracker, run: TrackedRun) -> None:
+    if run.run_id:
+        say(
+            f"logged MLflow run {run.run_id} ({run.name!r}) to {tracker.uri}, experiment "
+            f"{tracker.experiment_name!r}; compare with `equiv compare`"
+        )
+
+
+def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, tracking: TrackingOptions) -> int:
+    """``equiv run``: the findings (five, or a steering spec's), printed, written as JSON, logged to MLflow."""
+    from equiv_core import run_logging
+    from equiv_core.report import render
+    from equiv_core.runner import validate_config
+
+    json_path = output_target(json_out, "--json")
+    plot_path = output_target(plot_out, "--plot")
+    if plot_path is not None and config.spec is None:
+        raise UserInputError("--plot draws a steering spec's coverage map; give a spec (--recipe, --op, ...) too")
+    validate_config(config)
+    tracker = tracking.open()  # before any model work: an unreachable store fails fast
+    from equiv_core.runner import run_findings
+
+    with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
+        parent.log(params=run_logging.run_params(config), tags=_early_tags())
+        report = run_findings(config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent))
+        payload = {**report.to_dict(), "mlflow": _mlflow_info(tracker, parent)}
+        if report.spec is not None:
+            _coverage_outputs(report, plot_path, parent, payload)
+        run_logging.log_run_report(parent, report, payload)
+    print(render(report))
+    if json_path is not None:
+        write_json_atomically(json_path, payload)
+        say(f"wrote {json_path}")
+    _say_logged(tracker, parent)
+    return EXIT_OK if report.all_hold else EXIT_FINDING_FAILED
+
+
+def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun, payload: dict[str, Any]) -> None:
+    """The coverage map as a picture (to ``plot_path`` and MLflow) and as data (MLflow ``coverage.json``)."""
+    from equiv_core.coverage_plot import plot_coverage
+    from equiv_core.experiments.spec.coverage import CoverageEvidence
+
+    evidence = next((f.evidence for f in report.findings if isinstance(f.evidence, CoverageEvidence)), None)
+    if evidence is None or (plot_path is None and not run.run_id):
+        return  # nothing asked for the picture: drawing it costs about a second
+    descriptions = {name: arm.description for name, arm in evidence.arms.items()}
+    title = f"{report.config.model}: {report.spec['description'] if report.spec else ''}"
+    with tempfile.TemporaryDirectory() as scratch:
+        drawn = Path(scratch) / "coverage.png"
+        plot_coverage(evidence.checks, descriptions, evidence.prompt_length, evidence.new_tokens, title, drawn)
+        run.log_file(drawn)
+        if plot_path is not None:
+            shutil.copyfile(drawn, plot_path)
+    run.log_json(evidence.to_dict(), "coverage.json")
+    if plot_path is not None:
+        payload["coverage_plot"] = str(plot_path)
+        say(f"wrote {plot_path}")
+
+
+def bench_job(
+    config: BenchConfig,
+    json_out: str | None,
+    plot_out: str | None,
+    attach: list[str],
+    with_findings: bool,
+    progress: bool,
+    tracking: TrackingOptions,
+) -> int:
+    """``equiv bench``: every arm checked against the hook, then timed; table, JSON, sweep plot, MLflow."""
+    from equiv_core import run_logging
+    from equiv_core.bench.sweep import run_bench, validate_bench_config
+    from equiv_core.bench.table import render_table
+
+    json_path = output_target(json_out, "--json")
+    plot_path = output_target(plot_out, "--plot", default=DEFAULT_SWEEP_PLOT)
+    attachments = [existing_file(path, "--attach") for path in attach]
+    validate_bench_config(config)
+    resolved = config.resolved()
+    tracker = tracking.open()  # before any model work: an unreachable store fails fast
+    tags = _early_tags()
+    with tracker.run(f"bench {resolved.model} {resolved.dtype} {resolved.device}", tags={"kind": "bench"}) as parent:
+        parent.log(params=run_logging.bench_params(resolved), tags=tags)
+        findings = _bench_findings(resolved, tracker, parent) if with_findings else None
+        report = run_bench(
+            resolved,
+            progress=progress,
+            say=say,
+            on_cells=partial(run_logging.log_bench_cells, tracker, parent),
+        )
+        print(render_table(report))
+        payload = {
+            **report.to_dict(),
+            "plot": None if plot_path is None else str(plot_path),
+            "mlflow": _mlflow_info(tracker, parent),
+        }
+        if findings is not None:
+            payload["findings_run"] = findings.to_dict()
+        if plot_path is not None:
+            from equiv_core.bench.plot import plot_sweep
+
+            plot_sweep(report, plot_path)
+            parent.log_file(plot_path)
+            say(f"wrote {plot_path}")
+        run_logging.log_bench_report(parent, report, payload)
+        for attachment in attachments:
+            parent.log_file(attachment, "attachments")
+    if json_path is not None:
+        write_json_atomically(json_path, payload)
+        say(f"wrote {json_path}")
+    _say_logged(tracker, parent)
+    findings_hold = findings is None or findings.all_hold
+    return EXIT_OK if report.all_correct and findings_hold else EXIT_FINDING_FAILED
+
+
+def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -> RunReport:
+    """The five findings on the model the benchmark will time, printed first and logged as child runs."""
+    from equiv_core import run_logging
+    from equiv_core.report import render
+    from equiv_core.runner import RunConfig, run_findings
+
+    run_config = RunConfig(
+        model=config.model or "",
+        device=config.device,
+        dtype=config.dtype,
+        prompt=config.prompt,
+        layer=config.layer,
+        seed=config.seed,
+    )
+    report = run_findings(run_config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent))
+    parent.log(
+        tags={
+            "block_output_form": report.architecture["block_output_form"],
+            "findings_fingerprint": report.fingerprint(),
+        },
+        metrics={"findings_all_hold": float(report.all_hold)},
+    )
+    print(render(report))
+    print()
+    return report
+
+
+def compare_job(run_ids: list[str], tracking: TrackingOptions) -> int:
+    """``equiv compare``: MLflow runs side by side."""
+    from equiv_core.compare import compare_runs, latest_parent_runs
+
+    tracker = TrackingOptions(True, tracking.uri, tracking.experiment).open()
+    chosen = run_ids or latest_parent_runs(tracker)
+    if len(chosen) < 2:
+        raise UserInputError(f"give at least 2 run ids to compare, got {len(chosen)}")
+    print(compare_runs(tracker, chosen))
+    return EXIT_OK
+
+
+def audit_cell_job(cell: str, models: tuple[str, ...], out: Path, tracking: TrackingOptions) -> int:
+    """``equiv audit-cell``: audit this environment; a finding that fails is a result, not a failed cell."""
+    from equiv_core.audit.cell import run_cell
+
+    payload = run_cell(cell, models, out, tracking.open(), say)
+    failing = [
+        f"{model}/{finding}"
+        for model, result in payload["models"].items()
+        for finding, verdict in result["findings"].items()
+        if verdict["verdict"] != "PASS"
+    ]
+    say(f"cell {cell}: {'all findings PASS' if not failing else 'not PASS: ' + ', '.join(failing)}")
+    return EXIT_OK
+
+
+def audit_report_job(results: Path, reference: str, tracking: TrackingOptions) -> int:
+    """``equiv audit-report``: the Markdown report of every cell, logged with its table."""
+    from equiv_core.audit.report import write_report
+
+    if not results.is_dir() or not any(results.glob("*.json")):
+        raise UserInputError(f"no audit cell results in {str(results)!r}; run `python3 -m nox -s audit` first")
+    tracker = tracking.open()
+    _log_unsupported_cells(tracker, results)
+    path, rows = write_report(results, reference)
+    with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
+        run.log(params={"reference_cell": reference, "cells": len({row["cell"] for row in rows})})
+        run.log_file(path)
+        run.log_table(rows, "audit_table.json")
+    print(path.read_text())
+    say(f"wrote {path}")
+    _say_logged(tracker, run)
+    return EXIT_OK
+
+
+def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:
+    """Cells that could not install or import never reached MLflow themselves: log a run for each, once."""
+    for path in sorted(directory.glob("*.json")):
+        cell = json.loads(path.read_text())
+        if cell["status"] == "ran" or cell.get("mlflow_run_id"):
+            continue
+        with tracker.run(f"audit {cell['cell']}", tags={"kind": "audit-cell", "cell": cell["cell"]}) as run:
+            run.log(
+                params={"cell": cell["cell"]},
+                tags={
+                    "status": cell["status"],
+                    "reason": cell["reason"],
+                    **{f"{k}_pin": v for k, v in cell.get("pins", {}).items()},
+                },
+            )
+        if run.run_id:
+            write_json_atomically(path, {**cell, "mlflow_run_id": run.run_id})

@@ -1,0 +1,73 @@
+"""The coverage map: intended touches from the spec alone, the words for each kind of gap, the grid."""
+
+from __future__ import annotations
+
+from equiv_core.coverage import CoverageCheck, IndexFault, Touch, intended_touches, ranges
+
+N_PROMPT, N_NEW = 4, 8
+
+
+def _intended(positions: list[int], cached: bool = True) -> frozenset[Touch]:
+    return intended_touches(positions, [0], N_PROMPT, N_NEW, cached)
+
+
+def test_with_the_cache_each_position_is_edited_once_when_first_computed() -> None:
+    assert _intended([3, 4, 10]) == {Touch(0, 0, 3), Touch(1, 0, 4), Touch(7, 0, 10)}
+
+
+def test_without_the_cache_each_position_is_re_edited_at_every_later_step() -> None:
+    touches = _intended([3, 9], cached=False)
+    assert {t.step for t in touches if t.position == 3} == set(range(8))
+    assert {t.step for t in touches if t.position == 9} == {6, 7}
+
+
+def test_ranges_collapse_consecutive_runs() -> None:
+    assert ranges([5, 1, 2, 3, 7]) == "1-3, 5, 7"
+
+
+def test_a_plain_invoke_meant_for_every_token_is_named() -> None:
+    intended = _intended(list(range(11)))
+    check = CoverageCheck("iter", True, intended, frozenset(t for t in intended if t.step == 0))
+    assert check.problems() == ["touched step 0 only: generated tokens 1-7 were not steered"]
+
+
+def test_a_window_starting_one_step_late_is_named() -> None:
+    intended = _intended(list(range(3, 11)))
+    check = CoverageCheck("iter", True, intended, frozenset(t for t in intended if t.step >= 1))
+    assert check.problems() == ["started at step 1: the first generated token was not steered"]
+
+
+def test_an_index_out_of_range_is_named_with_its_steps() -> None:
+    intended = _intended([3])
+    faults = tuple(IndexFault(step, 0, 3, 1) for step in range(1, 5))
+    check = CoverageCheck("iter", True, intended, intended, faults)
+    assert check.problems() == ["position 3 out of range at steps 1-4"]
+    assert not check.matches
+
+
+def test_touching_nothing_is_steering_not_applied() -> None:
+    check = CoverageCheck("iter", True, _intended([3]), frozenset())
+    assert check.problems() == ["touched nothing: steering not applied"]
+
+
+def test_touches_the_spec_does_not_ask_for_are_named() -> None:
+    intended = _intended([3])
+    extra = frozenset({Touch(1, 0, 4), Touch(2, 0, 5)})
+    check = CoverageCheck("iter", True, intended, intended | extra)
+    assert check.problems() == ["touched positions 4-5 at steps 1-2 (layer 0), which the spec does not steer"]
+
+
+def test_exact_coverage_has_no_problems() -> None:
+    intended = _intended([0, 5])
+    assert CoverageCheck("hook", True, intended, intended).problems() == []
+
+
+def test_the_grid_shows_the_cache_staircase_and_the_gap() -> None:
+    intended = intended_touches(range(3, 6), [0], 4, 3, cached=True)
+    check = CoverageCheck("iter", True, intended, frozenset(t for t in intended if t.step >= 1))
+    assert check.grid(4, 3) == [
+        " position 0 1 2 3 | 4 5",
+        "   step 0 . . . o |",
+        "   step 1         | #",
+        "   step 2         |   #",
+    ]

@@ -1,0 +1,238 @@
+"""Spec arms on tiny models: every op x position kind x step kind against the independent raw hook, and mutated
+nnsight arms (prompt only, one step late, nothing, a copy) that the findings must catch."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from equiv_core.compat import NnsightSteering
+from equiv_core.context import SteeringContext
+from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
+from equiv_core.resolution import ResolvedSpec, resolve_spec
+from equiv_core.spec import OPS, Steps, spec_from_options
+from equiv_core.spec_run import SpecRun, run_spec
+from equiv_core.steering import SpecGeneration
+
+PROMPT, NEW_TOKENS = "The weather today is", 6
+VECTOR_OPS = {"add": "6", "set": None, "ablate": "1"}
+
+
+def _run(context: SteeringContext, **options: str) -> SpecRun:
+    spec = spec_from_options(None, **options)
+    input_ids = context.encode(PROMPT)
+    return run_spec(context, input_ids, resolve_spec(spec, context, int(input_ids.shape[1]), NEW_TOKENS))
+
+
+def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
+    config = SpecFindingConfig(PROMPT, NEW_TOKENS, run.resolved.spec)
+    results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in SPEC_FINDINGS}
+    return {name: (result.verdict, result.message) for name, result in results.items()}
+
+
+def _op_options(op: str) -> dict[str, str]:
+    if op in VECTOR_OPS:
+        scale = VECTOR_OPS[op]
+        return {"op": op, "vector": "random:11", **({"scale": scale} if scale else {})}
+    return {"op": op, **({"scale": "-3"} if op == "scale" else {})}
+
+
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("positions", ["-1", "0,2", "prompt", "generated", "last+generated", "all"])
+def test_each_op_and_position_kind_agrees_with_the_hook(
+    context_for: Callable[[str], SteeringContext], op: str, positions: str
+) -> None:
+    """Written with iter[:N] (always able to reach the intent), every arm touches what the spec intends and gives
+    the hook's ids, cached and recomputed; a plain invoke is written only where it can express the spec."""
+    run = _run(context_for("tiny-llama"), **_op_options(op), positions=positions, steps="every", layers="0:2")
+    for name, arm in run.arms.items():
+        if name == "plain" and not run.resolved.prompt_only:
+            assert not arm.expressible and "fires only on the prompt pass" in arm.not_expressible
+            continue
+        assert arm.covers_intent, (name, arm.coverage.problems() if arm.coverage else arm.not_expressible)
+        reference = run.arms["hook" if arm.cached else "hook_recompute"].record
+        assert arm.record.generated_ids == reference.generated_ids, name
+        assert torch.allclose(arm.record.step_logits, reference.step_logits, atol=1e-5, rtol=0), name
+    # The edit does something (some ops, e.g. ablating a random direction, move logits without changing ids).
+    assert not torch.allclose(run.arms["hook"].record.step_logits, run.unsteered.step_logits, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("positions", "steps"),
+    [("prompt", "prompt-pass"), ("-1", "0"), ("5,6", "2:4"), ("generated", "1:"), ("all", "every")],
+)
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+def test_each_step_selector_that_reaches_the_intent_passes_every_finding(
+    context_for: Callable[[str], SteeringContext], model: str, positions: str, steps: str
+) -> None:
+    run = _run(context_for(model), op="add", vector="random:5", scale="8", positions=positions, steps=steps)
+    verdicts = _verdicts(run)
+    assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(SPEC_FINDINGS, "PASS"), (
+        verdicts
+    )
+
+
+def test_scale_zero_gives_exactly_the_unsteered_output(context_for: Callable[[str], SteeringContext]) -> None:
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="0", positions="all")
+    verdict, message = _verdicts(run)["steered_differs"]
+    assert verdict == "PASS"
+    assert message.startswith("the spec changes nothing and every arm gives exactly the unsteered output")
+    cached = [arm for arm in run.arms.values() if arm.expressible and arm.cached]
+    assert all(torch.equal(arm.record.step_logits, run.unsteered.step_logits) for arm in cached)
+
+
+Mutation = Callable[[ResolvedSpec], ResolvedSpec]
+
+
+@pytest.fixture
+def mutate_iter_arm(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mutation], None]:
+    """Make the nnsight step-selector arm write the spec differently from what it says (a bug in user code)."""
+
+    def install(mutation: Mutation) -> None:
+        original = NnsightSteering.generate_spec
+
+        def mutated(self: NnsightSteering, input_ids: torch.Tensor, resolved: ResolvedSpec, style: Any) -> Any:
+            return original(self, input_ids, mutation(resolved) if style == "iter" else resolved, style)
+
+        monkeypatch.setattr(NnsightSteering, "generate_spec", mutated)
+
+    return install
+
+
+@pytest.mark.parametrize(
+    ("mutation", "coverage_message"),
+    [
+        (
+            lambda r: dataclasses.replace(r, steps=Steps("prompt-pass")),
+            "iter: touched step 0 only: generated tokens 1-5",
+        ),
+        (lambda r: dataclasses.replace(r, steps=Steps("window", 1)), "iter: started at step 1: the first generated"),
+        (lambda r: dataclasses.replace(r, steps=Steps("window", 9, 10)), "iter: touched nothing: steering not applied"),
+    ],
+    ids=["prompt-only", "one-step-late", "nothing"],
+)
+def test_a_mutated_arm_fails_coverage_saying_how(
+    context_for: Callable[[str], SteeringContext],
+    mutate_iter_arm: Callable[[Mutation], None],
+    mutation: Mutation,
+    coverage_message: str,
+) -> None:
+    mutate_iter_arm(mutation)
+    run = _run(context_for("tiny-llama"), op="add", vector="random:5", scale="8", positions="last+generated")
+    verdict, message = _verdicts(run)["coverage"]
+    assert verdict == "FAIL"
+    assert message.startswith(coverage_message)
+
+
+def test_an_arm_that_edits_a_copy_touches_the_right_cells_but_is_caught_by_the_hook(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coverage is what the arm's code touched; an edit that lands on a copy changes nothing, and only the
+    comparison with the independent hook and with unsteered output can tell. Both must fail."""
+    original = NnsightSteering._hidden
+
+    def copy(self: NnsightSteering, block: Any) -> Any:
+        return original(self, block).clone()
+
+    monkeypatch.setattr(NnsightSteering, "_hidden", copy)
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
+    verdicts = _verdicts(run)
+    assert verdicts["coverage"][0] == "PASS"
+    assert verdicts["arms_agree"][0] == "FAIL" and "iter: ids" in verdicts["arms_agree"][1]
+    assert verdicts["steered_differs"][0] == "FAIL"
+    assert "iter: steering not applied" in verdicts["steered_differs"][1]
+
+
+def test_literal_prompt_index_at_every_step_is_out_of_range_after_step_0(
+    context_for: Callable[[str], SteeringContext],
+) -> None:
+    """Finding 4 as a spec: `h[:, 3]` inside iter[:] is out of range once the cache leaves one position a pass."""
+    run = _run(context_for("tiny-gpt2"), op="zero", positions="3", steps="every", indexing="literal")
+    verdict, message = _verdicts(run)["coverage"]
+    assert verdict == "FAIL"
+    assert message == "iter: position 3 out of range at steps 1-5"
+
+
+def test_the_touches_are_recorded_at_the_step_the_model_ran(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An arm that believes it is one step later than nnsight's loop says is caught: its recorded touches come
+    from a pass counter on the model, not from its belief."""
+    original = NnsightSteering._spec_firing
+
+    def off_by_one(self: NnsightSteering, blocks: Any, resolved: Any, believed: int, *rest: Any) -> None:
+        original(self, blocks, resolved, believed + 1, *rest)
+
+    monkeypatch.setattr(NnsightSteering, "_spec_firing", off_by_one)
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="generated")
+    # Believing step k+1 at step k: at step 0 it edits the prompt as if it held positions 4-7, and at the last
+    # step it looks for a position past the end, so position 8 is never edited.
+    assert run.arms["iter"].coverage.problems() == [  # type: ignore[union-attr]
+        "missed position 8 at step 5 (layer 0)",
+        "touched positions 0-3 at step 0 (layer 0), which the spec does not steer",
+    ]
+
+
+def test_vectors_from_a_file_give_the_same_ids_as_random_seed(
+    context_for: Callable[[str], SteeringContext], tmp_path: Any
+) -> None:
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from equiv_core.vectors import random_unit_vector
+
+    context = context_for("tiny-llama")
+    vector = random_unit_vector(9, context.architecture.hidden_size)
+    torch.save(vector, tmp_path / "v.pt")
+    np.save(tmp_path / "v.npy", vector.numpy())
+    save_file({"vector": vector}, str(tmp_path / "v.safetensors"))
+    expected = _run(context, op="add", vector="random:9", scale="6", positions="all").arms["iter"].record
+    for name in ("v.pt", "v.npy", "v.safetensors"):
+        from_file = _run(context, op="add", vector=str(tmp_path / name), scale="6", positions="all")
+        assert from_file.arms["iter"].record.generated_ids == expected.generated_ids, name
+        assert torch.equal(from_file.arms["iter"].record.step_logits, expected.step_logits), name
+
+
+def test_a_vector_file_of_the_wrong_shape_names_the_expected_one(
+    context_for: Callable[[str], SteeringContext], tmp_path: Any
+) -> None:
+    from equiv_core.errors import UserInputError
+
+    torch.save(torch.ones(3, 64), tmp_path / "v.pt")
+    with pytest.raises(UserInputError, match=r"has shape \[3, 64\]; expected \[64\] or \[2, 64\] for 2 steered layers"):
+        _run(context_for("tiny-gpt2"), op="add", vector=str(tmp_path / "v.pt"), layers="0:2", positions="all")
+
+
+def test_an_integer_vector_file_is_refused(context_for: Callable[[str], SteeringContext], tmp_path: Any) -> None:
+    from equiv_core.errors import UserInputError
+
+    torch.save(torch.ones(64, dtype=torch.int64), tmp_path / "v.pt")
+    with pytest.raises(UserInputError, match="has dtype torch.int64; expected a floating tensor"):
+        _run(context_for("tiny-gpt2"), op="add", vector=str(tmp_path / "v.pt"), positions="all")
+
+
+def test_actadd_is_the_residual_difference_at_the_last_token(context_for: Callable[[str], SteeringContext]) -> None:
+    """Checked against nnsight's own read of the block output (an independent way to get the residual stream)."""
+    from equiv_core.spec import VectorSource
+    from equiv_core.vectors import resolve_vectors
+
+    context = context_for("tiny-gpt2")
+    vectors = resolve_vectors(VectorSource.parse("actadd:I love this|I hate this"), context, (1,))
+
+    def residual(prompt: str) -> torch.Tensor:
+        with torch.no_grad(), context.nnsight.wrapped.trace(context.encode(prompt)):
+            saved = context.nnsight.wrapped.transformer.h[1].output.save()
+        return torch.as_tensor(saved)[0, -1]
+
+    assert torch.allclose(vectors[0], residual("I love this") - residual("I hate this"), atol=1e-6)
+
+
+def test_generations_record_touches_of_both_kinds(context_for: Callable[[str], SteeringContext]) -> None:
+    run = _run(context_for("tiny-gpt2"), op="zero", positions="-1")
+    generation = run.arms["iter"].generation
+    assert isinstance(generation, SpecGeneration)
+    assert [touch.to_list() for touch in generation.touched] == [[0, 0, 3, 0]]
