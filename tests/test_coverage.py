@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from equiv_core.coverage import CoverageCheck, IndexFault, Touch, intended_touches, ranges
+from equiv_core.coverage import CoverageCheck, IndexFault, PassShape, Touch, intended_touches, ranges
 
 N_PROMPT, N_NEW = 4, 8
 
@@ -52,9 +52,9 @@ def test_touching_nothing_is_steering_not_applied() -> None:
 
 def test_touches_the_spec_does_not_ask_for_are_named() -> None:
     intended = _intended([3])
-    extra = frozenset({Touch(1, 0, 4), Touch(2, 0, 5)})
-    check = CoverageCheck("iter", True, intended, intended | extra)
-    assert check.problems() == ["touched positions 4-5 at steps 1-2 (layer 0), which the spec does not steer"]
+    extra = frozenset({Touch(0, 0, 1), Touch(0, 0, 2)})
+    check = CoverageCheck("iter", True, intended, intended | extra, prompt_length=N_PROMPT)
+    assert check.problems() == ["touched positions 1-2 at step 0 (layer 0), which the spec does not steer"]
 
 
 def test_exact_coverage_has_no_problems() -> None:
@@ -70,4 +70,41 @@ def test_the_grid_shows_the_cache_staircase_and_the_gap() -> None:
         "   step 0 . . . o |",
         "   step 1         | #",
         "   step 2         |   #",
+    ]
+
+
+def test_a_late_start_that_also_skips_prompt_positions_says_so() -> None:
+    intended = _intended(list(range(11)))
+    check = CoverageCheck("iter", True, intended, frozenset(t for t in intended if t.step >= 1), prompt_length=4)
+    assert check.problems() == [
+        "started at step 1: the first generated token was not steered (nor were prompt positions 0-2)"
+    ]
+
+
+def test_touching_the_newest_position_at_every_step_is_named_as_such() -> None:
+    intended = _intended([3])
+    newest = frozenset(Touch(step, 0, N_PROMPT + step - 1) for step in range(1, N_NEW))
+    check = CoverageCheck("iter", True, intended, intended | newest, prompt_length=N_PROMPT)
+    assert check.problems() == [
+        "touched the newest position at steps 1-7 (positions 4-10, layer 0), which the spec does not steer"
+    ]
+
+
+def test_a_missed_set_that_is_not_a_product_is_described_step_by_step() -> None:
+    intended = intended_touches([0, 1], [0, 1], N_PROMPT, N_NEW, cached=True)
+    touched = frozenset(t for t in intended if not (t.layer == 1 and t.position == 1))
+    touched -= {Touch(0, 0, 0)}
+    check = CoverageCheck("iter", True, intended, touched, prompt_length=N_PROMPT)
+    assert check.problems() == ["missed position 0 at step 0 (layer 0); position 1 at step 0 (layer 1)"]
+
+
+def test_a_pass_of_unexpected_length_is_reported() -> None:
+    """Touches are placed by assuming the KV cache leaves one position per decode pass; a pass that holds more
+    (e.g. a cache that was not used) makes those positions meaningless, and is said so."""
+    intended = _intended([3])
+    passes = (PassShape(0, 0, 4), PassShape(1, 0, 5))
+    check = CoverageCheck("iter", True, intended, intended, (), passes, prompt_length=N_PROMPT)
+    assert not check.matches
+    assert check.problems() == [
+        "step 1 layer 0: the pass held 5 positions, expected 1 (with the KV cache), so its positions cannot be placed"
     ]

@@ -231,8 +231,97 @@ def test_actadd_is_the_residual_difference_at_the_last_token(context_for: Callab
     assert torch.allclose(vectors[0], residual("I love this") - residual("I hate this"), atol=1e-6)
 
 
-def test_generations_record_touches_of_both_kinds(context_for: Callable[[str], SteeringContext]) -> None:
-    run = _run(context_for("tiny-gpt2"), op="zero", positions="-1")
-    generation = run.arms["iter"].generation
-    assert isinstance(generation, SpecGeneration)
-    assert [touch.to_list() for touch in generation.touched] == [[0, 0, 3, 0]]
+def test_nnsight_and_hook_record_the_same_touches_and_pass_lengths(
+    context_for: Callable[[str], SteeringContext],
+) -> None:
+    run = _run(context_for("tiny-gpt2"), op="zero", positions="-1", steps="every")
+    nnsight, hook = run.arms["iter"].generation, run.arms["hook"].generation
+    assert isinstance(nnsight, SpecGeneration) and isinstance(hook, SpecGeneration)
+    assert (
+        [touch.to_list() for touch in nnsight.touched] == [touch.to_list() for touch in hook.touched] == [[0, 0, 3, 0]]
+    )
+    assert [(shape.step, shape.length) for shape in nnsight.passes] == [(0, 4)] + [(step, 1) for step in range(1, 6)]
+    assert nnsight.passes == hook.passes
+
+
+def test_cache_vs_recompute_fails_when_recompute_edits_other_positions(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recompute path that places the edit one position late: its logits move far beyond rounding."""
+    import equiv_core.spec_run as spec_run_module
+
+    original = spec_run_module.spec_hook_generate
+
+    def misplaced(model: Any, input_ids: Any, pad: Any, resolved: ResolvedSpec, cached: bool) -> SpecGeneration:
+        if not cached:
+            resolved = dataclasses.replace(resolved, positions=tuple(p + 1 for p in resolved.positions))
+        return original(model, input_ids, pad, resolved, cached)
+
+    monkeypatch.setattr(spec_run_module, "spec_hook_generate", misplaced)
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="0,2")
+    verdict, message = _verdicts(run)["cache_vs_recompute"]
+    assert verdict == "FAIL"
+    assert "the edit did not land on the same positions" in message
+
+
+def test_cache_vs_recompute_is_not_applicable_with_one_new_token(
+    context_for: Callable[[str], SteeringContext],
+) -> None:
+    context = context_for("tiny-gpt2")
+    spec = spec_from_options(None, op="add", vector="random:5", scale="8", positions="all")
+    input_ids = context.encode(PROMPT)
+    run = run_spec(context, input_ids, resolve_spec(spec, context, int(input_ids.shape[1]), 1))
+    config = SpecFindingConfig(PROMPT, 1, spec)
+    result = SPEC_FINDINGS.get("cache_vs_recompute").judge(run, config)
+    assert result.verdict == "NOT APPLICABLE"
+    assert result.message == "needs at least 2 new tokens: with 1 the cache is never read"
+
+
+def test_cache_vs_recompute_cannot_tell_an_edit_smaller_than_rounding(
+    context_for: Callable[[str], SteeringContext],
+) -> None:
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="1e-9", positions="all")
+    verdict, message = _verdicts(run)["cache_vs_recompute"]
+    assert verdict == "NOT APPLICABLE"
+    assert "this check cannot tell them from no steering" in message
+
+
+def test_non_finite_logits_fail_every_comparison(context_for: Callable[[str], SteeringContext]) -> None:
+    """Scaling the residual stream by 1e38 overflows float32: NaN logits must never read as agreement."""
+    run = _run(context_for("tiny-gpt2"), op="scale", scale="1e38", positions="all")
+    verdicts = _verdicts(run)
+    for name in ("arms_agree", "cache_vs_recompute", "steered_differs"):
+        assert verdicts[name][0] == "FAIL", name
+        assert "logits hold NaN or infinity" in verdicts[name][1], name
+
+
+def test_an_identity_spec_whose_arm_still_steers_fails(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import equiv_core.compat as compat
+
+    original = compat.apply_op
+    monkeypatch.setattr(
+        compat, "apply_op", lambda op, scale, selected, vector: original(op, scale + 1, selected, vector)
+    )
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="0", positions="all")
+    verdict, message = _verdicts(run)["steered_differs"]
+    assert verdict == "FAIL"
+    assert "iter: a spec that changes nothing" in message and "must give exactly the unsteered output" in message
+
+
+def test_arms_agree_fails_on_logits_alone(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An nnsight arm whose edit is off by a hair: same tokens, logits beyond the model's own rounding."""
+    import equiv_core.compat as compat
+
+    original = compat.apply_op
+    monkeypatch.setattr(
+        compat, "apply_op", lambda op, scale, selected, vector: original(op, scale * 1.001, selected, vector)
+    )
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
+    verdict, message = _verdicts(run)["arms_agree"]
+    assert verdict == "FAIL"
+    assert message.startswith("iter: logits differ from hook by")
+    assert "beyond the unsteered model's own rounding" in message

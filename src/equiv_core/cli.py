@@ -59,9 +59,14 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
     from equiv_core.spec import load_spec_file, spec_from_options
 
     options = {name: getattr(arguments, name) for name in SPEC_FIELDS}
-    file_options = load_spec_file(Path(arguments.spec)) if arguments.spec else {}
-    recipe_name = arguments.recipe or file_options.pop("recipe", None)
-    if recipe_name is None and not file_options and all(value is None for value in options.values()):
+    file_options = load_spec_file(Path(arguments.spec)) if arguments.spec is not None else {}
+    file_recipe = file_options.pop("recipe", None)
+    if arguments.recipe is not None and file_recipe is not None and file_recipe != arguments.recipe:
+        raise UserInputError(
+            f"two recipes: --recipe {arguments.recipe} and recipe = {file_recipe!r} in {arguments.spec}; give one"
+        )
+    recipe_name = arguments.recipe if arguments.recipe is not None else file_recipe
+    if recipe_name is None and arguments.spec is None and all(value is None for value in options.values()):
         return None
     if arguments.layer is not None or arguments.position is not None:
         raise UserInputError(

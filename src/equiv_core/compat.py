@@ -21,7 +21,7 @@ from packaging.version import Version
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.architecture import BlockOutputForm
-from equiv_core.coverage import IndexFault, Touch
+from equiv_core.coverage import IndexFault, PassShape, Touch
 from equiv_core.resolution import ResolvedSpec
 from equiv_core.steering import (
     Edit,
@@ -212,17 +212,18 @@ class NnsightSteering:
                 with self.wrapped.generate(**kwargs) as tracer:
                     with tracer.invoke(inputs):
                         log = _save([])  # per edit: (actual step, layer, absolute position, fault or None)
+                        passes = _save([])  # per block firing: (actual step, layer, positions in the pass)
                         firings = _save([])
                         if style == "plain" or (style == "iter" and resolved.steps.kind == "prompt-pass"):
-                            self._spec_firing(blocks, resolved, 0, cached, literal, counter, log)
+                            self._spec_firing(blocks, resolved, 0, cached, literal, counter, log, passes)
                         elif LOOP_ITER:
                             for step in tracer.iter[selector]:
-                                self._spec_firing(blocks, resolved, int(step), cached, literal, counter, log)
+                                self._spec_firing(blocks, resolved, int(step), cached, literal, counter, log, passes)
                         else:  # nnsight 0.5: the with-block body runs once per step, with no step variable
                             with tracer.iter[selector]:
                                 believed = window.start + len(firings)
                                 firings.append(believed)
-                                self._spec_firing(blocks, resolved, believed, cached, literal, counter, log)
+                                self._spec_firing(blocks, resolved, believed, cached, literal, counter, log, passes)
                         result = tracer.result.save()
         finally:
             counter.close()
@@ -231,7 +232,7 @@ class NnsightSteering:
         faults = tuple(
             IndexFault(step, layer, fault[0], fault[1]) for step, layer, _position, fault in log if fault is not None
         )
-        return SpecGeneration(record, touched, faults)
+        return SpecGeneration(record, touched, faults, tuple(PassShape(*shape) for shape in passes))
 
     def _spec_firing(
         self,
@@ -242,8 +243,10 @@ class NnsightSteering:
         literal: bool,
         counter: PassCounter,
         log: list[Any],
+        passes: list[Any],
     ) -> None:
-        """One firing of a spec arm: every steered block of this pass, in execution order."""
+        """One firing of a spec arm: every steered block of this pass, in execution order. Appends each edit to
+        ``log`` and each block's pass length to ``passes``, at the step the model really ran."""
         prompt_length = resolved.prompt_length
         for layer, block in blocks:
             hidden = self._hidden(block)
@@ -251,6 +254,7 @@ class NnsightSteering:
             # the model until it needs a module's value, so an earlier read would see the previous pass.
             actual_step = counter.step
             length = int(hidden.shape[1])
+            passes.append((actual_step, layer, length))
             believed_offset = _pass_offset(believed_step, prompt_length, cached)
             actual_offset = _pass_offset(actual_step, prompt_length, cached)
             if literal:

@@ -39,6 +39,15 @@ class IndexFault:
         return {"step": self.step, "layer": self.layer, "index": self.index, "pass_length": self.pass_length}
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class PassShape:
+    """How many positions one steered block's pass held at a step, as the arm saw it (``h.shape[1]``)."""
+
+    step: int
+    layer: int
+    length: int
+
+
 def first_step(position: int, prompt_length: int) -> int:
     """The generation step at which ``position`` is first computed: 0 for the prompt, ``p - n + 1`` after."""
     return 0 if position < prompt_length else position - prompt_length + 1
@@ -80,12 +89,41 @@ def ranges(values: Iterable[int]) -> str:
     return ", ".join(parts)
 
 
-def _summary(touches: frozenset[Touch]) -> str:
-    return (
-        f"position{'s' if len({t.position for t in touches}) > 1 else ''} {ranges(t.position for t in touches)} at "
-        f"step{'s' if len({t.step for t in touches}) > 1 else ''} {ranges(t.step for t in touches)} "
-        f"(layer{'s' if len({t.layer for t in touches}) > 1 else ''} {ranges(t.layer for t in touches)})"
-    )
+def _plural(word: str, values: set[int]) -> str:
+    return f"{word}{'s' if len(values) > 1 else ''} {ranges(values)}"
+
+
+def _block(touches: frozenset[Touch] | set[Touch]) -> str | None:
+    """``positions P at steps S (layers L)`` when the touches are exactly that product, else None."""
+    positions, steps, layers = {t.position for t in touches}, {t.step for t in touches}, {t.layer for t in touches}
+    if len(touches) != len(positions) * len(steps) * len(layers):
+        return None
+    return f"{_plural('position', positions)} at {_plural('step', steps)} ({_plural('layer', layers)})"
+
+
+def _summary(touches: frozenset[Touch], prompt_length: int) -> str:
+    """The touches in words, exact: one product block, the newest position of each decode step (the KV cache's
+    diagonal), or one block per step (the first three, then a count)."""
+    whole = _block(touches)
+    if whole is not None:
+        return whole
+    step_set, layers = {t.step for t in touches}, {t.layer for t in touches}
+    newest = all(t.step > 0 and t.position == prompt_length + t.step - 1 for t in touches)
+    if newest and len(touches) == len(step_set) * len(layers):
+        where = f"{_plural('position', {t.position for t in touches})}, {_plural('layer', layers)}"
+        return f"the newest position at {_plural('step', step_set)} ({where})"
+    steps = sorted(step_set)
+    parts = []
+    for step in steps[:3]:
+        at_step = {t for t in touches if t.step == step}
+        parts.append(
+            _block(at_step)
+            or "; ".join(
+                _block({t for t in at_step if t.layer == layer}) or "" for layer in sorted({t.layer for t in at_step})
+            )
+        )
+    more = f"; and at {len(steps) - 3} more steps" if len(steps) > 3 else ""
+    return "; ".join(parts) + more
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +135,8 @@ class CoverageCheck:
     intended: frozenset[Touch]
     touched: frozenset[Touch]
     faults: tuple[IndexFault, ...] = ()
+    passes: tuple[PassShape, ...] = ()  # the passes the arm fired on; empty: not recorded
+    prompt_length: int = 0
 
     @property
     def missed(self) -> frozenset[Touch]:
@@ -107,12 +147,28 @@ class CoverageCheck:
         return self.touched - self.intended
 
     @property
+    def unexpected_passes(self) -> tuple[PassShape, ...]:
+        """Passes whose length is not what the KV cache (or its absence) implies: the position numbering every
+        recorded touch relies on does not hold there."""
+        return tuple(
+            shape
+            for shape in self.passes
+            if shape.length != len(computed_positions(shape.step, self.prompt_length, self.cached))
+        )
+
+    @property
     def matches(self) -> bool:
-        return not self.missed and not self.unintended and not self.faults
+        return not self.missed and not self.unintended and not self.faults and not self.unexpected_passes
 
     def problems(self) -> list[str]:
         """What went wrong, in the field's words; [] when the arm touched exactly what was intended."""
         problems = []
+        for shape in self.unexpected_passes[:3]:
+            expected = len(computed_positions(shape.step, self.prompt_length, self.cached))
+            problems.append(
+                f"step {shape.step} layer {shape.layer}: the pass held {shape.length} positions, expected {expected} "
+                f"({'with' if self.cached else 'without'} the KV cache), so its positions cannot be placed"
+            )
         for index in sorted({fault.index for fault in self.faults}):
             steps = [fault.step for fault in self.faults if fault.index == index]
             problems.append(f"position {index} out of range at steps {ranges(steps)}")
@@ -130,11 +186,13 @@ class CoverageCheck:
         ):
             late = touched_steps[0]
             first = "the first generated token was" if late == 1 else f"the first {late} generated tokens were"
-            problems.append(f"started at step {late}: {first} not steered")
+            prompt_missed = {t.position for t in missed if t.position < self.prompt_length - 1}
+            also = f" (nor were prompt positions {ranges(prompt_missed)})" if prompt_missed else ""
+            problems.append(f"started at step {late}: {first} not steered{also}")
         elif missed:
-            problems.append(f"missed {_summary(missed)}")
+            problems.append(f"missed {_summary(missed, self.prompt_length)}")
         if self.unintended:
-            problems.append(f"touched {_summary(self.unintended)}, which the spec does not steer")
+            problems.append(f"touched {_summary(self.unintended, self.prompt_length)}, which the spec does not steer")
         return problems
 
     def grid(self, prompt_length: int, new_tokens: int) -> list[str]:
@@ -176,4 +234,5 @@ class CoverageCheck:
             "touched": [touch.to_list() for touch in sorted(self.touched)],
             "intended": [touch.to_list() for touch in sorted(self.intended)],
             "faults": [fault.to_dict() for fault in self.faults],
+            "unexpected_passes": [[shape.step, shape.layer, shape.length] for shape in self.unexpected_passes],
         }

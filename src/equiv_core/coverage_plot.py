@@ -20,16 +20,17 @@ CATEGORIES = (
 
 
 def coverage_matrix(check: CoverageCheck, prompt_length: int, new_tokens: int) -> np.ndarray:
-    """[steps, positions] category codes (indices into :data:`CATEGORIES`)."""
+    """[steps, positions + 1] category codes (indices into :data:`CATEGORIES`); the extra last column marks the
+    steps at which an index was out of range (such an index has no position to draw it at)."""
     last = prompt_length + new_tokens - 2
-    matrix = np.zeros((new_tokens, last + 1), dtype=np.int8)
+    matrix = np.zeros((new_tokens, last + 2), dtype=np.int8)
     for step in range(new_tokens):
         matrix[step, list(computed_positions(step, prompt_length, check.cached))] = 1
     for code, touches in ((2, check.intended & check.touched), (4, check.unintended), (3, check.missed)):
         for touch in touches:
             matrix[touch.step, touch.position] = code
     for fault in check.faults:
-        matrix[fault.step, min(last, prompt_length + fault.step - 1)] = 5
+        matrix[fault.step, last + 1] = 5
     return matrix
 
 
@@ -53,10 +54,10 @@ def plot_coverage(
         matrix = coverage_matrix(check, prompt_length, new_tokens)
         axes.imshow(matrix, cmap=colormap, vmin=0, vmax=len(CATEGORIES) - 1, aspect="auto", interpolation="nearest")
         axes.axvline(prompt_length - 0.5, color="black", linewidth=1)
-        axes.set_xticks(range(matrix.shape[1]))
+        axes.set_xticks(range(matrix.shape[1]), [str(p) for p in range(matrix.shape[1] - 1)] + ["!"])
         axes.set_yticks(range(new_tokens))
         axes.tick_params(labelsize=7)
-        axes.set_xlabel("position (| = end of prompt)", fontsize=8)
+        axes.set_xlabel("position (| = end of prompt; ! = index out of range)", fontsize=8)
         axes.set_ylabel("generation step", fontsize=8)
         verdict = "OK" if check.matches else "GAP"
         axes.set_title(f"{arm} [{verdict}]\n{descriptions.get(arm, '')}", fontsize=8, wrap=True)

@@ -140,7 +140,7 @@ def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun
     if evidence is None or (plot_path is None and not run.run_id):
         return  # nothing asked for the picture: drawing it costs about a second
     descriptions = {name: arm.description for name, arm in evidence.arms.items()}
-    title = f"{report.config.model}: {report.spec['description'] if report.spec else ''}"
+    title = f"{report.config.model}: {report.spec.spec.describe() if report.spec else ''}"
     with tempfile.TemporaryDirectory() as scratch:
         drawn = Path(scratch) / "coverage.png"
         plot_coverage(evidence.checks, descriptions, evidence.prompt_length, evidence.new_tokens, title, drawn)

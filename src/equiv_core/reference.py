@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from equiv_core.architecture import find_decoder_layers, hidden_states_of
-from equiv_core.coverage import Touch
+from equiv_core.coverage import PassShape, Touch
 from equiv_core.resolution import ResolvedSpec
 from equiv_core.steering import (
     Edit,
@@ -90,8 +90,12 @@ def hook_forward_logits(model: nn.Module, input_ids: torch.Tensor, edit: Edit | 
 
 
 @contextmanager
-def spec_hooks(model: nn.Module, resolved: ResolvedSpec, cached: bool, touched: list[Touch]) -> Iterator[None]:
-    """Apply a steering spec's intent with one forward hook per steered block, appending each edit to ``touched``.
+def spec_hooks(
+    model: nn.Module, resolved: ResolvedSpec, cached: bool, touched: list[Touch], passes: list[PassShape]
+) -> Iterator[None]:
+    """Apply a steering spec's intent with one forward hook per steered block of ``model``, appending each edit to
+    ``touched`` and each call's pass length to ``passes``. Each hook edits the block output's hidden states
+    ([batch, seq, hidden], row 0) in a copy it returns.
 
     Independent of the nnsight arms' translation: each hook counts its own calls (the generation step) and the
     tokens it has seen. With the KV cache a call's positions start where the previous call's ended (the cache
@@ -119,6 +123,7 @@ def spec_hooks(model: nn.Module, resolved: ResolvedSpec, cached: bool, touched: 
             step = state["calls"]
             state["calls"] += 1
             state["seen"] += length
+            passes.append(PassShape(step, layer, length))
             local = [position - start for position in wanted if start <= position < start + length]
             if not local:
                 return None
@@ -140,8 +145,10 @@ def spec_hook_generate(
 ) -> SpecGeneration:
     """Greedy ``generate`` of ``resolved.new_tokens`` tokens with the spec's intent applied by raw hooks."""
     touched: list[Touch] = []
+    passes: list[PassShape] = []
     kwargs = generation_kwargs(resolved.new_tokens, pad_token_id, cached)
-    with torch.no_grad(), spec_hooks(model, resolved, cached, touched):
+    with torch.no_grad(), spec_hooks(model, resolved, cached, touched, passes):
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)  # type: ignore[operator]
     arm = "hook" if cached else "hook_recompute"
-    return SpecGeneration(record_from_output(arm, input_ids, output.sequences, output.logits), frozenset(touched))
+    record = record_from_output(arm, input_ids, output.sequences, output.logits)
+    return SpecGeneration(record, frozenset(touched), (), tuple(passes))

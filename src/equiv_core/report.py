@@ -44,9 +44,9 @@ def render(report: RunReport) -> str:
 def _steering(report: RunReport) -> list[str]:
     if report.spec is None:
         return []
-    spec = report.spec
+    resolved = report.spec
     return [
-        f"steering {spec['description']}",
-        f"         resolved: layers {ranges(spec['resolved_layers'])}, positions {ranges(spec['resolved_positions'])}, "
-        f"steps {spec['resolved_steps']}",
+        f"steering {resolved.spec.describe()}",
+        f"         resolved: layers {ranges(resolved.layers)}, positions {ranges(resolved.positions)}, "
+        f"steps {resolved.steps.describe()}",
     ]

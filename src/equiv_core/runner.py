@@ -12,9 +12,12 @@ import hashlib
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
+
+import torch
 
 from equiv_core.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, DTYPE_NAMES, known_shape
 from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
@@ -22,15 +25,15 @@ from equiv_core.context import SteeringContext
 from equiv_core.determinism import DeterminismReport
 from equiv_core.errors import UserInputError
 from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
-from equiv_core.experiments.base import NoEvidence
+from equiv_core.experiments.base import FindingConfig, NoEvidence
 from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
 from equiv_core.models import resolve_device, weights_sha256
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import environment_info
 from equiv_core.registry import Registry
-from equiv_core.resolution import resolve_spec
+from equiv_core.resolution import ResolvedSpec, resolve_spec
 from equiv_core.spec import SteeringSpec
-from equiv_core.spec_run import run_spec
+from equiv_core.spec_run import SpecRun, run_spec
 from equiv_core.validation import (
     check_fits_context,
     check_layer,
@@ -93,7 +96,7 @@ class RunReport:
     weights_sha256: str
     findings: tuple[FindingResult, ...]
     finding_seconds: dict[str, float]
-    spec: dict[str, Any] | None = None  # the resolved spec, in spec mode
+    spec: ResolvedSpec | None = None  # the resolved spec, in spec mode
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -112,7 +115,7 @@ class RunReport:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        spec = {"spec": self.spec} if self.spec is not None else {}
+        spec = {"spec": self.spec.to_dict()} if self.spec is not None else {}
         return {
             "model": self.config.model,
             "model_source": self.model_source,
@@ -140,6 +143,8 @@ def validate_config(config: RunConfig) -> None:
     check_prompt(config.prompt)
     check_new_tokens(config.max_new_tokens)
     check_seed(config.seed)
+    if not config.findings:
+        raise UserInputError(f"--only selects no finding; valid: {', '.join(config.registry.names())}")
     for name in config.findings:
         config.registry.get(name)
     repeated = sorted({name for name in config.findings if config.findings.count(name) > 1})
@@ -182,21 +187,56 @@ def experiment_configs(config: RunConfig, context: SteeringContext) -> dict[str,
     }
 
 
-def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> FindingResult:
-    """Run one experiment; an unexpected exception is a failed finding with its cause, not a crashed run."""
-    experiment = EXPERIMENTS.get(name)
+def _guarded(name: str, title: str, config: FindingConfig, work: Callable[[], FindingResult]) -> FindingResult:
+    """Run one finding's work; an unexpected exception is a failed finding with its cause, not a crashed run."""
     try:
-        return experiment.run(context, config)
+        return work()
     except UserInputError:
         raise
     except NotExpressible as reason:
         message = f"not expressible on nnsight {NNSIGHT_VERSION}: {reason}"
         evidence = NoEvidence("not_expressible", str(reason))
-        return FindingResult(name, experiment.title, False, message, evidence, config, expressible=False)
+        return FindingResult(name, title, False, message, evidence, config, expressible=False)
     except Exception as error:  # noqa: BLE001 - reported as the finding's failure, with the traceback tail
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        message = f"raised {type(error).__name__}: {error} (at {where.filename}:{where.lineno})"
-        return FindingResult(name, experiment.title, False, message, NoEvidence("exception", message), config)
+        message = _raised(error)
+        return FindingResult(name, title, False, message, NoEvidence("exception", message), config)
+
+
+def _raised(error: Exception) -> str:
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return f"raised {type(error).__name__}: {error} (at {where.filename}:{where.lineno})"
+
+
+def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> FindingResult:
+    experiment = EXPERIMENTS.get(name)
+    return _guarded(name, experiment.title, config, lambda: experiment.run(context, config))
+
+
+def _spec_findings(
+    config: RunConfig, context: SteeringContext, input_ids: torch.Tensor, resolved: ResolvedSpec
+) -> Iterator[tuple[FindingResult, float]]:
+    """Generate every arm once, then judge each spec finding; a failure to generate fails every finding."""
+    finding_config = SpecFindingConfig(config.prompt, config.max_new_tokens, resolved.spec)
+    started = time.perf_counter()
+    spec_run: SpecRun | None = None
+    failure = ""
+    try:
+        spec_run = run_spec(context, input_ids, resolved)
+    except UserInputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every finding fails with the cause
+        failure = f"generating the arms {_raised(error)}"
+    generating = time.perf_counter() - started
+    for name in config.findings:
+        finding = SPEC_FINDINGS.get(name)
+        started = time.perf_counter()
+        if spec_run is None:
+            evidence = NoEvidence("exception", failure)
+            result = FindingResult(name, finding.title, False, failure, evidence, finding_config)
+        else:
+            result = _guarded(name, finding.title, finding_config, partial(finding.judge, spec_run, finding_config))
+        yield result, time.perf_counter() - started + generating
+        generating = 0.0
 
 
 def run_findings(
@@ -217,7 +257,7 @@ def run_findings(
     seconds: dict[str, float] = {}
     timings: dict[str, float] = {"load_s": context.loaded.load_seconds}
     names = config.findings
-    spec_dict = None
+    resolved: ResolvedSpec | None = None
 
     def done(index: int, finding: FindingResult, elapsed: float) -> None:
         seconds[finding.id] = elapsed
@@ -235,16 +275,11 @@ def run_findings(
             done(index, finding, time.perf_counter() - started)
     else:
         resolved = resolve_spec(config.spec, context, int(input_ids.shape[1]), config.max_new_tokens)
-        spec_dict = resolved.to_dict()
         say(f"steering: {config.spec.describe()}; generating every arm once")
         started = time.perf_counter()
-        spec_run = run_spec(context, input_ids, resolved)
-        timings["spec_arms_s"] = time.perf_counter() - started
-        finding_config = SpecFindingConfig(config.prompt, config.max_new_tokens, config.spec)
-        for index, name in enumerate(names, start=1):
-            started = time.perf_counter()
-            finding = SPEC_FINDINGS.get(name).judge(spec_run, finding_config)
-            done(index, finding, time.perf_counter() - started)
+        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, input_ids, resolved), start=1):
+            done(index, finding, elapsed)
+        timings["spec_s"] = time.perf_counter() - started
     prompt_ids = tuple(int(token) for token in input_ids[0].tolist())
     return RunReport(
         config=config,
@@ -258,7 +293,7 @@ def run_findings(
         weights_sha256=weights_sha256(context.loaded.model),
         findings=tuple(findings),
         finding_seconds=seconds,
-        spec=spec_dict,
+        spec=resolved,
         timings=timings,
     )
 

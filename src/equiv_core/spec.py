@@ -46,6 +46,13 @@ Indexing = Literal["absolute", "literal"]
 StepKind = Literal["auto", "prompt-pass", "window", "every"]
 
 
+def _ascii_int(text: str) -> int:
+    """``int`` of ASCII digits with an optional minus (``int`` itself also takes other scripts' digits)."""
+    if re.fullmatch(r"\s*-?[0-9]+\s*", text) is None:
+        raise ValueError(f"not an integer: {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class VectorSource:
     """Where the steering vector comes from; resolved against a model by :mod:`equiv_core.vectors`.
@@ -65,14 +72,16 @@ class VectorSource:
         """``random:SEED``, ``actadd:PROMPT_A|PROMPT_B``, or a file path."""
         if text.startswith("random:"):
             seed = text.removeprefix("random:")
-            if not re.fullmatch(r"\d+", seed) or int(seed) >= 2**63:
+            if not re.fullmatch(r"[0-9]+", seed) or int(seed) >= 2**63:
                 raise UserInputError(f"--vector {text!r}: give random:SEED with SEED an integer in 0..2**63-1")
             return cls("random", seed=int(seed))
         if text.startswith("actadd:"):
-            first, bar, second = text.removeprefix("actadd:").partition("|")
-            if not bar or not first.strip() or not second.strip():
-                raise UserInputError(f"--vector {text!r}: give actadd:PROMPT_A|PROMPT_B, two non-empty prompts")
-            return cls("actadd", prompts=(first, second))
+            prompts = text.removeprefix("actadd:").split("|")
+            if len(prompts) != 2 or not all(prompt.strip() for prompt in prompts):
+                raise UserInputError(
+                    f"--vector {text!r}: give actadd:PROMPT_A|PROMPT_B, two non-empty prompts separated by one |"
+                )
+            return cls("actadd", prompts=(prompts[0], prompts[1]))
         path = Path(text)
         if path.suffix not in (".pt", ".npy", ".safetensors"):
             raise UserInputError(
@@ -98,16 +107,17 @@ class Layers:
     text: str = "0"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "text", self.text.strip())
         self._parts()  # syntax is checked at once; the range once the model's depth is known
 
     def _parts(self) -> tuple[int | slice, ...]:
         text = self.text.strip()
-        slice_match = re.fullmatch(r"(-?\d+)?:(-?\d+)?", text)
+        slice_match = re.fullmatch(r"(-?[0-9]+)?:(-?[0-9]+)?", text)
         if slice_match:
             start, stop = (int(part) if part else None for part in slice_match.groups())
             return (slice(start, stop),)
         try:
-            parts = tuple(int(part) for part in text.split(","))
+            parts = tuple(_ascii_int(part) for part in text.split(","))
         except ValueError:
             raise UserInputError(
                 f"--layers {self.text!r}: give L, L1,L2 or A:B (integers; negatives count from the end)"
@@ -142,7 +152,7 @@ class Positions:
         if text in POSITION_KINDS:
             return cls(text, ())  # type: ignore[arg-type]
         try:
-            indices = tuple(int(part) for part in text.split(","))
+            indices = tuple(_ascii_int(part) for part in text.split(","))
         except ValueError:
             raise UserInputError(
                 f"--positions {text!r}: give an integer, a list like 0,3, or one of {', '.join(POSITION_KINDS)}"
@@ -197,7 +207,7 @@ class Steps:
         text = text.strip()
         if text in ("auto", "prompt-pass", "every"):
             return cls(text)  # type: ignore[arg-type]
-        match = re.fullmatch(r"(\d+)(:(\d+)?)?", text)
+        match = re.fullmatch(r"([0-9]+)(:([0-9]+)?)?", text)
         if match is None:
             raise UserInputError(f"--steps {text!r}: give prompt-pass, K, K:M (0 <= K < M), K: or every")
         start = int(match.group(1))
@@ -286,20 +296,25 @@ class SteeringSpec:
             )
 
     def check_fits(self, prompt_length: int, new_tokens: int) -> tuple[int, ...]:
-        """Resolve the positions for this prompt and length, and check the writing can reach them."""
+        """Resolve the positions for this prompt and length, and check the writing can reach some of them.
+
+        With absolute indexing, a step selector that fires at none of the steps where the intended positions are
+        first computed (with the KV cache) would never edit anything: UserInputError. A selector that reaches
+        some of them is accepted, and ``coverage`` reports what it misses.
+        """
         positions = self.positions.resolve(prompt_length, new_tokens)
         if self.steps.kind == "window" and self.steps.start >= new_tokens:
             raise UserInputError(
                 f"--steps {self.steps.text()} starts at step {self.steps.start}; valid steps: 0..{new_tokens - 1} "
                 f"with {new_tokens} new tokens"
             )
-        if self.indexing == "absolute" and self.positions.kind == "indices":
+        if self.indexing == "absolute":
             fired = set(self.steps.concrete(all(p < prompt_length for p in positions)).fired(new_tokens))
             first_steps = {0 if p < prompt_length else p - prompt_length + 1 for p in positions}
             if not fired & first_steps:
                 raise UserInputError(
                     f"--positions {self.positions.describe()} --steps {self.steps.text()}: with the KV cache these "
-                    f"positions are computed at steps {sorted(first_steps)}, which the steps never reach"
+                    f"positions are computed at steps {_step_list(first_steps)}, which the steps never reach"
                 )
         return positions
 
@@ -343,6 +358,11 @@ class SteeringSpec:
 SPEC_FIELDS = ("op", "vector", "scale", "layers", "positions", "steps", "indexing")
 
 
+def _step_list(steps: set[int]) -> str:
+    ordered = sorted(steps)
+    return str(ordered) if len(ordered) <= 3 else f"{ordered[0]}..{ordered[-1]}"
+
+
 def spec_from_options(base: SteeringSpec | None = None, **options: str | float | None) -> SteeringSpec:
     """A spec from CLI-style strings (``None`` leaves ``base``'s value, or the default): one parser for the
     command line, spec files and recipes."""
@@ -362,10 +382,18 @@ def spec_from_options(base: SteeringSpec | None = None, **options: str | float |
     for name, value in options.items():
         if value is not None:
             values[name] = parsers[name](value)
+    if base is not None and options.get("op") is not None:
+        # A base spec (a recipe) with another op: drop the base's vector / scale the new op takes none of.
+        if values["op"] not in VECTOR_OPS and options.get("vector") is None:
+            values["vector"] = None
+        if values["op"] not in SCALE_OPS and options.get("scale") is None:
+            values["scale"] = None
     return replace(base, **values) if base is not None else SteeringSpec(**values)
 
 
 def _scale(value: str | float) -> float:
+    if isinstance(value, bool):  # TOML `scale = true` is not a number
+        raise UserInputError(f"--scale {value!r}: give a number")
     try:
         scale = float(value)
     except ValueError:
@@ -374,19 +402,35 @@ def _scale(value: str | float) -> float:
 
 
 def load_spec_file(path: Path) -> dict[str, str | float]:
-    """The fields of a TOML spec file (the same names as the CLI flags, e.g. ``op = "add"``)."""
+    """The fields of a TOML spec file: the same names as the CLI flags (``op = "add"``), at the top level or in a
+    ``[steering]`` table, plus ``recipe``. A relative vector path is taken relative to the file.
+
+    Raises UserInputError for a missing, unreadable or invalid file, unknown fields and values of the wrong type.
+    """
+    where = f"--spec {str(path)!r}"
     if path.suffix != ".toml":
-        raise UserInputError(f"--spec {str(path)!r}: give a .toml file")
+        raise UserInputError(f"{where}: give a .toml file")
+    if not path.is_file():
+        raise UserInputError(f"{where}: no such file")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserInputError(f"--spec {str(path)!r}: no such file") from None
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{where}: cannot read it: {type(error).__name__}") from None
     except tomllib.TOMLDecodeError as error:
-        raise UserInputError(f"--spec {str(path)!r}: not valid TOML: {error}") from None
-    table = data.get("steering", data)
-    unknown = sorted(set(table) - set(SPEC_FIELDS) - {"recipe"})
+        raise UserInputError(f"{where}: not valid TOML: {error}") from None
+    table = data["steering"] if set(data) == {"steering"} else data
+    if not isinstance(table, dict):
+        raise UserInputError(f"{where}: [steering] must be a table of fields")
+    allowed = (*SPEC_FIELDS, "recipe")
+    unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise UserInputError(f"--spec {str(path)!r}: unknown field {unknown[0]!r}; valid: {', '.join(SPEC_FIELDS)}")
-    return {
-        key: value if isinstance(value, (int, float)) and key == "scale" else str(value) for key, value in table.items()
-    }
+        raise UserInputError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(allowed)}")
+    fields_: dict[str, str | float] = {}
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise UserInputError(f"{where}: {key} = {value!r}; give a string or a number")
+        fields_[key] = value if key == "scale" else str(value)
+    vector = fields_.get("vector")
+    if isinstance(vector, str) and not vector.startswith(("random:", "actadd:")) and not Path(vector).is_absolute():
+        fields_["vector"] = str(path.parent / vector)
+    return fields_

@@ -115,7 +115,9 @@ def run_spec(context: SteeringContext, input_ids: torch.Tensor, resolved: Resolv
         coverage = None
         if generation is not None:
             intended = intended_touches(resolved.positions, resolved.layers, prompt_length, new_tokens, cached)
-            coverage = CoverageCheck(name, cached, intended, generation.touched, generation.faults)
+            coverage = CoverageCheck(
+                name, cached, intended, generation.touched, generation.faults, generation.passes, prompt_length
+            )
         arms[name] = ArmRun(name, _description(name, resolved), cached, generation, coverage, reason)
     return SpecRun(
         resolved=resolved,

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from equiv_core.coverage import IndexFault, Touch
+from equiv_core.coverage import IndexFault, PassShape, Touch
 
 # When the original study's edit fires during generation:
 #   prompt     - plain invoke: once, on the prompt pass (what an intervention with no iter does);
@@ -126,7 +126,8 @@ def apply_op(op: str, scale: float, selected: torch.Tensor, vector: torch.Tensor
 
 class PassCounter:
     """Counts forward calls of a model (a plain pre-hook on it), so an arm can record at which generation step
-    its edit really ran, independently of which step it believes it is at."""
+    its edit really ran, independently of which step it believes it is at. Call :meth:`close` to remove the
+    hook."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.calls = 0
@@ -151,3 +152,4 @@ class SpecGeneration:
     record: GenerationRecord
     touched: frozenset[Touch]
     faults: tuple[IndexFault, ...] = ()
+    passes: tuple[PassShape, ...] = ()  # the passes the arm's edits fired on, with their lengths

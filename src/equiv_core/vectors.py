@@ -1,8 +1,8 @@
 """Steering vectors: load one from a file, draw a seeded random one, or take an ActAdd difference.
 
 Every source resolves to one tensor of shape [n_layers_steered, hidden] in the model's dtype and on its device,
-row ``i`` for the ``i``-th steered layer. The same tensor is handed to every arm, so arms can differ only in
-where and when they apply it.
+row ``i`` for the ``i``-th steered layer in ascending layer order (``--layers 3,1`` gives rows for 1, then 3).
+The same tensor is handed to every arm, so arms can differ only in where and when they apply it.
 
 ``actadd:A|B`` is the single-vector form of activation addition: the output of decoder block ``l`` (the residual
 stream after block ``l``) on prompt A minus the same on prompt B, at each prompt's last token. The paper's form
@@ -37,7 +37,18 @@ def random_unit_vector(seed: int, hidden_size: int) -> torch.Tensor:
 
 
 def _last_token_residual(context: SteeringContext, prompt: str, layer: int) -> torch.Tensor:
-    """The output of decoder block ``layer`` at the last token of ``prompt``: [hidden], float32."""
+    """The output of decoder block ``layer`` at the last token of ``prompt``: [hidden], float32.
+
+    Raises UserInputError for a prompt of no tokens or longer than the model's context.
+    """
+    input_ids = context.encode(prompt)
+    if input_ids.shape[1] == 0:
+        raise UserInputError(f"--vector actadd prompt {prompt!r} has no tokens")
+    limit = context.architecture.max_positions
+    if limit is not None and input_ids.shape[1] > limit:
+        raise UserInputError(
+            f"--vector actadd prompt is {input_ids.shape[1]} tokens; valid: at most {limit} (the model's context)"
+        )
     model: nn.Module = context.loaded.model
     captured: list[torch.Tensor] = []
     _, blocks = find_decoder_layers(model)
@@ -48,7 +59,7 @@ def _last_token_residual(context: SteeringContext, prompt: str, layer: int) -> t
     handle = blocks[layer].register_forward_hook(keep)
     try:
         with torch.no_grad():
-            model(input_ids=context.encode(prompt), use_cache=False)
+            model(input_ids=input_ids, use_cache=False)
     finally:
         handle.remove()
     return captured[0]
@@ -73,19 +84,23 @@ def _read_file(path: Path) -> torch.Tensor:
                 raise UserInputError(
                     f"--vector {str(path)!r} holds tensors {sorted(tensors)}; store one, or name it 'vector'"
                 )
-    except (OSError, ValueError, RuntimeError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserInputError(f"--vector {str(path)!r}: cannot read it: {first_line}") from None
+    except UserInputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any loader failure is a file the user gave that cannot be read
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UserInputError(f"--vector {str(path)!r}: cannot read it: {type(error).__name__}: {first_line}") from None
     if not isinstance(loaded, torch.Tensor):
         raise UserInputError(f"--vector {str(path)!r} holds a {type(loaded).__name__}; expected one tensor")
     return loaded
 
 
 def resolve_vectors(source: VectorSource, context: SteeringContext, layers: tuple[int, ...]) -> torch.Tensor:
-    """The steering vectors for ``layers``: [len(layers), hidden] in the model's dtype, on its device.
+    """The steering vectors for ``layers`` (absolute, ascending): [len(layers), hidden] in the model's dtype, on
+    its device.
 
-    Raises UserInputError (one line naming what was expected) for a file of the wrong shape, a non-floating or
-    non-finite tensor, or a file that cannot be read.
+    Raises UserInputError (one line naming what was expected) for a file that cannot be read, of the wrong shape
+    or dtype; for a vector that is zero (an ablation direction or an addition of nothing) or not finite in the
+    model's dtype (e.g. 1e5 overflows float16).
     """
     hidden = context.architecture.hidden_size
     if source.kind == "random":
@@ -100,7 +115,18 @@ def resolve_vectors(source: VectorSource, context: SteeringContext, layers: tupl
         )
     else:
         rows = _checked_file_vector(Path(source.path), hidden, len(layers))
-    return rows.to(device=context.device, dtype=context.dtype).contiguous()
+    cast = rows.to(device=context.device, dtype=context.dtype).contiguous()
+    for layer, row in zip(layers, cast, strict=True):
+        if not bool(torch.isfinite(row).all()):
+            raise UserInputError(
+                f"--vector {source.describe()}: the vector for layer {layer} is not finite in {context.dtype}"
+            )
+        if not bool(row.any()):
+            raise UserInputError(
+                f"--vector {source.describe()}: the vector for layer {layer} is zero; it has no direction to add, "
+                "set or ablate"
+            )
+    return cast
 
 
 def _checked_file_vector(path: Path, hidden: int, n_layers: int) -> torch.Tensor:
@@ -112,6 +138,4 @@ def _checked_file_vector(path: Path, hidden: int, n_layers: int) -> torch.Tensor
         tensor = tensor.expand(n_layers, hidden)
     elif tuple(tensor.shape) != (n_layers, hidden):
         raise UserInputError(f"--vector {str(path)!r} has shape {list(tensor.shape)}; expected {expected}")
-    if not bool(torch.isfinite(tensor).all()):
-        raise UserInputError(f"--vector {str(path)!r} holds NaN or infinite values")
     return tensor.float()

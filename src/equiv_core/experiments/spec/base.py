@@ -16,6 +16,7 @@ from equiv_core.experiments.base import Evidence, FindingConfig, FindingResult, 
 from equiv_core.registry import Registry
 from equiv_core.spec import SteeringSpec
 from equiv_core.spec_run import ArmRun, SpecRun
+from equiv_core.steering import GenerationRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,61 @@ def spec_finding(
 
 
 def spec_verdict(
-    id: str, config: SpecFindingConfig, problems: list[str], success: str, evidence: SpecEvidence
+    id: str,
+    config: SpecFindingConfig,
+    problems: list[str],
+    success: str,
+    evidence: SpecEvidence,
+    applicable: str = "",
+    expressible: str = "",
 ) -> FindingResult:
-    """A result that holds exactly when there are no problems."""
+    """A result that holds exactly when there are no problems.
+
+    ``applicable`` / ``expressible``: when non-empty, the reason this input cannot test the finding (NOT
+    APPLICABLE) or this nnsight cannot write the arm it needs (NOT EXPRESSIBLE); neither counts as a pass.
+    """
     title = SPEC_FINDINGS.get(id).title
+    if applicable:
+        return FindingResult(id, title, False, applicable, evidence, config, applicable=False)
+    if expressible:
+        return FindingResult(id, title, False, expressible, evidence, config, expressible=False)
     return FindingResult(id, title, not problems, "; ".join(problems) if problems else success, evidence, config)
+
+
+def first_difference(first: GenerationRecord, second: GenerationRecord) -> int | None:
+    """The first step whose chosen tokens differ, or None."""
+    pairs = zip(first.generated_ids, second.generated_ids, strict=True)
+    return next((step for step, (a, b) in enumerate(pairs) if a != b), None)
+
+
+def same_input_diff(first: GenerationRecord, second: GenerationRecord) -> float:
+    """Max abs logits difference over the steps whose inputs were identical: up to and including the first step
+    whose chosen tokens differ (its input was still the same prefix). NaN if either holds a non-finite logit."""
+    differing = first_difference(first, second)
+    steps = len(first.generated_ids) if differing is None else differing + 1
+    return float((first.step_logits[:steps] - second.step_logits[:steps]).abs().max())
+
+
+def noise_floor(run: SpecRun) -> float:
+    """The unsteered model's own cached-vs-recompute logits difference on identical inputs, in this run: the size
+    of rounding differences between two computation paths of the same steering."""
+    return same_input_diff(run.unsteered, run.unsteered_recompute)
+
+
+def non_finite_problems(run: SpecRun) -> list[str]:
+    """Arms whose logits hold NaN or infinity: nothing about them can be compared."""
+    records = {name: arm.record for name, arm in run.arms.items() if arm.expressible}
+    records |= {"unsteered": run.unsteered, "unsteered_recompute": run.unsteered_recompute}
+    return [
+        f"{name}: logits hold NaN or infinity, so nothing can be compared"
+        for name, record in records.items()
+        if not bool(record.step_logits.isfinite().all())
+    ]
+
+
+def written_arm_missing(run: SpecRun) -> str:
+    """Why the spec as written (the ``iter`` arm) could not be generated, or ''."""
+    arm = run.arms["iter"]
+    return (
+        "" if arm.expressible else f"the spec as written ({arm.description}) is not expressible: {arm.not_expressible}"
+    )

@@ -11,7 +11,14 @@ from typing import Any
 
 from equiv_core.coverage import CoverageCheck, Touch
 from equiv_core.experiments.base import FindingResult
-from equiv_core.experiments.spec.base import SpecEvidence, SpecFindingConfig, arms_evidence, spec_finding, spec_verdict
+from equiv_core.experiments.spec.base import (
+    SpecEvidence,
+    SpecFindingConfig,
+    arms_evidence,
+    spec_finding,
+    spec_verdict,
+    written_arm_missing,
+)
 from equiv_core.spec_run import SpecRun
 
 ID = "coverage"
@@ -71,4 +78,4 @@ def coverage(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
     evidence = CoverageEvidence(arms_evidence(run), checks, run.resolved.prompt_length, run.resolved.new_tokens)
     cached_edits = len(checks["hook"].intended)
     success = f"{', '.join(checks)} touched exactly the intended edits ({cached_edits} with the KV cache)"
-    return spec_verdict(ID, config, problems, success, evidence)
+    return spec_verdict(ID, config, problems, success, evidence, expressible=written_arm_missing(run))

@@ -8,7 +8,14 @@ from typing import Any
 
 from equiv_core.comparison import tensor_sha256
 from equiv_core.experiments.base import FindingResult
-from equiv_core.experiments.spec.base import SpecEvidence, SpecFindingConfig, arms_evidence, spec_finding, spec_verdict
+from equiv_core.experiments.spec.base import (
+    SpecEvidence,
+    SpecFindingConfig,
+    arms_evidence,
+    non_finite_problems,
+    spec_finding,
+    spec_verdict,
+)
 from equiv_core.spec_run import SpecRun
 
 ID = "steered_differs"
@@ -37,7 +44,7 @@ class SteeredDiffersEvidence(SpecEvidence):
 def steered_differs(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
     identity = run.resolved.spec.is_identity
     equal: dict[str, bool] = {}
-    problems = []
+    problems = non_finite_problems(run)
     for name, arm in run.arms.items():
         if not arm.expressible:
             continue
