@@ -13,6 +13,7 @@ import torch
 from equiv_core.compat import NnsightSteering
 from equiv_core.context import SteeringContext
 from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
+from equiv_core.inputs import encode_prompts
 from equiv_core.resolution import ResolvedSpec, resolve_spec
 from equiv_core.spec import OPS, Steps, spec_from_options
 from equiv_core.spec_run import SpecRun, run_spec
@@ -22,15 +23,19 @@ PROMPT, NEW_TOKENS = "The weather today is", 6
 VECTOR_OPS = {"add": "6", "set": None, "ablate": "1"}
 
 
+def _resolved(context: SteeringContext, new_tokens: int = NEW_TOKENS, **options: str) -> ResolvedSpec:
+    batch = encode_prompts(context.loaded.tokenizer, (PROMPT,), context.device)
+    return resolve_spec(spec_from_options(None, **options), context, batch, new_tokens)
+
+
 def _run(context: SteeringContext, **options: str) -> SpecRun:
-    spec = spec_from_options(None, **options)
-    input_ids = context.encode(PROMPT)
-    return run_spec(context, input_ids, resolve_spec(spec, context, int(input_ids.shape[1]), NEW_TOKENS))
+    return run_spec(context, _resolved(context, **options))
 
 
 def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
     config = SpecFindingConfig(PROMPT, NEW_TOKENS, run.resolved.spec)
-    results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in SPEC_FINDINGS}
+    names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
+    results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
     return {name: (result.verdict, result.message) for name, result in results.items()}
 
 
@@ -53,12 +58,12 @@ def test_each_op_and_position_kind_agrees_with_the_hook(
         if name == "plain" and not run.resolved.prompt_only:
             assert not arm.expressible and "fires only on the prompt pass" in arm.not_expressible
             continue
-        assert arm.covers_intent, (name, arm.coverage.problems() if arm.coverage else arm.not_expressible)
-        reference = run.arms["hook" if arm.cached else "hook_recompute"].record
-        assert arm.record.generated_ids == reference.generated_ids, name
-        assert torch.allclose(arm.record.step_logits, reference.step_logits, atol=1e-5, rtol=0), name
+        assert arm.covers_intent, (name, [c.problems() for c in arm.coverage] if arm.coverage else arm.not_expressible)
+        reference = run.arms["hook" if arm.cached else "hook_recompute"].rows[0]
+        assert arm.rows[0].generated_ids == reference.generated_ids, name
+        assert torch.allclose(arm.rows[0].step_logits, reference.step_logits, atol=1e-5, rtol=0), name
     # The edit does something (some ops, e.g. ablating a random direction, move logits without changing ids).
-    assert not torch.allclose(run.arms["hook"].record.step_logits, run.unsteered.step_logits, atol=1e-3)
+    assert not torch.allclose(run.arms["hook"].rows[0].step_logits, run.unsteered[0].step_logits, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +76,7 @@ def test_each_step_selector_that_reaches_the_intent_passes_every_finding(
 ) -> None:
     run = _run(context_for(model), op="add", vector="random:5", scale="8", positions=positions, steps=steps)
     verdicts = _verdicts(run)
-    assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(SPEC_FINDINGS, "PASS"), (
+    assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), (
         verdicts
     )
 
@@ -82,7 +87,7 @@ def test_scale_zero_gives_exactly_the_unsteered_output(context_for: Callable[[st
     assert verdict == "PASS"
     assert message.startswith("the spec changes nothing and every arm gives exactly the unsteered output")
     cached = [arm for arm in run.arms.values() if arm.expressible and arm.cached]
-    assert all(torch.equal(arm.record.step_logits, run.unsteered.step_logits) for arm in cached)
+    assert all(torch.equal(arm.rows[0].step_logits, run.unsteered[0].step_logits) for arm in cached)
 
 
 Mutation = Callable[[ResolvedSpec], ResolvedSpec]
@@ -95,8 +100,8 @@ def mutate_iter_arm(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mutation], Non
     def install(mutation: Mutation) -> None:
         original = NnsightSteering.generate_spec
 
-        def mutated(self: NnsightSteering, input_ids: torch.Tensor, resolved: ResolvedSpec, style: Any) -> Any:
-            return original(self, input_ids, mutation(resolved) if style == "iter" else resolved, style)
+        def mutated(self: NnsightSteering, resolved: ResolvedSpec, style: Any, per_invoke: bool = False) -> Any:
+            return original(self, mutation(resolved) if style == "iter" else resolved, style, per_invoke)
 
         monkeypatch.setattr(NnsightSteering, "generate_spec", mutated)
 
@@ -164,14 +169,14 @@ def test_the_touches_are_recorded_at_the_step_the_model_ran(
     from a pass counter on the model, not from its belief."""
     original = NnsightSteering._spec_firing
 
-    def off_by_one(self: NnsightSteering, blocks: Any, resolved: Any, believed: int, *rest: Any) -> None:
-        original(self, blocks, resolved, believed + 1, *rest)
+    def off_by_one(self: NnsightSteering, *fixed: Any, believed_step: int, **per_firing: Any) -> None:
+        original(self, *fixed, believed_step=believed_step + 1, **per_firing)
 
     monkeypatch.setattr(NnsightSteering, "_spec_firing", off_by_one)
     run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="generated")
     # Believing step k+1 at step k: at step 0 it edits the prompt as if it held positions 4-7, and at the last
     # step it looks for a position past the end, so position 8 is never edited.
-    assert run.arms["iter"].coverage.problems() == [  # type: ignore[union-attr]
+    assert run.arms["iter"].coverage[0].problems() == [
         "missed position 8 at step 5 (layer 0)",
         "touched positions 0-3 at step 0 (layer 0), which the spec does not steer",
     ]
@@ -190,11 +195,11 @@ def test_vectors_from_a_file_give_the_same_ids_as_random_seed(
     torch.save(vector, tmp_path / "v.pt")
     np.save(tmp_path / "v.npy", vector.numpy())
     save_file({"vector": vector}, str(tmp_path / "v.safetensors"))
-    expected = _run(context, op="add", vector="random:9", scale="6", positions="all").arms["iter"].record
+    expected = _run(context, op="add", vector="random:9", scale="6", positions="all").arms["iter"].rows[0]
     for name in ("v.pt", "v.npy", "v.safetensors"):
         from_file = _run(context, op="add", vector=str(tmp_path / name), scale="6", positions="all")
-        assert from_file.arms["iter"].record.generated_ids == expected.generated_ids, name
-        assert torch.equal(from_file.arms["iter"].record.step_logits, expected.step_logits), name
+        assert from_file.arms["iter"].rows[0].generated_ids == expected.generated_ids, name
+        assert torch.equal(from_file.arms["iter"].rows[0].step_logits, expected.step_logits), name
 
 
 def test_a_vector_file_of_the_wrong_shape_names_the_expected_one(
@@ -252,10 +257,11 @@ def test_cache_vs_recompute_fails_when_recompute_edits_other_positions(
 
     original = spec_run_module.spec_hook_generate
 
-    def misplaced(model: Any, input_ids: Any, pad: Any, resolved: ResolvedSpec, cached: bool) -> SpecGeneration:
-        if not cached:
-            resolved = dataclasses.replace(resolved, positions=tuple(p + 1 for p in resolved.positions))
-        return original(model, input_ids, pad, resolved, cached)
+    def misplaced(model: Any, pad: Any, resolved: ResolvedSpec, cached: bool, steer: bool = True) -> SpecGeneration:
+        if not cached and steer:
+            shifted = tuple(tuple(p + 1 for p in row) for row in resolved.positions)
+            resolved = dataclasses.replace(resolved, positions=shifted)
+        return original(model, pad, resolved, cached, steer)
 
     monkeypatch.setattr(spec_run_module, "spec_hook_generate", misplaced)
     run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="0,2")
@@ -268,10 +274,9 @@ def test_cache_vs_recompute_is_not_applicable_with_one_new_token(
     context_for: Callable[[str], SteeringContext],
 ) -> None:
     context = context_for("tiny-gpt2")
-    spec = spec_from_options(None, op="add", vector="random:5", scale="8", positions="all")
-    input_ids = context.encode(PROMPT)
-    run = run_spec(context, input_ids, resolve_spec(spec, context, int(input_ids.shape[1]), 1))
-    config = SpecFindingConfig(PROMPT, 1, spec)
+    resolved = _resolved(context, 1, op="add", vector="random:5", scale="8", positions="all")
+    run = run_spec(context, resolved)
+    config = SpecFindingConfig(PROMPT, 1, resolved.spec)
     result = SPEC_FINDINGS.get("cache_vs_recompute").judge(run, config)
     assert result.verdict == "NOT APPLICABLE"
     assert result.message == "needs at least 2 new tokens: with 1 the cache is never read"

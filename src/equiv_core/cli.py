@@ -52,9 +52,33 @@ def _csv_ints(value: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 8,16,32, got {value!r}") from None
 
 
+GENERATION_FLAGS = ("prompts", "padding", "add_special_tokens", "chat_template", "do_sample", "stop_at_eos")
+
+
+def _generation_asked(arguments: argparse.Namespace) -> bool:
+    """A generation setting (batch, encoding, sampling, EOS) that only spec findings check was given."""
+    return any(getattr(arguments, name) not in (None, False) for name in GENERATION_FLAGS)
+
+
+def read_prompts(source: str) -> tuple[str, ...]:
+    """The prompts of ``source`` (a file, or ``-`` for stdin): one per line, blank lines skipped.
+
+    Raises UserInputError for a file that cannot be read or holds no prompt.
+    """
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"--prompts {source!r}: cannot read it: {type(error).__name__}") from None
+    prompts = tuple(line.rstrip("\r") for line in text.split("\n") if line.strip())
+    if not prompts:
+        raise UserInputError(f"--prompts {source!r} holds no prompt; give one prompt per line")
+    return prompts
+
+
 def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
     """The spec the options describe: ``--recipe``, then ``--spec FILE``, then single options, each overriding the
-    last; None when no steering option is given (the original study's five findings)."""
+    last; None when no steering option is given (the original study's five findings). Generation settings
+    (``--prompts``, sampling, ...) without a spec mean the default spec: the original study's zeroing edit."""
     from equiv_core.recipes import RECIPES
     from equiv_core.spec import load_spec_file, spec_from_options
 
@@ -67,7 +91,7 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
         )
     recipe_name = arguments.recipe if arguments.recipe is not None else file_recipe
     if recipe_name is None and arguments.spec is None and all(value is None for value in options.values()):
-        return None
+        return SteeringSpec() if _generation_asked(arguments) else None
     if arguments.layer is not None or arguments.position is not None:
         raise UserInputError(
             "--layer and --position set the original study's edit; with a steering spec use --layers and --positions"
@@ -79,9 +103,18 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
 
 
 def _command_run(arguments: argparse.Namespace) -> int:
+    from equiv_core.decoding import Decoding
     from equiv_core.jobs import run_job
     from equiv_core.runner import RunConfig
 
+    decoding = Decoding(
+        arguments.do_sample,
+        1.0 if arguments.temperature is None else arguments.temperature,
+        0 if arguments.top_k is None else arguments.top_k,
+        1.0 if arguments.top_p is None else arguments.top_p,
+        arguments.seed,
+        arguments.stop_at_eos,
+    )
     config = RunConfig(
         model=arguments.model,
         device=arguments.device,
@@ -93,6 +126,11 @@ def _command_run(arguments: argparse.Namespace) -> int:
         seed=arguments.seed,
         experiments=_csv(arguments.only) if arguments.only else None,
         spec=steering_spec(arguments),
+        prompts=read_prompts(arguments.prompts) if arguments.prompts is not None else (),
+        padding=arguments.padding,
+        add_special_tokens=arguments.add_special_tokens,
+        chat_template=arguments.chat_template,
+        decoding=decoding,
     )
     return run_job(config, arguments.json, arguments.plot, _tracking(arguments))
 
@@ -224,6 +262,31 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "generation settings (checked by the spec findings; without a spec option they use the original zeroing "
+        "edit as a spec)"
+    )
+    group.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="run the prompts of FILE (one per line; - for stdin) as one batch",
+    )
+    group.add_argument("--padding", default=None, help="left or right (default: the tokenizer's side)")
+    group.add_argument(
+        "--add-special-tokens", action="store_true", help="encode with the tokenizer's special tokens (e.g. BOS)"
+    )
+    group.add_argument(
+        "--chat-template", action="store_true", help="wrap each prompt as a user message in the model's chat template"
+    )
+    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (seeded by --seed)")
+    group.add_argument("--temperature", type=float, default=None, help="sampling temperature (> 0, default 1)")
+    group.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default 0: off)")
+    group.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1] (default 1)")
+    group.add_argument("--stop-at-eos", action="store_true", help="let generation end at EOS before --max-new-tokens")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="equiv", description="Steering-equivalence findings and benchmarks for nnsight.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -241,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
     run.add_argument("--plot", default=None, metavar="PATH", help="draw a steering spec's coverage map (PNG) here")
     _add_spec_options(run)
+    _add_generation_options(run)
     _add_tracking_options(run, DEFAULT_EXPERIMENT)
     run.set_defaults(handler=_command_run)
 

@@ -19,6 +19,24 @@ LOGITS_TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
 }
 
 
+# Rounding differences are a maximum over thousands of logits, which fluctuates between two runs by a small
+# factor; a misplaced edit moves logits by orders of magnitude more.
+FLOOR_MARGIN = 4.0
+
+
+def rounding_allowance(floor: float, steered_max: float, unsteered_max: float, dtype: torch.dtype) -> float:
+    """How far two computation paths of the same steered run may differ in logits on identical inputs.
+
+    ``floor``: the unsteered model's own difference between the same two paths, measured in the same run (e.g.
+    cached generation vs a full forward pass). It is scaled by how much larger the steered logits are (rounding
+    grows with magnitude: ``steered_max / unsteered_max``, at least 1) and by :data:`FLOOR_MARGIN`; it is never
+    below a few units of the dtype's rounding of the largest logit (``torch.finfo(dtype).eps``).
+    """
+    magnitude = max(1.0, steered_max / unsteered_max) if unsteered_max > 0 else 1.0
+    rounding_unit = torch.finfo(dtype).eps * steered_max
+    return FLOOR_MARGIN * max(floor * magnitude, 2 * rounding_unit)
+
+
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's bytes (float32, CPU, contiguous): equal hashes mean bit-identical values."""
     data = tensor.detach().to("cpu", torch.float32).contiguous()

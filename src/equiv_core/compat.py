@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from functools import partial
 from typing import Any, Literal
 
 import nnsight
@@ -33,6 +34,8 @@ from equiv_core.steering import (
     check_when,
     generation_kwargs,
     record_from_output,
+    records_from_output,
+    seed_sampling,
 )
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
@@ -70,9 +73,9 @@ def _save(value: Any) -> Any:
     return save(value) if save is not None else value.save()
 
 
-def _pass_offset(step: int, prompt_length: int, cached: bool) -> int:
-    """Absolute position of index 0 of the pass at ``step``: with the KV cache, ``n + step - 1`` after step 0."""
-    return prompt_length + step - 1 if cached and step > 0 else 0
+def _pass_offset(step: int, padded_length: int, cached: bool) -> int:
+    """Column of index 0 of the pass at ``step``: with the KV cache, ``L + step - 1`` after step 0."""
+    return padded_length + step - 1 if cached and step > 0 else 0
 
 
 def hidden_of_envoy(block: Any, form: BlockOutputForm) -> Any:
@@ -190,86 +193,138 @@ class NnsightSteering:
                 raise
             errors.append(str(error))
 
-    def generate_spec(self, input_ids: torch.Tensor, resolved: ResolvedSpec, style: SpecStyle) -> SpecGeneration:
-        """Greedy generation of ``resolved.new_tokens`` tokens with the spec applied the way ``style`` writes it.
+    def generate_spec(self, resolved: ResolvedSpec, style: SpecStyle, per_invoke: bool = False) -> SpecGeneration:
+        """Generation of ``resolved.new_tokens`` tokens for ``resolved.batch`` with the spec applied the way
+        ``style`` writes it: in one batched invoke, or (``per_invoke``) one ``tracer.invoke`` per prompt, which
+        nnsight pads and batches itself.
 
-        Each firing translates the spec's absolute positions into indices of the pass it sees (with the KV cache
-        the pass at step ``k >= 1`` holds only position ``n + k - 1``), or, for ``indexing = literal``, uses the
-        spec's integers as written. What was touched is recorded at the step the model really ran (a pass
-        counter on the model), not the step this code believes it is at.
+        Each firing translates every row's positions into columns of the pass it sees (with the KV cache the pass
+        at step ``k >= 1`` holds only column ``L + k - 1``, ``L`` the padded prompt length), or, for ``indexing =
+        literal``, uses the spec's integers as written. What was touched is recorded at the step the model really
+        ran (a pass counter on the model), not the step this code believes it is at. With ``stop_at_eos``,
+        nnsight 0.8 warns that the bounded step loop asked for steps the run did not make; that is expected here
+        (the steps each row ran are recorded) and the warning is not passed on.
         """
+        batch = resolved.batch
         cached = style != "recompute"
         new_tokens = resolved.new_tokens
-        kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached, resolved.decoding)
         blocks = [(layer, self._block(layer)) for layer in resolved.layers]
         window = range(new_tokens) if style == "recompute" else resolved.steps.fired(new_tokens)
         selector = slice(window.start, window.stop)
-        counter = PassCounter(self.model)
         literal = style == "iter" and resolved.spec.indexing == "literal"
+        prompt_pass = style == "plain" or (style == "iter" and resolved.steps.kind == "prompt-pass")
+        invocations: list[tuple[tuple[int, ...], dict[str, torch.Tensor]]] = []
+        if per_invoke:
+            for row in range(batch.size):
+                ids = torch.tensor([batch.row_ids(row)], device=batch.input_ids.device)
+                invocations.append(((row,), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}))
+        else:
+            invocations = [
+                (tuple(range(batch.size)), {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+            ]
+        # One invoke per prompt, or a step loop that generation may end early (nnsight 0.8 then skips the code after
+        # the loop): the result is read in an empty invoke of its own.
+        separate_result = per_invoke or resolved.decoding.stop_at_eos
+        counter = PassCounter(self.model)
+        tokenizer = getattr(self.wrapped, "tokenizer", None)
+        padding_side = getattr(tokenizer, "padding_side", None)
+        seed_sampling(resolved.decoding)
         try:
-            with torch.no_grad():
-                with self.wrapped.generate(**kwargs) as tracer:
-                    with tracer.invoke(inputs):
-                        log = _save([])  # per edit: (actual step, layer, absolute position, fault or None)
+            if tokenizer is not None:
+                tokenizer.padding_side = batch.padding  # nnsight pads per-invoke inputs with the tokenizer
+            with warnings.catch_warnings():
+                if resolved.decoding.stop_at_eos:
+                    warnings.filterwarnings("ignore", message=".*was never reached.*", category=UserWarning)
+                with torch.no_grad():
+                    with self.wrapped.generate(**kwargs) as tracer:
+                        log = _save([])  # per edit: (actual step, layer, row, position, fault or None)
                         passes = _save([])  # per block firing: (actual step, layer, positions in the pass)
-                        firings = _save([])
-                        if style == "plain" or (style == "iter" and resolved.steps.kind == "prompt-pass"):
-                            self._spec_firing(blocks, resolved, 0, cached, literal, counter, log, passes)
-                        elif LOOP_ITER:
-                            for step in tracer.iter[selector]:
-                                self._spec_firing(blocks, resolved, int(step), cached, literal, counter, log, passes)
-                        else:  # nnsight 0.5: the with-block body runs once per step, with no step variable
-                            with tracer.iter[selector]:
-                                believed = window.start + len(firings)
-                                firings.append(believed)
-                                self._spec_firing(blocks, resolved, believed, cached, literal, counter, log, passes)
-                        result = tracer.result.save()
+                        for rows, inputs in invocations:
+                            with tracer.invoke(inputs):
+                                firings = _save([])
+                                fire = partial(self._spec_firing, blocks, resolved, rows, cached, literal, counter)
+                                if prompt_pass:
+                                    fire(believed_step=0, log=log, passes=passes)
+                                elif LOOP_ITER:
+                                    for step in tracer.iter[selector]:
+                                        fire(believed_step=int(step), log=log, passes=passes)
+                                else:  # nnsight 0.5: the with-block body runs once per step, no step variable
+                                    with tracer.iter[selector]:
+                                        believed = window.start + len(firings)
+                                        firings.append(believed)
+                                        fire(believed_step=believed, log=log, passes=passes)
+                                if not separate_result:
+                                    result = tracer.result.save()
+                        if separate_result:
+                            with tracer.invoke():  # an empty invoke reads the whole batch's result
+                                result = tracer.result.save()
         finally:
             counter.close()
-        record = record_from_output(style, input_ids, result.sequences, result.logits)
-        touched = frozenset(Touch(step, layer, position) for step, layer, position, fault in log if fault is None)
+            if tokenizer is not None:
+                tokenizer.padding_side = padding_side
+        eos = resolved.eos_ids if resolved.decoding.stop_at_eos else ()
+        prompts = tuple(batch.row_ids(row) for row in range(batch.size))
+        name = f"{style}_per_invoke" if per_invoke else style
+        records = records_from_output(name, prompts, batch.padded_length, result.sequences, result.logits, eos)
+        touched = frozenset(Touch(step, layer, position, row) for step, layer, row, position, fault in log if not fault)
         faults = tuple(
-            IndexFault(step, layer, fault[0], fault[1]) for step, layer, _position, fault in log if fault is not None
+            IndexFault(step, layer, fault[0], fault[1], row, fault[2])
+            for step, layer, row, _position, fault in log
+            if fault
         )
-        return SpecGeneration(record, touched, faults, tuple(PassShape(*shape) for shape in passes))
+        return SpecGeneration(records, touched, faults, tuple(PassShape(*shape) for shape in passes))
 
     def _spec_firing(
         self,
         blocks: list[tuple[int, Any]],
         resolved: ResolvedSpec,
-        believed_step: int,
+        rows: tuple[int, ...],
         cached: bool,
         literal: bool,
         counter: PassCounter,
+        believed_step: int,
         log: list[Any],
         passes: list[Any],
     ) -> None:
-        """One firing of a spec arm: every steered block of this pass, in execution order. Appends each edit to
-        ``log`` and each block's pass length to ``passes``, at the step the model really ran."""
-        prompt_length = resolved.prompt_length
+        """One firing of a spec arm: every steered block of this pass, in execution order, for ``rows`` (the
+        batch rows this invoke holds, in its order). Appends each edit to ``log`` and each block's pass length to
+        ``passes``, at the step the model really ran."""
+        batch = resolved.batch
+        padded_length = batch.padded_length
         for layer, block in blocks:
-            hidden = self._hidden(block)
+            hidden = self._hidden(block)  # [len(rows), positions in this pass, hidden]
             # Read the pass counter only after the block's output is in hand: nnsight runs this code ahead of
             # the model until it needs a module's value, so an earlier read would see the previous pass.
             actual_step = counter.step
             length = int(hidden.shape[1])
             passes.append((actual_step, layer, length))
-            believed_offset = _pass_offset(believed_step, prompt_length, cached)
-            actual_offset = _pass_offset(actual_step, prompt_length, cached)
-            if literal:
-                indices = []
-                for index in resolved.literal_indices:
-                    if -length <= index < length:
-                        indices.append(index % length)
+            believed_offset = _pass_offset(believed_step, padded_length, cached)
+            actual_offset = _pass_offset(actual_step, padded_length, cached)
+            for slot, row in enumerate(rows):
+                written: dict[int, int] = {}  # local index -> the index as the code writes it
+                if literal:
+                    for index in resolved.literal_indices:
+                        if -length <= index < length:
+                            written[index % length] = index
+                        else:
+                            log.append((actual_step, layer, row, None, (index, length, "out_of_range")))
+                else:
+                    for position in resolved.positions[row]:
+                        local = batch.column(row, position) - believed_offset
+                        if 0 <= local < length:
+                            written[local] = local
+                if not written:
+                    continue
+                indices = list(written)
+                vector = resolved.vector_for(layer)
+                hidden[slot, indices] = apply_op(resolved.op, resolved.scale, hidden[slot, indices], vector)
+                for index in indices:
+                    landed = batch.position_of(row, actual_offset + index)
+                    if landed is None:  # a pad column: the edit landed on padding
+                        log.append((actual_step, layer, row, None, (written[index], length, "pad")))
                     else:
-                        log.append((actual_step, layer, None, (index, length)))
-            else:
-                indices = [p - believed_offset for p in resolved.positions if 0 <= p - believed_offset < length]
-            if not indices:
-                continue
-            hidden[0, indices] = apply_op(resolved.op, resolved.scale, hidden[0, indices], resolved.vector_for(layer))
-            log.extend((actual_step, layer, actual_offset + index, None) for index in indices)
+                        log.append((actual_step, layer, row, landed, None))
 
     def pitfall_generate(self, pitfall: str, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> Any:
         """Generate with a known-bad pattern (see :data:`PITFALLS`); returns the generated ids or raises.

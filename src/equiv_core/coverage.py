@@ -28,15 +28,25 @@ class Touch:
 
 @dataclass(frozen=True, slots=True, order=True)
 class IndexFault:
-    """An index the arm's code used that the pass did not have (as ``h[:, index]`` would raise IndexError)."""
+    """An index the arm's code used that the pass did not have (``kind`` "out_of_range": ``h[:, index]`` would
+    raise IndexError) or that landed on a pad token of row ``row`` ("pad")."""
 
     step: int
     layer: int
     index: int  # as written in the arm's code
     pass_length: int  # positions the pass had
+    row: int = 0
+    kind: str = "out_of_range"
 
-    def to_dict(self) -> dict[str, int]:
-        return {"step": self.step, "layer": self.layer, "index": self.index, "pass_length": self.pass_length}
+    def to_dict(self) -> dict[str, int | str]:
+        return {
+            "step": self.step,
+            "layer": self.layer,
+            "index": self.index,
+            "pass_length": self.pass_length,
+            "row": self.row,
+            "kind": self.kind,
+        }
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -54,7 +64,7 @@ def first_step(position: int, prompt_length: int) -> int:
 
 
 def intended_touches(
-    positions: Iterable[int], layers: Iterable[int], prompt_length: int, new_tokens: int, cached: bool
+    positions: Iterable[int], layers: Iterable[int], prompt_length: int, new_tokens: int, cached: bool, row: int = 0
 ) -> frozenset[Touch]:
     """What a correct arm touches. With the KV cache each position is edited once, at the step that first
     computes it (later steps reuse its cached keys and values); without the cache every step recomputes every
@@ -63,7 +73,7 @@ def intended_touches(
     for position in positions:
         first = first_step(position, prompt_length)
         steps = [first] if cached else range(first, new_tokens)
-        touches |= {Touch(step, layer, position) for step in steps if step < new_tokens for layer in layers}
+        touches |= {Touch(step, layer, position, row) for step in steps if step < new_tokens for layer in layers}
     return frozenset(touches)
 
 
@@ -136,7 +146,10 @@ class CoverageCheck:
     touched: frozenset[Touch]
     faults: tuple[IndexFault, ...] = ()
     passes: tuple[PassShape, ...] = ()  # the passes the arm fired on; empty: not recorded
-    prompt_length: int = 0
+    prompt_length: int = 0  # this row's real prompt tokens
+    row: int = 0
+    padded_length: int = 0  # the batch's padded prompt length (0: the same as prompt_length)
+    steps_run: int = 0  # the steps this row generated (fewer than asked when it stopped at EOS; 0: unknown)
 
     @property
     def missed(self) -> frozenset[Touch]:
@@ -146,15 +159,14 @@ class CoverageCheck:
     def unintended(self) -> frozenset[Touch]:
         return self.touched - self.intended
 
+    def _expected_pass_length(self, step: int) -> int:
+        return len(computed_positions(step, self.padded_length or self.prompt_length, self.cached))
+
     @property
     def unexpected_passes(self) -> tuple[PassShape, ...]:
-        """Passes whose length is not what the KV cache (or its absence) implies: the position numbering every
+        """Passes whose length is not what the KV cache (or its absence) implies: the column numbering every
         recorded touch relies on does not hold there."""
-        return tuple(
-            shape
-            for shape in self.passes
-            if shape.length != len(computed_positions(shape.step, self.prompt_length, self.cached))
-        )
+        return tuple(shape for shape in self.passes if shape.length != self._expected_pass_length(shape.step))
 
     @property
     def matches(self) -> bool:
@@ -164,14 +176,17 @@ class CoverageCheck:
         """What went wrong, in the field's words; [] when the arm touched exactly what was intended."""
         problems = []
         for shape in self.unexpected_passes[:3]:
-            expected = len(computed_positions(shape.step, self.prompt_length, self.cached))
+            expected = self._expected_pass_length(shape.step)
             problems.append(
                 f"step {shape.step} layer {shape.layer}: the pass held {shape.length} positions, expected {expected} "
                 f"({'with' if self.cached else 'without'} the KV cache), so its positions cannot be placed"
             )
-        for index in sorted({fault.index for fault in self.faults}):
-            steps = [fault.step for fault in self.faults if fault.index == index]
-            problems.append(f"position {index} out of range at steps {ranges(steps)}")
+        for kind, index in sorted({(fault.kind, fault.index) for fault in self.faults}):
+            steps = [fault.step for fault in self.faults if (fault.kind, fault.index) == (kind, index)]
+            if kind == "pad":
+                problems.append(f"index {index} landed on a pad token at steps {ranges(steps)}")
+            else:
+                problems.append(f"position {index} out of range at steps {ranges(steps)}")
         missed, touched_steps = self.missed, sorted({t.step for t in self.touched})
         missed_steps = sorted({t.step for t in missed})
         if self.intended and not self.touched:
@@ -197,7 +212,11 @@ class CoverageCheck:
 
     def grid(self, prompt_length: int, new_tokens: int) -> list[str]:
         """A step x position picture: ``#`` touched as intended, ``o`` intended but missed, ``x`` touched but not
-        intended, ``.`` computed and left alone, blank: not computed in that pass (the KV cache's staircase)."""
+        intended, ``.`` computed and left alone, blank: not computed in that pass (the KV cache's staircase).
+
+        ``new_tokens``: the steps this row ran (fewer when it stopped at EOS). A long prompt's leading positions
+        that no edit concerns are folded into one ``..`` column.
+        """
         last = prompt_length + new_tokens - 2
         width = len(str(last))
         by_cell: dict[tuple[int, int], set[str]] = {}
@@ -208,26 +227,44 @@ class CoverageCheck:
         ):
             for touch in touches:
                 by_cell.setdefault((touch.step, touch.position), set()).add(kind)
-        header = " ".join(f"{position:>{width}}" for position in range(prompt_length))
-        header += " | " + " ".join(f"{position:>{width}}" for position in range(prompt_length, last + 1))
-        lines = [f"{'position':>9} {header}"]
+        concerned = [position for _step, position in by_cell if position < prompt_length]
+        first = min(concerned, default=prompt_length)
+        folded = first > 6  # fold 0 .. first-2, keep one plain column before the first edited position
+        shown = ([] if not folded else [None]) + list(range(first - 1 if folded else 0, last + 1))
+
+        def render(cells: list[str]) -> str:
+            prompt_cells = [
+                cell
+                for position, cell in zip(shown, cells, strict=True)
+                if position is None or position < prompt_length
+            ]
+            rest = cells[len(prompt_cells) :]
+            return " ".join(prompt_cells) + " | " + " ".join(rest)
+
+        header = [f"{'..':>{width}}" if position is None else f"{position:>{width}}" for position in shown]
+        lines = [f"{'position':>9} {render(header)}"]
         for step in range(new_tokens):
             computed = computed_positions(step, prompt_length, self.cached)
             cells = []
-            for position in range(last + 1):
+            for position in shown:
+                if position is None:
+                    cells.append(f"{'..' if step == 0 or not self.cached else '':>{width}}")
+                    continue
                 kinds = by_cell.get((step, position), set())
                 symbol = "o" if "missed" in kinds else "x" if "unintended" in kinds else "#" if kinds else None
-                cells.append(symbol or ("." if position in computed else " "))
-            row = " ".join(f"{cell:>{width}}" for cell in cells[:prompt_length])
-            row += " | " + " ".join(f"{cell:>{width}}" for cell in cells[prompt_length:])
-            faults = sorted({fault.index for fault in self.faults if fault.step == step})
-            note = f"  ! index {', '.join(map(str, faults))} out of range" if faults else ""
-            lines.append(f"{'step ' + str(step):>9} {row.rstrip()}{note}")
+                cells.append(f"{symbol or ('.' if position in computed else ' '):>{width}}")
+            faults = sorted({(fault.kind, fault.index) for fault in self.faults if fault.step == step})
+            note = "".join(
+                f"  ! index {index} {'lands on a pad token' if kind == 'pad' else 'out of range'}"
+                for kind, index in faults
+            )
+            lines.append(f"{'step ' + str(step):>9} {render(cells).rstrip()}{note}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "arm": self.arm,
+            "row": self.row,
             "cached": self.cached,
             "matches": self.matches,
             "problems": self.problems(),

@@ -35,32 +35,31 @@ def coverage_matrix(check: CoverageCheck, prompt_length: int, new_tokens: int) -
 
 
 def plot_coverage(
-    checks: dict[str, CoverageCheck],
-    descriptions: dict[str, str],
-    prompt_length: int,
-    new_tokens: int,
-    title: str,
-    path: Path,
+    checks: dict[str, tuple[CoverageCheck, ...]], descriptions: dict[str, str], new_tokens: int, title: str, path: Path
 ) -> Path:
-    """Draw one heatmap per arm to ``path`` (PNG) and return it."""
+    """Draw one heatmap per arm (columns) and batch row (rows) to ``path`` (PNG) and return it."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     colormap = ListedColormap([color for _label, color in CATEGORIES])
-    figure = Figure(figsize=(4.2 * len(checks), 0.32 * new_tokens + 2.4), dpi=110)
-    axes_row = figure.subplots(1, len(checks), squeeze=False)[0]
-    for axes, (arm, check) in zip(axes_row, checks.items(), strict=True):
-        matrix = coverage_matrix(check, prompt_length, new_tokens)
-        axes.imshow(matrix, cmap=colormap, vmin=0, vmax=len(CATEGORIES) - 1, aspect="auto", interpolation="nearest")
-        axes.axvline(prompt_length - 0.5, color="black", linewidth=1)
-        axes.set_xticks(range(matrix.shape[1]), [str(p) for p in range(matrix.shape[1] - 1)] + ["!"])
-        axes.set_yticks(range(new_tokens))
-        axes.tick_params(labelsize=7)
-        axes.set_xlabel("position (| = end of prompt; ! = index out of range)", fontsize=8)
-        axes.set_ylabel("generation step", fontsize=8)
-        verdict = "OK" if check.matches else "GAP"
-        axes.set_title(f"{arm} [{verdict}]\n{descriptions.get(arm, '')}", fontsize=8, wrap=True)
+    n_rows = max(len(row_checks) for row_checks in checks.values())
+    figure = Figure(figsize=(4.2 * len(checks), (0.32 * new_tokens + 1.8) * n_rows + 0.8), dpi=110)
+    grid = figure.subplots(n_rows, len(checks), squeeze=False)
+    for column, (arm, row_checks) in enumerate(checks.items()):
+        for check in row_checks:
+            axes = grid[check.row][column]
+            matrix = coverage_matrix(check, check.prompt_length, new_tokens)
+            axes.imshow(matrix, cmap=colormap, vmin=0, vmax=len(CATEGORIES) - 1, aspect="auto", interpolation="nearest")
+            axes.axvline(check.prompt_length - 0.5, color="black", linewidth=1)
+            axes.set_xticks(range(matrix.shape[1]), [str(p) for p in range(matrix.shape[1] - 1)] + ["!"])
+            axes.set_yticks(range(new_tokens))
+            axes.tick_params(labelsize=7)
+            axes.set_xlabel("position (| = end of prompt; ! = index out of range)", fontsize=8)
+            axes.set_ylabel("generation step", fontsize=8)
+            verdict = "OK" if check.matches else "GAP"
+            row = f" row {check.row}" if n_rows > 1 else ""
+            axes.set_title(f"{arm}{row} [{verdict}]\n{descriptions.get(arm, '')}", fontsize=8, wrap=True)
     figure.legend(
         handles=[Patch(facecolor=color, edgecolor="grey", label=label) for label, color in CATEGORIES],
         loc="lower center",
@@ -69,7 +68,7 @@ def plot_coverage(
         frameon=False,
     )
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    figure.tight_layout(rect=(0, 0.08 / n_rows, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path

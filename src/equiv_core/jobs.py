@@ -143,7 +143,7 @@ def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun
     title = f"{report.config.model}: {report.spec.spec.describe() if report.spec else ''}"
     with tempfile.TemporaryDirectory() as scratch:
         drawn = Path(scratch) / "coverage.png"
-        plot_coverage(evidence.checks, descriptions, evidence.prompt_length, evidence.new_tokens, title, drawn)
+        plot_coverage(evidence.checks, descriptions, evidence.new_tokens, title, drawn)
         run.log_file(drawn)
         if plot_path is not None:
             shutil.copyfile(drawn, plot_path)

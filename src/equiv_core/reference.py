@@ -7,7 +7,7 @@ two disagree and the finding fails, instead of "equivalent" being reported on ev
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -25,6 +25,8 @@ from equiv_core.steering import (
     check_when,
     generation_kwargs,
     record_from_output,
+    records_from_output,
+    seed_sampling,
 )
 
 
@@ -95,15 +97,24 @@ def spec_hooks(
 ) -> Iterator[None]:
     """Apply a steering spec's intent with one forward hook per steered block of ``model``, appending each edit to
     ``touched`` and each call's pass length to ``passes``. Each hook edits the block output's hidden states
-    ([batch, seq, hidden], row 0) in a copy it returns.
+    ([batch, seq, hidden]) in a copy it returns.
 
     Independent of the nnsight arms' translation: each hook counts its own calls (the generation step) and the
-    tokens it has seen. With the KV cache a call's positions start where the previous call's ended (the cache
-    holds everything before); without it every call starts at position 0. The hook edits every intended
-    position its pass holds: the intent at every step, whatever selector the spec is written with.
+    columns it has seen (with the KV cache a call's columns start where the previous call's ended; without it, at
+    0), and finds each row's prompt tokens from the attention mask (its real tokens, in order); generated tokens
+    follow the padded prompt. It edits every intended position its pass holds: the intent at every step,
+    whatever selector the spec is written with.
     """
     _, blocks = find_decoder_layers(model)
-    wanted = sorted(resolved.positions)
+    mask = resolved.batch.attention_mask.cpu()
+    padded_length = int(mask.shape[1])
+    prompt_columns = [torch.nonzero(mask[row]).flatten().tolist() for row in range(mask.shape[0])]
+    wanted: list[list[tuple[int, int]]] = []  # per row: (column, position)
+    for row, positions in enumerate(resolved.positions):
+        prompt = prompt_columns[row]
+        wanted.append(
+            [(prompt[p] if p < len(prompt) else padded_length + p - len(prompt), p) for p in sorted(positions)]
+        )
     handles = []
     for layer in resolved.layers:
         state = {"calls": 0, "seen": 0}
@@ -124,12 +135,18 @@ def spec_hooks(
             state["calls"] += 1
             state["seen"] += length
             passes.append(PassShape(step, layer, length))
-            local = [position - start for position in wanted if start <= position < start + length]
-            if not local:
+            edited = None
+            for row, targets in enumerate(wanted):
+                local = [(column - start, position) for column, position in targets if start <= column < start + length]
+                if not local:
+                    continue
+                if edited is None:
+                    edited = hidden.clone()
+                indices = [index for index, _position in local]
+                edited[row, indices] = apply_op(resolved.op, resolved.scale, edited[row, indices], vector)
+                touched.extend(Touch(step, layer, position, row) for _index, position in local)
+            if edited is None:
                 return None
-            edited = hidden.clone()
-            edited[0, local] = apply_op(resolved.op, resolved.scale, edited[0, local], vector)
-            touched.extend(Touch(step, layer, start + index) for index in local)
             return (edited, *output[1:]) if isinstance(output, tuple) else edited
 
         handles.append(blocks[layer].register_forward_hook(hook))
@@ -141,14 +158,19 @@ def spec_hooks(
 
 
 def spec_hook_generate(
-    model: nn.Module, input_ids: torch.Tensor, pad_token_id: int | None, resolved: ResolvedSpec, cached: bool
+    model: nn.Module, pad_token_id: int | None, resolved: ResolvedSpec, cached: bool, steer: bool = True
 ) -> SpecGeneration:
-    """Greedy ``generate`` of ``resolved.new_tokens`` tokens with the spec's intent applied by raw hooks."""
+    """``generate`` of ``resolved.new_tokens`` tokens for ``resolved.batch`` (its real attention mask) with the
+    spec's intent applied by raw hooks, or with no edit (``steer`` False: the unsteered arms)."""
     touched: list[Touch] = []
     passes: list[PassShape] = []
-    kwargs = generation_kwargs(resolved.new_tokens, pad_token_id, cached)
-    with torch.no_grad(), spec_hooks(model, resolved, cached, touched, passes):
-        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)  # type: ignore[operator]
-    arm = "hook" if cached else "hook_recompute"
-    record = record_from_output(arm, input_ids, output.sequences, output.logits)
-    return SpecGeneration(record, frozenset(touched), (), tuple(passes))
+    batch, decoding = resolved.batch, resolved.decoding
+    kwargs = generation_kwargs(resolved.new_tokens, pad_token_id, cached, decoding)
+    seed_sampling(decoding)
+    with torch.no_grad(), spec_hooks(model, resolved, cached, touched, passes) if steer else nullcontext():
+        output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)  # type: ignore[operator]
+    name = ("hook" if steer else "unsteered") + ("" if cached else "_recompute")
+    prompts = tuple(batch.row_ids(row) for row in range(batch.size))
+    eos = resolved.eos_ids if decoding.stop_at_eos else ()
+    rows = records_from_output(name, prompts, batch.padded_length, output.sequences, output.logits, eos)
+    return SpecGeneration(rows, frozenset(touched), (), tuple(passes))

@@ -16,8 +16,8 @@ def render(report: RunReport) -> str:
         f"model    {report.config.model}: {architecture['num_layers']} layers at {architecture['layers_path']}, "
         f"hidden {architecture['hidden_size']}, block output is a {architecture['block_output_form']}",
         f"         {report.model_source}",
-        f"prompt   {report.config.prompt!r} -> {len(report.prompt_ids)} tokens {list(report.prompt_tokens)}",
-        f"decoding greedy, {report.config.max_new_tokens} new tokens; "
+        *_prompt(report),
+        f"decoding {_decoding(report)}, {report.config.max_new_tokens} new tokens; "
         + ("edit: zero the hidden state; " if report.spec is None else "")
         + f"seed {report.determinism.seed}, deterministic kernels {report.determinism.deterministic_algorithms}",
         *_steering(report),
@@ -45,8 +45,27 @@ def _steering(report: RunReport) -> list[str]:
     if report.spec is None:
         return []
     resolved = report.spec
-    return [
-        f"steering {resolved.spec.describe()}",
-        f"         resolved: layers {ranges(resolved.layers)}, positions {ranges(resolved.positions)}, "
-        f"steps {resolved.steps.describe()}",
-    ]
+    lines = [f"steering {resolved.spec.describe()}"]
+    if resolved.batch.size == 1:
+        where = f"positions {ranges(resolved.positions[0])}"
+    else:
+        where = "positions per row " + "; ".join(
+            f"{row}: {ranges(positions)}" for row, positions in enumerate(resolved.positions)
+        )
+    lines.append(f"         resolved: layers {ranges(resolved.layers)}, {where}, steps {resolved.steps.describe()}")
+    return lines + list(report.notes)
+
+
+def _prompt(report: RunReport) -> list[str]:
+    if report.spec is None or report.spec.batch.size == 1:
+        tokens = f"{len(report.prompt_ids)} tokens" + (
+            f" {list(report.prompt_tokens)}" if len(report.prompt_ids) <= 16 else ""
+        )
+        prompt = report.config.prompt if report.spec is None else report.spec.batch.prompts[0]
+        return [f"prompt   {prompt!r} -> {tokens}"]
+    batch = report.spec.batch
+    return [f"prompt {row:<2}{prompt!r} -> {batch.lengths[row]} tokens" for row, prompt in enumerate(batch.prompts)]
+
+
+def _decoding(report: RunReport) -> str:
+    return "greedy" if report.spec is None else report.spec.decoding.describe()

@@ -1,5 +1,5 @@
-"""A steering spec resolved against one model and prompt: absolute layers and positions, the concrete step
-selector, and the steering vectors. Every arm receives the same resolved spec."""
+"""A steering spec resolved for one run: absolute layers, each row's positions, the concrete step selector, the
+steering vectors, the prompt batch and how tokens are chosen. Every arm receives the same resolved spec."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from equiv_core.decoding import GREEDY, Decoding
+from equiv_core.inputs import PromptBatch
 from equiv_core.spec import SteeringSpec, Steps
 from equiv_core.vectors import resolve_vectors
 
@@ -17,19 +19,22 @@ if TYPE_CHECKING:  # the context holds the nnsight arms, which take resolved spe
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ResolvedSpec:
-    """``spec`` for a ``prompt_length``-token prompt and ``new_tokens`` generated tokens.
+    """``spec`` for ``batch`` and ``new_tokens`` generated tokens.
 
     ``layers`` are absolute and ascending (nnsight must visit blocks in execution order); ``vectors`` is
-    [len(layers), hidden] in the model's dtype (row ``i`` for ``layers[i]``), or None for ops without a vector.
+    [len(layers), hidden] in the model's dtype (row ``i`` for ``layers[i]``), or None for ops without a vector;
+    ``positions[r]`` are row ``r``'s row-relative positions (see :mod:`equiv_core.inputs`).
     """
 
     spec: SteeringSpec
     layers: tuple[int, ...]
-    positions: tuple[int, ...]
+    positions: tuple[tuple[int, ...], ...]
     steps: Steps
     vectors: torch.Tensor | None
-    prompt_length: int
+    batch: PromptBatch
     new_tokens: int
+    decoding: Decoding = GREEDY
+    eos_ids: tuple[int, ...] = ()  # where a row ends, with decoding.stop_at_eos
 
     @property
     def op(self) -> str:
@@ -41,8 +46,10 @@ class ResolvedSpec:
 
     @property
     def prompt_only(self) -> bool:
-        """Every intended position is a prompt position: a plain invoke can express the spec."""
-        return all(position < self.prompt_length for position in self.positions)
+        """Every intended position of every row is a prompt position: a plain invoke can express the spec."""
+        return all(
+            position < self.batch.lengths[row] for row, positions in enumerate(self.positions) for position in positions
+        )
 
     @property
     def literal_indices(self) -> tuple[int, ...]:
@@ -52,24 +59,44 @@ class ResolvedSpec:
     def vector_for(self, layer: int) -> torch.Tensor | None:
         return None if self.vectors is None else self.vectors[self.layers.index(layer)]
 
+    def alone(self, row: int) -> ResolvedSpec:
+        """This spec for row ``row``'s prompt run alone (same vectors and decoding)."""
+        return ResolvedSpec(
+            self.spec,
+            self.layers,
+            (self.positions[row],),
+            self.steps,
+            self.vectors,
+            self.batch.alone(row),
+            self.new_tokens,
+            self.decoding,
+            self.eos_ids,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         vector_norms = None if self.vectors is None else [float(row.float().norm()) for row in self.vectors]
+        positions = [list(row) for row in self.positions]
         return {
             **self.spec.to_dict(),
             "description": self.spec.describe(),
             "resolved_layers": list(self.layers),
-            "resolved_positions": list(self.positions),
+            "resolved_positions": positions[0] if len(positions) == 1 else positions,
             "resolved_steps": self.steps.describe(),
             "vector_norms": vector_norms,
-            "prompt_length": self.prompt_length,
+            "prompt_lengths": list(self.batch.lengths),
+            "padding": self.batch.padding,
             "new_tokens": self.new_tokens,
+            "decoding": self.decoding.to_dict(),
         }
 
 
-def resolve_spec(spec: SteeringSpec, context: SteeringContext, prompt_length: int, new_tokens: int) -> ResolvedSpec:
-    """Resolve ``spec`` for this model (raises UserInputError for a layer, position or vector that does not fit)."""
+def resolve_spec(
+    spec: SteeringSpec, context: SteeringContext, batch: PromptBatch, new_tokens: int, decoding: Decoding = GREEDY
+) -> ResolvedSpec:
+    """Resolve ``spec`` for this model and batch (UserInputError for a layer, position or vector that does not fit)."""
     layers = tuple(sorted(spec.layers.resolve(context.architecture.num_layers)))
-    positions = spec.check_fits(prompt_length, new_tokens)
+    positions = tuple(spec.check_fits(length, new_tokens) for length in batch.lengths)
     vectors = None if spec.vector is None else resolve_vectors(spec.vector, context, layers)
-    prompt_only = all(position < prompt_length for position in positions)
-    return ResolvedSpec(spec, layers, positions, spec.steps.concrete(prompt_only), vectors, prompt_length, new_tokens)
+    prompt_only = all(p < batch.lengths[row] for row, row_positions in enumerate(positions) for p in row_positions)
+    steps = spec.steps.concrete(prompt_only)
+    return ResolvedSpec(spec, layers, positions, steps, vectors, batch, new_tokens, decoding, context.eos_token_ids())

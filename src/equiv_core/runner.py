@@ -17,16 +17,16 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-import torch
-
 from equiv_core.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, DTYPE_NAMES, known_shape
 from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
 from equiv_core.context import SteeringContext
+from equiv_core.decoding import GREEDY, Decoding
 from equiv_core.determinism import DeterminismReport
 from equiv_core.errors import UserInputError
 from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
 from equiv_core.experiments.base import FindingConfig, NoEvidence
 from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
+from equiv_core.inputs import PromptBatch, default_bos_note, encode_prompts
 from equiv_core.models import resolve_device, weights_sha256
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import environment_info
@@ -62,20 +62,39 @@ class RunConfig:
     seed: int = 0
     experiments: tuple[str, ...] | None = None  # None: every finding of the mode
     spec: SteeringSpec | None = None  # None: the original study's five findings
+    prompts: tuple[str, ...] = ()  # a batch (spec mode); empty: ``prompt`` alone
+    padding: str | None = None  # left / right; None: the tokenizer's side
+    add_special_tokens: bool = False
+    chat_template: bool = False
+    decoding: Decoding = GREEDY
+
+    @property
+    def prompt_list(self) -> tuple[str, ...]:
+        return self.prompts or (self.prompt,)
 
     @property
     def findings(self) -> tuple[str, ...]:
-        """The finding ids this run runs, in report order."""
-        return self.experiments if self.experiments is not None else self.registry.names()
+        """The finding ids this run runs, in report order (``batch_invariance`` only for a batch, unless asked)."""
+        if self.experiments is not None:
+            return self.experiments
+        names = self.registry.names()
+        return (
+            names
+            if self.spec is None or len(self.prompt_list) > 1
+            else tuple(n for n in names if n != "batch_invariance")
+        )
 
     @property
     def registry(self) -> Registry[Any]:
         return EXPERIMENTS if self.spec is None else SPEC_FINDINGS
 
     def to_dict(self) -> dict[str, Any]:
-        values = {name: getattr(self, name) for name in self.__slots__ if name not in ("experiments", "spec")}
+        skip = ("experiments", "spec", "prompts", "decoding")
+        values = {name: getattr(self, name) for name in self.__slots__ if name not in skip}
         return {
             **values,
+            "prompts": list(self.prompt_list),
+            "decoding": self.decoding.to_dict(),
             "experiments": list(self.findings),
             "spec": None if self.spec is None else self.spec.to_dict(),
         }
@@ -98,6 +117,7 @@ class RunReport:
     finding_seconds: dict[str, float]
     spec: ResolvedSpec | None = None  # the resolved spec, in spec mode
     timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
 
     @property
     def all_hold(self) -> bool:
@@ -129,6 +149,7 @@ class RunReport:
             "environment": self.environment,
             "load_seconds": self.load_seconds,
             "timings": self.timings,
+            "notes": list(self.notes),
             "weights_sha256": self.weights_sha256,
             "all_hold": self.all_hold,
             "fingerprint": self.fingerprint(),
@@ -138,9 +159,32 @@ class RunReport:
         }
 
 
+STUDY_REFUSES = "applies to steering specs (give one, e.g. --recipe original-zero); the five findings use"
+
+
 def validate_config(config: RunConfig) -> None:
     """Reject what can be rejected before loading a model (cheap checks first, one clear message each)."""
-    check_prompt(config.prompt)
+    for index, prompt in enumerate(config.prompt_list):
+        if not prompt.strip():
+            raise UserInputError(
+                "prompt is empty; give a prompt of at least 2 tokens"
+                if len(config.prompt_list) == 1
+                else f"prompt {index + 1} is empty; give one non-empty prompt per line"
+            )
+    if config.padding is not None and config.padding not in ("left", "right"):
+        raise UserInputError(f"--padding {config.padding!r}: valid: left, right")
+    if config.spec is None:
+        for flag, used in (
+            ("--prompts", len(config.prompt_list) > 1),
+            ("--padding", config.padding is not None),
+            ("--add-special-tokens", config.add_special_tokens),
+            ("--chat-template", config.chat_template),
+            ("--do-sample", config.decoding.do_sample),
+            ("--stop-at-eos", config.decoding.stop_at_eos),
+        ):
+            if used:
+                raise UserInputError(f"{flag} {STUDY_REFUSES} one prompt as written, greedy, exactly N tokens")
+    check_prompt(config.prompt_list[0])
     check_new_tokens(config.max_new_tokens)
     check_seed(config.seed)
     if not config.findings:
@@ -212,8 +256,40 @@ def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> F
     return _guarded(name, experiment.title, config, lambda: experiment.run(context, config))
 
 
+def _study_notes(context: SteeringContext, config: RunConfig) -> tuple[str, ...]:
+    """The five findings encode the prompt as written, without special tokens: say so, and warn where a plain
+    string invoke would see more positions."""
+    batch = encode_prompts(context.loaded.tokenizer, (config.prompt,), context.device)
+    bos = default_bos_note(context.loaded.tokenizer, batch)
+    return ("encoding: the prompt as written, no special tokens added",) + ((f"warning: {bos}",) if bos else ())
+
+
+def _batch_notes(context: SteeringContext, batch: PromptBatch) -> tuple[str, ...]:
+    """Which special or template tokens the encoding added, where, and how rows were padded."""
+    how = (
+        "a chat template"
+        if batch.chat_template
+        else "special tokens"
+        if batch.add_special_tokens
+        else "no special tokens"
+    )
+    notes = [
+        f"encoding: {how}; {batch.size} prompt{'s' if batch.size > 1 else ''}, {batch.padding} padding to "
+        f"{batch.padded_length} columns (lengths {', '.join(map(str, batch.lengths))})"
+    ]
+    for row, added in enumerate(batch.added):
+        if added:
+            shown = ", ".join(f"{token.token}@{token.position}" for token in added[:8])
+            more = f", ... ({len(added)} in all)" if len(added) > 8 else ""
+            notes.append(f"row {row}: tokens added around the prompt (token@position) {shown}{more}")
+    bos = default_bos_note(context.loaded.tokenizer, batch)
+    if bos:
+        notes.append(f"warning: {bos}")
+    return tuple(notes)
+
+
 def _spec_findings(
-    config: RunConfig, context: SteeringContext, input_ids: torch.Tensor, resolved: ResolvedSpec
+    config: RunConfig, context: SteeringContext, resolved: ResolvedSpec
 ) -> Iterator[tuple[FindingResult, float]]:
     """Generate every arm once, then judge each spec finding; a failure to generate fails every finding."""
     finding_config = SpecFindingConfig(config.prompt, config.max_new_tokens, resolved.spec)
@@ -221,7 +297,7 @@ def _spec_findings(
     spec_run: SpecRun | None = None
     failure = ""
     try:
-        spec_run = run_spec(context, input_ids, resolved)
+        spec_run = run_spec(context, resolved)
     except UserInputError:
         raise
     except Exception as error:  # noqa: BLE001 - every finding fails with the cause
@@ -251,8 +327,6 @@ def run_findings(
     validate_config(config)
     prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
     context = prepared.context
-    input_ids = context.encode(config.prompt)
-    _check_input(config, context, int(input_ids.shape[1]))
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}
     timings: dict[str, float] = {"load_s": context.loaded.load_seconds}
@@ -267,20 +341,32 @@ def run_findings(
         say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
 
     if config.spec is None:
+        prompt_ids = tuple(int(token) for token in context.encode(config.prompt)[0].tolist())
         configs = experiment_configs(config, context)
+        notes = _study_notes(context, config)
         for index, name in enumerate(names, start=1):
             say(f"[{index}/{len(names)}] {name} ...")
             started = time.perf_counter()
             finding = _run_one(name, context, configs[name])
             done(index, finding, time.perf_counter() - started)
     else:
-        resolved = resolve_spec(config.spec, context, int(input_ids.shape[1]), config.max_new_tokens)
+        batch = encode_prompts(
+            context.loaded.tokenizer,
+            config.prompt_list,
+            context.device,
+            config.padding,  # type: ignore[arg-type]
+            config.add_special_tokens,
+            config.chat_template,
+        )
+        check_fits_context(max(batch.lengths), config.max_new_tokens, context.architecture.max_positions)
+        notes = _batch_notes(context, batch)
+        resolved = resolve_spec(config.spec, context, batch, config.max_new_tokens, config.decoding)
+        prompt_ids = batch.row_ids(0)
         say(f"steering: {config.spec.describe()}; generating every arm once")
         started = time.perf_counter()
-        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, input_ids, resolved), start=1):
+        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved), start=1):
             done(index, finding, elapsed)
         timings["spec_s"] = time.perf_counter() - started
-    prompt_ids = tuple(int(token) for token in input_ids[0].tolist())
     return RunReport(
         config=config,
         model_source=context.loaded.source,
@@ -295,6 +381,7 @@ def run_findings(
         finding_seconds=seconds,
         spec=resolved,
         timings=timings,
+        notes=notes,
     )
 
 

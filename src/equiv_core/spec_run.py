@@ -1,15 +1,19 @@
 """Every arm of one steering spec, generated once and shared by the spec findings.
 
-Arms: ``plain`` (nnsight plain invoke), ``iter`` (nnsight with the spec's step selector: the spec as written),
-``recompute`` (nnsight without the KV cache, the edit at absolute positions re-applied at every step), ``hook``
-and ``hook_recompute`` (the independent raw-hook reference, with and without the cache), and ``unsteered`` /
+Arms: ``plain`` (nnsight plain invoke), ``iter`` (nnsight with the spec's step selector: the spec as written, in
+one batched invoke), ``iter_per_invoke`` (the same, one ``tracer.invoke`` per prompt; batches only), ``recompute``
+(nnsight without the KV cache, the edit at absolute positions re-applied at every step), ``hook`` and
+``hook_recompute`` (the independent raw-hook reference, with and without the cache), and ``unsteered`` /
 ``unsteered_recompute`` (no edit, with and without the cache: the output to differ from, and the model's own
 cached-vs-recomputed rounding). An arm that cannot write the spec is kept as "not expressible", with the reason.
+For a batch of several prompts each prompt is also run alone, every arm, for ``batch_invariance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,24 +21,31 @@ import torch
 from equiv_core.compat import NotExpressible, SpecStyle
 from equiv_core.context import SteeringContext
 from equiv_core.coverage import CoverageCheck, intended_touches
-from equiv_core.reference import hook_generate, spec_hook_generate
+from equiv_core.reference import spec_hook_generate
 from equiv_core.resolution import ResolvedSpec
 from equiv_core.steering import GenerationRecord, SpecGeneration
 
-NNSIGHT_ARMS: tuple[str, ...] = ("plain", "iter", "recompute")
+NNSIGHT_ARMS: tuple[str, ...] = ("plain", "iter", "iter_per_invoke", "recompute")
 STEERED_ARMS: tuple[str, ...] = (*NNSIGHT_ARMS, "hook", "hook_recompute")
-CACHED = {"plain": True, "iter": True, "recompute": False, "hook": True, "hook_recompute": False}
+CACHED = {
+    "plain": True,
+    "iter": True,
+    "iter_per_invoke": True,
+    "recompute": False,
+    "hook": True,
+    "hook_recompute": False,
+}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ArmRun:
-    """One steered arm: what it is, whether it could be written, what it generated and touched."""
+    """One steered arm: what it is, whether it could be written, what it generated and touched (per row)."""
 
     name: str
     description: str
     cached: bool
     generation: SpecGeneration | None  # None: not expressible
-    coverage: CoverageCheck | None
+    coverage: tuple[CoverageCheck, ...]  # one per batch row
     not_expressible: str = ""  # the reason, when generation is None
 
     @property
@@ -42,28 +53,32 @@ class ArmRun:
         return self.generation is not None
 
     @property
-    def record(self) -> GenerationRecord:
+    def rows(self) -> tuple[GenerationRecord, ...]:
         if self.generation is None:
             raise ValueError(f"arm {self.name} is not expressible: {self.not_expressible}")
-        return self.generation.record
+        return self.generation.rows
 
     @property
     def covers_intent(self) -> bool:
-        """Expressible and touched exactly what the spec intends."""
-        return self.coverage is not None and self.coverage.matches
+        """Expressible and touched exactly what the spec intends, in every row."""
+        return self.expressible and all(check.matches for check in self.coverage)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SpecRun:
-    """All arms of one spec on one prompt."""
+    """All arms of one spec on one prompt batch (and, for batches, each prompt alone)."""
 
     resolved: ResolvedSpec
-    prompt_ids: tuple[int, ...]
     arms: dict[str, ArmRun]
-    unsteered: GenerationRecord
-    unsteered_recompute: GenerationRecord
+    unsteered: tuple[GenerationRecord, ...]  # per row
+    unsteered_recompute: tuple[GenerationRecord, ...]
     decode: Callable[[tuple[int, ...]], str]
     dtype: torch.dtype
+    alone: tuple[SpecRun, ...] = ()  # per row: that prompt run alone (batches of several prompts only)
+
+    @property
+    def batch_size(self) -> int:
+        return self.resolved.batch.size
 
     def expressible_arms(self) -> list[ArmRun]:
         return [arm for arm in self.arms.values() if arm.expressible]
@@ -71,62 +86,108 @@ class SpecRun:
 
 def _description(name: str, resolved: ResolvedSpec) -> str:
     literal = " (literal indices)" if resolved.spec.indexing == "literal" else ""
+    written = (
+        "nnsight plain invoke (as written: --steps prompt-pass)"
+        if resolved.steps.kind == "prompt-pass"
+        else f"nnsight {resolved.steps.describe()}{literal}"
+    )
     return {
         "plain": "nnsight plain invoke (fires on the prompt pass)",
-        "iter": (
-            "nnsight plain invoke (as written: --steps prompt-pass)"
-            if resolved.steps.kind == "prompt-pass"
-            else f"nnsight {resolved.steps.describe()}{literal}"
-        ),
+        "iter": written + (", one batched invoke" if resolved.batch.size > 1 else ""),
+        "iter_per_invoke": written + ", one invoke per prompt",
         "recompute": "nnsight iter[:N] without the KV cache, absolute positions re-edited every step",
         "hook": "raw PyTorch forward hook + HF generate, with the KV cache",
         "hook_recompute": "raw PyTorch forward hook + HF generate, without the KV cache",
     }[name]
 
 
-def _plain_not_expressible(resolved: ResolvedSpec) -> str:
-    if resolved.prompt_only:
+def _not_expressible(name: str, resolved: ResolvedSpec) -> str:
+    if name != "plain" or resolved.prompt_only:
         return ""
-    generated = [position for position in resolved.positions if position >= resolved.prompt_length]
+    generated = sorted(
+        position
+        for row, positions in enumerate(resolved.positions)
+        for position in positions
+        if position >= resolved.batch.lengths[row]
+    )
     return (
-        f"a plain invoke fires only on the prompt pass; positions {generated[0]}.. are first computed at step "
-        f"{generated[0] - resolved.prompt_length + 1} or later"
+        "a plain invoke fires only on the prompt pass; generated positions (e.g. "
+        f"{generated[0]}) are first computed at step 1 or later"
     )
 
 
-def run_spec(context: SteeringContext, input_ids: torch.Tensor, resolved: ResolvedSpec) -> SpecRun:
+def _coverage(name: str, cached: bool, generation: SpecGeneration, resolved: ResolvedSpec) -> tuple[CoverageCheck, ...]:
+    """Each row's touches against its intent, over the steps the row ran (a row that stopped at EOS ran fewer)."""
+    batch, checks = resolved.batch, []
+    for row, record in enumerate(generation.rows):
+        steps_run = len(record.generated_ids)
+        intended = intended_touches(
+            resolved.positions[row], resolved.layers, batch.lengths[row], steps_run, cached, row
+        )
+        touched = frozenset(t for t in generation.touched if t.row == row and t.step < steps_run)
+        faults = tuple(f for f in generation.faults if f.row == row and f.step < steps_run)
+        passes = generation.passes if row == 0 else ()  # passes are the whole batch's: checked once
+        checks.append(
+            CoverageCheck(
+                name, cached, intended, touched, faults, passes, batch.lengths[row], row, batch.padded_length, steps_run
+            )
+        )
+    return tuple(checks)
+
+
+class _RightPaddingWarning(logging.Filter):
+    """Drops transformers' right-padding warning: ``batch_invariance`` reports that pitfall itself, once, with the
+    rows it affects, instead of one log line per ``generate`` call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "right-padding was detected" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_right_padding() -> Iterator[None]:
+    logger, quiet = logging.getLogger("transformers.generation.utils"), _RightPaddingWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
     """Generate every arm once (deterministic kernels are the caller's business) and check its coverage."""
+    with _quiet_right_padding():
+        return _run_spec(context, resolved)
+
+
+def _run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
     model, pad = context.loaded.model, context.loaded.tokenizer.pad_token_id
-    new_tokens, prompt_length = resolved.new_tokens, resolved.prompt_length
     arms: dict[str, ArmRun] = {}
     for name in STEERED_ARMS:
+        if name == "iter_per_invoke" and resolved.batch.size == 1:
+            continue  # one prompt: one invoke per prompt is the same code as iter
         cached = CACHED[name]
-        reason = _plain_not_expressible(resolved) if name == "plain" else ""
+        reason = _not_expressible(name, resolved)
         generation: SpecGeneration | None = None
         if not reason:
             try:
                 if name.startswith("hook"):
-                    generation = spec_hook_generate(model, input_ids, pad, resolved, cached)
+                    generation = spec_hook_generate(model, pad, resolved, cached)
                 else:
-                    style: SpecStyle = name  # type: ignore[assignment]
-                    generation = context.nnsight.generate_spec(input_ids, resolved, style)
+                    style: SpecStyle = "iter" if name == "iter_per_invoke" else name  # type: ignore[assignment]
+                    generation = context.nnsight.generate_spec(resolved, style, per_invoke=name == "iter_per_invoke")
             except NotExpressible as error:
                 reason = str(error)
-        coverage = None
-        if generation is not None:
-            intended = intended_touches(resolved.positions, resolved.layers, prompt_length, new_tokens, cached)
-            coverage = CoverageCheck(
-                name, cached, intended, generation.touched, generation.faults, generation.passes, prompt_length
-            )
+        coverage = () if generation is None else _coverage(name, cached, generation, resolved)
         arms[name] = ArmRun(name, _description(name, resolved), cached, generation, coverage, reason)
+    alone: tuple[SpecRun, ...] = ()
+    if resolved.batch.size > 1:
+        alone = tuple(_run_spec(context, resolved.alone(row)) for row in range(resolved.batch.size))
     return SpecRun(
         resolved=resolved,
-        prompt_ids=tuple(int(token) for token in input_ids[0].tolist()),
         arms=arms,
-        unsteered=hook_generate(model, input_ids, new_tokens, pad, None, arm="unsteered"),
-        unsteered_recompute=hook_generate(
-            model, input_ids, new_tokens, pad, None, use_cache=False, arm="unsteered_recompute"
-        ),
+        unsteered=spec_hook_generate(model, pad, resolved, True, steer=False).rows,
+        unsteered_recompute=spec_hook_generate(model, pad, resolved, False, steer=False).rows,
         decode=context.decode,
         dtype=context.dtype,
+        alone=alone,
     )

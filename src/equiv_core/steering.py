@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from equiv_core.coverage import IndexFault, PassShape, Touch
+from equiv_core.decoding import GREEDY, Decoding
 
 # When the original study's edit fires during generation:
 #   prompt     - plain invoke: once, on the prompt pass (what an intervention with no iter does);
@@ -65,18 +66,54 @@ class GenerationRecord:
     step_errors: tuple[str | None, ...] = field(default=())
 
 
-def generation_kwargs(max_new_tokens: int, pad_token_id: int | None, use_cache: bool) -> dict[str, object]:
-    """Greedy decoding of exactly ``max_new_tokens`` tokens (``min_new_tokens`` stops early EOS), with logits."""
-    return {
+def seed_sampling(decoding: Decoding) -> None:
+    """Seed torch's global generator (CPU and CUDA) for a sampled generation; greedy needs no randomness."""
+    if decoding.do_sample:
+        torch.manual_seed(decoding.seed)
+
+
+def generation_kwargs(
+    max_new_tokens: int, pad_token_id: int | None, use_cache: bool, decoding: Decoding = GREEDY
+) -> dict[str, object]:
+    """``generate`` keyword arguments for ``decoding``, returning per-step logits.
+
+    Unless ``decoding.stop_at_eos``, ``min_new_tokens`` equals ``max_new_tokens``: EOS is masked, so every run has
+    exactly that many steps (transformers' MinNewTokensLengthLogitsProcessor).
+    """
+    kwargs: dict[str, object] = {
         "max_new_tokens": max_new_tokens,
-        "min_new_tokens": max_new_tokens,
-        "do_sample": False,
+        "do_sample": decoding.do_sample,
         "num_beams": 1,
         "pad_token_id": pad_token_id,
         "use_cache": use_cache,
         "output_logits": True,
         "return_dict_in_generate": True,
     }
+    if not decoding.stop_at_eos:
+        kwargs["min_new_tokens"] = max_new_tokens
+    if decoding.do_sample:
+        kwargs |= {"temperature": decoding.temperature, "top_k": decoding.top_k, "top_p": decoding.top_p}
+    return kwargs
+
+
+def records_from_output(
+    arm: str,
+    row_prompt_ids: tuple[tuple[int, ...], ...],
+    padded_length: int,
+    sequences: torch.Tensor,
+    logits: tuple[torch.Tensor, ...],
+    eos_ids: tuple[int, ...] = (),
+) -> tuple[GenerationRecord, ...]:
+    """One record per batch row from a batched ``generate`` output ([batch, padded_length + steps] sequences,
+    per-step [batch, vocab] logits). With ``eos_ids``, a row ends at its first EOS (kept): the tokens after it
+    are padding ``generate`` adds while other rows go on."""
+    records = []
+    for row, prompt_ids in enumerate(row_prompt_ids):
+        generated = [int(token) for token in sequences[row, padded_length:].tolist()]
+        end = next((step + 1 for step, token in enumerate(generated) if token in eos_ids), len(generated))
+        stacked = torch.stack([step[row].detach().float().cpu() for step in logits[:end]])
+        records.append(GenerationRecord(arm, prompt_ids, tuple(generated[:end]), stacked))
+    return tuple(records)
 
 
 def record_from_output(
@@ -149,7 +186,7 @@ class PassCounter:
 class SpecGeneration:
     """A generation under a steering spec, with what the arm's edits touched and the indices it could not use."""
 
-    record: GenerationRecord
+    rows: tuple[GenerationRecord, ...]  # one per batch row
     touched: frozenset[Touch]
     faults: tuple[IndexFault, ...] = ()
     passes: tuple[PassShape, ...] = ()  # the passes the arm's edits fired on, with their lengths

@@ -2,8 +2,11 @@
 
 Evidence: one full forward pass over prompt + generated tokens, with the same edit and no cache, predicts
 the same next token at every step as generation did; its logits are compared with generation's bit for bit
-and under a stated tolerance (cached and recomputed matmuls round differently, so bit-exactness is reported,
-not required).
+and under a tolerance measured in the same run (cached and recomputed matmuls round differently, so
+bit-exactness is reported, not required): the unsteered model's own difference between its cached generation
+and a full pass over the same tokens, scaled as :func:`equiv_core.comparison.rounding_allowance` says. A step
+whose prediction differs is accepted only as a near-tie: its two tokens closer in the full pass than that
+allowance (in bfloat16 the unsteered floor alone is ~0.5 on smollm2-135m).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import torch
 
-from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, steering_problems
+from equiv_core.comparison import TensorComparison, compare_tensors, rounding_allowance, steering_problems
 from equiv_core.context import SteeringContext
 from equiv_core.experiments.base import (
     Evidence,
@@ -42,6 +45,8 @@ class KvCacheEvidence(Evidence):
     full_pass_without_edit_predicted_ids: tuple[int, ...]
     logits_vs_generation: TensorComparison
     logits_vs_reference_pass: TensorComparison
+    noise_floor: float  # unsteered: cached generation vs a full pass over the same tokens (max abs logit diff)
+    near_ties: tuple[int, ...]  # steps where the full pass picks another token, within the allowance
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +61,8 @@ class KvCacheEvidence(Evidence):
             "tokens_equal": self.full_pass_predicted_ids == self.generation.generated_ids,
             "logits_vs_generation": self.logits_vs_generation.to_dict(),
             "logits_vs_reference_pass": self.logits_vs_reference_pass.to_dict(),
+            "unsteered_noise_floor": self.noise_floor,
+            "near_tie_steps": list(self.near_ties),
         }
 
     def lines(self) -> list[str]:
@@ -66,8 +73,13 @@ class KvCacheEvidence(Evidence):
             f"full forward pass predicts   {ids_text(self.full_pass_predicted_ids)}; without the edit it predicts "
             f"{ids_text(self.full_pass_without_edit_predicted_ids)}",
             f"logits vs generation: bit-identical {logits.bit_identical}, max abs diff {logits.max_abs_diff:.3g} "
-            f"(tolerance atol={logits.atol}, rtol={logits.rtol})",
-        ]
+            f"(allowed {logits.atol:.3g}: the unsteered model's own cached-vs-full-pass difference is "
+            f"{self.noise_floor:.3g})",
+        ] + (
+            [f"near-ties (the full pass picks the other of two tokens within rounding): steps {list(self.near_ties)}"]
+            if self.near_ties
+            else []
+        )
 
     def generations(self) -> dict[str, GenerationSummary]:
         return {"generation": self.generation, "reference": self.reference, "unsteered": self.unsteered}
@@ -76,6 +88,7 @@ class KvCacheEvidence(Evidence):
         return {
             "logits_vs_generation.max_abs_diff": self.logits_vs_generation.max_abs_diff,
             "logits_vs_reference_pass.max_abs_diff": self.logits_vs_reference_pass.max_abs_diff,
+            "unsteered_noise_floor": self.noise_floor,
         }
 
 
@@ -99,20 +112,31 @@ def kv_cache_persistence(context: SteeringContext, config: ExperimentConfig) -> 
     predicted = context.greedy_choice(forward_logits)
     unedited_predicted = context.greedy_choice(unedited_logits)
 
-    atol, rtol = LOGITS_TOLERANCE[context.dtype]
-    versus_generation = compare_tensors(forward_logits, generated.step_logits, atol, rtol)
-    versus_reference = compare_tensors(forward_logits, reference_logits, atol, rtol)
+    # The yardstick: the same comparison for unsteered generation, on its own tokens, in this run.
+    unsteered_tokens = torch.tensor(
+        [list(unsteered.generated_ids[:-1])], device=input_ids.device, dtype=input_ids.dtype
+    )
+    unsteered_sequence = torch.cat([input_ids, unsteered_tokens], dim=1)
+    unsteered_full = context.reference_forward_logits(unsteered_sequence, None)[predicting]
+    floor = float((unsteered_full - unsteered.step_logits).abs().max())
+    allowed = rounding_allowance(
+        floor, float(forward_logits.abs().max()), float(unsteered.step_logits.abs().max()), context.dtype
+    )
+    versus_generation = compare_tensors(forward_logits, generated.step_logits, allowed, 0.0)
+    versus_reference = compare_tensors(forward_logits, reference_logits, allowed, 0.0)
+    near_ties, mispredicted = _near_ties(forward_logits, predicted, generated.generated_ids, allowed)
 
     problems = steering_problems(generated, reference, unsteered)
-    if predicted != generated.generated_ids:
+    if mispredicted:
         problems.append(
             f"the full forward pass predicts {list(predicted)}, generation gave "
-            f"{list(generated.generated_ids)}: the step-0 edit did not persist as the cache implies"
+            f"{list(generated.generated_ids)} (steps {mispredicted} are no near-ties): the step-0 edit did not "
+            "persist as the cache implies"
         )
     if not versus_generation.within_tolerance:
         problems.append(
-            f"full-pass logits differ from generation's by {versus_generation.max_abs_diff:.3g} "
-            f"(tolerance atol={atol}, rtol={rtol})"
+            f"full-pass logits differ from generation's by {versus_generation.max_abs_diff:.3g}, beyond the allowed "
+            f"{allowed:.3g} (the unsteered model's own cached-vs-full-pass difference is {floor:.3g})"
         )
     if not versus_reference.within_tolerance:
         problems.append(
@@ -129,9 +153,28 @@ def kv_cache_persistence(context: SteeringContext, config: ExperimentConfig) -> 
         unedited_predicted,
         versus_generation,
         versus_reference,
+        floor,
+        tuple(near_ties),
     )
+    ties = f" (steps {near_ties} are near-ties within rounding)" if near_ties else ""
     success = (
-        f"the full pass predicts all {len(predicted)} generated tokens; logits bit-identical: "
-        f"{versus_generation.bit_identical}, max abs diff {versus_generation.max_abs_diff:.3g}"
+        f"the full pass predicts all {len(predicted)} generated tokens{ties}; logits bit-identical: "
+        f"{versus_generation.bit_identical}, max abs diff {versus_generation.max_abs_diff:.3g} "
+        f"(allowed {allowed:.3g}, unsteered floor {floor:.3g})"
     )
     return verdict(ID, config, problems, success, evidence)
+
+
+def _near_ties(
+    logits: torch.Tensor, predicted: tuple[int, ...], generated: tuple[int, ...], allowed: float
+) -> tuple[list[int], list[int]]:
+    """Steps where the full pass ([steps, vocab] ``logits``) picks another token than generation did: a near-tie
+    when the two tokens' logits are within ``allowed`` of each other, else a real disagreement."""
+    ties: list[int] = []
+    real: list[int] = []
+    for step, (mine, theirs) in enumerate(zip(predicted, generated, strict=True)):
+        if mine == theirs:
+            continue
+        gap = float(logits[step, mine] - logits[step, theirs])
+        (ties if abs(gap) <= allowed else real).append(step)
+    return ties, real

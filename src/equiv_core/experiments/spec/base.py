@@ -38,44 +38,16 @@ class SpecFindingConfig(FindingConfig):
 
 
 @dataclass(frozen=True, slots=True)
-class ArmEvidence:
-    """One arm as every spec finding reports it."""
+class RowEvidence:
+    """One arm on one batch row: what it generated, touched, could not index, and its coverage problems."""
 
-    name: str
-    description: str
-    cached: bool
-    not_expressible: str  # empty when the arm ran
-    generation: GenerationSummary | None
+    generation: GenerationSummary
     touched: tuple[Touch, ...]
     faults: tuple[IndexFault, ...]
     coverage_problems: tuple[str, ...]
 
-    @classmethod
-    def of(cls, arm: ArmRun, decode: Callable[[tuple[int, ...]], str]) -> ArmEvidence:
-        if arm.generation is None or arm.coverage is None:
-            return cls(arm.name, arm.description, arm.cached, arm.not_expressible, None, (), (), ())
-        return cls(
-            arm.name,
-            arm.description,
-            arm.cached,
-            "",
-            GenerationSummary.of(arm.generation.record, decode),
-            tuple(sorted(arm.generation.touched)),
-            arm.generation.faults,
-            tuple(arm.coverage.problems()),
-        )
-
-    @property
-    def expressible(self) -> bool:
-        return self.generation is not None
-
     def to_dict(self) -> dict[str, Any]:
-        if self.generation is None:
-            return {"description": self.description, "expressible": False, "not_expressible": self.not_expressible}
         return {
-            "description": self.description,
-            "expressible": True,
-            "kv_cache": self.cached,
             **self.generation.to_dict(),
             "touched": [touch.to_list() for touch in self.touched],
             "index_faults": [fault.to_dict() for fault in self.faults],
@@ -83,34 +55,97 @@ class ArmEvidence:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ArmEvidence:
+    """One arm as every spec finding reports it: what it is, and per batch row what it did (no rows: the arm
+    could not write the spec, ``not_expressible`` says why)."""
+
+    name: str
+    description: str
+    cached: bool
+    not_expressible: str
+    rows: tuple[RowEvidence, ...]
+
+    @classmethod
+    def of(cls, arm: ArmRun, decode: Callable[[tuple[int, ...]], str]) -> ArmEvidence:
+        if arm.generation is None:
+            return cls(arm.name, arm.description, arm.cached, arm.not_expressible, ())
+        rows = tuple(
+            RowEvidence(
+                GenerationSummary.of(record, decode),
+                tuple(sorted(t for t in arm.generation.touched if t.row == row)),
+                tuple(f for f in arm.generation.faults if f.row == row),
+                tuple(arm.coverage[row].problems()),
+            )
+            for row, record in enumerate(arm.generation.rows)
+        )
+        return cls(arm.name, arm.description, arm.cached, "", rows)
+
+    @property
+    def expressible(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def generation(self) -> GenerationSummary | None:
+        """Row 0's generation (the only row of a single-prompt run)."""
+        return self.rows[0].generation if self.rows else None
+
+    def to_dict(self, flat: bool) -> dict[str, Any]:
+        """``flat``: a single prompt, whose row's fields (``generated_ids``, ``touched``, ...) sit on the arm."""
+        if not self.rows:
+            return {"description": self.description, "expressible": False, "not_expressible": self.not_expressible}
+        head = {"description": self.description, "expressible": True, "kv_cache": self.cached}
+        return {**head, **self.rows[0].to_dict()} if flat else head
+
+
 def arms_evidence(run: SpecRun) -> dict[str, ArmEvidence]:
     """Every steered arm's evidence, plus the two unsteered generations (no edits, nothing touched)."""
     arms = {name: ArmEvidence.of(arm, run.decode) for name, arm in run.arms.items()}
-    for name, record, cached in (
+    for name, records, cached in (
         ("unsteered", run.unsteered, True),
         ("unsteered_recompute", run.unsteered_recompute, False),
     ):
-        summary = GenerationSummary.of(record, run.decode)
+        rows = tuple(RowEvidence(GenerationSummary.of(record, run.decode), (), (), ()) for record in records)
         description = f"HF generate, no edit, {'with' if cached else 'without'} the KV cache"
-        arms[name] = ArmEvidence(name, description, cached, "", summary, (), (), ())
+        arms[name] = ArmEvidence(name, description, cached, "", rows)
     return arms
 
 
 @dataclass(frozen=True, slots=True)
 class SpecEvidence(Evidence):
-    """Base of the spec findings' evidence: the arms, and the finding's own fields in subclasses."""
+    """Base of the spec findings' evidence: the arms, and the finding's own fields in subclasses.
+
+    JSON: ``arms.<arm>`` (for a single prompt with ``generated_ids`` and ``touched`` on it) and, for a batch,
+    ``rows[i].arms.<arm>.generated_ids`` / ``touched`` per prompt.
+    """
 
     arms: dict[str, ArmEvidence]
+    prompts: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arms": {name: arm.to_dict() for name, arm in self.arms.items()}, **self.details()}
+        flat = len(self.prompts) == 1
+        payload: dict[str, Any] = {"arms": {name: arm.to_dict(flat) for name, arm in self.arms.items()}}
+        if not flat:
+            payload["rows"] = [
+                {
+                    "prompt": prompt,
+                    "arms": {name: arm.rows[row].to_dict() for name, arm in self.arms.items() if arm.rows},
+                }
+                for row, prompt in enumerate(self.prompts)
+            ]
+        return {**payload, **self.details()}
 
     def details(self) -> dict[str, Any]:
         """The finding's own fields, beside ``arms``."""
         return {}
 
     def generations(self) -> dict[str, GenerationSummary]:
-        return {name: arm.generation for name, arm in self.arms.items() if arm.generation is not None}
+        flat = len(self.prompts) == 1
+        return {
+            name if flat else f"{name}.row{row}": evidence.generation
+            for name, arm in self.arms.items()
+            for row, evidence in enumerate(arm.rows)
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,34 +199,44 @@ def spec_verdict(
 
 
 def first_difference(first: GenerationRecord, second: GenerationRecord) -> int | None:
-    """The first step whose chosen tokens differ, or None."""
-    pairs = zip(first.generated_ids, second.generated_ids, strict=True)
-    return next((step for step, (a, b) in enumerate(pairs) if a != b), None)
+    """The first step whose chosen tokens differ (a row that ended earlier differs where the other goes on), or
+    None."""
+    pairs = zip(first.generated_ids, second.generated_ids, strict=False)
+    differing = next((step for step, (a, b) in enumerate(pairs) if a != b), None)
+    if differing is None and len(first.generated_ids) != len(second.generated_ids):
+        return min(len(first.generated_ids), len(second.generated_ids))
+    return differing
 
 
 def same_input_diff(first: GenerationRecord, second: GenerationRecord) -> float:
     """Max abs logits difference over the steps whose inputs were identical: up to and including the first step
     whose chosen tokens differ (its input was still the same prefix). NaN if either holds a non-finite logit."""
     differing = first_difference(first, second)
-    steps = len(first.generated_ids) if differing is None else differing + 1
+    steps = min(len(first.generated_ids), len(second.generated_ids)) if differing is None else differing + 1
+    steps = min(steps, len(first.step_logits), len(second.step_logits))
     return float((first.step_logits[:steps] - second.step_logits[:steps]).abs().max())
 
 
 def noise_floor(run: SpecRun) -> float:
-    """The unsteered model's own cached-vs-recompute logits difference on identical inputs, in this run: the size
-    of rounding differences between two computation paths of the same steering."""
-    return same_input_diff(run.unsteered, run.unsteered_recompute)
+    """The unsteered model's own cached-vs-recompute logits difference on identical inputs, in this run (the
+    largest over rows): the size of rounding differences between two computation paths of the same steering."""
+    return max(same_input_diff(a, b) for a, b in zip(run.unsteered, run.unsteered_recompute, strict=True))
 
 
 def non_finite_problems(run: SpecRun) -> list[str]:
     """Arms whose logits hold NaN or infinity: nothing about them can be compared."""
-    records = {name: arm.record for name, arm in run.arms.items() if arm.expressible}
+    records = {name: arm.rows for name, arm in run.arms.items() if arm.expressible}
     records |= {"unsteered": run.unsteered, "unsteered_recompute": run.unsteered_recompute}
     return [
         f"{name}: logits hold NaN or infinity, so nothing can be compared"
-        for name, record in records.items()
-        if not bool(record.step_logits.isfinite().all())
+        for name, rows in records.items()
+        if not all(bool(record.step_logits.isfinite().all()) for record in rows)
     ]
+
+
+def row_label(run: SpecRun, row: int) -> str:
+    """``"row 1: "`` in a batch, ``""`` for a single prompt (messages stay as they were)."""
+    return f"row {row}: " if run.batch_size > 1 else ""
 
 
 def written_arm_missing(run: SpecRun) -> str:

@@ -16,8 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from equiv_core.comparison import FLOOR_MARGIN, rounding_allowance
 from equiv_core.experiments.base import FindingResult
 from equiv_core.experiments.spec.base import (
     SpecEvidence,
@@ -26,6 +25,7 @@ from equiv_core.experiments.spec.base import (
     first_difference,
     noise_floor,
     non_finite_problems,
+    row_label,
     same_input_diff,
     spec_finding,
     spec_verdict,
@@ -33,15 +33,11 @@ from equiv_core.experiments.spec.base import (
 from equiv_core.spec_run import SpecRun
 
 ID = "cache_vs_recompute"
-# Rounding differences are a maximum over thousands of logits, which fluctuates between two runs by a small
-# factor; a misplaced edit moves logits by orders of magnitude more (see the power check).
-FLOOR_MARGIN = 4.0
 
 
 @dataclass(frozen=True, slots=True)
 class CacheVsRecomputeEvidence(SpecEvidence):
-    ids_equal: bool
-    first_differing_step: int | None
+    first_differing_steps: tuple[int | None, ...]  # per row: where cached and recompute ids part (None: never)
     logits_max_abs_diff: float  # steered cached vs recompute, over the steps whose inputs were identical
     noise_floor: float  # unsteered cached vs recompute, likewise
     allowed: float
@@ -49,8 +45,10 @@ class CacheVsRecomputeEvidence(SpecEvidence):
 
     def details(self) -> dict[str, Any]:
         return {
-            "ids_equal": self.ids_equal,
-            "first_differing_step": self.first_differing_step,
+            "ids_equal": all(step is None for step in self.first_differing_steps),
+            "first_differing_step": list(self.first_differing_steps)
+            if len(self.first_differing_steps) > 1
+            else self.first_differing_steps[0],
             "logits_max_abs_diff": self.logits_max_abs_diff,
             "unsteered_noise_floor": self.noise_floor,
             "allowed_logits_diff": self.allowed,
@@ -59,36 +57,43 @@ class CacheVsRecomputeEvidence(SpecEvidence):
         }
 
     def lines(self) -> list[str]:
-        hook, recompute = self.arms["hook"].generation, self.arms["hook_recompute"].generation
-        assert hook is not None and recompute is not None
-        return [
-            f"hook (KV cache)     {list(hook.generated_ids)} {hook.text!r}",
-            f"hook (recompute)    {list(recompute.generated_ids)} {recompute.text!r}",
+        lines = []
+        for row, (hook, recompute) in enumerate(
+            zip(self.arms["hook"].rows, self.arms["hook_recompute"].rows, strict=True)
+        ):
+            label = f"row {row} " if len(self.prompts) > 1 else ""
+            lines += [
+                f"{label}hook (KV cache)     {list(hook.generation.generated_ids)} {hook.generation.text!r}",
+                f"{label}hook (recompute)    {list(recompute.generation.generated_ids)} {recompute.generation.text!r}",
+            ]
+        lines.append(
             f"logits max abs diff {self.logits_max_abs_diff:.3g} on identical inputs; allowed {self.allowed:.3g} "
             f"({FLOOR_MARGIN:g}x the unsteered model's own cached-vs-recompute difference {self.noise_floor:.3g}, "
-            f"scaled to the steered logits); the steering itself moves logits by {self.effect:.3g}",
-        ]
+            f"scaled to the steered logits); the steering itself moves logits by {self.effect:.3g}"
+        )
+        return lines
 
     def metrics(self) -> dict[str, float]:
         return {"logits_max_abs_diff": self.logits_max_abs_diff, "unsteered_noise_floor": self.noise_floor}
 
 
 def _allowed(run: SpecRun, floor: float) -> float:
-    cached = run.arms["hook"].record.step_logits
-    steered, unsteered = float(cached.abs().max()), float(run.unsteered.step_logits.abs().max())
-    magnitude = max(1.0, steered / unsteered) if unsteered > 0 else 1.0
-    rounding_unit = torch.finfo(run.dtype).eps * steered
-    return FLOOR_MARGIN * max(floor * magnitude, 2 * rounding_unit)
+    steered = max(float(record.step_logits.abs().max()) for record in run.arms["hook"].rows)
+    unsteered = max(float(record.step_logits.abs().max()) for record in run.unsteered)
+    return rounding_allowance(floor, steered, unsteered, run.dtype)
 
 
 @spec_finding(ID, "steering with the KV cache equals full recompute re-applying the edit at absolute positions")
 def cache_vs_recompute(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
-    cached, recomputed = run.arms["hook"].record, run.arms["hook_recompute"].record
+    cached_rows, recomputed_rows = run.arms["hook"].rows, run.arms["hook_recompute"].rows
     floor = noise_floor(run)
     allowed = _allowed(run, floor)
-    differing = first_difference(cached, recomputed)
-    steered_diff = same_input_diff(cached, recomputed)
-    effect = same_input_diff(cached, run.unsteered)
+    pairs = list(zip(cached_rows, recomputed_rows, strict=True))
+    differing = tuple(first_difference(cached, recomputed) for cached, recomputed in pairs)
+    steered_diff = max(same_input_diff(cached, recomputed) for cached, recomputed in pairs)
+    effect = max(
+        same_input_diff(cached, unsteered) for cached, unsteered in zip(cached_rows, run.unsteered, strict=True)
+    )
     problems = non_finite_problems(run)
     if not problems and not steered_diff <= allowed:
         problems.append(
@@ -97,7 +102,7 @@ def cache_vs_recompute(run: SpecRun, config: SpecFindingConfig) -> FindingResult
             "land on the same positions"
         )
     evidence = CacheVsRecomputeEvidence(
-        arms_evidence(run), differing is None, differing, steered_diff, floor, allowed, effect
+        arms_evidence(run), run.resolved.batch.prompts, differing, steered_diff, floor, allowed, effect
     )
     not_applicable = ""
     if run.resolved.new_tokens < 2:
@@ -107,15 +112,17 @@ def cache_vs_recompute(run: SpecRun, config: SpecFindingConfig) -> FindingResult
             f"the steering moves logits by only {effect:.3g}, within the rounding allowed between cached and "
             f"recompute ({allowed:.3g}): this check cannot tell them from no steering"
         )
-    if differing is None:
+    parted = [(row, step) for row, step in enumerate(differing) if step is not None]
+    if not parted:
         success = (
             f"identical ids: the cached edit persists exactly as recompute re-applies it; logits differ by "
             f"{steered_diff:.3g} (allowed {allowed:.3g}; the steering moves them by {effect:.3g})"
         )
     else:
+        where = ", ".join(f"{row_label(run, row)}step {step}" for row, step in parted)
         success = (
-            f"differs from step {differing}, as expected because cached and recomputed matmuls round differently: "
-            f"logits differ by only {steered_diff:.3g} on identical inputs (allowed {allowed:.3g}), enough to swap "
-            "two near-tied tokens"
+            f"differs from {where}, as expected because cached and recomputed matmuls round differently: logits "
+            f"differ by only {steered_diff:.3g} on identical inputs (allowed {allowed:.3g}), enough to swap two "
+            "near-tied tokens"
         )
     return spec_verdict(ID, config, problems, success, evidence, applicable=not_applicable)

@@ -1,18 +1,27 @@
 """Spec finding ``steered_differs``: every steered arm changes the output, or, for a spec that leaves every
-hidden state unchanged (scale 0), gives exactly the unsteered output (ids and logits bit for bit)."""
+hidden state unchanged (scale 0), gives exactly the unsteered output (ids and logits bit for bit).
+
+"Changes the output" means different token ids, or, where the ids happen to agree (a sampled draw can land on the
+same tokens, a greedy argmax can hold), logits that differ from unsteered by more than rounding on identical
+inputs (:func:`equiv_core.comparison.rounding_allowance` of the unsteered model's own cached-vs-recompute
+difference). An arm whose edit did nothing has logits bit-identical to unsteered, and fails either way.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from equiv_core.comparison import tensor_sha256
+from equiv_core.comparison import rounding_allowance, tensor_sha256
 from equiv_core.experiments.base import FindingResult
 from equiv_core.experiments.spec.base import (
     SpecEvidence,
     SpecFindingConfig,
     arms_evidence,
+    noise_floor,
     non_finite_problems,
+    row_label,
+    same_input_diff,
     spec_finding,
     spec_verdict,
 )
@@ -24,50 +33,88 @@ ID = "steered_differs"
 @dataclass(frozen=True, slots=True)
 class SteeredDiffersEvidence(SpecEvidence):
     identity: bool  # the spec changes nothing (e.g. scale 0): every arm must equal unsteered
-    equal_to_unsteered: dict[str, bool]
+    equal_to_unsteered: dict[str, tuple[bool, ...]]  # per arm, per row: same token ids
+    changed: dict[str, tuple[bool, ...]]  # per arm, per row: different ids, or logits beyond rounding
+    allowance: float
 
     def details(self) -> dict[str, Any]:
-        return {"identity_spec": self.identity, "equal_to_unsteered": self.equal_to_unsteered}
+        single = len(self.prompts) == 1
+        return {
+            "identity_spec": self.identity,
+            "equal_to_unsteered": {
+                arm: rows[0] if single else list(rows) for arm, rows in self.equal_to_unsteered.items()
+            },
+            "changed": {arm: rows[0] if single else list(rows) for arm, rows in self.changed.items()},
+            "logits_allowance": self.allowance,
+        }
 
     def lines(self) -> list[str]:
-        unsteered = self.arms["unsteered"].generation
-        assert unsteered is not None
-        lines = [f"unsteered       {list(unsteered.generated_ids)} {unsteered.text!r}"]
-        for name, equal in self.equal_to_unsteered.items():
-            generation = self.arms[name].generation
-            assert generation is not None
-            lines.append(f"{name:<15} {list(generation.generated_ids)} {'= unsteered' if equal else 'differs'}")
+        lines = []
+        for row, unsteered in enumerate(self.arms["unsteered"].rows):
+            label = f"row {row} " if len(self.prompts) > 1 else ""
+            lines.append(
+                f"{label}unsteered       {list(unsteered.generation.generated_ids)} {unsteered.generation.text!r}"
+            )
+            for name, equal in self.equal_to_unsteered.items():
+                generation = self.arms[name].rows[row].generation
+                if equal[row] and self.changed[name][row]:
+                    lines.append(f"{label}{name:<15} {list(generation.generated_ids)} = unsteered ids, logits differ")
+                    continue
+                lines.append(
+                    f"{label}{name:<15} {list(generation.generated_ids)} {'= unsteered' if equal[row] else 'differs'}"
+                )
         return lines
 
 
-@spec_finding(ID, "every steered arm changes the output (a spec that changes nothing leaves it exactly as it was)")
+@spec_finding(
+    ID,
+    "every steered arm changes the output: its tokens, or its logits beyond rounding (a spec that changes nothing "
+    "leaves it exactly as it was)",
+)
 def steered_differs(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
     identity = run.resolved.spec.is_identity
-    equal: dict[str, bool] = {}
+    equal: dict[str, tuple[bool, ...]] = {}
+    changed: dict[str, tuple[bool, ...]] = {}
     problems = non_finite_problems(run)
+    steered_max = max(float(record.step_logits.abs().max()) for record in run.arms["hook"].rows)
+    unsteered_max = max(float(record.step_logits.abs().max()) for record in run.unsteered)
+    allowance = rounding_allowance(noise_floor(run), steered_max, unsteered_max, run.dtype)
     for name, arm in run.arms.items():
         if not arm.expressible:
             continue
-        baseline = run.unsteered if arm.cached else run.unsteered_recompute
-        equal[name] = arm.record.generated_ids == baseline.generated_ids
+        baselines = run.unsteered if arm.cached else run.unsteered_recompute
+        pairs = list(zip(arm.rows, baselines, strict=True))
+        equal[name] = tuple(record.generated_ids == baseline.generated_ids for record, baseline in pairs)
+        changed[name] = tuple(
+            not same or not same_input_diff(record, baseline) <= allowance
+            for same, (record, baseline) in zip(equal[name], pairs, strict=True)
+        )
         if identity:
-            bit_identical = tensor_sha256(arm.record.step_logits) == tensor_sha256(baseline.step_logits)
-            if not equal[name] or not bit_identical:
-                problems.append(
-                    f"{name}: a spec that changes nothing ({run.resolved.spec.describe()}) must give exactly the "
-                    f"unsteered output, but ids equal: {equal[name]}, logits bit-identical: {bit_identical}"
-                )
+            for row, (record, baseline) in enumerate(pairs):
+                bit_identical = tensor_sha256(record.step_logits) == tensor_sha256(baseline.step_logits)
+                if not equal[name][row] or not bit_identical:
+                    problems.append(
+                        f"{name}: {row_label(run, row)}a spec that changes nothing ({run.resolved.spec.describe()}) "
+                        f"must give exactly the unsteered output, but ids equal: {equal[name][row]}, logits "
+                        f"bit-identical: {bit_identical}"
+                    )
     if not identity:
-        if equal.get("hook", False):
+        invisible = [row for row, moved in enumerate(changed.get("hook", ())) if not moved]
+        for row in invisible:
             problems.append(
-                "the edit does not change the output even in the raw-hook reference, so no comparison here can tell "
-                "steering from no steering (choose a larger scale, another layer or more new tokens)"
+                f"{row_label(run, row)}the edit does not change the output even in the raw-hook reference, so no "
+                "comparison here can tell steering from no steering (choose a larger scale, another layer or more "
+                "new tokens)"
             )
-        else:
-            problems += [
-                f"{name}: steering not applied (ids equal the unsteered ids)" for name, same in equal.items() if same
-            ]
-    evidence = SteeredDiffersEvidence(arms_evidence(run), identity, equal)
+        problems += [
+            f"{name}: {row_label(run, row)}steering not applied (ids equal the unsteered ids, logits within rounding)"
+            for name, rows in changed.items()
+            for row, moved in enumerate(rows)
+            if not moved and row not in invisible
+        ]
+    evidence = SteeredDiffersEvidence(
+        arms_evidence(run), run.resolved.batch.prompts, identity, equal, changed, allowance
+    )
     success = (
         "the spec changes nothing and every arm gives exactly the unsteered output (ids and logits bit for bit)"
         if identity

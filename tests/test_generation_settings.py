@@ -1,0 +1,238 @@
+"""Real generation settings on tiny models: padded batches (left and right), special tokens and chat templates,
+sampling, generation that stops at EOS; and the arms that get them wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tokenizers.processors import TemplateProcessing
+
+from equiv_core.cli import main
+from equiv_core.compat import NnsightSteering
+from equiv_core.context import SteeringContext
+from equiv_core.decoding import GREEDY, Decoding
+from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
+from equiv_core.inputs import default_bos_note, encode_prompts
+from equiv_core.offline_tokenizer import offline_tokenizer
+from equiv_core.resolution import ResolvedSpec, resolve_spec
+from equiv_core.spec import spec_from_options
+from equiv_core.spec_run import SpecRun, run_spec
+
+PROMPTS = ("The weather today is", "The weather", "It is a good day. It was a bad day.")
+ADD = {"op": "add", "vector": "random:5", "scale": "8", "positions": "last+generated"}
+ZERO = {"op": "zero", "positions": "-1"}
+
+
+def _run(
+    context: SteeringContext,
+    prompts: tuple[str, ...] = PROMPTS,
+    padding: str = "left",
+    decoding: Decoding = GREEDY,
+    new_tokens: int = 6,
+    **options: str,
+) -> SpecRun:
+    batch = encode_prompts(context.loaded.tokenizer, prompts, context.device, padding)  # type: ignore[arg-type]
+    return run_spec(context, resolve_spec(spec_from_options(None, **options), context, batch, new_tokens, decoding))
+
+
+def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
+    config = SpecFindingConfig(run.resolved.batch.prompts[0], run.resolved.new_tokens, run.resolved.spec)
+    names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
+    results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
+    return {name: (result.verdict, result.message) for name, result in results.items()}
+
+
+def test_left_padding_puts_each_row_after_its_pads() -> None:
+    tokenizer = offline_tokenizer(1024)
+    batch = encode_prompts(tokenizer, PROMPTS, torch.device("cpu"), "left")
+    assert batch.lengths == (4, 2, 12) and batch.padded_length == 12
+    assert (batch.pad(1), batch.column(1, 0), batch.column(1, 1), batch.column(1, 2)) == (10, 10, 11, 12)
+    assert batch.position_of(1, 9) is None and batch.position_of(1, 13) == 3
+    assert batch.attention_mask[1].tolist() == [0] * 10 + [1, 1]
+
+
+def test_right_padding_keeps_rows_at_column_0() -> None:
+    batch = encode_prompts(offline_tokenizer(1024), PROMPTS, torch.device("cpu"), "right")
+    assert (batch.pad(1), batch.column(1, 1), batch.column(1, 2)) == (0, 1, 12)
+    assert batch.position_of(1, 11) is None  # the last column is a pad token of row 1
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("options", [ZERO, ADD], ids=["zero", "add"])
+def test_left_padded_batches_hold_every_finding(
+    context_for: Callable[[str], SteeringContext], model: str, options: dict[str, str]
+) -> None:
+    """Absolute positions (GPT-2) and rotary ones (Llama): real masks and per-row positions keep each row what it
+    is alone, in every arm, one batched invoke or one invoke per prompt."""
+    run = _run(context_for(model), **options)
+    assert set(run.arms) >= {"iter", "iter_per_invoke"}
+    verdicts = _verdicts(run)
+    assert {name: verdict for name, (verdict, _m) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), verdicts
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("options", [ZERO, ADD], ids=["zero", "add"])
+def test_right_padding_judges_only_rows_generation_keeps(
+    context_for: Callable[[str], SteeringContext], model: str, options: dict[str, str]
+) -> None:
+    """With right padding generate continues shorter rows from a pad token: unsteered already differs there, so
+    only the unpadded row is judged, and the pitfall is named."""
+    run = _run(context_for(model), padding="right", **options)
+    verdict, message = _verdicts(run)["batch_invariance"]
+    assert verdict == "PASS"
+    assert "in rows 2 (rows 0, 1 not judged: unsteered generation already differs there)" in message
+    evidence = SPEC_FINDINGS.get("batch_invariance").judge(run, SpecFindingConfig("", 6, run.resolved.spec)).evidence
+    assert "the last column (11) is a pad token for rows 0, 1" in evidence.to_dict()["pitfall"]
+
+
+def test_an_arm_that_forces_an_all_ones_mask_is_caught(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bug the issue found in this library: a batched steered generate that attends to the pad tokens."""
+    original = NnsightSteering.generate_spec
+
+    def ones_mask(self: NnsightSteering, resolved: ResolvedSpec, style: Any, per_invoke: bool = False) -> Any:
+        if style == "iter" and not per_invoke:
+            batch = dataclasses.replace(resolved.batch, attention_mask=torch.ones_like(resolved.batch.attention_mask))
+            resolved = dataclasses.replace(resolved, batch=batch)
+        return original(self, resolved, style, per_invoke)
+
+    monkeypatch.setattr(NnsightSteering, "generate_spec", ones_mask)
+    verdicts = _verdicts(_run(context_for("tiny-gpt2"), **ZERO))
+    assert verdicts["batch_invariance"][0] == "FAIL" and "iter: row 1 gives" in verdicts["batch_invariance"][1]
+    assert verdicts["arms_agree"][0] == "FAIL" and "iter: row 1: ids" in verdicts["arms_agree"][1]
+
+
+def test_a_literal_last_index_on_right_padding_lands_on_a_pad(context_for: Callable[[str], SteeringContext]) -> None:
+    run = _run(context_for("tiny-llama"), padding="right", op="zero", positions="-1", steps="0", indexing="literal")
+    verdict, message = _verdicts(run)["coverage"]
+    assert verdict == "FAIL"
+    assert "iter: row 0: index -1 landed on a pad token at steps 0" in message
+    assert "iter: row 1: index -1 landed on a pad token at steps 0" in message
+    assert "row 2" not in message  # the longest row has no padding
+
+
+def test_batched_json_has_per_row_ids_for_every_arm(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n\n")  # a trailing blank line is skipped
+    target = tmp_path / "out.json"
+    argv = ["run", "--model", "tiny-llama", "--prompts", str(prompts), "--max-new-tokens", "4", "--json", str(target)]
+    assert main([*argv, "--no-mlflow"]) == 0  # no spec option: the original zeroing edit as a spec
+    payload = json.loads(target.read_text())
+    assert [finding["id"] for finding in payload["findings"]] == list(SPEC_FINDINGS.names())
+    for finding in payload["findings"]:
+        rows = finding["evidence"]["rows"]
+        assert [row["prompt"] for row in rows] == list(PROMPTS)
+        for row in rows:
+            assert {"iter", "iter_per_invoke", "hook", "unsteered"} <= set(row["arms"])
+            assert all(len(arm["generated_ids"]) == 4 for arm in row["arms"].values())
+
+
+def test_sampled_arms_draw_the_same_tokens_as_the_hook(context_for: Callable[[str], SteeringContext]) -> None:
+    run = _run(context_for("tiny-llama"), decoding=Decoding(True, 0.9, 0, 0.95, 7), **ADD)
+    hook = run.arms["hook"].rows
+    for name in ("iter", "iter_per_invoke", "plain"):
+        if run.arms[name].expressible:
+            assert [record.generated_ids for record in run.arms[name].rows] == [r.generated_ids for r in hook], name
+    assert _verdicts(run)["arms_agree"][0] == "PASS"
+
+
+def test_one_seed_gives_one_fingerprint_and_two_seeds_two_samples(tmp_path: Path) -> None:
+    def sample(seed: int, name: str) -> dict[str, Any]:
+        target = tmp_path / name
+        argv = ["run", "--model", "tiny-llama", "--recipe", "actadd-all", "--do-sample", "--temperature", "1.5"]
+        assert main([*argv, "--seed", str(seed), "--max-new-tokens", "8", "--json", str(target), "--no-mlflow"]) == 0
+        return dict(json.loads(target.read_text()))
+
+    first, again, other = sample(1, "a.json"), sample(1, "b.json"), sample(2, "c.json")
+    assert first["fingerprint"] == again["fingerprint"]
+
+    def ids(payload: dict[str, Any]) -> list[int]:
+        return list(payload["findings"][0]["evidence"]["arms"]["hook"]["generated_ids"])
+
+    assert ids(first) == ids(again) != ids(other)
+
+
+def test_generation_that_stops_at_eos_is_covered_for_the_steps_it_ran(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make a token the steered model produces at step 2 the EOS token: every arm stops there, agrees with the
+    hook, and no warning about the step loop's unreached steps escapes (warnings are errors in this suite)."""
+    context = context_for("tiny-llama")
+    steered = _run(context, prompts=(PROMPTS[0],), **ZERO).arms["hook"].rows[0].generated_ids
+    stop = next(step for step, token in enumerate(steered) if step >= 2 and token not in steered[:step])
+    monkeypatch.setattr(context.loaded.model.generation_config, "eos_token_id", steered[stop])
+    run = _run(context, prompts=(PROMPTS[0],), decoding=Decoding(stop_at_eos=True), **ZERO)
+    ends = steered[: stop + 1]
+    assert all(record.generated_ids == ends for arm in run.expressible_arms() for record in arm.rows)
+    assert all(check.steps_run == stop + 1 for arm in run.expressible_arms() for check in arm.coverage)
+    verdicts = _verdicts(run)
+    assert {name: verdict for name, (verdict, _m) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), verdicts
+
+
+def _bos_tokenizer() -> Any:
+    """The offline tokenizer made to prepend <|endoftext|> by default, as Llama tokenizers prepend <s>."""
+    tokenizer = offline_tokenizer(1024)
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)]
+    )
+    return tokenizer
+
+
+def test_a_tokenizer_that_adds_bos_by_default_is_warned_about() -> None:
+    tokenizer = _bos_tokenizer()
+    plain = encode_prompts(tokenizer, ("The weather",), torch.device("cpu"))
+    assert plain.lengths == (2,) and plain.added == ((),)
+    note = default_bos_note(tokenizer, plain)
+    assert "the tokenizer adds <|endoftext|> by default" in note and "its positions are 1 higher" in note
+    special = encode_prompts(tokenizer, ("The weather",), torch.device("cpu"), add_special_tokens=True)
+    assert special.lengths == (3,) and [(t.position, t.token) for t in special.added[0]] == [(0, "<|endoftext|>")]
+    assert default_bos_note(tokenizer, special) == ""
+
+
+def test_a_chat_template_is_applied_and_its_tokens_are_listed() -> None:
+    tokenizer = offline_tokenizer(1024)
+    tokenizer.chat_template = "{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}Assistant:"
+    batch = encode_prompts(tokenizer, ("The weather",), torch.device("cpu"), chat_template=True)
+    text = tokenizer.decode(list(batch.row_ids(0)))
+    assert text == "User: The weather\nAssistant:"
+    own = [position for position in range(batch.lengths[0]) if position not in {t.position for t in batch.added[0]}]
+    assert tokenizer.decode([batch.row_ids(0)[position] for position in own]).strip() == "The weather"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--prompts", "EMPTY"], "holds no prompt; give one prompt per line"),
+        (["--prompts", "LONG"], "prompt is 300 tokens, too long for this model's context of 256 positions"),
+        (["--do-sample", "--temperature", "0"], "--temperature 0: valid: a number > 0"),
+        (["--do-sample", "--top-p", "1.5"], "--top-p 1.5: valid: (0, 1]"),
+        (["--do-sample", "--top-p", "0"], "--top-p 0: valid: (0, 1]"),
+        (["--temperature", "0.7"], "--temperature applies to sampling; give --do-sample too"),
+        (["--padding", "middle"], "--padding 'middle': valid: left, right"),
+        (["--chat-template"], "this model's tokenizer has no chat template"),
+        (["--prompts", "MISSING"], "cannot read it: FileNotFoundError"),
+    ],
+)
+def test_bad_generation_settings_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    files = {"EMPTY": "\n\n", "LONG": "The weather\n" + " weather" * 300 + "\n"}
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    arguments = [str(tmp_path / value) if value in (*files, "MISSING") else value for value in arguments]
+    assert main(["run", "--model", "tiny-gpt2", *arguments, "--no-mlflow"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert message in error[-1] and "Traceback" not in "\n".join(error)
+
+
+def test_the_five_findings_refuse_generation_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--do-sample", "--only", "steered_differs", "--no-mlflow"]) == 0
+    printed = capsys.readouterr().out
+    assert "steering spec findings" in printed  # a generation setting without a spec runs the default spec
