@@ -232,7 +232,17 @@ def test_bad_generation_settings_are_one_line_and_exit_2(
     assert message in error[-1] and "Traceback" not in "\n".join(error)
 
 
-def test_the_five_findings_refuse_generation_settings(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_generation_setting_without_a_spec_runs_the_original_edit_as_a_spec(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["run", "--model", "tiny-gpt2", "--do-sample", "--only", "steered_differs", "--no-mlflow"]) == 0
     printed = capsys.readouterr().out
-    assert "steering spec findings" in printed  # a generation setting without a spec runs the default spec
+    assert "steering spec findings" in printed and "steering zero at layers 0, positions -1" in printed
+
+
+def test_the_five_findings_refuse_generation_settings_given_to_the_library() -> None:
+    from equiv_core.errors import UserInputError
+    from equiv_core.runner import RunConfig, validate_config
+
+    with pytest.raises(UserInputError, match="--do-sample applies to steering specs"):
+        validate_config(RunConfig(model="tiny-gpt2", decoding=Decoding(do_sample=True)))
