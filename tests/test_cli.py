@@ -70,12 +70,16 @@ def test_failed_finding_exits_1(
     assert "[FAIL] 1. steered_differs" in capsys.readouterr().out
 
 
-def test_one_new_token_makes_finding_4_not_applicable_not_failed(capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_new_token_makes_the_cache_findings_not_applicable_not_failed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With one new token the KV cache is never read: findings 2 and 4 cannot be tested, and say so."""
     code = main(["run", "--model", "tiny-gpt2", "--max-new-tokens", "1", "--no-mlflow"])
     printed = capsys.readouterr().out
     assert code == 0
+    assert "[NOT APPLICABLE] 2. kv_cache_persistence" in printed
     assert "[NOT APPLICABLE] 4. iter_all_out_of_bounds" in printed
-    assert "4/4 findings hold (1 not applicable to this input)" in printed
+    assert "3/3 findings hold (2 not applicable to this input)" in printed
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from equiv_core.comparison import compare_tensors, tensor_sha256
+from equiv_core.comparison import compare_tensors, rounding_allowance, tensor_sha256
 
 
 def test_identical_tensors_are_bit_identical_with_zero_difference() -> None:
@@ -33,3 +34,20 @@ def test_sha256_tells_bit_identical_from_nearly_equal() -> None:
     values = torch.tensor([1.0, 2.0])
     assert tensor_sha256(values) == tensor_sha256(values.clone())
     assert tensor_sha256(values) != tensor_sha256(values + 1e-7)
+
+
+def test_the_rounding_allowance_is_the_floor_scaled_by_magnitude_and_margin() -> None:
+    # Steered logits twice as large round twice as coarsely: 4 x 0.01 x 2.
+    assert rounding_allowance(0.01, 20.0, 10.0, torch.float32) == pytest.approx(0.08)
+
+
+def test_the_magnitude_scaling_is_capped() -> None:
+    assert rounding_allowance(0.01, 1000.0, 10.0, torch.float32) == pytest.approx(4 * 0.01 * 8)
+
+
+def test_smaller_steered_logits_do_not_shrink_the_floor() -> None:
+    assert rounding_allowance(0.01, 1.0, 10.0, torch.float32) == pytest.approx(0.04)
+
+
+def test_a_zero_floor_still_allows_the_dtype_rounding_of_the_largest_logit() -> None:
+    assert rounding_allowance(0.0, 10.0, 10.0, torch.bfloat16) == pytest.approx(4 * 2 * 10.0 * 2**-7)

@@ -135,3 +135,12 @@ def test_an_invisible_edit_is_not_called_equivalent() -> None:
 
 def test_agreeing_effective_steering_has_no_problems() -> None:
     assert steering_problems(_record((7, 8)), _record((7, 8), "hook"), _record((5, 6), "unsteered")) == []
+
+
+def test_kv_persistence_is_not_applicable_when_the_edit_cannot_reach_later_steps(tiny_context: SteeringContext) -> None:
+    """Zeroing the last layer's output at the last prompt token changes only that position's own logits: the
+    cache of later steps is built from layer inputs, so persistence cannot be told from loss (power check)."""
+    last = tiny_context.architecture.num_layers - 1
+    result = EXPERIMENTS.get("kv_cache_persistence").run(tiny_context, ExperimentConfig(layer=last))
+    assert result.verdict == "NOT APPLICABLE"
+    assert "a persisted edit cannot be told from one lost after the prompt pass" in result.message

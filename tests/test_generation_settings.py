@@ -42,7 +42,7 @@ def _run(
 
 
 def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
-    config = SpecFindingConfig(run.resolved.batch.prompts[0], run.resolved.new_tokens, run.resolved.spec)
+    config = SpecFindingConfig(run.resolved.batch.prompts, run.resolved.new_tokens, run.resolved.spec)
     names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
     results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
     return {name: (result.verdict, result.message) for name, result in results.items()}
@@ -74,21 +74,23 @@ def test_left_padded_batches_hold_every_finding(
     assert set(run.arms) >= {"iter", "iter_per_invoke"}
     verdicts = _verdicts(run)
     assert {name: verdict for name, (verdict, _m) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), verdicts
+    config = SpecFindingConfig(PROMPTS, 6, run.resolved.spec)
+    evidence = SPEC_FINDINGS.get("batch_invariance").judge(run, config).evidence.to_dict()
+    assert evidence["comparable_rows"] == [0, 1, 2]  # the padded rows 0 and 1 were judged, not skipped
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
 @pytest.mark.parametrize("options", [ZERO, ADD], ids=["zero", "add"])
-def test_right_padding_judges_only_rows_generation_keeps(
+def test_right_padding_cannot_judge_padded_rows_and_names_the_pitfall(
     context_for: Callable[[str], SteeringContext], model: str, options: dict[str, str]
 ) -> None:
     """With right padding generate continues shorter rows from a pad token: unsteered already differs there, so
     only the unpadded row is judged, and the pitfall is named."""
     run = _run(context_for(model), padding="right", **options)
     verdict, message = _verdicts(run)["batch_invariance"]
-    assert verdict == "PASS"
-    assert "in rows 2 (rows 0, 1 not judged: unsteered generation already differs there)" in message
-    evidence = SPEC_FINDINGS.get("batch_invariance").judge(run, SpecFindingConfig("", 6, run.resolved.spec)).evidence
-    assert "the last column (11) is a pad token for rows 0, 1" in evidence.to_dict()["pitfall"]
+    assert verdict == "NOT APPLICABLE"
+    assert message.startswith("no padded row's unsteered generation is the same as running alone")
+    assert "the last column (11) is a pad token for rows 0, 1" in message
 
 
 def test_an_arm_that_forces_an_all_ones_mask_is_caught(
@@ -135,12 +137,17 @@ def test_batched_json_has_per_row_ids_for_every_arm(tmp_path: Path) -> None:
 
 
 def test_sampled_arms_draw_the_same_tokens_as_the_hook(context_for: Callable[[str], SteeringContext]) -> None:
-    run = _run(context_for("tiny-llama"), decoding=Decoding(True, 0.9, 0, 0.95, 7), **ADD)
+    context = context_for("tiny-llama")
+    run = _run(context, decoding=Decoding(True, 0.9, 0, 0.95, 7), **ADD)
+    greedy = _run(context, **ADD).arms["hook"].rows
     hook = run.arms["hook"].rows
+    assert [r.generated_ids for r in hook] != [r.generated_ids for r in greedy]  # it really sampled
     for name in ("iter", "iter_per_invoke", "plain"):
         if run.arms[name].expressible:
             assert [record.generated_ids for record in run.arms[name].rows] == [r.generated_ids for r in hook], name
-    assert _verdicts(run)["arms_agree"][0] == "PASS"
+    verdicts = _verdicts(run)
+    assert verdicts["arms_agree"][0] == "PASS"
+    assert verdicts["batch_invariance"][0] == "NOT APPLICABLE"  # one draw for the whole batch
 
 
 def test_one_seed_gives_one_fingerprint_and_two_seeds_two_samples(tmp_path: Path) -> None:
@@ -215,7 +222,7 @@ def test_a_chat_template_is_applied_and_its_tokens_are_listed() -> None:
         (["--do-sample", "--top-p", "1.5"], "--top-p 1.5: valid: (0, 1]"),
         (["--do-sample", "--top-p", "0"], "--top-p 0: valid: (0, 1]"),
         (["--temperature", "0.7"], "--temperature applies to sampling; give --do-sample too"),
-        (["--padding", "middle"], "--padding 'middle': valid: left, right"),
+        (["--prompts", "LONG", "--padding", "middle"], "--padding 'middle': valid: left, right"),
         (["--chat-template"], "this model's tokenizer has no chat template"),
         (["--prompts", "MISSING"], "cannot read it: FileNotFoundError"),
     ],
@@ -246,3 +253,74 @@ def test_the_five_findings_refuse_generation_settings_given_to_the_library() -> 
 
     with pytest.raises(UserInputError, match="--do-sample applies to steering specs"):
         validate_config(RunConfig(model="tiny-gpt2", decoding=Decoding(do_sample=True)))
+
+
+def _eos_at(context: SteeringContext, monkeypatch: pytest.MonkeyPatch, token: int) -> None:
+    monkeypatch.setattr(context.loaded.model.generation_config, "eos_token_id", token)
+
+
+def test_rows_that_stop_at_different_steps_are_each_judged_over_their_own_steps(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = context_for("tiny-llama")
+    steered = _run(context, **ZERO).arms["hook"].rows
+    row, stop = next(
+        (row, step)
+        for row, record in enumerate(steered)
+        for step, token in enumerate(record.generated_ids)
+        if step >= 2 and token not in record.generated_ids[:step]
+    )
+    _eos_at(context, monkeypatch, steered[row].generated_ids[stop])
+    run = _run(context, decoding=Decoding(stop_at_eos=True), **ZERO)
+    lengths = [len(record.generated_ids) for record in run.arms["hook"].rows]
+    assert lengths[row] == stop + 1 and max(lengths) == 6  # this row stopped early, another ran on
+    verdicts = _verdicts(run)
+    assert {name: verdict for name, (verdict, _m) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), verdicts
+
+
+def test_rows_that_end_before_anything_is_steered_are_not_judged(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steer generated tokens only, and make every row's first token EOS: nothing was ever steered, so nothing can
+    pass (the findings are NOT APPLICABLE, saying why)."""
+    context = context_for("tiny-gpt2")
+    prompts = (PROMPTS[0],)
+    first = _run(context, prompts=prompts, **ZERO).unsteered[0].generated_ids[0]
+    _eos_at(context, monkeypatch, first)
+    options = {"op": "add", "vector": "random:5", "scale": "8", "positions": "generated"}
+    run = _run(context, prompts=prompts, decoding=Decoding(stop_at_eos=True), **options)
+    assert all(len(record.generated_ids) == 1 for record in run.unsteered)
+    verdicts = _verdicts(run)
+    for name in ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs"):
+        assert verdicts[name] == (
+            "NOT APPLICABLE",
+            "the prompt ended at EOS before the first intended position, so nothing was steered there",
+        ), name
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--prompts", "PROMPTS", "--prompt", "The weather"], "give --prompt or --prompts, not both"),
+        (["--padding", "right"], "--padding applies to a batch; give --prompts FILE too"),
+        (["--prompts", "MANY"], "65 prompts: valid: at most 64 per run"),
+    ],
+)
+def test_conflicting_batch_options_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    (tmp_path / "PROMPTS").write_text("The weather\n")
+    (tmp_path / "MANY").write_text("The weather\n" * 65)
+    arguments = [str(tmp_path / value) if value in ("PROMPTS", "MANY") else value for value in arguments]
+    assert main(["run", "--model", "tiny-gpt2", *arguments, "--no-mlflow"]) == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_prompts_file_with_a_byte_order_mark_and_crlf_reads_clean() -> None:
+    import tempfile
+
+    from equiv_core.cli import read_prompts
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
+        handle.write("\ufeffThe weather\r\n\r\nIt is a good day.\r\n".encode())
+    assert read_prompts(handle.name) == ("The weather", "It is a good day.")

@@ -82,4 +82,7 @@ def test_chat_prompts_batched_stop_at_eos_and_hold() -> None:
     report = run_findings(config)
     assert {f.id: f.message for f in report.findings if not f.holds} == {}
     assert report.spec is not None and report.spec.batch.chat_template
+    arms = next(f for f in report.findings if f.id == "coverage").evidence.to_dict()["rows"]
+    lengths = [len(row["arms"]["hook"]["generated_ids"]) for row in arms]
+    assert min(lengths) < 12  # a row really stopped at EOS
     assert any("<|im_start|>@0" in note for note in report.notes)

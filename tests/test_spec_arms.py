@@ -33,7 +33,7 @@ def _run(context: SteeringContext, **options: str) -> SpecRun:
 
 
 def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
-    config = SpecFindingConfig(PROMPT, NEW_TOKENS, run.resolved.spec)
+    config = SpecFindingConfig((PROMPT,), NEW_TOKENS, run.resolved.spec)
     names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
     results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
     return {name: (result.verdict, result.message) for name, result in results.items()}
@@ -276,10 +276,10 @@ def test_cache_vs_recompute_is_not_applicable_with_one_new_token(
     context = context_for("tiny-gpt2")
     resolved = _resolved(context, 1, op="add", vector="random:5", scale="8", positions="all")
     run = run_spec(context, resolved)
-    config = SpecFindingConfig(PROMPT, 1, resolved.spec)
+    config = SpecFindingConfig((PROMPT,), 1, resolved.spec)
     result = SPEC_FINDINGS.get("cache_vs_recompute").judge(run, config)
     assert result.verdict == "NOT APPLICABLE"
-    assert result.message == "needs at least 2 new tokens: with 1 the cache is never read"
+    assert result.message == "needs at least 2 steps generated: with 1 the cache is never read"
 
 
 def test_cache_vs_recompute_cannot_tell_an_edit_smaller_than_rounding(
@@ -329,4 +329,24 @@ def test_arms_agree_fails_on_logits_alone(
     verdict, message = _verdicts(run)["arms_agree"]
     assert verdict == "FAIL"
     assert message.startswith("iter: logits differ from hook by")
-    assert "beyond the unsteered model's own rounding" in message
+    assert "the same computation under deterministic kernels gives bit-identical logits" in message
+
+
+def test_cache_vs_recompute_catches_a_one_percent_difference_in_the_recomputed_edit(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Just above the floor: recompute steering 1% harder moves logits far beyond rounding, though not the ids."""
+    import equiv_core.spec_run as spec_run_module
+
+    original = spec_run_module.spec_hook_generate
+
+    def harder(model: Any, pad: Any, resolved: ResolvedSpec, cached: bool, steer: bool = True) -> SpecGeneration:
+        if not cached and steer:
+            harder_spec = dataclasses.replace(resolved.spec, scale=resolved.scale * 1.01)
+            resolved = dataclasses.replace(resolved, spec=harder_spec)
+        return original(model, pad, resolved, cached, steer)
+
+    monkeypatch.setattr(spec_run_module, "spec_hook_generate", harder)
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
+    verdict, message = _verdicts(run)["cache_vs_recompute"]
+    assert verdict == "FAIL" and "the edit did not land on the same positions" in message

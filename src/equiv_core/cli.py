@@ -66,10 +66,10 @@ def read_prompts(source: str) -> tuple[str, ...]:
     Raises UserInputError for a file that cannot be read or holds no prompt.
     """
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise UserInputError(f"--prompts {source!r}: cannot read it: {type(error).__name__}") from None
-    prompts = tuple(line.rstrip("\r") for line in text.split("\n") if line.strip())
+    prompts = tuple(line for line in text.removeprefix("\ufeff").splitlines() if line.strip())
     if not prompts:
         raise UserInputError(f"--prompts {source!r} holds no prompt; give one prompt per line")
     return prompts
@@ -115,11 +115,15 @@ def _command_run(arguments: argparse.Namespace) -> int:
         arguments.seed,
         arguments.stop_at_eos,
     )
+    if arguments.prompts is not None and arguments.prompt is not None:
+        raise UserInputError("give --prompt or --prompts, not both")
+    if arguments.padding is not None and arguments.prompts is None:
+        raise UserInputError("--padding applies to a batch; give --prompts FILE too")
     config = RunConfig(
         model=arguments.model,
         device=arguments.device,
         dtype=arguments.dtype,
-        prompt=arguments.prompt,
+        prompt=DEFAULT_PROMPT if arguments.prompt is None else arguments.prompt,
         max_new_tokens=arguments.max_new_tokens,
         layer=arguments.layer,
         position=-1 if arguments.position is None else arguments.position,
@@ -218,11 +222,13 @@ def _add_tracking_options(parser: argparse.ArgumentParser, experiment: str, off_
         parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_model: str | None, model_help: str) -> None:
+def _add_model_options(
+    parser: argparse.ArgumentParser, default_model: str | None, model_help: str, default_prompt: str | None
+) -> None:
     parser.add_argument("--model", default=default_model, help=model_help)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPE_NAMES), help="model dtype (default: float32)")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--prompt", default=default_prompt, help=f"prompt (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--seed", type=int, default=0, help="seed for every RNG, 0..2**32-1 (default 0)")
 
 
@@ -273,7 +279,7 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="run the prompts of FILE (one per line; - for stdin) as one batch",
     )
-    group.add_argument("--padding", default=None, help="left or right (default: the tokenizer's side)")
+    group.add_argument("--padding", default=None, help="left or right, for --prompts (default: left)")
     group.add_argument(
         "--add-special-tokens", action="store_true", help="encode with the tokenizer's special tokens (e.g. BOS)"
     )
@@ -292,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the five findings (or a steering spec's findings) and print a report")
-    _add_model_options(run, DEFAULT_MODEL, "built-in name (see `equiv models`), directory or hub id")
+    _add_model_options(run, DEFAULT_MODEL, "built-in name (see `equiv models`), directory or hub id", None)
     run.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to generate (>= 1)")
     run.add_argument(
         "--layer", type=int, default=None, help="decoder layer of findings 2-5 (default 0); finding 1 uses the last"
@@ -309,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_command_run)
 
     bench = commands.add_parser("bench", help="time plain / iter0 / recompute against a raw hook and unsteered")
-    _add_model_options(bench, None, f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)")
+    _add_model_options(
+        bench, None, f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)", DEFAULT_PROMPT
+    )
     bench.add_argument(
         "--arms", default=",".join(BENCH_ARMS), help=f"comma-separated arms (default: all: {','.join(BENCH_ARMS)})"
     )

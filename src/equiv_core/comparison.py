@@ -22,6 +22,8 @@ LOGITS_TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
 # Rounding differences are a maximum over thousands of logits, which fluctuates between two runs by a small
 # factor; a misplaced edit moves logits by orders of magnitude more.
 FLOOR_MARGIN = 4.0
+# Steered logits larger than unsteered ones round more coarsely, but no more than this factor is granted for it.
+MAGNITUDE_CAP = 8.0
 
 
 def rounding_allowance(floor: float, steered_max: float, unsteered_max: float, dtype: torch.dtype) -> float:
@@ -29,10 +31,11 @@ def rounding_allowance(floor: float, steered_max: float, unsteered_max: float, d
 
     ``floor``: the unsteered model's own difference between the same two paths, measured in the same run (e.g.
     cached generation vs a full forward pass). It is scaled by how much larger the steered logits are (rounding
-    grows with magnitude: ``steered_max / unsteered_max``, at least 1) and by :data:`FLOOR_MARGIN`; it is never
-    below a few units of the dtype's rounding of the largest logit (``torch.finfo(dtype).eps``).
+    grows with magnitude: ``steered_max / unsteered_max``, between 1 and :data:`MAGNITUDE_CAP`) and by
+    :data:`FLOOR_MARGIN`; it is never below a few units of the dtype's rounding of the largest logit
+    (``torch.finfo(dtype).eps``).
     """
-    magnitude = max(1.0, steered_max / unsteered_max) if unsteered_max > 0 else 1.0
+    magnitude = min(MAGNITUDE_CAP, max(1.0, steered_max / unsteered_max)) if unsteered_max > 0 else 1.0
     rounding_unit = torch.finfo(dtype).eps * steered_max
     return FLOOR_MARGIN * max(floor * magnitude, 2 * rounding_unit)
 

@@ -175,10 +175,12 @@ def default_bos_note(tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> 
         return ""
     probe = batch.prompts[0]
     with_special, added_tokens = _added_tokens(tokenizer, probe, True, probe)
-    extra = len(with_special) - len(tokenizer(probe, add_special_tokens=False).input_ids)
+    own = [position for position in range(len(with_special)) if position not in {t.position for t in added_tokens}]
+    in_front = [token for token in added_tokens if own and token.position < own[0]]
+    extra = len(in_front)  # tokens appended after the prompt (an EOS) shift no position
     if extra <= 0:
         return ""
-    added = ", ".join(str(token.token) for token in added_tokens)
+    added = ", ".join(str(token.token) for token in in_front)
     return (
         f"the tokenizer adds {added} by default, but this run encodes without special tokens: a plain "
         f'tracer.invoke("...") sees {extra} more position{"s" if extra > 1 else ""} in front, so its positions are '

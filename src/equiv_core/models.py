@@ -233,6 +233,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dt
     model.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]
     model.eval()  # type: ignore[no-untyped-call]
     if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise UserInputError(f"model {name!r}: its tokenizer has neither a pad nor an EOS token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name, model, tokenizer, source, time.perf_counter() - started)
 

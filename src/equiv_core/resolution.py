@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from equiv_core.decoding import GREEDY, Decoding
+from equiv_core.errors import UserInputError
 from equiv_core.inputs import PromptBatch
 from equiv_core.spec import SteeringSpec, Steps
 from equiv_core.vectors import resolve_vectors
@@ -95,8 +96,17 @@ def resolve_spec(
 ) -> ResolvedSpec:
     """Resolve ``spec`` for this model and batch (UserInputError for a layer, position or vector that does not fit)."""
     layers = tuple(sorted(spec.layers.resolve(context.architecture.num_layers)))
-    positions = tuple(spec.check_fits(length, new_tokens) for length in batch.lengths)
+    positions = []
+    for row, length in enumerate(batch.lengths):
+        try:
+            positions.append(spec.check_fits(length, new_tokens))
+        except UserInputError as error:
+            if batch.size == 1:
+                raise
+            raise UserInputError(f"prompt {row + 1} ({length} tokens): {error}") from None
     vectors = None if spec.vector is None else resolve_vectors(spec.vector, context, layers)
     prompt_only = all(p < batch.lengths[row] for row, row_positions in enumerate(positions) for p in row_positions)
     steps = spec.steps.concrete(prompt_only)
-    return ResolvedSpec(spec, layers, positions, steps, vectors, batch, new_tokens, decoding, context.eos_token_ids())
+    return ResolvedSpec(
+        spec, layers, tuple(positions), steps, vectors, batch, new_tokens, decoding, context.eos_token_ids()
+    )

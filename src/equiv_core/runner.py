@@ -63,7 +63,7 @@ class RunConfig:
     experiments: tuple[str, ...] | None = None  # None: every finding of the mode
     spec: SteeringSpec | None = None  # None: the original study's five findings
     prompts: tuple[str, ...] = ()  # a batch (spec mode); empty: ``prompt`` alone
-    padding: str | None = None  # left / right; None: the tokenizer's side
+    padding: str | None = None  # left / right; None: the tokenizer's side (left for nnsight-wrapped models)
     add_special_tokens: bool = False
     chat_template: bool = False
     decoding: Decoding = GREEDY
@@ -139,7 +139,8 @@ class RunReport:
         return {
             "model": self.config.model,
             "model_source": self.model_source,
-            "prompt": self.config.prompt,
+            "prompt": self.config.prompt_list[0],
+            **({"prompts": list(self.config.prompt_list)} if len(self.config.prompt_list) > 1 else {}),
             "prompt_ids": list(self.prompt_ids),
             "prompt_tokens": list(self.prompt_tokens),
             "config": self.config.to_dict(),
@@ -160,6 +161,7 @@ class RunReport:
 
 
 STUDY_REFUSES = "applies to steering specs (give one, e.g. --recipe original-zero); the five findings use"
+MAX_BATCH = 64  # each prompt also runs alone, every arm, and keeps [steps, vocab] logits per arm
 
 
 def validate_config(config: RunConfig) -> None:
@@ -171,6 +173,8 @@ def validate_config(config: RunConfig) -> None:
                 if len(config.prompt_list) == 1
                 else f"prompt {index + 1} is empty; give one non-empty prompt per line"
             )
+    if len(config.prompt_list) > MAX_BATCH:
+        raise UserInputError(f"{len(config.prompt_list)} prompts: valid: at most {MAX_BATCH} per run (split the file)")
     if config.padding is not None and config.padding not in ("left", "right"):
         raise UserInputError(f"--padding {config.padding!r}: valid: left, right")
     if config.spec is None:
@@ -292,7 +296,7 @@ def _spec_findings(
     config: RunConfig, context: SteeringContext, resolved: ResolvedSpec
 ) -> Iterator[tuple[FindingResult, float]]:
     """Generate every arm once, then judge each spec finding; a failure to generate fails every finding."""
-    finding_config = SpecFindingConfig(config.prompt, config.max_new_tokens, resolved.spec)
+    finding_config = SpecFindingConfig(config.prompt_list, config.max_new_tokens, resolved.spec)
     started = time.perf_counter()
     spec_run: SpecRun | None = None
     failure = ""
@@ -359,6 +363,8 @@ def run_findings(
             config.chat_template,
         )
         check_fits_context(max(batch.lengths), config.max_new_tokens, context.architecture.max_positions)
+        if config.decoding.stop_at_eos and not context.eos_token_ids():
+            raise UserInputError("--stop-at-eos: this model has no EOS token id, so generation cannot stop early")
         notes = _batch_notes(context, batch)
         resolved = resolve_spec(config.spec, context, batch, config.max_new_tokens, config.decoding)
         prompt_ids = batch.row_ids(0)

@@ -1,16 +1,15 @@
 """Spec finding ``arms_agree``: every nnsight arm that touched what the spec intends gives the raw hook's result.
 
 Cached arms (plain invoke, step selector in one batched invoke or one invoke per prompt) are compared with the
-cached hook; the recompute arm with the hook without the cache. Each pair is the same computation, so token ids
-must be identical in every row, and logits are expected to be bit-identical; a logits difference is accepted only
-up to the rounding the unsteered model itself shows between two computation paths in the same run (its
-cached-vs-recompute difference), never from a fixed table. An arm whose coverage has a gap is not expected to
-agree; the report says whether the gap changed its tokens.
+cached hook; the recompute arm with the hook without the cache. Each pair is the same computation on the same
+inputs under deterministic kernels (the run configures them), where the model itself gives bit-identical logits
+twice: so token ids must be identical in every row and logits bit-identical. An arm whose coverage has a gap is not
+expected to agree; the report says whether the gap changed its tokens. Rows that ended at EOS before anything was
+steered are left out (their tokens say nothing about steering).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,10 @@ from equiv_core.experiments.spec.base import (
     SpecEvidence,
     SpecFindingConfig,
     arms_evidence,
-    noise_floor,
+    ended_before_intent,
     non_finite_problems,
     row_label,
+    rows_with_intent,
     spec_finding,
     spec_verdict,
     written_arm_missing,
@@ -63,20 +63,13 @@ class ArmAgreement:
 @dataclass(frozen=True, slots=True)
 class ArmsAgreeEvidence(SpecEvidence):
     comparisons: tuple[ArmAgreement, ...]
-    noise_floor: float
 
     def details(self) -> dict[str, Any]:
-        return {
-            "comparisons": [comparison.to_dict() for comparison in self.comparisons],
-            "unsteered_noise_floor": self.noise_floor,
-        }
+        return {"comparisons": [comparison.to_dict() for comparison in self.comparisons]}
 
     def lines(self) -> list[str]:
         batch = len(self.prompts) > 1
         lines = [c.line(f"row {c.row}: " if batch else "") for c in self.comparisons]
-        lines.append(
-            f"logits may differ by at most {self.noise_floor:.3g} (the unsteered model's own rounding between paths)"
-        )
         for name, arm in self.arms.items():
             for row, evidence in enumerate(arm.rows):
                 label = f"row {row} " if batch else ""
@@ -87,7 +80,7 @@ class ArmsAgreeEvidence(SpecEvidence):
 
 @spec_finding(ID, "every nnsight arm that touched what the spec intends gives the raw hook's token ids and logits")
 def arms_agree(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
-    floor = noise_floor(run)
+    judged = rows_with_intent(run)
     comparisons, problems = [], non_finite_problems(run)
     for name in [name for name in NNSIGHT_ARMS if name in run.arms]:
         arm = run.arms[name]
@@ -95,7 +88,9 @@ def arms_agree(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             continue
         reference = "hook" if arm.cached else "hook_recompute"
         for row, (record, expected) in enumerate(zip(arm.rows, run.arms[reference].rows, strict=True)):
-            logits = compare_tensors(record.step_logits, expected.step_logits, atol=floor, rtol=0.0)
+            if row not in judged:
+                continue
+            logits = compare_tensors(record.step_logits, expected.step_logits, atol=0.0, rtol=0.0)
             ids_equal = record.generated_ids == expected.generated_ids
             comparisons.append(ArmAgreement(name, reference, row, arm.covers_intent, ids_equal, logits))
             if not arm.covers_intent:
@@ -105,18 +100,26 @@ def arms_agree(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
                 problems.append(
                     f"{where}ids {list(record.generated_ids)} differ from {reference} {list(expected.generated_ids)}"
                 )
-            elif not logits.bit_identical and not (math.isfinite(floor) and logits.max_abs_diff <= floor):
+            elif not logits.bit_identical:
                 problems.append(
-                    f"{where}logits differ from {reference} by {logits.max_abs_diff:.3g}, beyond the unsteered "
-                    f"model's own rounding between computation paths ({floor:.3g})"
+                    f"{where}logits differ from {reference} by {logits.max_abs_diff:.3g}: the same computation under "
+                    "deterministic kernels gives bit-identical logits"
                 )
     compared = sorted({c.arm for c in comparisons if c.covers_intent}, key=NNSIGHT_ARMS.index)
-    if not compared:
+    if judged and not compared:
         problems.append("no nnsight arm touched what the spec intends, so none can be compared (see coverage)")
-    evidence = ArmsAgreeEvidence(arms_evidence(run), run.resolved.batch.prompts, tuple(comparisons), floor)
+    evidence = ArmsAgreeEvidence(arms_evidence(run), run.resolved.batch.prompts, tuple(comparisons))
     verb = "gives" if len(compared) == 1 else "give"
     exact = [arm for arm in compared if all(c.logits.bit_identical for c in comparisons if c.arm == arm)]
     success = f"{', '.join(compared)} {verb} the raw hook's ids" + (
         f"; logits bit-identical: {', '.join(exact)}" if exact else ""
     )
-    return spec_verdict(ID, config, problems, success, evidence, expressible=written_arm_missing(run))
+    return spec_verdict(
+        ID,
+        config,
+        problems,
+        success,
+        evidence,
+        applicable="" if judged else ended_before_intent(run),
+        expressible=written_arm_missing(run),
+    )

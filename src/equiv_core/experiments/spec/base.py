@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from equiv_core.comparison import rounding_allowance
 from equiv_core.coverage import IndexFault, Touch
 from equiv_core.experiments.base import Evidence, FindingConfig, FindingResult, GenerationSummary
 from equiv_core.registry import Registry
@@ -21,20 +22,24 @@ from equiv_core.steering import GenerationRecord
 
 @dataclass(frozen=True, slots=True)
 class SpecFindingConfig(FindingConfig):
-    """A spec finding's input: the prompt, the number of new tokens and the spec as written."""
+    """A spec finding's input: the prompts (one, or a batch), the number of new tokens and the spec as written."""
 
-    prompt: str
+    prompts: tuple[str, ...]
     max_new_tokens: int
     spec: SteeringSpec
 
+    def _prompts(self) -> dict[str, Any]:
+        return {"prompt": self.prompts[0]} if len(self.prompts) == 1 else {"prompts": list(self.prompts)}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "max_new_tokens": self.max_new_tokens, "spec": self.spec.to_dict()}
+        return {**self._prompts(), "max_new_tokens": self.max_new_tokens, "spec": self.spec.to_dict()}
 
     def where(self) -> str:
         return f"layers {self.spec.layers.text}"
 
     def params(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "max_new_tokens": self.max_new_tokens, "spec": self.spec.describe()}
+        prompts = {"prompt": self.prompts[0]} if len(self.prompts) == 1 else {"prompts": " | ".join(self.prompts)}
+        return {**prompts, "max_new_tokens": self.max_new_tokens, "spec": self.spec.describe()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +78,8 @@ class ArmEvidence:
         rows = tuple(
             RowEvidence(
                 GenerationSummary.of(record, decode),
-                tuple(sorted(t for t in arm.generation.touched if t.row == row)),
-                tuple(f for f in arm.generation.faults if f.row == row),
+                tuple(sorted(arm.coverage[row].touched)),  # over the steps the row ran (not after its EOS)
+                arm.coverage[row].faults,
                 tuple(arm.coverage[row].problems()),
             )
             for row, record in enumerate(arm.generation.rows)
@@ -208,19 +213,40 @@ def first_difference(first: GenerationRecord, second: GenerationRecord) -> int |
     return differing
 
 
-def same_input_diff(first: GenerationRecord, second: GenerationRecord) -> float:
-    """Max abs logits difference over the steps whose inputs were identical: up to and including the first step
-    whose chosen tokens differ (its input was still the same prefix). NaN if either holds a non-finite logit."""
+def same_input_steps(first: GenerationRecord, second: GenerationRecord) -> int:
+    """How many leading steps had identical inputs: up to and including the first step whose chosen tokens differ
+    (its input was still the same prefix)."""
     differing = first_difference(first, second)
     steps = min(len(first.generated_ids), len(second.generated_ids)) if differing is None else differing + 1
-    steps = min(steps, len(first.step_logits), len(second.step_logits))
+    return min(steps, len(first.step_logits), len(second.step_logits))
+
+
+def same_input_diff(first: GenerationRecord, second: GenerationRecord) -> float:
+    """Max abs logits difference over the steps whose inputs were identical (:func:`same_input_steps`); 0 when
+    there are none, NaN if either holds a non-finite logit."""
+    steps = same_input_steps(first, second)
+    if steps == 0:
+        return 0.0
     return float((first.step_logits[:steps] - second.step_logits[:steps]).abs().max())
 
 
-def noise_floor(run: SpecRun) -> float:
-    """The unsteered model's own cached-vs-recompute logits difference on identical inputs, in this run (the
-    largest over rows): the size of rounding differences between two computation paths of the same steering."""
-    return max(same_input_diff(a, b) for a, b in zip(run.unsteered, run.unsteered_recompute, strict=True))
+def _largest(record: GenerationRecord, steps: int) -> float:
+    return float(record.step_logits[:steps].abs().max()) if steps else 0.0
+
+
+def row_allowance(run: SpecRun, row: int, steered: GenerationRecord, other: GenerationRecord) -> tuple[float, float]:
+    """``(floor, allowance)`` for comparing two steered generations of row ``row`` on their identical-input steps:
+    the unsteered model's own cached-vs-recompute difference on that row, in this run, scaled to the steered
+    logits (:func:`equiv_core.comparison.rounding_allowance`)."""
+    unsteered, unsteered_recompute = run.unsteered[row], run.unsteered_recompute[row]
+    floor = same_input_diff(unsteered, unsteered_recompute)
+    allowance = rounding_allowance(
+        floor,
+        _largest(steered, same_input_steps(steered, other)),
+        _largest(unsteered, same_input_steps(unsteered, unsteered_recompute)),
+        run.dtype,
+    )
+    return floor, allowance
 
 
 def non_finite_problems(run: SpecRun) -> list[str]:
@@ -232,6 +258,21 @@ def non_finite_problems(run: SpecRun) -> list[str]:
         for name, rows in records.items()
         if not all(bool(record.step_logits.isfinite().all()) for record in rows)
     ]
+
+
+def rows_with_intent(run: SpecRun) -> list[int]:
+    """Rows that had something to steer in the steps they ran (a row that ended at EOS before its first intended
+    position had nothing, and its tokens say nothing about steering)."""
+    return [check.row for check in run.arms["hook"].coverage if check.intended]
+
+
+def ended_before_intent(run: SpecRun) -> str:
+    """The rows left out because they ended at EOS before their first intended position, in words, or ''."""
+    rows = [row for row in range(run.batch_size) if row not in rows_with_intent(run)]
+    if not rows:
+        return ""
+    which = "the prompt" if run.batch_size == 1 else f"rows {', '.join(map(str, rows))}"
+    return f"{which} ended at EOS before the first intended position, so nothing was steered there"
 
 
 def row_label(run: SpecRun, row: int) -> str:

@@ -91,22 +91,27 @@ def _pitfall(run: SpecRun) -> str:
 
 @spec_finding(ID, "each prompt of a batch gives the same token ids as when it runs alone, in every arm")
 def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
+    prompts = run.resolved.batch.prompts
     if run.batch_size == 1:
-        evidence = BatchInvarianceEvidence(arms_evidence(run), run.resolved.batch.prompts, "none", (), (), "")
+        evidence = BatchInvarianceEvidence(arms_evidence(run), prompts, "none", (), (), "")
         return spec_verdict(ID, config, [], "", evidence, applicable="one prompt: nothing is batched (use --prompts)")
     comparisons: list[RowInvariance] = []
-    comparable: list[int] = []
+    comparable: dict[bool, list[int]] = {True: [], False: []}  # per cache mode: rows unsteered keeps alone
     for row, alone in enumerate(run.alone):
-        unsteered = RowInvariance(
-            "unsteered",
-            row,
-            run.unsteered[row].generated_ids,
-            alone.unsteered[0].generated_ids,
-            _logits_diff(run.unsteered[row], alone.unsteered[0]),
-        )
-        comparisons.append(unsteered)
-        if unsteered.ids_equal:
-            comparable.append(row)
+        for cached, batched, solo in (
+            (True, run.unsteered[row], alone.unsteered[0]),
+            (False, run.unsteered_recompute[row], alone.unsteered_recompute[0]),
+        ):
+            baseline = RowInvariance(
+                "unsteered" if cached else "unsteered_recompute",
+                row,
+                batched.generated_ids,
+                solo.generated_ids,
+                _logits_diff(batched, solo),
+            )
+            comparisons.append(baseline)
+            if baseline.ids_equal:
+                comparable[cached].append(row)
         for name, arm in run.arms.items():
             alone_arm = alone.arms["iter" if name == "iter_per_invoke" else name]
             if not arm.expressible or not alone_arm.expressible:
@@ -115,29 +120,36 @@ def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             comparisons.append(
                 RowInvariance(name, row, batched.generated_ids, solo.generated_ids, _logits_diff(batched, solo))
             )
+    cache_mode = {name: arm.cached for name, arm in run.arms.items()} | {
+        "unsteered": True,
+        "unsteered_recompute": False,
+    }
     problems = [
         f"{c.arm}: row {c.row} gives {list(c.batched_ids)} in the batch but {list(c.alone_ids)} alone"
         for c in comparisons
-        if c.row in comparable and not c.ids_equal
+        if c.row in comparable[cache_mode[c.arm]] and not c.ids_equal
     ]
     pitfall = _pitfall(run)
+    judged = sorted(set(comparable[True]) & set(comparable[False]))
     evidence = BatchInvarianceEvidence(
-        arms_evidence(run),
-        run.resolved.batch.prompts,
-        run.resolved.batch.padding,
-        tuple(comparisons),
-        tuple(comparable),
-        pitfall,
+        arms_evidence(run), prompts, run.resolved.batch.padding, tuple(comparisons), tuple(judged), pitfall
     )
-    if not comparable:
-        reason = "no row's unsteered generation is the same as running alone, so steering cannot be judged here"
-        if run.resolved.decoding.do_sample:
-            reason += " (sampling draws one set of random numbers for the whole batch, so a row's sample depends on it)"
-        return spec_verdict(ID, config, [], "", evidence, applicable=f"{reason}{'; ' + pitfall if pitfall else ''}")
-    left_out = [row for row in range(run.batch_size) if row not in comparable]
-    success = f"every arm gives each prompt's ids alone, in rows {', '.join(map(str, comparable))}" + (
+    padded = run.resolved.batch.padded_rows()
+    not_applicable = ""
+    if run.resolved.decoding.do_sample:
+        not_applicable = (
+            "sampling draws one set of random numbers for the whole batch, so a row's sample depends on the batch: "
+            "run batch invariance greedy"
+        )
+    elif not any(row in padded for row in judged):
+        not_applicable = (
+            "no padded row's unsteered generation is the same as running alone, so padding cannot be judged"
+        )
+        not_applicable += f"; {pitfall}" if pitfall else ""
+    left_out = [row for row in range(run.batch_size) if row not in judged]
+    success = f"every arm gives each prompt's ids alone, in rows {', '.join(map(str, judged))}" + (
         f" (rows {', '.join(map(str, left_out))} not judged: unsteered generation already differs there)"
         if left_out
         else ""
     )
-    return spec_verdict(ID, config, problems, success, evidence)
+    return spec_verdict(ID, config, problems, success, evidence, applicable=not_applicable)

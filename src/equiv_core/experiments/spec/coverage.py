@@ -15,7 +15,9 @@ from equiv_core.experiments.spec.base import (
     SpecEvidence,
     SpecFindingConfig,
     arms_evidence,
+    ended_before_intent,
     row_label,
+    rows_with_intent,
     spec_finding,
     spec_verdict,
     written_arm_missing,
@@ -92,5 +94,11 @@ def coverage(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
     ]
     evidence = CoverageEvidence(arms_evidence(run), run.resolved.batch.prompts, checks, run.resolved.new_tokens)
     cached_edits = sum(len(check.intended) for check in checks["hook"])
-    success = f"{', '.join(checks)} touched exactly the intended edits ({cached_edits} with the KV cache)"
-    return spec_verdict(ID, config, problems, success, evidence, expressible=written_arm_missing(run))
+    left_out = ended_before_intent(run)
+    success = f"{', '.join(checks)} touched exactly the intended edits ({cached_edits} with the KV cache)" + (
+        f"; {left_out}" if left_out else ""
+    )
+    applicable = "" if rows_with_intent(run) else left_out
+    return spec_verdict(
+        ID, config, problems, success, evidence, applicable=applicable, expressible=written_arm_missing(run)
+    )

@@ -12,15 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from equiv_core.comparison import rounding_allowance, tensor_sha256
+from equiv_core.comparison import tensor_sha256
 from equiv_core.experiments.base import FindingResult
 from equiv_core.experiments.spec.base import (
     SpecEvidence,
     SpecFindingConfig,
     arms_evidence,
-    noise_floor,
+    ended_before_intent,
     non_finite_problems,
+    row_allowance,
     row_label,
+    rows_with_intent,
     same_input_diff,
     spec_finding,
     spec_verdict,
@@ -35,7 +37,7 @@ class SteeredDiffersEvidence(SpecEvidence):
     identity: bool  # the spec changes nothing (e.g. scale 0): every arm must equal unsteered
     equal_to_unsteered: dict[str, tuple[bool, ...]]  # per arm, per row: same token ids
     changed: dict[str, tuple[bool, ...]]  # per arm, per row: different ids, or logits beyond rounding
-    allowance: float
+    allowance: float  # the largest per-row logits allowance used
 
     def details(self) -> dict[str, Any]:
         single = len(self.prompts) == 1
@@ -73,22 +75,23 @@ class SteeredDiffersEvidence(SpecEvidence):
 )
 def steered_differs(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
     identity = run.resolved.spec.is_identity
+    judged = rows_with_intent(run)
     equal: dict[str, tuple[bool, ...]] = {}
     changed: dict[str, tuple[bool, ...]] = {}
+    allowances: list[float] = []
     problems = non_finite_problems(run)
-    steered_max = max(float(record.step_logits.abs().max()) for record in run.arms["hook"].rows)
-    unsteered_max = max(float(record.step_logits.abs().max()) for record in run.unsteered)
-    allowance = rounding_allowance(noise_floor(run), steered_max, unsteered_max, run.dtype)
     for name, arm in run.arms.items():
         if not arm.expressible:
             continue
         baselines = run.unsteered if arm.cached else run.unsteered_recompute
         pairs = list(zip(arm.rows, baselines, strict=True))
         equal[name] = tuple(record.generated_ids == baseline.generated_ids for record, baseline in pairs)
-        changed[name] = tuple(
-            not same or not same_input_diff(record, baseline) <= allowance
-            for same, (record, baseline) in zip(equal[name], pairs, strict=True)
-        )
+        moved = []
+        for row, (record, baseline) in enumerate(pairs):
+            _floor, allowance = row_allowance(run, row, record, baseline)
+            allowances.append(allowance)
+            moved.append(not equal[name][row] or not same_input_diff(record, baseline) <= allowance)
+        changed[name] = tuple(moved)
         if identity:
             for row, (record, baseline) in enumerate(pairs):
                 bit_identical = tensor_sha256(record.step_logits) == tensor_sha256(baseline.step_logits)
@@ -99,7 +102,7 @@ def steered_differs(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
                         f"bit-identical: {bit_identical}"
                     )
     if not identity:
-        invisible = [row for row, moved in enumerate(changed.get("hook", ())) if not moved]
+        invisible = [row for row, moved in enumerate(changed.get("hook", ())) if not moved and row in judged]
         for row in invisible:
             problems.append(
                 f"{row_label(run, row)}the edit does not change the output even in the raw-hook reference, so no "
@@ -110,14 +113,16 @@ def steered_differs(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             f"{name}: {row_label(run, row)}steering not applied (ids equal the unsteered ids, logits within rounding)"
             for name, rows in changed.items()
             for row, moved in enumerate(rows)
-            if not moved and row not in invisible
+            if not moved and row in judged and row not in invisible
         ]
     evidence = SteeredDiffersEvidence(
-        arms_evidence(run), run.resolved.batch.prompts, identity, equal, changed, allowance
+        arms_evidence(run), run.resolved.batch.prompts, identity, equal, changed, max(allowances, default=0.0)
     )
+    left_out = ended_before_intent(run)
     success = (
         "the spec changes nothing and every arm gives exactly the unsteered output (ids and logits bit for bit)"
         if identity
         else f"every steered arm ({', '.join(equal)}) changes the output"
-    )
-    return spec_verdict(ID, config, problems, success, evidence)
+    ) + (f"; {left_out}" if left_out else "")
+    applicable = "" if identity or judged else left_out
+    return spec_verdict(ID, config, problems, success, evidence, applicable=applicable)
