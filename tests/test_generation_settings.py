@@ -84,8 +84,8 @@ def test_left_padded_batches_hold_every_finding(
 def test_right_padding_cannot_judge_padded_rows_and_names_the_pitfall(
     context_for: Callable[[str], SteeringContext], model: str, options: dict[str, str]
 ) -> None:
-    """With right padding generate continues shorter rows from a pad token: unsteered already differs there, so
-    only the unpadded row is judged, and the pitfall is named."""
+    """With right padding generate continues shorter rows from a pad token: unsteered already differs there, so no
+    padded row can be judged (NOT APPLICABLE), and the pitfall is named."""
     run = _run(context_for(model), padding="right", **options)
     verdict, message = _verdicts(run)["batch_invariance"]
     assert verdict == "NOT APPLICABLE"

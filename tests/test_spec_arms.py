@@ -249,22 +249,45 @@ def test_nnsight_and_hook_record_the_same_touches_and_pass_lengths(
     assert nnsight.passes == hook.passes
 
 
-def test_cache_vs_recompute_fails_when_recompute_edits_other_positions(
-    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def mutate_recompute_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mutation], None]:
+    """Make the raw hook without the KV cache apply a changed spec (the cached hook stays as it is)."""
+
+    def install(mutation: Mutation) -> None:
+        import equiv_core.spec_run as spec_run_module
+
+        original = spec_run_module.spec_hook_generate
+
+        def mutated(model: Any, pad: Any, resolved: ResolvedSpec, cached: bool, steer: bool = True) -> SpecGeneration:
+            return original(model, pad, resolved if cached or not steer else mutation(resolved), cached, steer)
+
+        monkeypatch.setattr(spec_run_module, "spec_hook_generate", mutated)
+
+    return install
+
+
+def _one_position_late(resolved: ResolvedSpec) -> ResolvedSpec:
+    return dataclasses.replace(resolved, positions=tuple(tuple(p + 1 for p in row) for row in resolved.positions))
+
+
+def _one_percent_harder(resolved: ResolvedSpec) -> ResolvedSpec:
+    return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, scale=resolved.scale * 1.01))
+
+
+@pytest.mark.parametrize(
+    ("mutation", "positions"),
+    [(_one_position_late, "0,2"), (_one_percent_harder, "all")],
+    ids=["edit-one-position-late", "edit-one-percent-harder"],
+)
+def test_cache_vs_recompute_fails_when_recompute_steers_differently(
+    context_for: Callable[[str], SteeringContext],
+    mutate_recompute_hook: Callable[[Mutation], None],
+    mutation: Mutation,
+    positions: str,
 ) -> None:
-    """A recompute path that places the edit one position late: its logits move far beyond rounding."""
-    import equiv_core.spec_run as spec_run_module
-
-    original = spec_run_module.spec_hook_generate
-
-    def misplaced(model: Any, pad: Any, resolved: ResolvedSpec, cached: bool, steer: bool = True) -> SpecGeneration:
-        if not cached and steer:
-            shifted = tuple(tuple(p + 1 for p in row) for row in resolved.positions)
-            resolved = dataclasses.replace(resolved, positions=shifted)
-        return original(model, pad, resolved, cached, steer)
-
-    monkeypatch.setattr(spec_run_module, "spec_hook_generate", misplaced)
-    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="0,2")
+    """A recompute edit one position late, or just 1% stronger: logits move far beyond rounding."""
+    mutate_recompute_hook(mutation)
+    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions=positions)
     verdict, message = _verdicts(run)["cache_vs_recompute"]
     assert verdict == "FAIL"
     assert "the edit did not land on the same positions" in message
@@ -330,23 +353,3 @@ def test_arms_agree_fails_on_logits_alone(
     assert verdict == "FAIL"
     assert message.startswith("iter: logits differ from hook by")
     assert "the same computation under deterministic kernels gives bit-identical logits" in message
-
-
-def test_cache_vs_recompute_catches_a_one_percent_difference_in_the_recomputed_edit(
-    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Just above the floor: recompute steering 1% harder moves logits far beyond rounding, though not the ids."""
-    import equiv_core.spec_run as spec_run_module
-
-    original = spec_run_module.spec_hook_generate
-
-    def harder(model: Any, pad: Any, resolved: ResolvedSpec, cached: bool, steer: bool = True) -> SpecGeneration:
-        if not cached and steer:
-            harder_spec = dataclasses.replace(resolved.spec, scale=resolved.scale * 1.01)
-            resolved = dataclasses.replace(resolved, spec=harder_spec)
-        return original(model, pad, resolved, cached, steer)
-
-    monkeypatch.setattr(spec_run_module, "spec_hook_generate", harder)
-    run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
-    verdict, message = _verdicts(run)["cache_vs_recompute"]
-    assert verdict == "FAIL" and "the edit did not land on the same positions" in message
