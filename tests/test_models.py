@@ -91,25 +91,6 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyP
         models.smollm2_gguf_path()
 
 
-def test_failed_conversion_leaves_no_cache_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_cached: Callable[[str], LoadedModel]
-) -> None:
-    """A conversion that dies while saving must not leave a folder that later loads would trust."""
-    tiny = load_cached("tiny-llama")
-    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny.model)
-    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny.tokenizer)
-
-    def crash(*_args: object, **_kwargs: object) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(type(tiny.model), "save_pretrained", crash)
-    target = tmp_path / "cache" / "smollm2"
-    with pytest.raises(OSError, match="disk full"):
-        models._convert_smollm2(tmp_path / "model.gguf", target)
-    assert not target.exists()
-    assert list((tmp_path / "cache").iterdir()) == []
-
-
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 def test_the_catalogue_shape_of_tiny_models_matches_the_built_model(
     name: str, context_for: Callable[[str], SteeringContext]

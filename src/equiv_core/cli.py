@@ -2,7 +2,8 @@
 
 Importing this module, ``equiv --help``, ``equiv models`` and ``equiv recipes`` import neither torch nor nnsight
 nor MLflow. Exit status: 0 when every finding holds, 1 when one fails, 2 on bad input (one line on stderr,
-nothing written), 130 when interrupted.
+nothing written), 3 on a fault of the environment after the start (model cache, tracking store, disk: one line
+naming it; ``--debug`` shows the traceback), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,8 +24,8 @@ from equiv_core.catalog import (
     DEFAULT_PROMPT,
     DTYPE_NAMES,
 )
-from equiv_core.errors import UserInputError
-from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_OK, TrackingOptions
+from equiv_core.errors import EnvironmentFault, UserInputError
+from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, TrackingOptions
 from equiv_core.spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
 from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
 
@@ -294,10 +296,17 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="equiv", description="Steering-equivalence findings and benchmarks for nnsight.")
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
+    parser = _Parser(
+        prog="equiv", description="Steering-equivalence findings and benchmarks for nnsight.", parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="run the five findings (or a steering spec's findings) and print a report")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    run = command("run", "run the five findings (or a steering spec's findings) and print a report")
     _add_model_options(run, DEFAULT_MODEL, "built-in name (see `equiv models`), directory or hub id", None)
     run.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to generate (>= 1)")
     run.add_argument(
@@ -314,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_options(run, DEFAULT_EXPERIMENT)
     run.set_defaults(handler=_command_run)
 
-    bench = commands.add_parser("bench", help="time plain / iter0 / recompute against a raw hook and unsteered")
+    bench = command("bench", "time plain / iter0 / recompute against a raw hook and unsteered")
     _add_model_options(
         bench, None, f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)", DEFAULT_PROMPT
     )
@@ -351,27 +360,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_options(bench, DEFAULT_EXPERIMENT)
     bench.set_defaults(handler=_command_bench)
 
-    compare = commands.add_parser("compare", help="MLflow runs side by side: verdicts, ratios, identical hashes")
+    compare = command("compare", "MLflow runs side by side: verdicts, ratios, identical hashes")
     compare.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="parent run ids (default: the newest two)")
     _add_tracking_options(compare, DEFAULT_EXPERIMENT, off_switch=False)
     compare.set_defaults(handler=_command_compare)
 
-    audit_cell = commands.add_parser("audit-cell", help="(used by `nox -s audit`) audit this environment")
+    audit_cell = command("audit-cell", "(used by `nox -s audit`) audit this environment")
     audit_cell.add_argument("--cell", required=True, help="cell id, e.g. \"nnsight='0.7.0'\"")
     audit_cell.add_argument("--models", default="smollm2-135m,tiny-gpt2", help="comma-separated models")
     audit_cell.add_argument("--out", default="results/audit", help="directory for <cell>.json and <cell>.npz")
     _add_tracking_options(audit_cell, AUDIT_EXPERIMENT)
     audit_cell.set_defaults(handler=_command_audit_cell)
 
-    audit_report = commands.add_parser("audit-report", help="Markdown report + MLflow table of all audit cells")
+    audit_report = command("audit-report", "Markdown report + MLflow table of all audit cells")
     audit_report.add_argument("--results", default="results/audit", help="directory of cell results")
     audit_report.add_argument("--reference", default="nnsight='0.8.1'", help="cell the others are compared with")
     _add_tracking_options(audit_report, AUDIT_EXPERIMENT)
     audit_report.set_defaults(handler=_command_audit_report)
 
-    models = commands.add_parser("models", help="list the built-in offline models")
+    models = command("models", "list the built-in offline models")
     models.set_defaults(handler=_command_models)
-    recipes = commands.add_parser("recipes", help="list the built-in steering recipes")
+    recipes = command("recipes", "list the built-in steering recipes")
     recipes.set_defaults(handler=_command_recipes)
     return parser
 
@@ -391,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"equiv: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except EnvironmentFault as error:
+        if arguments.debug:
+            traceback.print_exc()
+        print(f"equiv: error: {error}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         print("equiv: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

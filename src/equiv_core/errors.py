@@ -1,9 +1,17 @@
-"""The one exception type for mistakes a user can make, so the CLI can report them in one line."""
+"""The exceptions the command line turns into one line and an exit status of their own."""
 
 
 class UserInputError(ValueError):
-    """Bad input from the user (model, layer, position, prompt, device, ...).
+    """Bad input from the user (model, layer, position, prompt, device, output path, ...).
 
     Raised once, at the edge, with a message that names the valid range. The CLI prints the message on one
     line and exits with status 2; nothing is written and no traceback is shown.
+    """
+
+
+class EnvironmentFault(RuntimeError):
+    """A fault of the environment after the run started: the model cache, the tracking store, the disk.
+
+    The message names what failed and what to do. The CLI prints it on one line and exits with status 3
+    (``--debug`` shows the traceback); outputs already promised are written where possible.
     """

@@ -7,7 +7,6 @@ the exit status: 0 when everything holds, 1 when a finding fails; bad input rais
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -17,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equiv_core.errors import UserInputError
+from equiv_core.outputs import check_output, write_json, write_with
 
 if TYPE_CHECKING:
     from equiv_core.bench.sweep import BenchConfig
     from equiv_core.runner import RunConfig, RunReport
     from equiv_core.tracking import TrackedRun, Tracker
 
-EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT, EXIT_ENVIRONMENT = 0, 1, 2, 3
 DEFAULT_SWEEP_PLOT = "results/bench-sweep.png"
 
 
@@ -46,37 +46,11 @@ class TrackingOptions:
         return open_tracker(self.enabled, self.uri, self.experiment)
 
 
-def output_target(value: str | None, flag: str, default: str | None = None) -> Path | None:
-    """Check an output destination before any model work, so a bad path fails fast (the default's folder is
-    created when needed)."""
-    if value is None:
-        return None
-    path = Path(value)
-    if path.is_dir():
-        raise UserInputError(f"{flag} {value!r} is a directory; give a file path")
-    if not path.parent.is_dir() and value != default:
-        raise UserInputError(f"{flag} {value!r}: directory {str(path.parent)!r} does not exist")
-    return path
-
-
 def existing_file(value: str, flag: str) -> Path:
     path = Path(value)
     if not path.is_file():
         raise UserInputError(f"{flag} {value!r}: no such file")
     return path
-
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` through a temporary file, so a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _early_tags() -> dict[str, Any]:
@@ -108,8 +82,8 @@ def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, track
     from equiv_core.report import render
     from equiv_core.runner import validate_config
 
-    json_path = output_target(json_out, "--json")
-    plot_path = output_target(plot_out, "--plot")
+    json_path = check_output(json_out, "--json")
+    plot_path = check_output(plot_out, "--plot")
     if plot_path is not None and config.spec is None:
         raise UserInputError("--plot draws a steering spec's coverage map; give a spec (--recipe, --op, ...) too")
     validate_config(config)
@@ -125,7 +99,7 @@ def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, track
         run_logging.log_run_report(parent, report, payload)
     print(render(report))
     if json_path is not None:
-        write_json_atomically(json_path, payload)
+        write_json(json_path, payload)
         say(f"wrote {json_path}")
     _say_logged(tracker, parent)
     return EXIT_OK if report.all_hold else EXIT_FINDING_FAILED
@@ -146,7 +120,7 @@ def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun
         plot_coverage(evidence.checks, descriptions, evidence.new_tokens, title, drawn)
         run.log_file(drawn)
         if plot_path is not None:
-            shutil.copyfile(drawn, plot_path)
+            write_with(plot_path, lambda staging: shutil.copyfile(drawn, staging))
     run.log_json(evidence.to_dict(), "coverage.json")
     if plot_path is not None:
         payload["coverage_plot"] = str(plot_path)
@@ -167,8 +141,8 @@ def bench_job(
     from equiv_core.bench.sweep import run_bench, validate_bench_config
     from equiv_core.bench.table import render_table
 
-    json_path = output_target(json_out, "--json")
-    plot_path = output_target(plot_out, "--plot", default=DEFAULT_SWEEP_PLOT)
+    json_path = check_output(json_out, "--json")
+    plot_path = check_output(plot_out, "--plot", default=DEFAULT_SWEEP_PLOT)
     attachments = [existing_file(path, "--attach") for path in attach]
     validate_bench_config(config)
     resolved = config.resolved()
@@ -194,14 +168,14 @@ def bench_job(
         if plot_path is not None:
             from equiv_core.bench.plot import plot_sweep
 
-            plot_sweep(report, plot_path)
+            write_with(plot_path, lambda staging: plot_sweep(report, staging))
             parent.log_file(plot_path)
             say(f"wrote {plot_path}")
         run_logging.log_bench_report(parent, report, payload)
         for attachment in attachments:
             parent.log_file(attachment, "attachments")
     if json_path is not None:
-        write_json_atomically(json_path, payload)
+        write_json(json_path, payload)
         say(f"wrote {json_path}")
     _say_logged(tracker, parent)
     findings_hold = findings is None or findings.all_hold
@@ -297,4 +271,4 @@ def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:
                 },
             )
         if run.run_id:
-            write_json_atomically(path, {**cell, "mlflow_run_id": run.run_id})
+            write_json(path, {**cell, "mlflow_run_id": run.run_id})

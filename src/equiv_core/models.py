@@ -12,12 +12,11 @@ import hashlib
 import importlib.metadata
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from transformers import (
 
 from equiv_core.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
 from equiv_core.errors import UserInputError
+from equiv_core.model_cache import ensure_converted
 from equiv_core.offline_tokenizer import offline_tokenizer
 
 RANDOM_MODEL_SEED = 1234
@@ -124,44 +124,44 @@ def smollm2_cache_path() -> Path:
     return cache_dir() / f"smollm2-135m-fp32-{key}"
 
 
-def _convert_smollm2(gguf: Path, target: Path) -> None:
-    """De-quantize the GGUF once (~20 s) and save fp32 safetensors, atomically: a killed conversion leaves
-    only a temporary folder, never a half-written cache that later loads would trust."""
-    print(
-        f"equiv: one-time conversion of {gguf.name} to fp32 safetensors in {target} (about 20 s)",
-        file=sys.stderr,
-        flush=True,
-    )
-    started = time.perf_counter()
+def _say(message: str) -> None:
+    print(f"equiv: {message}", file=sys.stderr, flush=True)
+
+
+def _dequantize(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the GGUF file as an fp32 model (~20 s), ready to save: a GGUF-loaded model refuses save_pretrained
+    while it still looks quantized, although its weights are plain fp32."""
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # A GGUF-loaded model refuses save_pretrained while it still looks quantized; its weights are plain fp32.
     setattr(model, "hf_quantizer", None)  # noqa: B010 - attribute is typed non-optional
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"equiv: conversion done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return model, tokenizer
+
+
+def _convert_smollm2(gguf: Path, directory: Path) -> None:
+    """De-quantize the GGUF and save it as fp32 safetensors in ``directory`` (a staging directory of the cache)."""
+    _say(f"one-time conversion of {gguf.name} to fp32 safetensors (about 20 s)")
+    started = time.perf_counter()
+    model, tokenizer = _dequantize(gguf)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    _say(f"conversion done in {time.perf_counter() - started:.1f} s")
 
 
 def _smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     gguf = smollm2_gguf_path()
-    cached = smollm2_cache_path()
-    if not (cached / "config.json").is_file():
-        _convert_smollm2(gguf, cached)
+    cached = ensure_converted(smollm2_cache_path(), gguf, partial(_convert_smollm2, gguf), _say)
+    if cached is None:
+        _say(
+            f"cannot write the model cache in {cache_dir()}; converting in memory for this run (about 20 s); set "
+            "EQUIV_CACHE_DIR to a writable directory to keep the conversion"
+        )
+        model, tokenizer = _dequantize(gguf)
+        return model, tokenizer, f"{gguf} (de-quantized in memory: the cache is not writable)"
     model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
-    return model, tokenizer, f"{gguf} (de-quantized, cached at {cached})"
+    return model, tokenizer, f"{gguf} (de-quantized, cached at {cached}, manifest checked)"
 
 
 _BUILDERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase, str]]] = {

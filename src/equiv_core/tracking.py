@@ -8,7 +8,6 @@ already logged kept: no run is ever left RUNNING.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import filelock
 
 from equiv_core.errors import UserInputError
 
@@ -70,12 +71,8 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with filelock.FileLock(str(path.with_suffix(".lock"))):
+        yield
 
 
 @dataclass
