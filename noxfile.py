@@ -162,14 +162,22 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(reuse_venv=True, default=False)
+@nox.session(venv_backend="none", default=False)
 def ui(session: nox.Session) -> None:
-    """Serve the MLflow UI for the local store on 127.0.0.1 (port 5000, or the first posarg)."""
-    install_project(session)
+    """Serve the MLflow UI for the local store on 127.0.0.1 (port 5000, or the first posarg).
+
+    Builds no environment of its own: it runs the MLflow of the bench, tests or lint environment, whichever exists.
+    """
+    mlflow = next(
+        (path for name in ("bench", "tests", "lint") if (path := ROOT / ".nox" / name / "bin" / "mlflow").is_file()),
+        None,
+    )
+    if mlflow is None:
+        session.error("no environment with MLflow yet: run `python3 -m nox -s bench` (or `-s tests`) first")
     store = ROOT / "mlflow"
     port = session.posargs[0] if session.posargs else "5000"
     session.run(
-        "mlflow",
+        str(mlflow),
         "server",
         "--backend-store-uri",
         f"sqlite:///{store / 'mlflow.db'}",
@@ -179,6 +187,7 @@ def ui(session: nox.Session) -> None:
         "127.0.0.1",
         "--port",
         port,
+        external=True,
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +45,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running ``mlflow server``: its URL, and a way to kill it outright (the server and its workers)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=20)
+
+
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) -> Iterator[str]:
-    """A real ``mlflow server`` bound to 127.0.0.1 on a free port; yields its URL and stops it afterwards."""
+def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) -> Iterator[Server]:
+    """A real ``mlflow server`` bound to 127.0.0.1 on a free port, in its own process group; yields it and stops
+    it afterwards."""
     port = free_port()
     log = (artifacts.parent / f"mlflow-server-{port}.log").open("w")
     command = [
@@ -63,7 +80,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) ->
         "--workers",
         "1",
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -78,11 +95,13 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) ->
                 log.flush()
                 raise RuntimeError(f"mlflow server did not start: {(artifacts.parent / log.name).read_text()[-2000:]}")
             time.sleep(0.5)
-        yield url
+        yield Server(url, process)
     finally:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
         log.close()

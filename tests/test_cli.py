@@ -97,6 +97,9 @@ def test_one_new_token_makes_the_cache_findings_not_applicable_not_failed(
         (["--model", "tiny-gpt2", "--max-new-tokens", "two"], "invalid int value"),
         (["--model", "tiny-gpt2", "--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda"),
         (["--model", "tiny-gpt2", "--only", "position_swep"], "did you mean 'position_sweep'"),
+        (["--model", "tiny-gpt2", "--seed", "-1"], "seed -1 out of range; valid: 0..4294967295"),
+        (["--model", "tiny-gpt2", "--seed", "4294967296"], "seed 4294967296 out of range; valid: 0..4294967295"),
+        (["--model", "tiny-gpt2", "--experiment", ""], "--experiment must be a non-empty MLflow experiment name"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

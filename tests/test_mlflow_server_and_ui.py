@@ -37,7 +37,8 @@ def _equiv(*arguments: str, environment: dict[str, str] | None = None) -> None:
 
 
 def test_equiv_run_logs_to_a_tracking_server_over_http(tmp_path: Path) -> None:
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as url:
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server:
+        url = server.url
         _equiv(
             "run",
             "--model",
@@ -85,7 +86,8 @@ def test_mlflow_ui_compare_view_shows_runs_and_metrics(tmp_path: Path) -> None:
     runs = parent_and_children(local_uri)
     run_ids = [parent.info.run_id for parent, _ in runs]
     experiment_id = runs[0][0].info.experiment_id
-    with mlflow_server(local_uri, store / "artifacts") as url:
+    with mlflow_server(local_uri, store / "artifacts") as server:
+        url = server.url
         page = (
             f"{url}/#/compare-runs?runs={urllib.parse.quote(json.dumps(run_ids))}"
             f"&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"

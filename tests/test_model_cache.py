@@ -132,3 +132,19 @@ def test_a_cache_directory_that_cannot_be_created_means_convert_in_memory(source
     conversion = Conversion()
     assert ensure_converted(Path("/sys/equiv-bench-test/smollm2"), source, conversion, print) is None
     assert conversion.calls == 0
+
+
+def test_a_damaged_cache_on_a_read_only_filesystem_means_convert_in_memory(
+    target: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _build(target, source)
+    (target / "model.safetensors").write_bytes(WEIGHTS[:10])
+
+    def read_only(*_args: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "rename", read_only)
+    said: list[str] = []
+    assert ensure_converted(target, source, Conversion(), said.append) is None
+    assert len(said) == 1 and "truncated or partial" in said[0]
+    assert (target / "model.safetensors").read_bytes() == WEIGHTS[:10]  # left as found

@@ -175,6 +175,14 @@ def _command_compare(arguments: argparse.Namespace) -> int:
     return compare_job(arguments.run_ids, _tracking(arguments))
 
 
+def _command_runs(arguments: argparse.Namespace) -> int:
+    from equiv_core.jobs import runs_job
+
+    if arguments.limit < 1:
+        raise UserInputError(f"--limit {arguments.limit} out of range; valid: >= 1")
+    return runs_job(arguments.gc, arguments.upload, arguments.limit, _tracking(arguments))
+
+
 def _command_audit_cell(arguments: argparse.Namespace) -> int:
     from equiv_core.jobs import audit_cell_job
 
@@ -365,6 +373,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_options(compare, DEFAULT_EXPERIMENT, off_switch=False)
     compare.set_defaults(handler=_command_compare)
 
+    runs = command("runs", "list runs with their status; end orphaned runs (--gc); upload a spooled run (--upload)")
+    runs.add_argument("--limit", type=int, default=20, help="top-level runs to list, newest first (default 20)")
+    runs.add_argument(
+        "--gc", action="store_true", help="mark RUNNING runs whose process is gone FAILED, with the reason"
+    )
+    runs.add_argument(
+        "--upload",
+        metavar="DIR",
+        help="upload a run spooled when the tracking store failed mid-run (to its store, or --tracking-uri)",
+    )
+    _add_tracking_options(runs, DEFAULT_EXPERIMENT, off_switch=False)
+    runs.set_defaults(handler=_command_runs)
+
     audit_cell = command("audit-cell", "(used by `nox -s audit`) audit this environment")
     audit_cell.add_argument("--cell", required=True, help="cell id, e.g. \"nnsight='0.7.0'\"")
     audit_cell.add_argument("--models", default="smollm2-135m,tiny-gpt2", help="comma-separated models")
@@ -393,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_request:
         code = exit_request.code
         return code if isinstance(code, int) else EXIT_OK if code is None else EXIT_BAD_INPUT
+    # MLflow's INFO lines ("Creating initial MLflow database tables", ...) would surround the one-line messages;
+    # MLflow reads this variable when it is imported (mlflow.utils.logging_utils, MLflow 3.x). A user's setting wins.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -1,7 +1,8 @@
 """The commands' work, one function each: check the outputs and the tracking store first, run, report, log.
 
 The command line (:mod:`equiv_core.cli`) only parses arguments into the typed configs these take. Each returns
-the exit status: 0 when everything holds, 1 when a finding fails; bad input raises UserInputError (exit 2).
+the exit status: 0 when everything holds, 1 when a finding fails, 3 when the tracking store failed mid-run (the
+results are spooled); bad input raises UserInputError (exit 2), other environment faults EnvironmentFault (3).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from equiv_core.errors import UserInputError
+from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.outputs import check_output, write_json, write_with
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ class TrackingOptions:
     def open(self) -> Tracker:
         from equiv_core.tracking import open_tracker
 
-        return open_tracker(self.enabled, self.uri, self.experiment)
+        return open_tracker(self.enabled, self.uri, self.experiment, say)
 
 
 def existing_file(value: str, flag: str) -> Path:
@@ -68,12 +70,28 @@ def _mlflow_info(tracker: Tracker, run: TrackedRun) -> dict[str, Any] | None:
     return {"tracking_uri": tracker.uri, "experiment": tracker.experiment_name, "run_id": run.run_id}
 
 
-def _say_logged(tracker: Tracker, run: TrackedRun) -> None:
-    if run.run_id:
+def _settle(tracker: Tracker, run: TrackedRun | None, status: int) -> int:
+    """Say where the run was logged and return ``status``; when the store failed mid-run, spool what it missed,
+    say how to upload it, and return :data:`EXIT_ENVIRONMENT`."""
+    try:
+        spooled = tracker.settle()
+    except OSError as error:
+        raise EnvironmentFault(
+            f"the MLflow store {tracker.uri} failed mid-run ({tracker.failure}) and its results could not be kept "
+            f"locally either: {error.strerror or error}; the report above and any --json file are all there is"
+        ) from None
+    if spooled is not None:
+        say(
+            f"error: the MLflow store {tracker.uri} failed mid-run ({tracker.failure}); the run's results are kept "
+            f"in {spooled}: upload them when the store is back with `equiv runs --upload {spooled}`"
+        )
+        return EXIT_ENVIRONMENT
+    if run is not None and run.run_id:
         say(
             f"logged MLflow run {run.run_id} ({run.name!r}) to {tracker.uri}, experiment "
             f"{tracker.experiment_name!r}; compare with `equiv compare`"
         )
+    return status
 
 
 def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, tracking: TrackingOptions) -> int:
@@ -101,8 +119,7 @@ def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, track
     if json_path is not None:
         write_json(json_path, payload)
         say(f"wrote {json_path}")
-    _say_logged(tracker, parent)
-    return EXIT_OK if report.all_hold else EXIT_FINDING_FAILED
+    return _settle(tracker, parent, EXIT_OK if report.all_hold else EXIT_FINDING_FAILED)
 
 
 def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun, payload: dict[str, Any]) -> None:
@@ -177,9 +194,8 @@ def bench_job(
     if json_path is not None:
         write_json(json_path, payload)
         say(f"wrote {json_path}")
-    _say_logged(tracker, parent)
     findings_hold = findings is None or findings.all_hold
-    return EXIT_OK if report.all_correct and findings_hold else EXIT_FINDING_FAILED
+    return _settle(tracker, parent, EXIT_OK if report.all_correct and findings_hold else EXIT_FINDING_FAILED)
 
 
 def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -> RunReport:
@@ -214,10 +230,58 @@ def compare_job(run_ids: list[str], tracking: TrackingOptions) -> int:
     from equiv_core.compare import compare_runs, latest_parent_runs
 
     tracker = TrackingOptions(True, tracking.uri, tracking.experiment).open()
-    chosen = run_ids or latest_parent_runs(tracker)
+    if run_ids:
+        chosen, note = run_ids, ""
+    else:
+        chosen, note = latest_parent_runs(tracker)
     if len(chosen) < 2:
         raise UserInputError(f"give at least 2 run ids to compare, got {len(chosen)}")
+    if note:
+        say(note)
     print(compare_runs(tracker, chosen))
+    return EXIT_OK
+
+
+def runs_job(gc: bool, upload: str | None, limit: int, tracking: TrackingOptions) -> int:
+    """``equiv runs``: the newest top-level runs and their status, orphaned ones marked; ``gc`` ends every
+    orphaned run FAILED with the reason; ``upload`` replays a directory spooled when a store failed mid-run."""
+    from equiv_core.tables import text_table
+
+    if upload is not None:
+        return _upload(Path(upload), tracking)
+    tracker = TrackingOptions(True, tracking.uri, tracking.experiment).open()
+    runs = tracker.runs()
+    if gc:
+        orphans = [run for run in runs if run.orphaned]
+        for run in orphans:
+            tracker.end_orphan(run)
+        say(
+            f"marked {len(orphans)} orphaned run(s) FAILED"
+            + (f": {', '.join(r.run_id for r in orphans)}" if orphans else "")
+        )
+        runs = tracker.runs()
+    listed = [run for run in runs if not run.parent][:limit]
+    rows = [["run id", "started (UTC)", "status", "name", "note"]]
+    for run in listed:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.start_ms / 1000))
+        status = f"{run.status} (orphaned)" if run.orphaned else run.status
+        rows.append([run.run_id, started, status, run.name, run.orphaned])
+    print("\n".join(text_table(rows)) if listed else f"no runs in experiment {tracker.experiment_name!r}")
+    if any(run.orphaned for run in runs):
+        say("orphaned runs were left RUNNING by a process that is gone; `equiv runs --gc` marks them FAILED")
+    return EXIT_OK
+
+
+def _upload(directory: Path, tracking: TrackingOptions) -> int:
+    from equiv_core.spool import mark_uploaded, read_spool
+
+    spooled = read_spool(directory)
+    tracker = TrackingOptions(True, tracking.uri or spooled.tracking_uri, spooled.experiment).open()
+    run_ids = tracker.upload(spooled)
+    mark_uploaded(spooled, run_ids, tracker.uri)
+    say(
+        f"uploaded {directory} to {tracker.uri}, experiment {tracker.experiment_name!r}, as run(s) {', '.join(run_ids)}"
+    )
     return EXIT_OK
 
 
@@ -225,7 +289,8 @@ def audit_cell_job(cell: str, models: tuple[str, ...], out: Path, tracking: Trac
     """``equiv audit-cell``: audit this environment; a finding that fails is a result, not a failed cell."""
     from equiv_core.audit.cell import run_cell
 
-    payload = run_cell(cell, models, out, tracking.open(), say)
+    tracker = tracking.open()
+    payload = run_cell(cell, models, out, tracker, say)
     failing = [
         f"{model}/{finding}"
         for model, result in payload["models"].items()
@@ -233,7 +298,7 @@ def audit_cell_job(cell: str, models: tuple[str, ...], out: Path, tracking: Trac
         if verdict["verdict"] != "PASS"
     ]
     say(f"cell {cell}: {'all findings PASS' if not failing else 'not PASS: ' + ', '.join(failing)}")
-    return EXIT_OK
+    return _settle(tracker, None, EXIT_OK)
 
 
 def audit_report_job(results: Path, reference: str, tracking: TrackingOptions) -> int:
@@ -251,8 +316,7 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions) -
         run.log_table(rows, "audit_table.json")
     print(path.read_text())
     say(f"wrote {path}")
-    _say_logged(tracker, run)
-    return EXIT_OK
+    return _settle(tracker, run, EXIT_OK)
 
 
 def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:

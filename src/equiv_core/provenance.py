@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -13,6 +14,30 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+# Variables that set the CPU thread pools torch's kernels use (OpenMP, MKL); the reduction order of a matmul,
+# and so its last bits, can depend on the thread count (https://pytorch.org/docs/stable/notes/randomness.html).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Environment fields recorded as tags on every parent run; `equiv compare` names those that differ.
+ENVIRONMENT_TAGS = (
+    "device",
+    "nnsight_version",
+    "transformers_version",
+    "torch_version",
+    "python",
+    "cuda",
+    "cudnn",
+    "gpu_name",
+    "git_commit",
+    "git_dirty",
+    "platform",
+    "torch_threads",
+    "torch_interop_threads",
+    "omp_num_threads",
+    "mkl_num_threads",
+    "cpu_model",
+    "cpu_capability",
+    "cpu_count",
+)
 _PACKAGES = ("nnsight", "torch", "transformers", "numpy", "tokenizers", "accelerate", "gguf", "mlflow")
 
 
@@ -61,8 +86,38 @@ def version_info() -> dict[str, Any]:
     return info
 
 
+@functools.cache
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, :func:`platform.processor` elsewhere); None if unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def compute_info() -> dict[str, Any]:
+    """What can change a CPU result's last bits between machines or settings of one machine: torch's intra-op and
+    inter-op thread counts, the OpenMP / MKL thread variables (None when unset), the CPU model and the instruction
+    set torch's CPU kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``, e.g. ``AVX2``, ``AVX512``)."""
+    import torch
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        **{variable.lower(): os.environ.get(variable) for variable in THREAD_VARIABLES},
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
 def environment_info(device: torch.device) -> dict[str, Any]:
-    """:func:`version_info` plus the device, CUDA/cuDNN and GPU, as a flat JSON-ready dict recorded with every run."""
+    """:func:`version_info` and :func:`compute_info` plus the device, CUDA/cuDNN and GPU, as a flat JSON-ready dict
+    recorded with every run."""
     import torch
 
     cuda = device.type == "cuda"
@@ -73,5 +128,5 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,  # type: ignore[no-untyped-call]
         "gpu_name": torch.cuda.get_device_name(device) if cuda else None,
         "gpu_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1) if cuda else None,
-        "torch_threads": torch.get_num_threads(),
+        **compute_info(),
     }

@@ -14,22 +14,9 @@ from typing import Any
 
 from equiv_core.bench.sweep import ArmResult, BenchConfig, BenchReport
 from equiv_core.experiments import FindingResult
+from equiv_core.provenance import ENVIRONMENT_TAGS
 from equiv_core.runner import RunConfig, RunReport
 from equiv_core.tracking import TrackedRun, Tracker
-
-VERSION_TAGS = (
-    "device",
-    "nnsight_version",
-    "transformers_version",
-    "torch_version",
-    "python",
-    "cuda",
-    "cudnn",
-    "gpu_name",
-    "git_commit",
-    "git_dirty",
-    "platform",
-)
 
 
 def ids_sha256(ids: list[int] | tuple[int, ...]) -> str:
@@ -38,7 +25,7 @@ def ids_sha256(ids: list[int] | tuple[int, ...]) -> str:
 
 
 def environment_tags(environment: dict[str, Any]) -> dict[str, Any]:
-    return {key: environment.get(key) for key in VERSION_TAGS if environment.get(key) is not None}
+    return {key: environment.get(key) for key in ENVIRONMENT_TAGS if environment.get(key) is not None}
 
 
 def determinism_tags(determinism: dict[str, Any], prefix: str = "determinism") -> dict[str, Any]:

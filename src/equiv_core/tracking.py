@@ -3,27 +3,47 @@
 Default store: an absolute ``sqlite:///…/mlflow/mlflow.db`` in the repository's ``mlflow/`` folder with
 artifacts under ``mlflow/artifacts/``. ``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` points everything at a
 tracking server instead. A run that is interrupted ends KILLED, one that raises ends FAILED, with what was
-already logged kept: no run is ever left RUNNING.
+already logged kept. A store that fails mid-run does not stop the command: its results are journaled and spooled
+to disk for ``equiv runs --upload`` (:mod:`equiv_core.spool`). A run whose process was killed outright is
+recognised by its owner and heartbeat tags (:mod:`equiv_core.orphans`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import filelock
 
 from equiv_core.errors import UserInputError
+from equiv_core.orphans import END_REASON_TAG, HEARTBEAT_TAG, OWNER_TAG, Heartbeat, now_ms, orphan_reason, this_process
+from equiv_core.spool import Journal, Spooled, SpooledLog
 
 DEFAULT_EXPERIMENT = "equiv-bench"
 AUDIT_EXPERIMENT = "equiv-audit"
+UPLOADED_FROM_TAG = "equiv.uploaded_from"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run as listed by ``equiv runs``: ``start_ms`` in ms since the epoch, ``parent`` "" for a top-level
+    run, ``orphaned`` the reason its owner is gone ("" when it is not orphaned)."""
+
+    run_id: str
+    name: str
+    status: str
+    start_ms: int
+    parent: str
+    orphaned: str
 
 
 def default_store_dir() -> Path:
@@ -51,16 +71,28 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def _retry_locked(action: Callable[[], T], attempts: int = 8) -> T:
-    """Run ``action``, retrying when SQLite reports "database is locked" (several local writers at once)."""
+def _retry_locked(action: Callable[[], T], say: Callable[[str], None] | None = None, attempts: int = 8) -> T:
+    """Run ``action``, retrying when SQLite reports "database is locked" (several local writers at once), with
+    one line per retry."""
     for attempt in range(attempts):
         try:
             return action()
         except Exception as error:  # noqa: BLE001 - MLflow wraps the SQLAlchemy error in its own types
             if "database is locked" not in str(error) or attempt == attempts - 1:
                 raise
-            time.sleep(0.2 * 2**attempt)
+            delay = 0.2 * 2**attempt
+            if say is not None:
+                say(f"the MLflow store is locked by another writer; retry {attempt + 2}/{attempts} in {delay:.1f} s")
+            time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+class _DropLockTracebacks(logging.Filter):
+    """MLflow logs each SQLite "database is locked" as an ERROR with a traceback before raising it; the retry
+    above says one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database is locked" not in record.getMessage()
 
 
 @contextmanager
@@ -75,14 +107,21 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 @dataclass
 class TrackedRun:
-    """An open MLflow run (children are opened with ``Tracker.run(..., parent=...)``); with no client, as
-    under ``--no-mlflow``, every log call does nothing."""
+    """An open MLflow run (children are opened with ``Tracker.run(..., parent=...)``). Every call is journaled by
+    its tracker and sent to the store while the store works; with no tracker, as under ``--no-mlflow``, every
+    log call does nothing. ``run_id`` is "" when the store had failed before the run was opened."""
 
-    client: Any
+    tracker: Tracker | None
     run_id: str
     name: str
+    key: str = ""
 
     def log(
         self,
@@ -91,40 +130,38 @@ class TrackedRun:
         tags: dict[str, Any] | None = None,
     ) -> None:
         """Params, metrics and tags in one batch (one write, so fewer lock waits on SQLite)."""
-        if self.client is None:
+        if self.tracker is None:
             return
-        from mlflow.entities import Metric, Param, RunTag
-
-        stamp = int(time.time() * 1000)
-        batch_params = [Param(key, _text(value)[:6000]) for key, value in (params or {}).items()]
-        batch_metrics = [
-            Metric(key, float(value), stamp, 0) for key, value in (metrics or {}).items() if value is not None
-        ]
-        batch_tags = [RunTag(key, _text(value)[:5000]) for key, value in (tags or {}).items()]
-        _retry_locked(lambda: self.client.log_batch(self.run_id, batch_metrics, batch_params, batch_tags))
+        entry = SpooledLog(
+            self.key,
+            "batch",
+            params={key: _text(value)[:6000] for key, value in (params or {}).items()},
+            metrics={key: float(value) for key, value in (metrics or {}).items() if value is not None},
+            tags={key: _text(value)[:5000] for key, value in (tags or {}).items()},
+            stamp=now_ms(),
+        )
+        self.tracker.send(self, entry)
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
-        if self.client is None:
-            return
-        _retry_locked(lambda: self.client.log_dict(self.run_id, payload, artifact_file))
+        if self.tracker is not None:
+            self.tracker.send(self, SpooledLog(self.key, "dict", artifact=artifact_file, content=payload))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.client is None:
-            return
-        _retry_locked(lambda: self.client.log_text(self.run_id, text, artifact_file))
+        if self.tracker is not None:
+            self.tracker.send(self, SpooledLog(self.key, "text", artifact=artifact_file, content=text))
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.client is None:
-            return
-        _retry_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        if self.tracker is not None:
+            copy = self.tracker.journal.keep_file(path)
+            self.tracker.send(self, SpooledLog(self.key, "file", artifact=artifact_path or "", file=copy), path)
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
         """Rows as an MLflow table artifact (shown as a table in the UI's artifact view)."""
-        if self.client is None:
+        if self.tracker is None:
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
         data = {column: [str(row.get(column, "")) for row in rows] for column in columns}
-        _retry_locked(lambda: self.client.log_table(self.run_id, data=data, artifact_file=artifact_file))
+        self.tracker.send(self, SpooledLog(self.key, "table", artifact=artifact_file, content=data))
 
 
 def _text(value: Any) -> str:
@@ -133,18 +170,49 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
 
+def apply_log(client: Any, run_id: str, entry: SpooledLog, file: Path | None) -> None:
+    """Send one journaled call to the store (``file``: where a ``file`` entry's content lies)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    if entry.kind == "batch":
+        metrics = [Metric(key, value, entry.stamp, 0) for key, value in entry.metrics.items()]
+        params = [Param(key, value) for key, value in entry.params.items()]
+        tags = [RunTag(key, value) for key, value in entry.tags.items()]
+        client.log_batch(run_id, metrics, params, tags)
+    elif entry.kind == "dict":
+        client.log_dict(run_id, entry.content, entry.artifact)
+    elif entry.kind == "text":
+        client.log_text(run_id, entry.content, entry.artifact)
+    elif entry.kind == "table":
+        client.log_table(run_id, data=entry.content, artifact_file=entry.artifact)
+    else:
+        client.log_artifact(run_id, str(file), entry.artifact or None)
+
+
 class Tracker:
-    """Runs in one MLflow experiment of one tracking store."""
+    """Runs in one MLflow experiment of one tracking store.
+
+    When the store fails (server gone, disk full), the first failure's one line is kept in :attr:`failure`,
+    later calls only go to the :attr:`journal`, and :meth:`settle` spools the journal to disk at the end.
+    """
 
     def __init__(self, uri: str, experiment: str = DEFAULT_EXPERIMENT) -> None:
         self.uri = uri
         self.experiment_name = experiment
         self.experiment_id = ""
+        self.client: Any = None
+        self.failure = ""
+        self.journal = Journal()
+        self.say: Callable[[str], None] | None = None
 
     def connect(self) -> Tracker:
         """Reach the store and make sure the experiment exists; a one-line UserInputError if unreachable."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, not after minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # With a server store MLflow writes "View run ... at: <url>" to stdout at every run end (MLflow 3.x,
+        # TrackingServiceClient._log_url); stdout holds the report only.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        logging.getLogger("mlflow.store.db.utils").addFilter(_DropLockTracebacks())
         from mlflow import MlflowClient
 
         try:
@@ -157,9 +225,8 @@ class Tracker:
                 else:
                     self.experiment_id = experiment.experiment_id
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot use this store"
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise UserInputError(
-                f"cannot reach the MLflow tracking store {self.uri}: {first_line} "
+                f"cannot reach the MLflow tracking store {self.uri}: {_first_line(error)} "
                 "(start the server, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-mlflow)"
             ) from None
         return self
@@ -169,19 +236,42 @@ class Tracker:
         path = _sqlite_path(self.uri)
         return (path.parent / "artifacts").as_uri() if path is not None else None
 
+    def write(self, action: Callable[[], T]) -> T | None:
+        """``action()`` against the store, unless it has failed; a failure is remembered, not raised."""
+        if self.failure:
+            return None
+        try:
+            return _retry_locked(action, self.say)
+        except Exception as error:  # noqa: BLE001 - any store error: keep going, spool at the end (settle)
+            self.failure = _first_line(error, 160)
+            return None
+
+    def send(self, run: TrackedRun, entry: SpooledLog, file: Path | None = None) -> None:
+        """Journal ``entry`` and send it to the store."""
+        self.journal.add(entry)
+        if run.run_id:
+            self.write(lambda: apply_log(self.client, run.run_id, entry, file))
+
     @contextmanager
     def run(
         self, name: str, parent: TrackedRun | None = None, tags: dict[str, Any] | None = None
     ) -> Iterator[TrackedRun]:
-        """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM), never RUNNING.
+        """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM), never RUNNING;
+        it carries the owner and heartbeat tags of :mod:`equiv_core.orphans`.
 
         A run ended by bad user input is also deleted (soft, restorable): bad input leaves nothing behind.
         """
         run_tags = {key: _text(value) for key, value in (tags or {}).items()}
-        if parent is not None:
-            run_tags["mlflow.parentRunId"] = parent.run_id
-        created = _retry_locked(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=run_tags))
-        tracked = TrackedRun(self.client, created.info.run_id, name)
+        run_tags[OWNER_TAG] = this_process().to_tag()
+        run_tags[HEARTBEAT_TAG] = str(now_ms())
+        created_tags = dict(run_tags)
+        if parent is not None and parent.run_id:
+            created_tags["mlflow.parentRunId"] = parent.run_id
+        created = self.write(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=created_tags))
+        run_id = created.info.run_id if created is not None else ""
+        spooled = self.journal.open_run(name, parent.key if parent is not None else None, run_tags, run_id)
+        tracked = TrackedRun(self, run_id, name, spooled.key)
+        heartbeat = Heartbeat(self._beat(run_id)) if run_id and parent is None else None
         status, bad_input = "FINISHED", False
         try:
             yield tracked
@@ -195,9 +285,83 @@ class Tracker:
             status = "FAILED"
             raise
         finally:
-            _retry_locked(lambda: self.client.set_terminated(tracked.run_id, status))
-            if bad_input:  # input only found bad after loading (e.g. a layer out of range): leave no trace
-                _retry_locked(lambda: self.client.delete_run(tracked.run_id))
+            if heartbeat is not None:
+                heartbeat.stop()
+            spooled.status = status
+            if run_id:
+                self.write(lambda: self.client.set_terminated(run_id, status))
+                if bad_input:  # input only found bad after loading (e.g. a layer out of range): leave no trace
+                    self.write(lambda: self.client.delete_run(run_id))
+
+    def _beat(self, run_id: str) -> Callable[[int], None]:
+        def beat(stamp: int) -> None:
+            if not self.failure:
+                with suppress(Exception):  # a missed heartbeat is harmless; the next log call reports failures
+                    _retry_locked(lambda: self.client.set_tag(run_id, HEARTBEAT_TAG, str(stamp)))
+
+        return beat
+
+    def runs(self, limit: int = 1000, top_level: bool = False) -> list[RunSummary]:
+        """The experiment's runs, newest first (only those without a parent with ``top_level``)."""
+        found = _retry_locked(
+            lambda: self.client.search_runs(
+                [self.experiment_id], "", order_by=["attributes.start_time DESC"], max_results=limit
+            )
+        )
+        summaries = [
+            RunSummary(
+                run.info.run_id,
+                run.info.run_name or run.info.run_id,
+                run.info.status,
+                run.info.start_time or 0,
+                run.data.tags.get("mlflow.parentRunId", ""),
+                orphan_reason(run.info.status, run.data.tags),
+            )
+            for run in found
+        ]
+        return [summary for summary in summaries if not (top_level and summary.parent)]
+
+    def end_orphan(self, run: RunSummary) -> None:
+        """Mark an orphaned run FAILED, saying why in the ``equiv.end_reason`` tag."""
+        _retry_locked(lambda: self.client.set_tag(run.run_id, END_REASON_TAG, f"orphaned: {run.orphaned}"))
+        _retry_locked(lambda: self.client.set_terminated(run.run_id, "FAILED"))
+
+    def upload(self, spooled: Spooled) -> list[str]:
+        """Replay a spooled journal into this tracker's experiment as new runs, ended with the status they had;
+        the original runs the failed store had opened are ended FAILED when they are found here. Returns the new
+        ids of the top-level runs."""
+        ids: dict[str, str] = {}
+        for spooled_run in spooled.runs:
+            tags = {**spooled_run.tags, UPLOADED_FROM_TAG: spooled.directory.name}
+            if spooled_run.parent is not None:
+                tags["mlflow.parentRunId"] = ids[spooled_run.parent]
+            created = _retry_locked(
+                partial(self.client.create_run, self.experiment_id, run_name=spooled_run.name, tags=tags), self.say
+            )
+            ids[spooled_run.key] = created.info.run_id
+        for entry in spooled.logs:
+            file = spooled.directory / "files" / entry.file if entry.kind == "file" else None
+            _retry_locked(partial(apply_log, self.client, ids[entry.run], entry, file), self.say)
+        for spooled_run in spooled.runs:
+            status = "FAILED" if spooled_run.status == "RUNNING" else spooled_run.status
+            _retry_locked(partial(self.client.set_terminated, ids[spooled_run.key], status), self.say)
+            if spooled_run.remote_id:  # run ids are UUIDs: found here, it is the same run
+                self._end_replaced(spooled_run.remote_id, ids[spooled_run.key])
+        return [ids[run.key] for run in spooled.runs if run.parent is None]
+
+    def _end_replaced(self, run_id: str, replacement: str) -> None:
+        with suppress(Exception):  # the original may be gone, or in another experiment: nothing to end
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_tag(run_id, END_REASON_TAG, f"store failed mid-run; uploaded as {replacement}")
+                self.client.set_terminated(run_id, "FAILED")
+
+    def settle(self) -> Path | None:
+        """At the end of a command: None when the store has everything; else the directory the journal was
+        spooled to (see :mod:`equiv_core.spool`)."""
+        if not self.failure:
+            self.journal.discard()
+            return None
+        return self.journal.spool(default_store_dir() / "spool", self.uri, self.experiment_name, self.failure)
 
 
 class NullTracker(Tracker):
@@ -213,11 +377,18 @@ class NullTracker(Tracker):
     def run(
         self, name: str, parent: TrackedRun | None = None, tags: dict[str, Any] | None = None
     ) -> Iterator[TrackedRun]:
-        yield TrackedRun(None, "", name)  # no client: every log call is a no-op
+        yield TrackedRun(None, "", name)  # no tracker: every log call is a no-op
 
 
-def open_tracker(enabled: bool, uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> Tracker:
-    """A connected tracker, or a :class:`NullTracker` when logging is off."""
+def open_tracker(
+    enabled: bool, uri: str | None, experiment: str = DEFAULT_EXPERIMENT, say: Callable[[str], None] | None = None
+) -> Tracker:
+    """A connected tracker, or a :class:`NullTracker` when logging is off; ``say`` gets its one-line notes (lock
+    retries, a store that failed). An empty experiment name is bad input."""
     if not enabled:
         return NullTracker()
-    return Tracker(resolve_tracking_uri(uri), experiment).connect()
+    if not experiment.strip():
+        raise UserInputError("--experiment must be a non-empty MLflow experiment name")
+    tracker = Tracker(resolve_tracking_uri(uri), experiment)
+    tracker.say = say
+    return tracker.connect()

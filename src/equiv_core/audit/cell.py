@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import json
 import os
 import platform
 import re
@@ -24,6 +23,7 @@ from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
 from equiv_core.compat import PITFALLS, NotExpressible
 from equiv_core.context import SteeringContext
+from equiv_core.outputs import write_json
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import package_version
 from equiv_core.runner import RunConfig, run_findings
@@ -173,7 +173,7 @@ def run_cell(
         _log_cell(run, payload)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / f"{cell_slug(cell)}.npz", **arrays)
-    _write_json(out_dir / f"{cell_slug(cell)}.json", payload)
+    write_json(out_dir / f"{cell_slug(cell)}.json", payload)
     return payload
 
 
@@ -190,9 +190,3 @@ def _log_cell(run: TrackedRun, payload: dict[str, Any]) -> None:
             metrics[f"{model}.holds.{finding}"] = float(verdict["verdict"] == "PASS")
     run.log(tags=tags, metrics=metrics)
     run.log_json(payload, "audit_cell.json")
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
