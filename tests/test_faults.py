@@ -369,3 +369,17 @@ def test_a_tracking_server_killed_mid_run_keeps_the_results_for_upload(tmp_path:
     assert statuses == ["FAILED", "FINISHED"]
     [(finished, children)] = [(parent, children) for parent, children in runs if parent.info.status == "FINISHED"]
     assert len(children) == 5 and finished.data.metrics["all_hold"] == 1.0
+
+
+def test_debug_adds_the_traceback_to_an_environment_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_space(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs.os, "replace", no_space)
+    arguments = [*TINY_RUN, "--only", "steered_differs", "--no-mlflow", "--json", str(tmp_path / "out.json")]
+    assert main([*arguments, "--debug"]) == 3
+    stderr = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in stderr
+    assert stderr.rstrip().splitlines()[-1].startswith("equiv: error: cannot write")
