@@ -38,6 +38,8 @@ def _bench(directory: Path, *extra: str) -> tuple[int, dict[str, Any]]:
             "tiny-gpt2",
             "--rounds",
             "2",
+            "--max-rounds",
+            "2",
             "--new-tokens",
             "4,8",
             "--no-progress",
@@ -45,6 +47,8 @@ def _bench(directory: Path, *extra: str) -> tuple[int, dict[str, Any]]:
             str(target),
             "--plot",
             str(directory / "sweep.png"),
+            "--pytest-benchmark-json",
+            str(directory / "pytest-benchmark.json"),
             *extra,
         ]
     )
@@ -86,12 +90,28 @@ def test_bench_writes_records_and_plot(bench_run: BenchRun) -> None:
     assert set(bench_run.payload["growth_exponents"]) == set(arms.ARMS.names())
 
 
+def test_the_pytest_benchmark_json_holds_the_sweeps_own_rounds(bench_run: BenchRun) -> None:
+    """Each arm is timed once: the pytest-benchmark file carries the very rounds the sweep reported."""
+    document = json.loads((bench_run.directory / "pytest-benchmark.json").read_text())
+    data = {(b["params"]["arm"], b["params"]["new_tokens"]): b["stats"]["data"] for b in document["benchmarks"]}
+    assert data == {(r["arm"], r["new_tokens"]): r["wall_s"] for r in bench_run.payload["records"]}
+
+
+def test_every_record_has_cpu_time_and_peak_memory_beside_wall_time(bench_run: BenchRun) -> None:
+    for record in bench_run.payload["records"]:
+        assert len(record["cpu_s"]) == len(record["wall_s"]) == record["n"]
+        assert all(cpu > 0 for cpu in record["cpu_s"])
+        assert record["peak_memory_bytes"] >= 0
+    assert bench_run.payload["torch_threads"] >= 1
+    assert {"loadavg_start", "loadavg_end", "others_cpu_share", "busy"} <= set(bench_run.payload["machine_load"])
+
+
 def test_table_prints_each_cell_with_its_measured_ratio(bench_run: BenchRun) -> None:
     """Every (arm, new tokens) row of the printed table carries the median and ratios written to the JSON."""
     rows = [line.split() for line in bench_run.printed.splitlines()]
     for record in bench_run.payload["records"]:
         [row] = [row for row in rows if row[:2] == [record["arm"], str(record["new_tokens"])]]
-        assert row[2] == f"{record['median_s']:.4f}s"
+        assert row[2] == f"{record['median_s']:.4f}"
         assert f"{record['ratio_to_hook']:.2f}x" in row and f"{record['ratio_to_unsteered']:.2f}x" in row
 
 
@@ -110,6 +130,10 @@ def test_steering_not_applied_is_flagged_not_fast(
     [
         (["--arms", "plain,fast"], "unknown arm 'fast'"),
         (["--rounds", "0"], "rounds must be >= 1, got 0"),
+        (["--rounds", "8", "--max-rounds", "4"], "max rounds must be >= rounds (8), got 4"),
+        (["--target-ci", "0"], "--target-ci must be between 0 and 100 percent (exclusive), got 0"),
+        (["--target-ci", "100"], "--target-ci must be between 0 and 100 percent (exclusive), got 100"),
+        (["--budget-s", "0"], "budget must be > 0 seconds, got 0"),
         (["--new-tokens", "8,0"], "new tokens must each be >= 1"),
         (["--new-tokens", "8,x"], "expected comma-separated integers"),
         (["--layer", "7"], "layer 7 out of range; valid: 0..1"),

@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from equiv_core.bench.statistics import growth_exponent, median_ci, summarize
+from equiv_core.bench.statistics import (
+    EXPONENT_CI_MAX_WIDTH,
+    TimingStats,
+    growth_exponent,
+    growth_exponent_ci,
+    median_ci,
+    summarize,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,12 +50,21 @@ def test_summarize_known_samples() -> None:
     assert (stats.ci95_low_s, stats.ci95_high_s) == (2.0, 9.0)
 
 
-def test_iqr_over_ten_percent_of_the_median_is_noisy() -> None:
-    assert summarize([float(value) for value in range(1, 11)]).noisy
+def test_ci_half_width_is_the_wider_side_over_the_median() -> None:
+    stats = TimingStats(n=10, median_s=2.0, iqr_s=0.1, min_s=1.9, ci95_low_s=1.98, ci95_high_s=2.06)
+    assert stats.ci_half_width == pytest.approx(0.03)
 
 
-def test_tight_samples_are_not_noisy() -> None:
-    assert not summarize([1.0, 1.01, 0.99, 1.0, 1.02, 0.98]).noisy
+def test_a_cell_meets_the_target_only_with_a_narrow_ci() -> None:
+    tight = summarize([1.0, 1.005, 0.995, 1.0, 1.01, 0.99, 1.0, 1.002, 0.998, 1.0])
+    wide = summarize([float(value) for value in range(1, 11)])
+    assert tight.meets(0.02) and not wide.meets(0.02)
+
+
+def test_fewer_than_six_rounds_never_meet_the_target() -> None:
+    """Five identical rounds have a zero-width range, but no 95% CI of the median exists below six rounds."""
+    assert not summarize([1.0] * 5).meets(0.02)
+    assert summarize([1.0] * 6).meets(0.02)
 
 
 def test_growth_exponent_recovers_linear_and_quadratic() -> None:
@@ -64,3 +80,49 @@ def test_growth_exponent_needs_two_sizes() -> None:
 def test_no_samples_is_an_error() -> None:
     with pytest.raises(ValueError, match="no timing samples"):
         summarize([])
+
+
+def _rounds(sizes: list[int], exponent: float, sigma: float, rounds: int, seed: int) -> list[list[float]]:
+    """Lognormal rounds around 0.01 * size**exponent seconds (right-skewed, like timings)."""
+    rng = np.random.default_rng(seed)
+    return [list(0.01 * size**exponent * rng.lognormal(0.0, sigma, rounds)) for size in sizes]
+
+
+def test_growth_exponent_ci_contains_the_true_exponent_of_quiet_rounds() -> None:
+    sizes = [8, 16, 32]
+    result = growth_exponent_ci(sizes, _rounds(sizes, 1.0, 0.02, 12, seed=3))
+    assert result.measurable
+    assert result.ci95_low is not None and result.ci95_high is not None
+    assert result.ci95_low <= 1.0 <= result.ci95_high
+    assert result.ci95_high - result.ci95_low < 0.1
+
+
+def test_growth_exponent_of_noisy_rounds_is_not_measurable() -> None:
+    sizes = [8, 16, 32]
+    result = growth_exponent_ci(sizes, _rounds(sizes, 1.0, 0.8, 6, seed=4))
+    assert result.ci95_low is not None and result.ci95_high is not None
+    assert result.ci95_high - result.ci95_low > EXPONENT_CI_MAX_WIDTH
+    assert not result.measurable
+    assert result.describe().startswith("not measurable (noise")
+
+
+def test_a_negative_growth_exponent_is_never_a_result() -> None:
+    """Time falling as generation gets longer is noise, however tight its interval."""
+    sizes = [8, 16, 32]
+    result = growth_exponent_ci(sizes, _rounds(sizes, -0.2, 0.001, 10, seed=5))
+    assert result.value is not None and result.value < 0
+    assert not result.measurable
+    assert "not measurable (noise: slope -0.20 < 0" in result.describe()
+
+
+def test_growth_exponent_ci_is_reproducible_for_one_seed() -> None:
+    sizes = [8, 16, 32]
+    rounds = _rounds(sizes, 1.0, 0.1, 8, seed=6)
+    assert growth_exponent_ci(sizes, rounds, seed=1) == growth_exponent_ci(sizes, rounds, seed=1)
+
+
+def test_growth_exponent_ci_needs_two_rounds_per_size() -> None:
+    result = growth_exponent_ci([8, 16], [[0.08], [0.16]])
+    assert result.value == pytest.approx(1.0)
+    assert (result.ci95_low, result.ci95_high) == (None, None)
+    assert not result.measurable

@@ -1,16 +1,45 @@
-"""The bench report's derived numbers: prefill / per-token decode split and ratios, on known timings."""
+"""The bench sweep's own logic on scripted timings: prefill/decode split, adaptive rounds, the budget, and the
+pytest-benchmark document. No model runs here: ``measure`` and the clock are replaced by scripts."""
 
 from __future__ import annotations
 
+import functools
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
+import torch
 
-from equiv_core.bench.statistics import TimingStats
+from equiv_core.bench import sweep
+from equiv_core.bench.arms import Arm
+from equiv_core.bench.machine_load import MachineLoad
+from equiv_core.bench.pytest_benchmark_json import pytest_benchmark_document
+from equiv_core.bench.statistics import summarize
 from equiv_core.bench.sweep import ArmResult, BenchConfig, BenchReport
+from equiv_core.bench.timer import Measurement
+from equiv_core.registry import Registry
+from equiv_core.steering import GenerationRecord
+
+QUIET = MachineLoad(
+    cores=2, threads=2, loadavg_start=(0.1, 0.1, 0.1), loadavg_end=(0.2, 0.1, 0.1), others_share=0.01, seconds=1
+)
 
 
-def _cell(arm: str, new_tokens: int, median_s: float) -> ArmResult:
-    stats = TimingStats(5, median_s, 0.0, median_s, median_s, median_s)
-    return ArmResult(arm, new_tokens, stats, (1,) * new_tokens, "0" * 64, None, None, None, 0)
+def _cell(arm: str, new_tokens: int, median_s: float, rounds: tuple[float, ...] = ()) -> ArmResult:
+    walls = rounds or (median_s,) * 5
+    measurements = tuple(Measurement(wall, wall, 1024) for wall in walls)
+    return ArmResult(
+        arm, new_tokens, summarize(list(walls)), measurements, 0.02, (1,) * new_tokens, "0" * 64, None, None, None, 0
+    )
+
+
+def _report(config: BenchConfig, results: tuple[ArmResult, ...]) -> BenchReport:
+    return BenchReport(config, results, {"device": "cpu"}, {"timing": {}}, {}, 4, QUIET, "linux-vmhwm", 1.0)
 
 
 def test_prefill_and_decode_split_from_one_token_and_longest_runs() -> None:
@@ -23,8 +52,7 @@ def test_prefill_and_decode_split_from_one_token_and_longest_runs() -> None:
         _cell("recompute", 1, 0.050),
         _cell("recompute", 32, 2.530),
     )
-    report = BenchReport(config, results, {}, {}, {}, prompt_length=4)
-    split = report.prefill_split()
+    split = _report(config, results).prefill_split()
     assert split["hook"]["prefill_s"] == 0.050
     assert split["hook"]["decode_per_token_s"] == pytest.approx(0.040)
     assert split["recompute"]["decode_per_token_s"] == pytest.approx(0.080)
@@ -33,5 +61,133 @@ def test_prefill_and_decode_split_from_one_token_and_longest_runs() -> None:
 
 def test_no_split_without_a_one_token_run() -> None:
     config = BenchConfig(model="tiny-gpt2", arms=("hook",), new_tokens=(8, 32))
-    report = BenchReport(config, (_cell("hook", 8, 0.3), _cell("hook", 32, 1.2)), {}, {}, {}, prompt_length=4)
-    assert report.prefill_split() == {}
+    assert _report(config, (_cell("hook", 8, 0.3), _cell("hook", 32, 1.2))).prefill_split() == {}
+
+
+@dataclass
+class _Script:
+    """A fake clock, and arms whose every call takes the next of their scripted wall times on it."""
+
+    walls: dict[str, Iterator[float]]
+    now: float = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def arms(self) -> Registry[Arm]:
+        registry: Registry[Arm] = Registry("arm")
+        for name in self.walls:
+            registry.add(name, Arm(name, True, "scripted", functools.partial(self._run, name)))
+        return registry
+
+    def _run(self, arm: str, *_args: Any) -> GenerationRecord:
+        self.now += next(self.walls[arm])
+        return _RECORD
+
+    def measure(self, function: Any, _device: torch.device, _method: str) -> tuple[GenerationRecord, Measurement]:
+        started = self.now
+        record = function()
+        return record, Measurement(self.now - started, self.now - started, 0)
+
+
+_RECORD = GenerationRecord("scripted", (0,), (1, 2), torch.zeros(2, 3))
+
+
+class _Bar:
+    def update(self) -> None: ...
+    def set_postfix_str(self, _text: str) -> None: ...
+
+
+class _Context:
+    device = torch.device("cpu")
+
+
+def _time(monkeypatch: pytest.MonkeyPatch, script: _Script, config: BenchConfig, budget_s: float) -> sweep._SizeTiming:
+    monkeypatch.setattr(sweep, "ARMS", script.arms())
+    monkeypatch.setattr(sweep, "measure", script.measure)
+    monkeypatch.setattr(sweep, "memory_method", lambda _device: "rss-delta")
+    monkeypatch.setattr(sweep, "_now", script.monotonic)
+    expected = {(arm, 2): _RECORD for arm in config.arms}
+    return sweep._time_size(_Context(), torch.zeros(1, 3), config, 2, expected, budget_s, _Bar())  # type: ignore[arg-type]
+
+
+def _alternating(low: float, high: float) -> Iterator[float]:
+    return itertools.cycle([low, high])
+
+
+def test_a_steady_arm_stops_at_the_minimum_and_a_noisy_one_runs_to_max_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=20, warmup=1)
+    script = _Script({"hook": itertools.repeat(0.1), "recompute": _alternating(0.1, 0.2)})
+    timing = _time(monkeypatch, script, config, budget_s=1e6)
+    assert len(timing.measurements["hook"]) == 6
+    assert len(timing.measurements["recompute"]) == 20
+
+
+def test_a_noisy_arm_that_settles_stops_once_its_ci_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    settling = itertools.chain([0.1, 0.2, 0.1, 0.2, 0.1, 0.2], itertools.repeat(0.15))
+    config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=0)
+    timing = _time(monkeypatch, _Script({"hook": settling}), config, budget_s=1e6)
+    rounds = len(timing.measurements["hook"])
+    assert 6 < rounds < 200
+    assert summarize([m.wall_s for m in timing.measurements["hook"]]).meets(0.02)
+
+
+def test_the_budget_stops_rounds_before_the_next_would_overrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds of 1 s (two arms x 0.5 s) never converge; a 10.5 s budget allows the 1 s warm-up and 9 rounds."""
+    config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=200, warmup=1)
+    script = _Script({"hook": _alternating(0.4, 0.6), "recompute": _alternating(0.6, 0.4)})
+    timing = _time(monkeypatch, script, config, budget_s=10.5)
+    assert len(timing.measurements["hook"]) == 9
+    assert script.now <= 10.5
+
+
+def test_past_the_budget_every_arm_still_gets_three_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=200, warmup=1)
+    script = _Script({"hook": _alternating(0.4, 0.6), "recompute": _alternating(0.6, 0.4)})
+    timing = _time(monkeypatch, script, config, budget_s=0.1)
+    assert [len(values) for values in timing.measurements.values()] == [3, 3]
+
+
+def test_budget_shares_grow_with_the_tokens_generated() -> None:
+    shares = sweep._budget_shares((1, 8, 32))
+    assert shares == pytest.approx({1: 2 / 44, 8: 9 / 44, 32: 33 / 44})
+
+
+def test_the_pytest_benchmark_document_carries_every_round_and_is_read_by_pytest_benchmark_compare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_benchmark import cli
+
+    config = BenchConfig(model="tiny-gpt2", arms=("hook", "plain"), new_tokens=(8,), rounds=3)
+    results = (_cell("hook", 8, 0.3, (0.3, 0.31, 0.29)), _cell("plain", 8, 0.33, (0.33, 0.34, 0.32)))
+    document = pytest_benchmark_document(_report(config, results))
+    [hook, plain] = document["benchmarks"]
+    assert hook["name"] == "test_arm_cost[8-hook]" and plain["fullname"].endswith("test_arm_cost[8-plain]")
+    assert hook["stats"]["data"] == [0.3, 0.31, 0.29] and hook["stats"]["median"] == 0.3
+    assert hook["stats"]["rounds"] == 3 and hook["stats"]["iterations"] == 1
+
+    path = tmp_path / "0001_sweep.json"
+    path.write_text(json.dumps(document))
+    monkeypatch.setattr(sys, "argv", ["pytest-benchmark", "compare", str(path), "--columns", "median,rounds"])
+    cli.main()
+    printed = capsys.readouterr().out
+    assert "test_arm_cost[8-hook]" in printed and "test_arm_cost[8-plain]" in printed
+    assert "Failed to load" not in printed
+
+
+def test_a_busy_machine_gets_one_warning_line_and_a_quiet_one_none() -> None:
+    busy = MachineLoad(2, 2, loadavg_start=(2.5, 2, 2), loadavg_end=(3.1, 2, 2), others_share=0.45, seconds=60)
+    warning = busy.warning()
+    assert warning is not None and "\n" not in warning
+    assert "other processes used 0.9 of its 2 cores beside 2 timed threads" in warning
+    assert warning.endswith("rerun on a quiet machine")
+    assert QUIET.warning() is None
+
+
+def test_other_processes_on_cores_the_timed_threads_leave_free_are_not_busy() -> None:
+    """Two cores' worth of other work on a 16-core machine timing 4 threads competes with nothing."""
+    load = MachineLoad(16, 4, loadavg_start=(2, 2, 2), loadavg_end=(2, 2, 2), others_share=2 / 16, seconds=60)
+    assert not load.busy
+    assert MachineLoad(16, 16, (2, 2, 2), (2, 2, 2), others_share=2 / 16, seconds=60).busy

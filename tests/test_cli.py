@@ -162,8 +162,9 @@ def test_help_models_and_recipes_import_neither_torch_nor_nnsight_nor_mlflow() -
 def test_run_and_bench_accept_the_same_negative_layer(tmp_path: Path) -> None:
     """One validator: -1 is the last layer in both commands."""
     assert main(["run", "--model", "tiny-gpt2", "--layer", "-1", "--only", "steered_differs", "--no-mlflow"]) == 0
-    bench = ["bench", "--model", "tiny-gpt2", "--layer", "-1", "--rounds", "1", "--warmup", "0", "--new-tokens", "2"]
-    assert main([*bench, "--arms", "plain,hook,unsteered", "--no-plot", "--no-progress", "--no-mlflow"]) == 0
+    bench = ["bench", "--model", "tiny-gpt2", "--layer", "-1", "--rounds", "1", "--max-rounds", "1", "--warmup", "0"]
+    options = ["--new-tokens", "2", "--arms", "plain,hook,unsteered", "--no-plot", "--no-progress", "--no-mlflow"]
+    assert main([*bench, *options]) == 0
 
 
 def test_a_prompt_longer_than_the_context_names_the_limit(capsys: pytest.CaptureFixture[str]) -> None:

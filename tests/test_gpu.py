@@ -44,7 +44,7 @@ def test_every_steered_arm_matches_the_hook_on_cuda(device: torch.device) -> Non
 
 
 def test_bench_times_cuda_arms_and_names_the_gpu(device: torch.device) -> None:
-    config = BenchConfig(model="tiny-gpt2", device=str(device), new_tokens=(2, 4), rounds=2, warmup=1)
+    config = BenchConfig(model="tiny-gpt2", device=str(device), new_tokens=(2, 4), rounds=2, max_rounds=2, warmup=1)
     report = run_bench(config, progress=False)
     assert report.all_correct
     assert report.environment["gpu_name"] == torch.cuda.get_device_name(device)

@@ -71,8 +71,8 @@ def test_run_logs_parent_and_a_child_per_finding(store: str, tmp_path: Path) -> 
 
 
 def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Path) -> None:
-    attachment = tmp_path / "pytest-benchmark.json"
-    attachment.write_text("{}")
+    attachment = tmp_path / "notes.txt"
+    attachment.write_text("a file the user asked to keep with the run")
     code = main(
         [
             "bench",
@@ -80,12 +80,18 @@ def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Pa
             "tiny-llama",
             "--rounds",
             "2",
+            "--max-rounds",
+            "2",
             "--new-tokens",
             "2,4",
             "--no-progress",
             "--with-findings",
             "--plot",
             str(tmp_path / "p.png"),
+            "--json",
+            str(tmp_path / "b.json"),
+            "--pytest-benchmark-json",
+            str(tmp_path / "pytest-benchmark.json"),
             "--attach",
             str(attachment),
         ]
@@ -103,11 +109,22 @@ def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Pa
         "ratio_to_unsteered",
         "ids_match_hook",
         "steering_applied",
+        "ci_half_width",
+        "cpu_median_s",
+        "peak_memory_bytes",
+        "precise",
     } <= set(cell.data.metrics)
-    assert "growth_exponent.recompute" in parent.data.metrics
-    assert {"bench.json", "p.png", "attachments/pytest-benchmark.json", "environment/pip-freeze.txt"} <= artifact_paths(
-        store, parent.info.run_id
-    )
+    assert {"precise_share", "timing_seconds", "others_cpu_share", "loadavg_start"} <= set(parent.data.metrics)
+    exponents = json.loads((tmp_path / "b.json").read_text())["growth_exponents"]
+    for arm, exponent in exponents.items():  # a slope is a metric only when its CI says it was measured
+        assert (f"growth_exponent.{arm}" in parent.data.metrics) == exponent["measurable"]
+    assert {
+        "bench.json",
+        "p.png",
+        "attachments/pytest-benchmark.json",
+        "attachments/notes.txt",
+        "environment/pip-freeze.txt",
+    } <= artifact_paths(store, parent.info.run_id)
 
 
 def test_ctrl_c_mid_run_ends_killed_and_keeps_finished_children(

@@ -11,6 +11,14 @@ DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
 DEFAULT_MAX_NEW_TOKENS = 5
 # The arms `equiv bench` times (equiv_core.bench.arms registers them in this order; a test checks they agree).
 BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "unsteered")
+# `equiv bench` timing: each cell gets at least DEFAULT_MIN_ROUNDS rounds (the fewest whose order-statistic
+# interval is a 95% CI of the median), then more until the CI is within +-TARGET_CI_HALF_WIDTH of the median, at
+# most DEFAULT_MAX_ROUNDS, within DEFAULT_BUDGET_S seconds of timing for the whole sweep (sized so the main job
+# stays under 10 minutes on a quiet 2-core machine; issue "Performance").
+DEFAULT_MIN_ROUNDS = 6
+DEFAULT_MAX_ROUNDS = 200
+TARGET_CI_HALF_WIDTH = 0.02
+DEFAULT_BUDGET_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,14 @@ from typing import NoReturn
 from equiv_core.catalog import (
     BENCH_ARMS,
     BUILTIN_MODEL_INFO,
+    DEFAULT_BUDGET_S,
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_MIN_ROUNDS,
     DEFAULT_MODEL,
     DEFAULT_PROMPT,
     DTYPE_NAMES,
+    TARGET_CI_HALF_WIDTH,
 )
 from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, TrackingOptions
@@ -143,7 +147,7 @@ def _command_run(arguments: argparse.Namespace) -> int:
 
 def _command_bench(arguments: argparse.Namespace) -> int:
     from equiv_core.bench.sweep import BenchConfig
-    from equiv_core.jobs import bench_job
+    from equiv_core.jobs import BenchOutputs, bench_job
 
     config = BenchConfig(
         model=arguments.model,
@@ -156,13 +160,19 @@ def _command_bench(arguments: argparse.Namespace) -> int:
         prompt=arguments.prompt,
         layer=arguments.layer,
         seed=arguments.seed,
+        max_rounds=arguments.max_rounds,
+        target=arguments.target_ci / 100,
+        budget_s=arguments.budget_s,
     )
-    plot = None if arguments.no_plot else arguments.plot
+    outputs = BenchOutputs(
+        json=arguments.json,
+        plot=None if arguments.no_plot else arguments.plot,
+        pytest_benchmark_json=arguments.pytest_benchmark_json,
+        attach=tuple(arguments.attach),
+    )
     return bench_job(
         config,
-        arguments.json,
-        plot,
-        arguments.attach,
+        outputs,
         arguments.with_findings,
         not arguments.no_progress,
         _tracking(arguments),
@@ -344,7 +354,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated sweep of new tokens (default: 8,16,32 on CPU; 8,32,128,512 on GPU)",
     )
-    bench.add_argument("--rounds", type=int, default=10, help="timed rounds per cell (>= 1, default 10)")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_MIN_ROUNDS,
+        help=f"at least this many timed rounds per cell (>= 1, default {DEFAULT_MIN_ROUNDS}: the fewest that give a "
+        "95%% CI of the median); more are added until --target-ci or --budget-s",
+    )
+    bench.add_argument(
+        "--max-rounds",
+        type=int,
+        default=DEFAULT_MAX_ROUNDS,
+        help=f"at most this many timed rounds per cell (>= --rounds, default {DEFAULT_MAX_ROUNDS})",
+    )
+    bench.add_argument(
+        "--target-ci",
+        type=float,
+        default=TARGET_CI_HALF_WIDTH * 100,
+        metavar="PERCENT",
+        help="stop adding rounds to a cell once its median's 95%% CI is within +-PERCENT of the median "
+        f"(0 < PERCENT < 100, default {TARGET_CI_HALF_WIDTH:.0%})".replace("%)", "%%)"),
+    )
+    bench.add_argument(
+        "--budget-s",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        metavar="SECONDS",
+        help=f"seconds of timing rounds for the whole sweep, shared by size (> 0, default {DEFAULT_BUDGET_S:.0f}); "
+        "cells still short of the target are flagged with the CI they reached",
+    )
     bench.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds per cell (default 1)")
     bench.add_argument("--layer", type=int, default=0, help="decoder layer edited (default 0; negatives from the end)")
     bench.add_argument("--json", default=None, metavar="PATH", help="write one record per (arm, new_tokens) here")
@@ -352,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", default=DEFAULT_SWEEP_PLOT, metavar="PATH", help=f"sweep plot PNG (default: {DEFAULT_SWEEP_PLOT})"
     )
     bench.add_argument("--no-plot", action="store_true", help="do not draw the sweep plot")
+    bench.add_argument(
+        "--pytest-benchmark-json",
+        default=None,
+        metavar="PATH",
+        help="also write the sweep's rounds as a pytest-benchmark JSON file (read by `pytest-benchmark compare`), "
+        "logged with the run",
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument(
         "--with-findings",
@@ -363,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="extra file to log as an artifact of the run (e.g. a pytest-benchmark JSON); repeatable",
+        help="extra file to log as an artifact of the run; repeatable",
     )
     _add_tracking_options(bench, DEFAULT_EXPERIMENT)
     bench.set_defaults(handler=_command_bench)

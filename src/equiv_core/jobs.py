@@ -144,23 +144,28 @@ def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun
         say(f"wrote {plot_path}")
 
 
+@dataclass(frozen=True, slots=True)
+class BenchOutputs:
+    """The files ``equiv bench`` writes (None: not written) and the extra files it logs with the run."""
+
+    json: str | None = None
+    plot: str | None = DEFAULT_SWEEP_PLOT
+    pytest_benchmark_json: str | None = None
+    attach: tuple[str, ...] = ()
+
+
 def bench_job(
-    config: BenchConfig,
-    json_out: str | None,
-    plot_out: str | None,
-    attach: list[str],
-    with_findings: bool,
-    progress: bool,
-    tracking: TrackingOptions,
+    config: BenchConfig, outputs: BenchOutputs, with_findings: bool, progress: bool, tracking: TrackingOptions
 ) -> int:
     """``equiv bench``: every arm checked against the hook, then timed; table, JSON, sweep plot, MLflow."""
     from equiv_core import run_logging
     from equiv_core.bench.sweep import run_bench, validate_bench_config
     from equiv_core.bench.table import render_table
 
-    json_path = check_output(json_out, "--json")
-    plot_path = check_output(plot_out, "--plot", default=DEFAULT_SWEEP_PLOT)
-    attachments = [existing_file(path, "--attach") for path in attach]
+    json_path = check_output(outputs.json, "--json")
+    plot_path = check_output(outputs.plot, "--plot", default=DEFAULT_SWEEP_PLOT)
+    pytest_benchmark_path = check_output(outputs.pytest_benchmark_json, "--pytest-benchmark-json")
+    attachments = [existing_file(path, "--attach") for path in outputs.attach]
     validate_bench_config(config)
     resolved = config.resolved()
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
@@ -189,6 +194,12 @@ def bench_job(
             parent.log_file(plot_path)
             say(f"wrote {plot_path}")
         run_logging.log_bench_report(parent, report, payload)
+        if pytest_benchmark_path is not None:
+            from equiv_core.bench.pytest_benchmark_json import pytest_benchmark_document
+
+            write_json(pytest_benchmark_path, pytest_benchmark_document(report))
+            parent.log_file(pytest_benchmark_path, "attachments")
+            say(f"wrote {pytest_benchmark_path} (pytest-benchmark format, from the sweep's rounds)")
         for attachment in attachments:
             parent.log_file(attachment, "attachments")
     if json_path is not None:

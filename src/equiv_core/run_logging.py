@@ -64,6 +64,9 @@ def bench_params(config: BenchConfig) -> dict[str, Any]:
         "device": config.device,
         "seed": config.seed,
         "rounds": config.rounds,
+        "max_rounds": config.max_rounds,
+        "target_ci_half_width": config.target,
+        "budget_s": config.budget_s,
         "warmup": config.warmup,
         "arms": ",".join(config.arms),
     }
@@ -168,12 +171,15 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
                     "min_s",
                     "ci95_low_s",
                     "ci95_high_s",
+                    "ci_half_width",
+                    "cpu_median_s",
+                    "peak_memory_bytes",
                     "ratio_to_hook",
                     "ratio_to_unsteered",
                     "logits_max_abs_diff",
                 )
             }
-            for flag in ("ids_match_hook", "steering_applied", "noisy"):
+            for flag in ("ids_match_hook", "steering_applied", "precise"):
                 if record[flag] is not None:
                     metrics[flag] = float(record[flag])
             child.log(
@@ -199,12 +205,24 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
 
 def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, Any]) -> None:
     """Growth exponents, correctness summary, provenance and artifacts on the bench parent run."""
-    exponents = {
-        f"growth_exponent.{arm}": value for arm, value in report.growth_exponents().items() if value is not None
-    }
+    exponents: dict[str, float] = {}
+    for arm, exponent in report.growth_exponents().items():
+        if exponent.measurable and exponent.value is not None:  # a noise-level slope is not a result to plot
+            exponents[f"growth_exponent.{arm}"] = exponent.value
+    load = report.load
     run.log(
-        metrics={"all_correct": float(report.all_correct), **exponents},
+        metrics={
+            "all_correct": float(report.all_correct),
+            "precise_share": report.precise_share,
+            "timing_seconds": report.timing_seconds,
+            "others_cpu_share": load.others_share,
+            "loadavg_start": load.loadavg_start[0],
+            "loadavg_end": load.loadavg_end[0],
+            **exponents,
+        },
         tags={
+            "machine_busy": str(load.busy).lower(),
+            "memory_method": report.memory_method,
             **environment_tags(report.environment),
             **determinism_tags(report.determinism["timing"], "timing"),
             **determinism_tags(report.determinism["correctness"], "correctness"),

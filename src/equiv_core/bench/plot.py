@@ -1,4 +1,5 @@
-"""The sweep plot: median seconds against new tokens, log-log, one line per arm, IQR as error bars."""
+"""The sweep plot: median seconds against new tokens, log-log, one line per arm, the median's 95% CI as error
+bars, growth exponents (or "not measurable") in the legend."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ def plot_sweep(report: BenchReport, path: Path) -> Path:
         cells = sorted((r for r in report.results if r.arm == arm), key=lambda r: r.new_tokens)
         sizes = [cell.new_tokens for cell in cells]
         medians = [cell.stats.median_s for cell in cells]
-        half_iqr = [cell.stats.iqr_s / 2 for cell in cells]
-        exponent = exponents.get(arm)
-        label = f"{arm} (slope {exponent:.2f})" if exponent is not None else arm
-        axes.errorbar(sizes, medians, yerr=half_iqr, marker="o", capsize=3, label=label)
+        errors = [
+            [cell.stats.median_s - cell.stats.ci95_low_s for cell in cells],
+            [cell.stats.ci95_high_s - cell.stats.median_s for cell in cells],
+        ]
+        exponent = exponents[arm]
+        label = f"{arm} (slope {exponent.describe()})"
+        axes.errorbar(sizes, medians, yerr=errors, marker="o", capsize=3, label=label)
     axes.set_xscale("log", base=2)
     sizes_seen = sorted({cell.new_tokens for cell in report.results})
     axes.set_xticks(sizes_seen, [str(size) for size in sizes_seen])

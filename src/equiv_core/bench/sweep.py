@@ -1,11 +1,17 @@
-"""The benchmark: a correctness pass in deterministic mode, then interleaved timing rounds with default kernels.
+"""The benchmark: a correctness pass in deterministic mode, then adaptive interleaved timing with default kernels.
 
 Why two passes: deterministic kernels make equivalence checks bit-reproducible but can be slower; timing with
 them would misstate the cost users see. Every record says which pass each of its numbers came from.
+
+Timing is adaptive (as pyperf and ``torch.utils.benchmark.Timer.blocked_autorange`` calibrate their loops): each
+(arm, size) cell gets at least ``rounds`` rounds, then keeps getting interleaved rounds until the 95% CI of its
+median is within +-``target`` of the median, or the size's share of ``budget_s`` is spent. Cells that miss the
+target are flagged with the width they reached; nothing is silently averaged away.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -15,9 +21,23 @@ import torch
 from tqdm import tqdm
 
 from equiv_core.bench.arms import ARMS, DEFAULT_ARMS
-from equiv_core.bench.statistics import TimingStats, growth_exponent, summarize
-from equiv_core.bench.timer import timed
-from equiv_core.catalog import DEFAULT_MODEL, DEFAULT_PROMPT, known_shape
+from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
+from equiv_core.bench.statistics import (
+    GrowthExponent,
+    TimingStats,
+    growth_exponent_ci,
+    summarize,
+)
+from equiv_core.bench.timer import Measurement, measure, memory_method
+from equiv_core.catalog import (
+    DEFAULT_BUDGET_S,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_MIN_ROUNDS,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    TARGET_CI_HALF_WIDTH,
+    known_shape,
+)
 from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
 from equiv_core.context import SteeringContext
 from equiv_core.determinism import configure_determinism
@@ -31,6 +51,8 @@ from equiv_core.validation import check_fits_context, check_layer, check_prompt,
 CPU_NEW_TOKENS = (8, 16, 32)
 GPU_NEW_TOKENS = (8, 32, 128, 512)
 GPU_DEFAULT_MODEL = "gpt2-small-random"
+_now = time.monotonic  # the clock of the budget (a name of its own so tests can script it)
+ROUNDS_BEFORE_BUDGET_STOP = 3  # even past the budget, every cell gets this many rounds (a spread to report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,31 +64,22 @@ class BenchConfig:
     dtype: str = "float32"
     arms: tuple[str, ...] = DEFAULT_ARMS
     new_tokens: tuple[int, ...] | None = None
-    rounds: int = 10
+    rounds: int = DEFAULT_MIN_ROUNDS  # the minimum; more are added until the target or the budget
     warmup: int = 1
     prompt: str = DEFAULT_PROMPT
     layer: int = 0
     seed: int = 0
     measure_prefill: bool = True  # also time 1-token runs, to split prefill from per-token decode
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    target: float = TARGET_CI_HALF_WIDTH  # wanted half-width of the median's 95% CI, as a fraction of the median
+    budget_s: float = DEFAULT_BUDGET_S
 
     def resolved(self) -> BenchConfig:
         """Fill the device-dependent defaults: on CUDA, gpt2-small-random and longer sweeps."""
         cuda = resolve_device(self.device).type == "cuda"
         model = self.model or (GPU_DEFAULT_MODEL if cuda else DEFAULT_MODEL)
         new_tokens = self.new_tokens or (GPU_NEW_TOKENS if cuda else CPU_NEW_TOKENS)
-        return BenchConfig(
-            model,
-            self.device,
-            self.dtype,
-            self.arms,
-            tuple(sorted(set(new_tokens))),
-            self.rounds,
-            self.warmup,
-            self.prompt,
-            self.layer,
-            self.seed,
-            self.measure_prefill,
-        )
+        return replace(self, model=model, new_tokens=tuple(sorted(set(new_tokens))))
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -79,6 +92,8 @@ class ArmResult:
     arm: str
     new_tokens: int
     stats: TimingStats
+    measurements: tuple[Measurement, ...]
+    target: float
     generated_ids: tuple[int, ...]
     logits_sha256: str
     ids_match_hook: bool | None
@@ -87,6 +102,26 @@ class ArmResult:
     timed_ids_mismatches: int
     ratio_to_hook: float | None = None
     ratio_to_unsteered: float | None = None
+
+    @property
+    def cpu_stats(self) -> TimingStats:
+        """Process CPU seconds per round (every thread): above wall time x threads means spinning or contention."""
+        return summarize([m.cpu_s for m in self.measurements])
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most memory one timed round added at its peak (see :mod:`equiv_core.bench.timer`)."""
+        return max(m.peak_bytes for m in self.measurements)
+
+    @property
+    def precise(self) -> bool:
+        """The 95% CI of the median reached the target width."""
+        return self.stats.meets(self.target)
+
+    @property
+    def precision_note(self) -> str:
+        """Empty when precise, else e.g. ``CI +-7.3% (target +-2%)``."""
+        return "" if self.precise else f"CI +-{self.stats.ci_half_width:.1%} (target +-{self.target:.0%})"
 
     @property
     def status(self) -> str:
@@ -107,7 +142,13 @@ class ArmResult:
             "n": self.stats.n,
             "ci95_low_s": self.stats.ci95_low_s,
             "ci95_high_s": self.stats.ci95_high_s,
-            "noisy": self.stats.noisy,
+            "ci_half_width": self.stats.ci_half_width,
+            "precise": self.precise,
+            "target_ci_half_width": self.target,
+            "cpu_median_s": self.cpu_stats.median_s,
+            "peak_memory_bytes": self.peak_bytes,
+            "wall_s": [m.wall_s for m in self.measurements],
+            "cpu_s": [m.cpu_s for m in self.measurements],
             "ratio_to_hook": self.ratio_to_hook,
             "ratio_to_unsteered": self.ratio_to_unsteered,
             "ids_match_hook": self.ids_match_hook,
@@ -133,19 +174,29 @@ class BenchReport:
     determinism: dict[str, Any]
     architecture: dict[str, Any]
     prompt_length: int
+    load: MachineLoad
+    memory_method: str
+    timing_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, arm: str, new_tokens: int) -> ArmResult | None:
         return next((r for r in self.results if r.arm == arm and r.new_tokens == new_tokens), None)
 
-    def growth_exponents(self) -> dict[str, float | None]:
-        """Per arm, the log-log slope of median time against new tokens over the requested sweep."""
+    def growth_exponents(self) -> dict[str, GrowthExponent]:
+        """Per arm, the log-log slope of median time against new tokens over the requested sweep, with its
+        bootstrap CI over rounds (seeded by the run's seed)."""
         sizes = list(self.config.new_tokens or ())
         exponents = {}
         for arm in self.config.arms:
             cells = [self.cell(arm, size) for size in sizes]
-            exponents[arm] = growth_exponent(sizes, [c.stats.median_s for c in cells if c is not None])
+            samples = [[m.wall_s for m in c.measurements] for c in cells if c is not None]
+            exponents[arm] = growth_exponent_ci(sizes, samples, seed=self.config.seed)
         return exponents
+
+    @property
+    def precise_share(self) -> float:
+        """The fraction of cells whose median CI reached the target."""
+        return sum(result.precise for result in self.results) / max(len(self.results), 1)
 
     def prefill_split(self) -> dict[str, dict[str, float]]:
         """Per arm: prefill seconds (median of 1-token runs) and decode seconds per token at the longest sweep."""
@@ -174,7 +225,12 @@ class BenchReport:
             "architecture": self.architecture,
             "environment": self.environment,
             "determinism": self.determinism,
-            "growth_exponents": self.growth_exponents(),
+            "growth_exponents": {arm: value.to_dict() for arm, value in self.growth_exponents().items()},
+            "machine_load": self.load.to_dict(),
+            "memory_method": self.memory_method,
+            "timing_seconds": self.timing_seconds,
+            "precise_share": self.precise_share,
+            "torch_threads": self.environment.get("torch_threads"),
             "prefill_split": self.prefill_split(),
             "all_correct": self.all_correct,
             "records": [result.to_dict() for result in self.results],
@@ -190,6 +246,12 @@ def validate_bench_config(config: BenchConfig) -> None:
         raise UserInputError(f"no arms given; valid: {', '.join(ARMS.names())}")
     if config.rounds < 1:
         raise UserInputError(f"rounds must be >= 1, got {config.rounds}")
+    if config.max_rounds < config.rounds:
+        raise UserInputError(f"max rounds must be >= rounds ({config.rounds}), got {config.max_rounds}")
+    if not 0 < config.target < 1:
+        raise UserInputError(f"--target-ci must be between 0 and 100 percent (exclusive), got {config.target * 100:g}")
+    if not config.budget_s > 0:
+        raise UserInputError(f"budget must be > 0 seconds, got {config.budget_s:g}")
     if config.warmup < 0:
         raise UserInputError(f"warmup must be >= 0, got {config.warmup}")
     if config.new_tokens is not None and (not config.new_tokens or min(config.new_tokens) < 1):
@@ -221,41 +283,73 @@ def _correctness_pass(
     return records
 
 
+@dataclass(slots=True)
+class _SizeTiming:
+    """The rounds of one size as they accumulate, and the timed runs whose ids differ from the correctness pass."""
+
+    measurements: dict[str, list[Measurement]]
+    mismatches: dict[str, int]
+
+
 def _time_size(
     context: SteeringContext,
     input_ids: torch.Tensor,
     config: BenchConfig,
     size: int,
     expected: dict[tuple[str, int], GenerationRecord],
+    budget_s: float,
     bar: Any,
-) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Warm-up, then timed rounds of every arm at one size; arms alternate order each round so drift hits all
-    of them alike. Also counts timed runs whose ids differ from the correctness pass."""
-    samples: dict[str, list[float]] = {arm: [] for arm in config.arms}
-    mismatches = dict.fromkeys(config.arms, 0)
-    for round_index in range(config.warmup + config.rounds):
-        order = config.arms if round_index % 2 == 0 else tuple(reversed(config.arms))
+) -> _SizeTiming:
+    """Warm-up, then interleaved rounds at one size until every arm's median CI meets the target, an arm reaches
+    ``max_rounds``, or ``budget_s`` is spent (after at least :data:`ROUNDS_BEFORE_BUDGET_STOP` rounds).
+
+    Arms alternate order each round so drift hits all of them alike; an arm that has met the target stops
+    getting rounds, so the budget goes to the cells that need it.
+    """
+    method = memory_method(context.device)
+    timing = _SizeTiming({arm: [] for arm in config.arms}, dict.fromkeys(config.arms, 0))
+    deadline = _now() + budget_s
+    active = config.arms
+    round_index = 0
+    while active:
+        round_started = _now()
+        order = active if round_index % 2 == 0 else tuple(reversed(active))
         for arm in order:
-            bar.set_postfix_str(f"{arm} x{size}")
             call = partial(ARMS.get(arm).run, context, input_ids, size, config.layer)
-            record, seconds = timed(call, context.device)
+            record, measured = measure(call, context.device, method)
             if round_index >= config.warmup:
-                samples[arm].append(seconds)
-                mismatches[arm] += record.generated_ids != expected[arm, size].generated_ids
+                timing.measurements[arm].append(measured)
+                timing.mismatches[arm] += record.generated_ids != expected[arm, size].generated_ids
             bar.update()
-    return samples, mismatches
+        round_index += 1
+        timed_rounds = round_index - config.warmup
+        if timed_rounds < 1:
+            continue
+        active = tuple(arm for arm in active if _wants_more(config, timing.measurements[arm], timed_rounds))
+        # Stop when the next round (as long as this one) would end past the deadline.
+        next_round_ends = _now() + (_now() - round_started)
+        if next_round_ends > deadline and timed_rounds >= min(ROUNDS_BEFORE_BUDGET_STOP, config.rounds):
+            break
+        bar.set_postfix_str(f"x{size} round {timed_rounds}: {len(active)} arm(s) not yet within +-{config.target:.0%}")
+    return timing
+
+
+def _wants_more(config: BenchConfig, measurements: list[Measurement], timed_rounds: int) -> bool:
+    """An arm gets another round until it has ``rounds`` and its median CI meets the target, or has ``max_rounds``."""
+    if len(measurements) >= config.max_rounds:
+        return False
+    return timed_rounds < config.rounds or not summarize([m.wall_s for m in measurements]).meets(config.target)
 
 
 def _cells(
     config: BenchConfig,
     size: int,
     expected: dict[tuple[str, int], GenerationRecord],
-    samples: dict[str, list[float]],
-    mismatches: dict[str, int],
+    timing: _SizeTiming,
     tolerance: tuple[float, float],
 ) -> list[ArmResult]:
     """The results of one size: timing stats beside the correctness of the deterministic pass."""
-    stats = {arm: summarize(values) for arm, values in samples.items()}
+    stats = {arm: summarize([m.wall_s for m in values]) for arm, values in timing.measurements.items()}
     hook, unsteered = expected["hook", size], expected["unsteered", size]
     cells = []
     for arm in config.arms:
@@ -266,17 +360,26 @@ def _cells(
                 arm=arm,
                 new_tokens=size,
                 stats=stats[arm],
+                measurements=tuple(timing.measurements[arm]),
+                target=config.target,
                 generated_ids=record.generated_ids,
                 logits_sha256=tensor_sha256(record.step_logits),
                 ids_match_hook=record.generated_ids == hook.generated_ids if steered else None,
                 logits_vs_hook=compare_tensors(record.step_logits, hook.step_logits, *tolerance) if steered else None,
                 steering_applied=record.generated_ids != unsteered.generated_ids if steered else None,
-                timed_ids_mismatches=mismatches[arm],
+                timed_ids_mismatches=timing.mismatches[arm],
                 ratio_to_hook=_ratio(stats, arm, "hook"),
                 ratio_to_unsteered=_ratio(stats, arm, "unsteered"),
             )
         )
     return cells
+
+
+def _budget_shares(sizes: tuple[int, ...]) -> dict[int, float]:
+    """Each size's share of the timing budget, in proportion to its tokens (+1 for the prefill): longer
+    generations cost more per round, so they get more seconds to reach the same precision."""
+    total = sum(size + 1 for size in sizes)
+    return {size: (size + 1) / total for size in sizes}
 
 
 def run_bench(
@@ -288,6 +391,7 @@ def run_bench(
     """Load the model, check every arm against the hook, then time the sweep one size at a time.
 
     ``on_cells`` receives each size's results as soon as they exist (to log them before the next size runs).
+    Unused budget of one size carries over to the next.
     """
     report_line = say or (lambda _message: None)
     validate_bench_config(config)
@@ -302,32 +406,42 @@ def run_bench(
     report_line(f"correctness pass (deterministic kernels): {len(config.arms)} arms x {list(sizes)} new tokens")
     expected = _correctness_pass(context, input_ids, sizes, config.arms, config.layer)
     timing_determinism = configure_determinism(config.seed, deterministic=False)
-    report_line(f"timing: {config.warmup} warm-up + {config.rounds} rounds per size (default kernels)")
+    report_line(
+        f"timing (default kernels, {torch.get_num_threads()} torch threads): "
+        f"{config.warmup} warm-up + at least {config.rounds} rounds per cell, more until the median's 95% CI is "
+        f"within +-{config.target:.0%} (at most {config.max_rounds}), {config.budget_s:.0f} s budget"
+    )
     tolerance = LOGITS_TOLERANCE[context.dtype]
-    total = (config.warmup + config.rounds) * len(sizes) * len(config.arms)
+    shares = _budget_shares(sizes)
     results: list[ArmResult] = []
+    monitor = LoadMonitor(torch.get_num_threads())
+    started = _now()
     # On a terminal only (disable=None): in logs, a redrawn bar is noise; the per-size lines say enough.
-    with tqdm(
-        total=total,
-        desc="bench rounds",
-        unit="run",
-        disable=None if progress else True,
-        mininterval=0.5,
-        dynamic_ncols=True,
-    ) as bar:
+    with tqdm(desc="bench runs", unit="run", disable=None if progress else True, mininterval=0.5) as bar:
         try:
-            for size in sizes:
-                samples, mismatches = _time_size(context, input_ids, config, size, expected, bar)
-                cells = _cells(config, size, expected, samples, mismatches, tolerance)
+            for index, size in enumerate(sizes):
+                remaining = config.budget_s - (_now() - started)
+                share = shares[size] / sum(shares[later] for later in sizes[index:])
+                timing = _time_size(context, input_ids, config, size, expected, max(remaining, 0.0) * share, bar)
+                cells = _cells(config, size, expected, timing, tolerance)
                 results.extend(cells)
                 report_line(
                     f"timed {size} new tokens: "
-                    + ", ".join(f"{cell.arm} {cell.stats.median_s * 1e3:.1f} ms" for cell in cells)
+                    + ", ".join(
+                        f"{cell.arm} {cell.stats.median_s * 1e3:.1f} ms"
+                        f" (n={cell.stats.n}{', ' + cell.precision_note if cell.precision_note else ''})"
+                        for cell in cells
+                    )
                 )
                 if on_cells is not None:
                     on_cells(cells)
         finally:
             configure_determinism(config.seed, deterministic=True)
+    timing_seconds = _now() - started
+    load = monitor.stop()
+    warning = load.warning()
+    if warning:
+        report_line(warning)
     return BenchReport(
         config=config,
         results=tuple(results),
@@ -335,6 +449,9 @@ def run_bench(
         determinism={"correctness": correctness_determinism.to_dict(), "timing": timing_determinism.to_dict()},
         architecture=context.architecture.to_dict(),
         prompt_length=prompt_length,
+        load=load,
+        memory_method=memory_method(device),
+        timing_seconds=timing_seconds,
     )
 
 

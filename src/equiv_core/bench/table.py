@@ -1,8 +1,10 @@
-"""The benchmark as a readable text table: arm, new tokens, median, IQR, ratios, correctness."""
+"""The benchmark as a readable text table: arm, new tokens, median and its CI, CPU time, memory, ratios,
+correctness; then growth exponents, the prefill/decode split and how busy the machine was."""
 
 from __future__ import annotations
 
 from equiv_core.bench.sweep import BenchReport
+from equiv_core.tables import text_table
 
 
 def _ratio(value: float | None) -> str:
@@ -14,26 +16,46 @@ def _yes_no(value: bool | None) -> str:
 
 
 def render_table(report: BenchReport) -> str:
-    """One row per (new_tokens, arm), then growth exponents and the prefill/decode split."""
-    header = (
-        f"{'arm':<10} {'new':>4} {'median':>10} {'IQR':>9} {'95% CI of median':>21} {'/hook':>7} "
-        f"{'/unsteered':>10} {'ids=hook':>8} {'max|dlogit|':>11}  status"
-    )
-    lines = [header, "-" * len(header)]
+    """One row per (new_tokens, arm), then growth exponents, the prefill/decode split and the machine's load."""
+    headers = [
+        "arm",
+        "new",
+        "median s",
+        "95% CI",
+        "n",
+        "CPU s",
+        "peak MiB",
+        "/hook",
+        "/unsteered",
+        "ids=hook",
+        "max|dlogit|",
+        "status",
+    ]
+    rows = []
     for result in sorted(report.results, key=lambda r: (r.new_tokens, report.config.arms.index(r.arm))):
         stats = result.stats
         diff = "-" if result.logits_vs_hook is None else f"{result.logits_vs_hook.max_abs_diff:.2g}"
-        status = result.status + (" (noisy)" if stats.noisy else "")
-        lines.append(
-            f"{result.arm:<10} {result.new_tokens:>4} {stats.median_s:>9.4f}s {stats.iqr_s:>8.4f}s "
-            f"[{stats.ci95_low_s:>8.4f}, {stats.ci95_high_s:>8.4f}] {_ratio(result.ratio_to_hook):>7} "
-            f"{_ratio(result.ratio_to_unsteered):>10} {_yes_no(result.ids_match_hook):>8} {diff:>11}  {status}"
+        status = result.status + ("" if result.precise else "; CI wider than target")
+        rows.append(
+            [
+                result.arm,
+                str(result.new_tokens),
+                f"{stats.median_s:.4f}",
+                f"+-{stats.ci_half_width:.1%}",
+                str(stats.n),
+                f"{result.cpu_stats.median_s:.4f}",
+                f"{result.peak_bytes / 2**20:.1f}",
+                _ratio(result.ratio_to_hook),
+                _ratio(result.ratio_to_unsteered),
+                _yes_no(result.ids_match_hook),
+                diff,
+                status,
+            ]
         )
-    exponents = report.growth_exponents()
-    lines.append("")
+    lines = [*text_table([headers, *rows]), ""]
     lines.append(
-        "growth exponent (log-log slope of median vs new tokens; ~1 linear, ~2 quadratic): "
-        + ", ".join(f"{arm} {value:.2f}" if value is not None else f"{arm} -" for arm, value in exponents.items())
+        "growth exponent (log-log slope of median vs new tokens, 95% bootstrap CI; ~1 linear, ~2 quadratic): "
+        + "; ".join(f"{arm} {value.describe()}" for arm, value in report.growth_exponents().items())
     )
     split = report.prefill_split()
     if split:
@@ -44,8 +66,21 @@ def render_table(report: BenchReport) -> str:
                 for arm, cell in split.items()
             )
         )
+    config, load = report.config, report.load
+    precise = sum(result.precise for result in report.results)
     lines.append(
-        f"n = {report.config.rounds} timed rounds after {report.config.warmup} warm-up, arms interleaved; "
-        "timings use default kernels, correctness columns come from a deterministic pass"
+        f"{precise}/{len(report.results)} cells within the +-{config.target:.0%} target "
+        f"(at least {config.rounds} rounds after {config.warmup} warm-up, at most {config.max_rounds}, arms "
+        f"interleaved; {report.timing_seconds:.0f} s of timing against a {config.budget_s:.0f} s budget)"
     )
+    lines.append(
+        f"machine: {report.environment.get('torch_threads')} torch threads on {load.cores} cores; load average "
+        f"{load.loadavg_start[0]:.2f} -> {load.loadavg_end[0]:.2f}; other processes used {load.others_cores:.1f} "
+        f"cores while timing; CPU s is this process's CPU time per run (all threads); peak MiB is "
+        f"{report.memory_method}"
+    )
+    warning = load.warning()
+    if warning:
+        lines.append(warning)
+    lines.append("timings use default kernels; correctness columns come from a deterministic pass")
     return "\n".join(lines)
