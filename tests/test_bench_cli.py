@@ -16,6 +16,7 @@ from equiv_core.bench import arms
 from equiv_core.cli import main
 from equiv_core.registry import Registry
 
+EAGER_ARMS = tuple(name for name in arms.ARMS.names() if name != "floor")  # floor compiles: its own tests
 REQUIRED = {
     "arm",
     "new_tokens",
@@ -49,7 +50,7 @@ def _bench(directory: Path, *extra: str) -> tuple[int, dict[str, Any]]:
             str(directory / "sweep.png"),
             "--pytest-benchmark-json",
             str(directory / "pytest-benchmark.json"),
-            *extra,
+            *(extra or ("--arms", ",".join(EAGER_ARMS))),
         ]
     )
     return code, json.loads(target.read_text()) if target.exists() else {}
@@ -77,7 +78,7 @@ def test_bench_writes_records_and_plot(bench_run: BenchRun) -> None:
     assert bench_run.code == 0
     records = bench_run.payload["records"]
     cells = {(record["arm"], record["new_tokens"]) for record in records}
-    assert cells == {(arm, size) for arm in arms.ARMS.names() for size in (1, 4, 8)}
+    assert cells == {(arm, size) for arm in EAGER_ARMS for size in (1, 4, 8)}
     for record in records:
         assert set(record) >= REQUIRED
         assert record["n"] == 2
@@ -87,7 +88,7 @@ def test_bench_writes_records_and_plot(bench_run: BenchRun) -> None:
             assert record["ids_match_hook"] is True and record["steering_applied"] is True
             assert record["status"] == "ok"
     assert (bench_run.directory / "sweep.png").read_bytes().startswith(b"\x89PNG")
-    assert set(bench_run.payload["growth_exponents"]) == set(arms.ARMS.names())
+    assert set(bench_run.payload["growth_exponents"]) == set(EAGER_ARMS)
 
 
 def test_the_pytest_benchmark_json_holds_the_sweeps_own_rounds(bench_run: BenchRun) -> None:
@@ -158,3 +159,24 @@ def test_bad_bench_arguments_exit_2(
     errors = capsys.readouterr().err.strip().splitlines()
     assert message in errors[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_arm_that_cannot_compile_is_reported_not_expressible_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from equiv_core.bench import floor
+
+    def no_compiler(function: Any, **_options: Any) -> Callable[..., Any]:
+        def compiled(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore detail")
+
+        return compiled
+
+    monkeypatch.setattr(floor.torch, "compile", no_compiler)
+    code, payload = _bench(tmp_path, "--arms", "floor,hook,unsteered")
+    assert code == 0
+    assert payload["not_expressible"] == {
+        "floor": "torch.compile failed here: RuntimeError: InductorError: no working C++ compiler found"
+    }
+    assert {record["arm"] for record in payload["records"]} == {"hook", "unsteered"}
+    assert "floor: not expressible here, not timed: torch.compile failed here" in capsys.readouterr().out

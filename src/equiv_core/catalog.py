@@ -10,7 +10,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
 DEFAULT_MAX_NEW_TOKENS = 5
 # The arms `equiv bench` times (equiv_core.bench.arms registers them in this order; a test checks they agree).
-BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "unsteered")
+BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "floor", "unsteered")
 # `equiv bench` timing: each cell gets at least DEFAULT_MIN_ROUNDS rounds (the fewest whose order-statistic
 # interval is a 95% CI of the median), then more until the CI is within +-TARGET_CI_HALF_WIDTH of the median, at
 # most DEFAULT_MAX_ROUNDS, within DEFAULT_BUDGET_S seconds of timing for the whole sweep (sized so the main job

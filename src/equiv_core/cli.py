@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import NoReturn
@@ -32,6 +33,7 @@ from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, TrackingOptions
 from equiv_core.spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
 from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
+from equiv_core.walltime import CommandStart, process_started
 
 EXIT_INTERRUPTED = 130
 
@@ -142,7 +144,7 @@ def _command_run(arguments: argparse.Namespace) -> int:
         chat_template=arguments.chat_template,
         decoding=decoding,
     )
-    return run_job(config, arguments.json, arguments.plot, _tracking(arguments))
+    return run_job(config, arguments.json, arguments.plot, _tracking(arguments), arguments.started)
 
 
 def _command_bench(arguments: argparse.Namespace) -> int:
@@ -464,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING.
     previous = signal.signal(signal.SIGTERM, _terminate)
+    # When the command began, and when its process did (as the console script; in-process callers such as tests
+    # have no start-up of their own to report): `equiv run` reports where its wall time went from there.
+    arguments.started = CommandStart(process_started() if argv is None else time.time(), time.time())
     try:
         return int(arguments.handler(arguments))
     except UserInputError as error:

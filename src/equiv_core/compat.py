@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.architecture import BlockOutputForm
 from equiv_core.coverage import IndexFault, PassShape, Touch
+from equiv_core.model_work import ModelWork, tensor_key
 from equiv_core.resolution import ResolvedSpec
 from equiv_core.steering import (
     Edit,
@@ -113,9 +114,12 @@ class NnsightSteering:
         layers_path: str,
         block_output_form: BlockOutputForm,
         pad_token_id: int | None = None,
+        work: ModelWork | None = None,
     ) -> None:
         """Steer ``model`` through ``wrapped``, its nnsight wrapper (:meth:`for_model` wraps a Hugging Face
-        model); its decoder blocks are at ``layers_path`` and return a ``block_output_form``."""
+        model); its decoder blocks are at ``layers_path`` and return a ``block_output_form``. ``work`` times every
+        generation and forward pass (and shares identical ones while ``work.shared()``)."""
+        self.work = work or ModelWork()
         self.model = model
         self.wrapped = wrapped
         self.layers_path = layers_path
@@ -156,6 +160,31 @@ class NnsightSteering:
         ``catch_index_errors`` records an out-of-range index per step instead of raising: the evidence that,
         with the cache, an absolute prompt position does not exist after step 0.
         """
+        key = (
+            "nnsight.generate",
+            tensor_key(input_ids),
+            max_new_tokens,
+            edit,
+            when,
+            use_cache,
+            catch_index_errors,
+            arm,
+        )
+        return self.work.run(
+            key,
+            partial(self._generate, input_ids, max_new_tokens, edit, when, use_cache, catch_index_errors, arm),
+        )
+
+    def _generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        edit: Edit,
+        when: When,
+        use_cache: bool,
+        catch_index_errors: bool,
+        arm: str | None,
+    ) -> GenerationRecord:
         when = check_when(when)
         kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, use_cache)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
@@ -196,7 +225,11 @@ class NnsightSteering:
     def generate_spec(self, resolved: ResolvedSpec, style: SpecStyle, per_invoke: bool = False) -> SpecGeneration:
         """Generation of ``resolved.new_tokens`` tokens for ``resolved.batch`` with the spec applied the way
         ``style`` writes it: in one batched invoke, or (``per_invoke``) one ``tracer.invoke`` per prompt, which
-        nnsight pads and batches itself.
+        nnsight pads and batches itself. Timed as model work, never shared (it may sample)."""
+        return self.work.timed(partial(self._generate_spec, resolved, style, per_invoke))
+
+    def _generate_spec(self, resolved: ResolvedSpec, style: SpecStyle, per_invoke: bool) -> SpecGeneration:
+        """See :meth:`generate_spec`.
 
         Each firing translates every row's positions into columns of the pass it sees (with the KV cache the pass
         at step ``k >= 1`` holds only column ``L + k - 1``, ``L`` the padded prompt length), or, for ``indexing =
@@ -374,6 +407,11 @@ class NnsightSteering:
 
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""
+        return self.work.run(
+            ("nnsight.forward_logits", tensor_key(input_ids), edit), partial(self._forward_logits, input_ids, edit)
+        )
+
+    def _forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         block = self._block(edit.layer)
         with torch.no_grad():
             with self.wrapped.trace(input_ids, use_cache=False):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from equiv_core.architecture import Architecture, describe
 from equiv_core.compat import NnsightSteering
+from equiv_core.model_work import ModelWork, tensor_key
 from equiv_core.models import LoadedModel
 from equiv_core.reference import hook_forward_logits, hook_generate
 from equiv_core.steering import Edit, GenerationRecord, When
@@ -20,6 +22,11 @@ class SteeringContext:
     loaded: LoadedModel
     architecture: Architecture
     nnsight: NnsightSteering
+
+    @property
+    def work(self) -> ModelWork:
+        """The model work of this context: every generation and forward pass timed (see :mod:`model_work`)."""
+        return self.nnsight.work
 
     @property
     def device(self) -> torch.device:
@@ -46,7 +53,8 @@ class SteeringContext:
         use_cache: bool = True,
     ) -> GenerationRecord:
         """The same edit with a raw PyTorch forward hook: the independent reference for every nnsight arm."""
-        return hook_generate(
+        call = partial(
+            hook_generate,
             self.loaded.model,
             input_ids,
             max_new_tokens,
@@ -55,10 +63,12 @@ class SteeringContext:
             when,
             use_cache,
         )
+        return self.work.run(("hook", tensor_key(input_ids), max_new_tokens, edit, when, use_cache), call)
 
     def unsteered(self, input_ids: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> GenerationRecord:
         """Plain Hugging Face generation with no edit."""
-        return hook_generate(
+        call = partial(
+            hook_generate,
             self.loaded.model,
             input_ids,
             max_new_tokens,
@@ -67,6 +77,7 @@ class SteeringContext:
             use_cache=use_cache,
             arm="unsteered",
         )
+        return self.work.run(("unsteered", tensor_key(input_ids), max_new_tokens, use_cache), call)
 
     def eos_token_ids(self) -> tuple[int, ...]:
         """The ids ``min_new_tokens`` forbids during generation (the model's EOS ids)."""
@@ -88,7 +99,8 @@ class SteeringContext:
         return tuple(int(token) for token in masked.argmax(-1).tolist())
 
     def reference_forward_logits(self, input_ids: torch.Tensor, edit: Edit | None) -> torch.Tensor:
-        return hook_forward_logits(self.loaded.model, input_ids, edit)
+        call = partial(hook_forward_logits, self.loaded.model, input_ids, edit)
+        return self.work.run(("hook.forward_logits", tensor_key(input_ids), edit), call)
 
 
 def build_context(loaded: LoadedModel) -> SteeringContext:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.outputs import check_output, write_json, write_with
+from equiv_core.walltime import CommandStart, breakdown
 
 if TYPE_CHECKING:
     from equiv_core.bench.sweep import BenchConfig
@@ -94,11 +95,21 @@ def _settle(tracker: Tracker, run: TrackedRun | None, status: int) -> int:
     return status
 
 
-def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, tracking: TrackingOptions) -> int:
-    """``equiv run``: the findings (five, or a steering spec's), printed, written as JSON, logged to MLflow."""
+def run_job(
+    config: RunConfig,
+    json_out: str | None,
+    plot_out: str | None,
+    tracking: TrackingOptions,
+    start: CommandStart | None = None,
+) -> int:
+    """``equiv run``: the findings (five, or a steering spec's), printed, written as JSON, logged to MLflow; then
+    one line saying where the wall time went (:mod:`equiv_core.walltime`)."""
     from equiv_core import run_logging
     from equiv_core.report import render
-    from equiv_core.runner import validate_config
+    from equiv_core.runner import run_findings, validate_config
+
+    imports_done = time.time()
+    start = start or CommandStart(imports_done, imports_done)
 
     json_path = check_output(json_out, "--json")
     plot_path = check_output(plot_out, "--plot")
@@ -106,7 +117,6 @@ def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, track
         raise UserInputError("--plot draws a steering spec's coverage map; give a spec (--recipe, --op, ...) too")
     validate_config(config)
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
-    from equiv_core.runner import run_findings
 
     with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
         parent.log(params=run_logging.run_params(config), tags=_early_tags())
@@ -115,7 +125,11 @@ def run_job(config: RunConfig, json_out: str | None, plot_out: str | None, track
         if report.spec is not None:
             _coverage_outputs(report, plot_path, parent, payload)
         run_logging.log_run_report(parent, report, payload)
+        spent = breakdown(start, imports_done, report.timings, tracker.seconds)
+        payload["time_breakdown"] = spent.to_dict()
+        parent.log(metrics={f"time.{key}": value for key, value in spent.to_dict().items()})
     print(render(report))
+    say(spent.render())
     if json_path is not None:
         write_json(json_path, payload)
         say(f"wrote {json_path}")

@@ -329,13 +329,13 @@ def run_findings(
     """
     say = progress or (lambda _message: None)
     validate_config(config)
+    preparing = time.perf_counter()
     prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
     context = prepared.context
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}
-    timings: dict[str, float] = {"load_s": context.loaded.load_seconds}
+    timings: dict[str, float] = {"load_s": context.loaded.load_seconds, "prepare_s": time.perf_counter() - preparing}
     names = config.findings
-    resolved: ResolvedSpec | None = None
 
     def done(index: int, finding: FindingResult, elapsed: float) -> None:
         seconds[finding.id] = elapsed
@@ -344,6 +344,42 @@ def run_findings(
             on_finding(finding, elapsed)
         say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
 
+    with context.work.shared():  # a generation several findings need is made once (see model_work)
+        notes, prompt_ids, resolved = _run_mode(config, context, names, done, timings, say)
+    timings.update(
+        model_work_s=context.work.seconds,
+        model_calls=context.work.calls,
+        shared_calls=context.work.shared_calls,
+        findings_s=sum(seconds.values()),
+    )
+    return RunReport(
+        config=config,
+        model_source=context.loaded.source,
+        prompt_ids=prompt_ids,
+        prompt_tokens=tuple(context.loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
+        architecture=context.architecture.to_dict(),
+        determinism=prepared.determinism,
+        environment=environment_info(prepared.device),
+        load_seconds=context.loaded.load_seconds,
+        weights_sha256=weights_sha256(context.loaded.model),
+        findings=tuple(findings),
+        finding_seconds=seconds,
+        spec=resolved,
+        timings=timings,
+        notes=notes,
+    )
+
+
+def _run_mode(
+    config: RunConfig,
+    context: SteeringContext,
+    names: tuple[str, ...],
+    done: Callable[[int, FindingResult, float], None],
+    timings: dict[str, float],
+    say: Progress,
+) -> tuple[tuple[str, ...], tuple[int, ...], ResolvedSpec | None]:
+    """Run the findings of the run's mode; returns the notes, the prompt ids shown and the resolved spec."""
+    resolved: ResolvedSpec | None = None
     if config.spec is None:
         prompt_ids = tuple(int(token) for token in context.encode(config.prompt)[0].tolist())
         configs = experiment_configs(config, context)
@@ -373,22 +409,7 @@ def run_findings(
         for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved), start=1):
             done(index, finding, elapsed)
         timings["spec_s"] = time.perf_counter() - started
-    return RunReport(
-        config=config,
-        model_source=context.loaded.source,
-        prompt_ids=prompt_ids,
-        prompt_tokens=tuple(context.loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
-        architecture=context.architecture.to_dict(),
-        determinism=prepared.determinism,
-        environment=environment_info(prepared.device),
-        load_seconds=context.loaded.load_seconds,
-        weights_sha256=weights_sha256(context.loaded.model),
-        findings=tuple(findings),
-        finding_seconds=seconds,
-        spec=resolved,
-        timings=timings,
-        notes=notes,
-    )
+    return notes, prompt_ids, resolved
 
 
 __all__ = ["RunConfig", "RunReport", "experiment_configs", "run_findings", "validate_config"]

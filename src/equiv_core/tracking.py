@@ -204,6 +204,7 @@ class Tracker:
         self.failure = ""
         self.journal = Journal()
         self.say: Callable[[str], None] | None = None
+        self.seconds = 0.0  # wall time spent reaching the store and in calls to it (this thread)
 
     def connect(self) -> Tracker:
         """Reach the store and make sure the experiment exists; a one-line UserInputError if unreachable."""
@@ -213,6 +214,7 @@ class Tracker:
         # TrackingServiceClient._log_url); stdout holds the report only.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         logging.getLogger("mlflow.store.db.utils").addFilter(_DropLockTracebacks())
+        started = time.perf_counter()
         from mlflow import MlflowClient
 
         try:
@@ -229,6 +231,8 @@ class Tracker:
                 f"cannot reach the MLflow tracking store {self.uri}: {_first_line(error)} "
                 "(start the server, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-mlflow)"
             ) from None
+        finally:
+            self.seconds += time.perf_counter() - started
         return self
 
     def _artifact_location(self) -> str | None:
@@ -240,11 +244,14 @@ class Tracker:
         """``action()`` against the store, unless it has failed; a failure is remembered, not raised."""
         if self.failure:
             return None
+        started = time.perf_counter()
         try:
             return _retry_locked(action, self.say)
         except Exception as error:  # noqa: BLE001 - any store error: keep going, spool at the end (settle)
             self.failure = _first_line(error, 160)
             return None
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def send(self, run: TrackedRun, entry: SpooledLog, file: Path | None = None) -> None:
         """Journal ``entry`` and send it to the store."""

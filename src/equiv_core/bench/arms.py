@@ -3,7 +3,9 @@
 - ``plain``: nnsight plain invoke at position -1, fires on the prompt pass;
 - ``iter0``: nnsight ``iter[0]`` at position n-1;
 - ``recompute``: nnsight with ``use_cache=False``, the edit re-applied at n-1 at every step;
-- ``hook``: the same edit with a raw PyTorch forward hook + Hugging Face ``generate`` (the floor);
+- ``hook``: the same edit with a raw PyTorch forward hook + Hugging Face ``generate`` (the reference);
+- ``floor``: the same edit inside a ``torch.compile``d forward with a static KV cache (:mod:`equiv_core.bench.floor`):
+  the fastest honest way to run it, so the cost of tracing shows against it;
 - ``unsteered``: plain Hugging Face ``generate`` with no edit (the cost of generation itself).
 """
 
@@ -29,6 +31,7 @@ class Arm:
     steered: bool
     description: str
     run: ArmFunction
+    deterministic_check: bool = True  # False: its correctness pass runs with default kernels (see floor)
 
 
 ARMS: Registry[Arm] = Registry("arm")
@@ -55,6 +58,12 @@ def _hook(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, la
     return context.reference(input_ids, new_tokens, Edit(layer, _last(input_ids)))
 
 
+def _floor(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
+    from equiv_core.bench.floor import floor_generate
+
+    return floor_generate(context, input_ids, new_tokens, layer)
+
+
 def _unsteered(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, _layer: int) -> GenerationRecord:
     return context.unsteered(input_ids, new_tokens)
 
@@ -63,7 +72,9 @@ for _arm in (
     Arm("plain", True, "nnsight plain invoke, position -1, prompt pass only", _plain),
     Arm("iter0", True, "nnsight iter[0], position n-1", _iter0),
     Arm("recompute", True, "nnsight, use_cache=False, edit at n-1 on every step", _recompute),
-    Arm("hook", True, "raw PyTorch forward hook + HF generate (the floor)", _hook),
+    Arm("hook", True, "raw PyTorch forward hook + HF generate (the reference)", _hook),
+    # Compiled once, with default kernels: Dynamo would recompile when the deterministic flag flips.
+    Arm("floor", True, "torch.compile + static KV cache, the edit inside the graph", _floor, deterministic_check=False),
     Arm("unsteered", False, "HF generate, no edit", _unsteered),
 ):
     ARMS.add(_arm.name, _arm)

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from equiv_core.bench.arms import ARMS, DEFAULT_ARMS
+from equiv_core.bench.floor import compile_seconds as floor_compile_seconds
 from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
 from equiv_core.bench.statistics import (
     GrowthExponent,
@@ -39,6 +40,7 @@ from equiv_core.catalog import (
     known_shape,
 )
 from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
+from equiv_core.compat import NotExpressible
 from equiv_core.context import SteeringContext
 from equiv_core.determinism import configure_determinism
 from equiv_core.errors import UserInputError
@@ -177,6 +179,8 @@ class BenchReport:
     load: MachineLoad
     memory_method: str
     timing_seconds: float
+    not_expressible: dict[str, str] = field(default_factory=dict)  # arm -> why it cannot run here
+    compile_seconds: float | None = None  # floor: seconds of the calls that compiled a graph
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, arm: str, new_tokens: int) -> ArmResult | None:
@@ -230,6 +234,8 @@ class BenchReport:
             "memory_method": self.memory_method,
             "timing_seconds": self.timing_seconds,
             "precise_share": self.precise_share,
+            "not_expressible": self.not_expressible,
+            "floor_compile_seconds": self.compile_seconds,
             "torch_threads": self.environment.get("torch_threads"),
             "prefill_split": self.prefill_split(),
             "all_correct": self.all_correct,
@@ -272,15 +278,41 @@ def _check_fits(config: BenchConfig, context: SteeringContext, prompt_length: in
     return check_layer(config.layer, context.architecture.num_layers)
 
 
+@dataclass(frozen=True, slots=True)
+class _Correctness:
+    """The correctness pass: one record per (arm, size), and the arms that cannot run here, with the reason."""
+
+    records: dict[tuple[str, int], GenerationRecord]
+    not_expressible: dict[str, str]
+
+
 def _correctness_pass(
-    context: SteeringContext, input_ids: torch.Tensor, sizes: tuple[int, ...], arms: tuple[str, ...], layer: int
-) -> dict[tuple[str, int], GenerationRecord]:
-    """One deterministic run of every arm, plus hook and unsteered even when they are not timed."""
-    records = {}
+    context: SteeringContext,
+    input_ids: torch.Tensor,
+    sizes: tuple[int, ...],
+    arms: tuple[str, ...],
+    layer: int,
+    seed: int,
+) -> _Correctness:
+    """One run of every arm at every size, plus hook and unsteered even when they are not timed; deterministic
+    kernels except for arms that say otherwise (``floor``: compiled once, with the kernels it is timed with)."""
+    records: dict[tuple[str, int], GenerationRecord] = {}
+    not_expressible: dict[str, str] = {}
     for size in sizes:
         for arm in dict.fromkeys((*arms, "hook", "unsteered")):
-            records[arm, size] = ARMS.get(arm).run(context, input_ids, size, layer)
-    return records
+            if arm in not_expressible:
+                continue
+            entry = ARMS.get(arm)
+            if not entry.deterministic_check:
+                configure_determinism(seed, deterministic=False)
+            try:
+                records[arm, size] = entry.run(context, input_ids, size, layer)
+            except NotExpressible as reason:
+                not_expressible[arm] = str(reason)
+            finally:
+                if not entry.deterministic_check:
+                    configure_determinism(seed, deterministic=True)
+    return _Correctness(records, not_expressible)
 
 
 @dataclass(slots=True)
@@ -404,7 +436,11 @@ def run_bench(
     config = replace(config, layer=_check_fits(config, context, prompt_length))
 
     report_line(f"correctness pass (deterministic kernels): {len(config.arms)} arms x {list(sizes)} new tokens")
-    expected = _correctness_pass(context, input_ids, sizes, config.arms, config.layer)
+    correctness = _correctness_pass(context, input_ids, sizes, config.arms, config.layer, config.seed)
+    expected = correctness.records
+    for arm, reason in correctness.not_expressible.items():
+        report_line(f"{arm}: not expressible here, not timed: {reason}")
+    timed_config = replace(config, arms=tuple(a for a in config.arms if a not in correctness.not_expressible))
     timing_determinism = configure_determinism(config.seed, deterministic=False)
     report_line(
         f"timing (default kernels, {torch.get_num_threads()} torch threads): "
@@ -422,8 +458,9 @@ def run_bench(
             for index, size in enumerate(sizes):
                 remaining = config.budget_s - (_now() - started)
                 share = shares[size] / sum(shares[later] for later in sizes[index:])
-                timing = _time_size(context, input_ids, config, size, expected, max(remaining, 0.0) * share, bar)
-                cells = _cells(config, size, expected, timing, tolerance)
+                budget = max(remaining, 0.0) * share
+                timing = _time_size(context, input_ids, timed_config, size, expected, budget, bar)
+                cells = _cells(timed_config, size, expected, timing, tolerance)
                 results.extend(cells)
                 report_line(
                     f"timed {size} new tokens: "
@@ -443,7 +480,7 @@ def run_bench(
     if warning:
         report_line(warning)
     return BenchReport(
-        config=config,
+        config=timed_config,
         results=tuple(results),
         environment=environment_info(device),
         determinism={"correctness": correctness_determinism.to_dict(), "timing": timing_determinism.to_dict()},
@@ -452,6 +489,8 @@ def run_bench(
         load=load,
         memory_method=memory_method(device),
         timing_seconds=timing_seconds,
+        not_expressible=correctness.not_expressible,
+        compile_seconds=floor_compile_seconds(context) if "floor" in timed_config.arms else None,
     )
 
 

@@ -66,6 +66,13 @@ def render_table(report: BenchReport) -> str:
                 for arm, cell in split.items()
             )
         )
+    for arm, reason in report.not_expressible.items():
+        lines.append(f"{arm}: not expressible here, not timed: {reason}")
+    if report.compile_seconds is not None:
+        lines.append(
+            f"floor: {report.compile_seconds:.1f} s compiling (torch.compile, static KV cache), before and apart from "
+            "its timings"
+        )
     config, load = report.config, report.load
     precise = sum(result.precise for result in report.results)
     lines.append(
