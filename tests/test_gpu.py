@@ -49,6 +49,26 @@ def test_bench_times_cuda_arms_and_names_the_gpu(device: torch.device) -> None:
     assert report.all_correct
     assert report.environment["gpu_name"] == torch.cuda.get_device_name(device)
     assert all(cell.stats.median_s > 0 for cell in report.results)
+    assert report.memory_method == "cuda-max-allocated"
+    assert all(cell.peak_bytes > 0 for cell in report.results)  # every generation allocates on the GPU
+
+
+def test_floor_compiles_with_cuda_graphs_and_matches_the_hook(device: torch.device) -> None:
+    config = BenchConfig(
+        model="tiny-gpt2", device=str(device), arms=("floor", "hook", "unsteered"), new_tokens=(4, 8), max_rounds=6
+    )
+    report = run_bench(config, progress=False)
+    assert report.not_expressible == {}
+    floor = [cell for cell in report.results if cell.arm == "floor"]
+    assert floor and all(cell.ids_match_hook and cell.steering_applied for cell in floor)
+    assert report.compile_seconds is not None and report.compile_seconds > 0
+
+
+def test_cuda_peak_memory_counts_what_the_call_allocates(device: torch.device) -> None:
+    from equiv_core.bench.timer import measure
+
+    _, measured = measure(lambda: torch.empty(2**20, dtype=torch.uint8, device=device), device)
+    assert measured.peak_bytes >= 2**20
 
 
 def test_provenance_records_gpu_name_and_memory(device: torch.device) -> None:

@@ -82,6 +82,8 @@ def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Pa
             "2",
             "--max-rounds",
             "2",
+            "--arms",
+            "plain,iter0,recompute,hook,unsteered",  # floor's compiling has tests of its own
             "--new-tokens",
             "2,4",
             "--no-progress",
