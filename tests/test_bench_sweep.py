@@ -191,3 +191,22 @@ def test_other_processes_on_cores_the_timed_threads_leave_free_are_not_busy() ->
     load = MachineLoad(16, 4, loadavg_start=(2, 2, 2), loadavg_end=(2, 2, 2), others_share=2 / 16, seconds=60)
     assert not load.busy
     assert MachineLoad(16, 16, (2, 2, 2), (2, 2, 2), others_share=2 / 16, seconds=60).busy
+
+
+def test_a_slow_spell_of_the_machine_cancels_in_the_paired_ratio() -> None:
+    """Rounds 3-4 run 30% slower for every arm: each arm's own CI widens, the per-round ratio stays at 1.10."""
+    spell = [1.0, 1.0, 1.3, 1.3, 1.0, 1.0, 1.0, 1.0, 1.3, 1.0]
+    hook = [Measurement(factor * 1.0, 0.0, 0) for factor in spell]
+    plain = [Measurement(factor * 1.1, 0.0, 0) for factor in spell]
+    paired = sweep._paired_ratios({"hook": hook, "plain": plain}, "plain", "hook")
+    assert paired is not None and paired.n == 10
+    assert paired.median_s == pytest.approx(1.1) and paired.ci_half_width < 1e-9
+    assert summarize([m.wall_s for m in plain]).ci_half_width > 0.2
+
+
+def test_paired_ratios_use_only_the_rounds_both_arms_ran() -> None:
+    hook = [Measurement(1.0, 0.0, 0)] * 6
+    plain = [Measurement(2.0, 0.0, 0)] * 9  # kept getting rounds after the hook met its target
+    paired = sweep._paired_ratios({"hook": hook, "plain": plain}, "plain", "hook")
+    assert paired is not None and (paired.n, paired.median_s) == (6, 2.0)
+    assert sweep._paired_ratios({"hook": hook}, "hook", "hook") is None

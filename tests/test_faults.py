@@ -53,7 +53,7 @@ def _runs(uri: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--json", "/proc/equiv-bench.json"], "--json '/proc/equiv-bench.json': cannot write in '/proc'"),
+        (["--json", "/proc/equiv-bench.json"], "--json '/proc/equiv-bench.json': cannot write in '/proc' ("),
         (["--json", "/sys/equiv-bench.json"], "--json '/sys/equiv-bench.json': cannot write in '/sys'"),
         (["--recipe", "actadd-all", "--plot", "/proc/map.png"], "--plot '/proc/map.png': cannot write"),
     ],
@@ -102,6 +102,62 @@ def test_a_full_disk_while_writing_json_is_exit_3_and_leaves_the_old_file(
 # --- the tracking store --------------------------------------------------------------------------------------
 
 
+def test_a_store_whose_disk_fills_at_the_start_names_the_root_cause_in_one_line(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow's SQLite store wraps sqlite3's "database or disk is full" in SQLAlchemy and MLflow errors, and logs it
+    with a traceback first: the user gets one line with the root cause, no traceback, and the results spooled."""
+    import logging
+    import sqlite3
+
+    def full_disk(*_args: object, **_kwargs: object) -> None:
+        try:
+            try:
+                raise sqlite3.OperationalError("database or disk is full")
+            except sqlite3.OperationalError as cause:
+                raise RuntimeError(
+                    "(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
+                    "(sqlite3.OperationalError) database or disk is full"
+                ) from cause
+        except RuntimeError as wrapped:
+            logging.getLogger("mlflow.store.db.utils").exception("SQLAlchemy database error. The following ...")
+            raise MlflowException(f"(raised as a result of Query-invoked autoflush; ...)\n{wrapped}") from wrapped
+
+    monkeypatch.setattr(MlflowClient, "create_run", full_disk)
+    assert main([*TINY_RUN, "--only", "steered_differs"]) == 3
+    captured = capsys.readouterr()
+    line = _error_line(captured.err)
+    assert "failed during the run (OperationalError: database or disk is full)" in line
+    assert "SQLAlchemy database error" not in captured.err
+
+
+def test_the_root_cause_of_a_chained_store_error_is_what_the_line_names() -> None:
+    import sqlite3
+
+    from equiv_core.tracking import _failure_line
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as cause:
+            raise MlflowException("(raised as a result of Query-invoked autoflush)") from cause
+    except MlflowException as error:
+        assert _failure_line(error) == "OperationalError: database or disk is full"
+
+
+def test_a_spool_that_cannot_be_written_leaves_no_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from equiv_core import spool
+
+    def no_space(*_args: object, **_kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(spool.tempfile, "mkdtemp", no_space)
+    root = tmp_path / "mlflow" / "spool"
+    with pytest.raises(OSError):
+        spool.Journal().spool(root, "sqlite:///x.db", "equiv-bench", "disk full")
+    assert not root.exists()
+
+
 def test_a_store_failing_mid_run_keeps_report_json_and_results_then_uploads(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,7 +179,10 @@ def test_a_store_failing_mid_run_keeps_report_json_and_results_then_uploads(
     assert "5/5 findings hold" in captured.out
     assert json.loads(target.read_text())["model"] == "tiny-gpt2"
     line = _error_line(captured.err)
-    assert "failed mid-run (API request to http://tracking/api/2.0/mlflow/runs/log-batch failed: refused)" in line
+    assert (
+        "failed during the run (MlflowException: API request to http://tracking/api/2.0/mlflow/runs/log-batch "
+        "failed: refused)" in line
+    )
     spooled = Path(line.split("`equiv runs --upload ")[1].rstrip("`"))
     assert (spooled / "journal.json").is_file()
 
@@ -354,7 +413,7 @@ def test_a_tracking_server_killed_mid_run_keeps_the_results_for_upload(tmp_path:
         assert process.wait(timeout=600) == 3
     stderr = log.read_text()
     line = _error_line(stderr)
-    assert f"the MLflow store {server.url} failed mid-run" in line
+    assert f"the MLflow store {server.url} failed during the run" in line
     assert json.loads(target.read_text())["model"] == "smollm2-135m"
     spooled = Path(line.split("`equiv runs --upload ")[1].rstrip("`"))
 

@@ -78,13 +78,14 @@ def _settle(tracker: Tracker, run: TrackedRun | None, status: int) -> int:
         spooled = tracker.settle()
     except OSError as error:
         raise EnvironmentFault(
-            f"the MLflow store {tracker.uri} failed mid-run ({tracker.failure}) and its results could not be kept "
-            f"locally either: {error.strerror or error}; the report above and any --json file are all there is"
+            f"the MLflow store {tracker.uri} failed during the run ({tracker.failure}) and its results could not be "
+            f"kept locally either: {error.strerror or error}; the report above and any --json file are all there "
+            f"is: free disk space for the store, or point EQUIV_MLFLOW_DIR / --tracking-uri elsewhere"
         ) from None
     if spooled is not None:
         say(
-            f"error: the MLflow store {tracker.uri} failed mid-run ({tracker.failure}); the run's results are kept "
-            f"in {spooled}: upload them when the store is back with `equiv runs --upload {spooled}`"
+            f"error: the MLflow store {tracker.uri} failed during the run ({tracker.failure}); the run's results are "
+            f"kept in {spooled}: upload them when the store is back with `equiv runs --upload {spooled}`"
         )
         return EXIT_ENVIRONMENT
     if run is not None and run.run_id:

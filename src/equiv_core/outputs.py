@@ -39,7 +39,10 @@ def check_output(value: str | None, flag: str, default: str | None = None) -> Pa
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        raise UserInputError(f"{flag} {value!r}: cannot write in {str(path.parent)!r}: {error.strerror}") from None
+        raise UserInputError(
+            f"{flag} {value!r}: cannot write in {str(path.parent)!r} ({error.strerror}); choose a directory you can "
+            "write to"
+        ) from None
     return path
 
 
@@ -60,7 +63,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
         os.close(handle)
     except OSError as error:
-        raise EnvironmentFault(f"cannot write {path}: {error.strerror}") from None
+        raise EnvironmentFault(
+            f"cannot write {path}: {error.strerror}; free some space or choose another path"
+        ) from None
     staging = Path(temporary)
     try:
         yield staging
@@ -69,7 +74,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as error:
         staging.unlink(missing_ok=True)
         raise EnvironmentFault(
-            f"cannot write {path}: {error.strerror} (the previous file, if any, is unchanged)"
+            f"cannot write {path}: {error.strerror} (the previous file, if any, is unchanged); free some space or "
+            "choose another path"
         ) from None
     except BaseException:
         staging.unlink(missing_ok=True)

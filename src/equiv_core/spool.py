@@ -86,8 +86,14 @@ class Journal:
 
     def spool(self, root: Path, uri: str, experiment: str, reason: str) -> Path:
         """Write the journal under ``root`` (created if needed), atomically; the directory written."""
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".spool-", dir=root))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".spool-", dir=root))
+        except BaseException:
+            if created:  # leave no empty spool/ behind
+                shutil.rmtree(root, ignore_errors=True)
+            raise
         try:
             files = staging / "files"
             files.mkdir()
@@ -107,6 +113,8 @@ class Journal:
             staging.rename(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                shutil.rmtree(root, ignore_errors=True)
             raise
         self.discard()
         return target

@@ -87,12 +87,13 @@ def _retry_locked(action: Callable[[], T], say: Callable[[str], None] | None = N
     raise AssertionError("unreachable")
 
 
-class _DropLockTracebacks(logging.Filter):
-    """MLflow logs each SQLite "database is locked" as an ERROR with a traceback before raising it; the retry
-    above says one line instead."""
+class _DropStoreTracebacks(logging.Filter):
+    """MLflow logs every SQLAlchemy error of its SQLite store as an ERROR with a traceback before raising it
+    (``mlflow.store.db.utils``); equiv says one line instead: a lock retry (above) or the store's failure
+    (:meth:`Tracker.write`, ``--debug`` for the traceback). Only records carrying a traceback are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "database is locked" not in record.getMessage()
+        return record.exc_info is None and "Traceback" not in record.getMessage()
 
 
 @contextmanager
@@ -107,9 +108,29 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost error of a chain (``raise ... from``, or raised while handling): SQLAlchemy and MLflow wrap
+    the sqlite3 error that says what happened ("database or disk is full") in errors that say where."""
+    seen = {id(error)}
+    while True:
+        inner = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if inner is None or id(inner) in seen:
+            return error
+        seen.add(id(inner))
+        error = inner
+
+
 def _first_line(error: BaseException, limit: int = 300) -> str:
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _failure_line(error: BaseException, limit: int = 160) -> str:
+    """One line naming what failed: the root cause's first line, with its type where the text does not name it."""
+    cause = _root_cause(error)
+    line = _first_line(cause, limit)
+    name = type(cause).__name__
+    return line if line.startswith(name) else f"{name}: {line}"
 
 
 @dataclass
@@ -213,7 +234,7 @@ class Tracker:
         # With a server store MLflow writes "View run ... at: <url>" to stdout at every run end (MLflow 3.x,
         # TrackingServiceClient._log_url); stdout holds the report only.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        logging.getLogger("mlflow.store.db.utils").addFilter(_DropLockTracebacks())
+        logging.getLogger("mlflow.store.db.utils").addFilter(_DropStoreTracebacks())
         started = time.perf_counter()
         from mlflow import MlflowClient
 
@@ -248,7 +269,7 @@ class Tracker:
         try:
             return _retry_locked(action, self.say)
         except Exception as error:  # noqa: BLE001 - any store error: keep going, spool at the end (settle)
-            self.failure = _first_line(error, 160)
+            self.failure = _failure_line(error)
             return None
         finally:
             self.seconds += time.perf_counter() - started

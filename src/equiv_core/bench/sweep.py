@@ -104,6 +104,7 @@ class ArmResult:
     timed_ids_mismatches: int
     ratio_to_hook: float | None = None
     ratio_to_unsteered: float | None = None
+    paired_to_hook: TimingStats | None = None  # per-round arm/hook ratios (dimensionless), see _paired_ratios
 
     @property
     def cpu_stats(self) -> TimingStats:
@@ -153,6 +154,14 @@ class ArmResult:
             "cpu_s": [m.cpu_s for m in self.measurements],
             "ratio_to_hook": self.ratio_to_hook,
             "ratio_to_unsteered": self.ratio_to_unsteered,
+            "paired_ratio_to_hook": None
+            if self.paired_to_hook is None
+            else {
+                "median": self.paired_to_hook.median_s,
+                "ci95_low": self.paired_to_hook.ci95_low_s,
+                "ci95_high": self.paired_to_hook.ci95_high_s,
+                "n": self.paired_to_hook.n,
+            },
             "ids_match_hook": self.ids_match_hook,
             "logits_bit_identical_to_hook": None if self.logits_vs_hook is None else self.logits_vs_hook.bit_identical,
             "logits_max_abs_diff": None if self.logits_vs_hook is None else self.logits_vs_hook.max_abs_diff,
@@ -402,6 +411,7 @@ def _cells(
                 timed_ids_mismatches=timing.mismatches[arm],
                 ratio_to_hook=_ratio(stats, arm, "hook"),
                 ratio_to_unsteered=_ratio(stats, arm, "unsteered"),
+                paired_to_hook=_paired_ratios(timing.measurements, arm, "hook"),
             )
         )
     return cells
@@ -492,6 +502,18 @@ def run_bench(
         not_expressible=correctness.not_expressible,
         compile_seconds=floor_compile_seconds(context) if "floor" in timed_config.arms else None,
     )
+
+
+def _paired_ratios(measurements: dict[str, list[Measurement]], arm: str, baseline: str) -> TimingStats | None:
+    """The median of per-round ratios arm / baseline, with its 95% CI: rounds are interleaved, so round k of both
+    ran side by side, and a slow spell of the machine (seen here: every arm 25% slower for two rounds) cancels
+    in the ratio though it widens each arm's own CI. Arms only ever stop getting rounds, so their first
+    min(n_arm, n_baseline) rounds are the paired ones. None without the baseline or with no pair."""
+    if baseline not in measurements or arm == baseline:
+        return None
+    pairs = list(zip(measurements[arm], measurements[baseline], strict=False))
+    ratios = [a.wall_s / b.wall_s for a, b in pairs if b.wall_s > 0]
+    return summarize(ratios) if ratios else None
 
 
 def _ratio(stats: dict[str, TimingStats], arm: str, baseline: str) -> float | None:
