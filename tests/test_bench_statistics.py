@@ -126,3 +126,22 @@ def test_growth_exponent_ci_needs_two_rounds_per_size() -> None:
     assert result.value == pytest.approx(1.0)
     assert (result.ci95_low, result.ci95_high) == (None, None)
     assert not result.measurable
+
+
+def test_a_growth_exponent_from_a_busy_machine_is_never_a_result() -> None:
+    """The busy run of the closing note: a tight-looking 0.75 from 3 rounds per size beside a CPU burner."""
+    sizes = [8, 16, 32]
+    result = growth_exponent_ci(sizes, _rounds(sizes, 1.0, 0.01, 10, seed=7), busy=True)
+    assert result.ci95_high is not None and result.ci95_low is not None
+    assert result.ci95_high - result.ci95_low < EXPONENT_CI_MAX_WIDTH
+    assert not result.measurable
+    assert result.describe().startswith("not measurable (the machine was busy; slope 1.0")
+
+
+def test_a_growth_exponent_needs_six_rounds_at_every_size() -> None:
+    sizes = [8, 16, 32]
+    rounds = _rounds(sizes, 1.0, 0.01, 10, seed=8)
+    rounds[2] = rounds[2][:3]
+    result = growth_exponent_ci(sizes, rounds)
+    assert not result.measurable
+    assert "3 rounds at some size, 6 needed" in result.describe()

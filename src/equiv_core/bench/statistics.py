@@ -103,10 +103,11 @@ class GrowthExponent:
     value: float | None
     ci95_low: float | None
     ci95_high: float | None
+    unreliable: str | None = None  # why the rounds cannot support a slope, whatever its CI (e.g. a busy machine)
 
     @property
     def measurable(self) -> bool:
-        if self.value is None or self.ci95_low is None or self.ci95_high is None:
+        if self.value is None or self.ci95_low is None or self.ci95_high is None or self.unreliable:
             return False
         return self.value >= 0 and self.ci95_high - self.ci95_low <= EXPONENT_CI_MAX_WIDTH
 
@@ -117,6 +118,8 @@ class GrowthExponent:
         if self.ci95_low is None or self.ci95_high is None:
             return f"not measurable (slope {self.value:.2f} from single rounds: needs 2 rounds per size for a CI)"
         interval = f"95% CI {self.ci95_low:.2f} to {self.ci95_high:.2f}"
+        if self.unreliable:
+            return f"not measurable ({self.unreliable}; slope {self.value:.2f}, {interval})"
         if self.value < 0:
             return f"not measurable (noise: slope {self.value:.2f} < 0, {interval})"
         if not self.measurable:
@@ -127,11 +130,18 @@ class GrowthExponent:
         return {**asdict(self), "measurable": self.measurable, "text": self.describe()}
 
 
-def growth_exponent_ci(sizes: list[int], samples: list[list[float]], seed: int = 0) -> GrowthExponent:
+MIN_ROUNDS_FOR_EXPONENT = 6  # as for a median's CI: with fewer rounds a size's median is itself unpinned
+
+
+def growth_exponent_ci(
+    sizes: list[int], samples: list[list[float]], seed: int = 0, busy: bool = False
+) -> GrowthExponent:
     """The growth exponent of the medians, with a percentile bootstrap CI that resamples each size's rounds.
 
     ``samples[i]`` are the timed rounds (seconds) at ``sizes[i]``. Resampling uses ``scipy.stats.bootstrap``
-    (independent samples, :data:`BOOTSTRAP_RESAMPLES` resamples, seeded: the same rounds give the same CI).
+    (independent samples, :data:`BOOTSTRAP_RESAMPLES` resamples, seeded: the same rounds give the same CI). The
+    slope is not a result (``unreliable``) when the machine was ``busy`` or a size has fewer than
+    :data:`MIN_ROUNDS_FOR_EXPONENT` rounds: a bootstrap of 3 rounds understates its own uncertainty.
     """
     from scipy import stats
 
@@ -139,6 +149,14 @@ def growth_exponent_ci(sizes: list[int], samples: list[list[float]], seed: int =
     value = growth_exponent(sizes, medians) if len(medians) == len(sizes) else None
     if value is None or min(len(values) for values in samples) < 2:
         return GrowthExponent(value if value is not None else None, None, None)
+    fewest = min(len(values) for values in samples)
+    unreliable = (
+        "the machine was busy"
+        if busy
+        else f"{fewest} rounds at some size, {MIN_ROUNDS_FOR_EXPONENT} needed"
+        if fewest < MIN_ROUNDS_FOR_EXPONENT
+        else None
+    )
     log_sizes = np.log(np.asarray(sizes, dtype=float))
     centred = log_sizes - log_sizes.mean()
 
@@ -162,4 +180,4 @@ def growth_exponent_ci(sizes: list[int], samples: list[list[float]], seed: int =
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if math.isnan(low) or math.isnan(high):
         low = high = value
-    return GrowthExponent(value, low, high)
+    return GrowthExponent(value, low, high, unreliable)

@@ -197,13 +197,13 @@ class BenchReport:
 
     def growth_exponents(self) -> dict[str, GrowthExponent]:
         """Per arm, the log-log slope of median time against new tokens over the requested sweep, with its
-        bootstrap CI over rounds (seeded by the run's seed)."""
+        bootstrap CI over rounds (seeded by the run's seed); never a result when the machine was busy."""
         sizes = list(self.config.new_tokens or ())
         exponents = {}
         for arm in self.config.arms:
             cells = [self.cell(arm, size) for size in sizes]
             samples = [[m.wall_s for m in c.measurements] for c in cells if c is not None]
-            exponents[arm] = growth_exponent_ci(sizes, samples, seed=self.config.seed)
+            exponents[arm] = growth_exponent_ci(sizes, samples, seed=self.config.seed, busy=self.load.busy)
         return exponents
 
     @property
