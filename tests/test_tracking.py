@@ -247,3 +247,14 @@ def test_sigterm_mid_run_ends_killed(store: str, tmp_path: Path) -> None:
     assert process.returncode == 130, errors.decode()[-2000:]
     [(parent, _children)] = parent_and_children(store)
     assert parent.info.status == "KILLED"
+
+
+def test_no_mlflow_builds_no_environment_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip freeze and torch's collect_env (most of a second) are built only for a run that is logged."""
+    from equiv_core import run_logging
+
+    def refuse() -> dict[str, str]:
+        raise AssertionError("environment manifest built for a run nobody logs")
+
+    monkeypatch.setattr(run_logging, "environment_manifest", refuse)
+    assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs", "--no-mlflow"]) == 0

@@ -136,8 +136,9 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
     run.log_json(payload, "results.json")
     run.log_json(_generated_ids(report), "generated_ids.json")
     run.log_json(_logits_hashes(report), "logits_hashes.json")
-    for name, text in environment_manifest().items():
-        run.log_text(text, name)
+    if run.enabled:
+        for name, text in environment_manifest().items():
+            run.log_text(text, name)
 
 
 def _generated_ids(report: RunReport) -> dict[str, Any]:
@@ -238,5 +239,6 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
         },
         "generated_ids.json",
     )
-    for name, text in environment_manifest().items():
-        run.log_text(text, name)
+    if run.enabled:
+        for name, text in environment_manifest().items():
+            run.log_text(text, name)

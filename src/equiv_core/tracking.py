@@ -144,6 +144,12 @@ class TrackedRun:
     name: str
     key: str = ""
 
+    @property
+    def enabled(self) -> bool:
+        """False under ``--no-mlflow``: callers skip building what only the log would use (the environment
+        manifest takes most of a second)."""
+        return self.tracker is not None
+
     def log(
         self,
         params: dict[str, Any] | None = None,
