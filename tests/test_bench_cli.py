@@ -113,7 +113,13 @@ def test_table_prints_each_cell_with_its_measured_ratio(bench_run: BenchRun) -> 
     for record in bench_run.payload["records"]:
         [row] = [row for row in rows if row[:2] == [record["arm"], str(record["new_tokens"])]]
         assert row[2] == f"{record['median_s']:.4f}"
-        assert f"{record['ratio_to_hook']:.2f}x" in row and f"{record['ratio_to_unsteered']:.2f}x" in row
+        paired = record["paired_ratio_to_hook"]
+        if paired is None:  # the hook itself
+            assert record["arm"] == "hook" and "1.00x" in row
+        else:  # /hook: the median per-round ratio and its CI, as in the JSON
+            shown = f"{paired['median']:.2f}x [{paired['ci95_low']:.2f}, {paired['ci95_high']:.2f}]"
+            assert shown in " ".join(row)
+        assert f"{record['ratio_to_unsteered']:.2f}x" in row
 
 
 def test_steering_not_applied_is_flagged_not_fast(
