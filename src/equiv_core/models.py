@@ -244,5 +244,5 @@ def weights_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         digest.update(key.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy())  # no copy: buffer protocol
     return digest.hexdigest()
