@@ -94,9 +94,8 @@ def render_table(report: BenchReport) -> str:
         f"cores while timing; CPU s is this process's CPU time per run (all threads); peak MiB is "
         f"{report.memory_method}"
     )
-    warning = load.warning()
-    if warning:
-        lines.append(warning)
+    if load.busy:  # the one-line warning itself went to stderr as timing ended
+        lines.append("machine busy: medians and ratios are not reliable (see the warning above)")
     lines.append(
         "/hook is the median of per-round ratios to the hook (rounds interleaved, so a slow spell of the machine "
         "cancels); /unsteered is the ratio of medians; timings use default kernels; correctness columns come from "
