@@ -27,7 +27,7 @@ def plot_sweep(report: BenchReport, path: Path) -> Path:
             [cell.stats.ci95_high_s - cell.stats.median_s for cell in cells],
         ]
         exponent = exponents[arm]
-        label = f"{arm} (slope {exponent.describe()})"
+        label = f"{arm} (slope {exponent.describe()})" if exponent.measurable else f"{arm} (slope not measurable)"
         axes.errorbar(sizes, medians, yerr=errors, marker="o", capsize=3, label=label)
     axes.set_xscale("log", base=2)
     sizes_seen = sorted({cell.new_tokens for cell in report.results})
@@ -38,7 +38,8 @@ def plot_sweep(report: BenchReport, path: Path) -> Path:
     axes.set_ylabel("median seconds per generation")
     environment = report.environment
     device = environment.get("gpu_name") or environment.get("device")
-    axes.set_title(f"{report.config.model}, {report.config.dtype} on {device}: cost of steering", fontsize=10)
+    busy = " (machine busy: not reliable)" if report.load.busy else ""
+    axes.set_title(f"{report.config.model}, {report.config.dtype} on {device}: cost of steering{busy}", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
