@@ -105,10 +105,10 @@ class _Context:
 def _time(monkeypatch: pytest.MonkeyPatch, script: _Script, config: BenchConfig, budget_s: float) -> sweep._SizeTiming:
     monkeypatch.setattr(sweep, "ARMS", script.arms())
     monkeypatch.setattr(sweep, "measure", script.measure)
-    monkeypatch.setattr(sweep, "memory_method", lambda _device: "rss-delta")
     monkeypatch.setattr(sweep, "_now", script.monotonic)
     expected = {(arm, 2): _RECORD for arm in config.arms}
-    return sweep._time_size(_Context(), torch.zeros(1, 3), config, 2, expected, budget_s, _Bar())  # type: ignore[arg-type]
+    context = _Context()
+    return sweep._time_size(context, torch.zeros(1, 3), config, 2, expected, budget_s, "rss-delta", _Bar())  # type: ignore[arg-type]
 
 
 def _alternating(low: float, high: float) -> Iterator[float]:

@@ -74,6 +74,12 @@ def hidden_states_of(block_output: Any) -> torch.Tensor:
     return hidden
 
 
+def with_hidden_states(block_output: Any, hidden: torch.Tensor) -> Any:
+    """``block_output`` with its [batch, seq, hidden] tensor replaced by ``hidden``, in the same form (tuple or
+    tensor): what a forward hook or a wrapper returns to edit a block's output."""
+    return (hidden, *block_output[1:]) if isinstance(block_output, tuple) else hidden
+
+
 def output_form_of(block_output: Any) -> BlockOutputForm:
     """``tuple`` or ``tensor``: how this transformers version returns a decoder block's output."""
     return "tuple" if isinstance(block_output, tuple) else "tensor"

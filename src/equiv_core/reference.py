@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiv_core.architecture import find_decoder_layers, hidden_states_of
+from equiv_core.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
 from equiv_core.coverage import PassShape, Touch
 from equiv_core.resolution import ResolvedSpec
 from equiv_core.steering import (
@@ -49,7 +49,7 @@ def edit_hook(model: nn.Module, edit: Edit, when: When) -> Iterator[None]:
             return None
         hidden = hidden_states_of(output).clone()
         edit.apply(hidden)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        return with_hidden_states(output, hidden)
 
     handle = layers[edit.layer].register_forward_hook(hook)
     try:
@@ -147,7 +147,7 @@ def spec_hooks(
                 touched.extend(Touch(step, layer, position, row) for _index, position in local)
             if edited is None:
                 return None
-            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+            return with_hidden_states(output, edited)
 
         handles.append(blocks[layer].register_forward_hook(hook))
     try:

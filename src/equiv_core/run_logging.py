@@ -190,8 +190,8 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
                     "status": cell.status,
                     "ids_sha256": ids_sha256(cell.generated_ids),
                     "logits_sha256": cell.logits_sha256,
-                    "timing_mode": "default kernels",
-                    "correctness_mode": "deterministic kernels",
+                    "timing_mode": record["timing_mode"],
+                    "correctness_mode": record["correctness_mode"],
                 },
             )
             child.log_json(record, "cell.json")

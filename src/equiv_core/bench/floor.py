@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiv_core.architecture import find_decoder_layers
+from equiv_core.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
 from equiv_core.compat import NotExpressible
 from equiv_core.context import SteeringContext
-from equiv_core.steering import GenerationRecord, generation_kwargs, record_from_output
+from equiv_core.steering import Edit, GenerationRecord, generation_kwargs, record_from_output
 
 MIN_CACHE_LEN = 64
 
@@ -49,36 +49,33 @@ def _graphs_compiled() -> int:
     return int(sum(counters["stats"].values()))
 
 
-class _ZeroAtPromptPosition(nn.Module):
-    """Block ``block`` whose hidden-state output has position ``position`` zeroed on any pass that holds it."""
+class _EditOnPromptPass(nn.Module):
+    """Block ``block`` with ``edit`` (the same :class:`Edit` every arm applies) on any pass that holds its position."""
 
-    def __init__(self, block: nn.Module, position: int) -> None:
+    def __init__(self, block: nn.Module, edit: Edit) -> None:
         super().__init__()
         self.block = block
-        self.position = position
+        self.edit = edit
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         output = self.block(*args, **kwargs)
-        hidden = output[0] if isinstance(output, tuple) else output
-        if hidden.shape[1] <= self.position:  # a decode step: one column, not the prompt position
+        hidden = hidden_states_of(output)
+        if hidden.shape[1] <= self.edit.position:  # a decode step: one column, not the prompt position
             return output
         hidden = hidden.clone()
-        hidden[:, self.position] = 0
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        self.edit.apply(hidden)
+        return with_hidden_states(output, hidden)
 
 
 @dataclass(eq=False)
 class FloorState:
-    """The compiled forward, the wrapped block and the static cache of one (model, layer, position)."""
+    """The compiled forward, the wrapped block and the static cache of one (model, layer, position, cache length)."""
 
     layers: nn.ModuleList
-    layer: int
-    wrapper: _ZeroAtPromptPosition
+    wrapper: _EditOnPromptPass
     compiled_forward: Any
     cache: Any
-    max_cache_len: int
     compile_seconds: float = 0.0
-    compiling_calls: int = 0
 
 
 _STATES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int, int], FloorState]] = weakref.WeakKeyDictionary()
@@ -104,9 +101,7 @@ def floor_state(context: SteeringContext, layer: int, position: int, max_cache_l
         except Exception as error:  # noqa: BLE001 - any model whose cache cannot be static
             raise NotExpressible(f"no static KV cache for this model: {type(error).__name__}: {error}") from None
         compiled = torch.compile(model.forward, dynamic=False, mode=mode)
-        states[key] = FloorState(
-            layers, layer, _ZeroAtPromptPosition(layers[layer], position), compiled, cache, max_cache_len
-        )
+        states[key] = FloorState(layers, _EditOnPromptPass(layers[layer], Edit(layer, position)), compiled, cache)
     return states[key]
 
 
@@ -142,8 +137,6 @@ def _floor_generate(context: SteeringContext, input_ids: torch.Tensor, new_token
                 past_key_values=state.cache,
                 **kwargs,
             )
-    except NotExpressible:
-        raise
     except Exception as error:  # noqa: BLE001 - a compiler failure is a fact about this machine, not a crash
         first = (str(error).strip().splitlines() or [""])[0][:200]
         raise NotExpressible(f"torch.compile failed here: {type(error).__name__}: {first}") from None
@@ -152,5 +145,4 @@ def _floor_generate(context: SteeringContext, input_ids: torch.Tensor, new_token
         model.forward = original_forward
     if _graphs_compiled() != graphs:
         state.compile_seconds += time.perf_counter() - started
-        state.compiling_calls += 1
     return record_from_output("floor", input_ids, output.sequences, output.logits)

@@ -31,7 +31,9 @@ class _Snapshot:
 
 def _snapshot() -> _Snapshot:
     times = psutil.cpu_times()
-    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    # Linux counts guest time inside user time as well (psutil docs): leave it out of the sum once.
+    idle = times.idle + sum(getattr(times, name, 0.0) for name in ("iowait", "guest", "guest_nice"))
+    busy = sum(times) - idle
     own = psutil.Process().cpu_times()
     return _Snapshot(
         time.monotonic(), busy, own.user + own.system + own.children_user + own.children_system, os.getloadavg()

@@ -147,9 +147,9 @@ def growth_exponent_ci(
 
     medians = [float(np.median(values)) for values in samples if values]
     value = growth_exponent(sizes, medians) if len(medians) == len(sizes) else None
-    if value is None or min(len(values) for values in samples) < 2:
-        return GrowthExponent(value if value is not None else None, None, None)
-    fewest = min(len(values) for values in samples)
+    fewest = min((len(values) for values in samples), default=0)
+    if value is None or fewest < 2:
+        return GrowthExponent(value, None, None)
     unreliable = (
         "the machine was busy"
         if busy

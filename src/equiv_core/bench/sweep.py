@@ -171,7 +171,9 @@ class ArmResult:
             "generated_ids": list(self.generated_ids),
             "timed_ids_mismatches": self.timed_ids_mismatches,
             "timing_mode": "default kernels",
-            "correctness_mode": "deterministic kernels",
+            "correctness_mode": "deterministic kernels"
+            if ARMS.get(self.arm).deterministic_check
+            else "default kernels",
         }
 
 
@@ -339,15 +341,15 @@ def _time_size(
     size: int,
     expected: dict[tuple[str, int], GenerationRecord],
     budget_s: float,
+    method: str,
     bar: Any,
 ) -> _SizeTiming:
     """Warm-up, then interleaved rounds at one size until every arm's median CI meets the target, an arm reaches
     ``max_rounds``, or ``budget_s`` is spent (after at least :data:`ROUNDS_BEFORE_BUDGET_STOP` rounds).
 
     Arms alternate order each round so drift hits all of them alike; an arm that has met the target stops
-    getting rounds, so the budget goes to the cells that need it.
+    getting rounds, so the budget goes to the cells that need it. ``method`` is :func:`memory_method`'s answer.
     """
-    method = memory_method(context.device)
     timing = _SizeTiming({arm: [] for arm in config.arms}, dict.fromkeys(config.arms, 0))
     deadline = _now() + budget_s
     active = config.arms
@@ -460,6 +462,7 @@ def run_bench(
     tolerance = LOGITS_TOLERANCE[context.dtype]
     shares = _budget_shares(sizes)
     results: list[ArmResult] = []
+    method = memory_method(device)
     monitor = LoadMonitor(torch.get_num_threads())
     started = _now()
     # On a terminal only (disable=None): in logs, a redrawn bar is noise; the per-size lines say enough.
@@ -469,7 +472,7 @@ def run_bench(
                 remaining = config.budget_s - (_now() - started)
                 share = shares[size] / sum(shares[later] for later in sizes[index:])
                 budget = max(remaining, 0.0) * share
-                timing = _time_size(context, input_ids, timed_config, size, expected, budget, bar)
+                timing = _time_size(context, input_ids, timed_config, size, expected, budget, method, bar)
                 cells = _cells(timed_config, size, expected, timing, tolerance)
                 results.extend(cells)
                 report_line(
@@ -497,7 +500,7 @@ def run_bench(
         architecture=context.architecture.to_dict(),
         prompt_length=prompt_length,
         load=load,
-        memory_method=memory_method(device),
+        memory_method=method,
         timing_seconds=timing_seconds,
         not_expressible=correctness.not_expressible,
         compile_seconds=floor_compile_seconds(context) if "floor" in timed_config.arms else None,
