@@ -57,7 +57,7 @@ def test_sharing_generations_leaves_every_finding_and_the_fingerprint_unchanged(
 
     monkeypatch.setattr(ModelWork, "shared", no_sharing)
     unshared = run_findings(RunConfig(model="tiny-gpt2"))
-    assert shared.timings["shared_calls"] > 0 and unshared.timings["shared_calls"] == 0
-    assert shared.timings["model_calls"] + shared.timings["shared_calls"] == unshared.timings["model_calls"]
+    assert shared.timings.shared_calls > 0 and unshared.timings.shared_calls == 0
+    assert shared.timings.model_calls + shared.timings.shared_calls == unshared.timings.model_calls
     assert shared.fingerprint() == unshared.fingerprint()
     assert shared.all_hold

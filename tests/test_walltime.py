@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from equiv_core.walltime import CommandStart, TimeBreakdown, breakdown
+from equiv_core.walltime import CommandStart, RunTimings, TimeBreakdown, breakdown
 
 
 def test_the_phases_add_up_to_the_total() -> None:
     now = time.time()
     start = CommandStart(process_epoch=now - 10.0, command_epoch=now - 9.5)
-    timings = {"prepare_s": 1.0, "load_s": 0.4, "model_work_s": 5.0, "findings_s": 5.5, "model_calls": 20}
+    timings = RunTimings(load_s=0.4, prepare_s=1.0, findings_s=5.5, model_work_s=5.0, model_calls=20, shared_calls=6)
     spent = breakdown(start, imports_done_epoch=now - 8.0, timings=timings, mlflow_s=1.0)
     assert spent.startup_s == pytest.approx(0.5) and spent.imports_s == pytest.approx(1.5)
     assert spent.checks_s == pytest.approx(0.5)

@@ -13,7 +13,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -43,6 +43,7 @@ from equiv_core.validation import (
     check_prompt_position,
     check_seed,
 )
+from equiv_core.walltime import RunTimings
 
 Progress = Callable[[str], None]
 FindingDone = Callable[[FindingResult, float], None]
@@ -115,8 +116,8 @@ class RunReport:
     weights_sha256: str
     findings: tuple[FindingResult, ...]
     finding_seconds: dict[str, float]
+    timings: RunTimings
     spec: ResolvedSpec | None = None  # the resolved spec, in spec mode
-    timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
 
     @property
@@ -149,7 +150,7 @@ class RunReport:
             "determinism": self.determinism.to_dict(),
             "environment": self.environment,
             "load_seconds": self.load_seconds,
-            "timings": self.timings,
+            "timings": self.timings.to_dict(),
             "notes": list(self.notes),
             "weights_sha256": self.weights_sha256,
             "all_hold": self.all_hold,
@@ -334,7 +335,7 @@ def run_findings(
     context = prepared.context
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}
-    timings: dict[str, float] = {"load_s": context.loaded.load_seconds, "prepare_s": time.perf_counter() - preparing}
+    prepare_s = time.perf_counter() - preparing
     names = config.findings
 
     def done(index: int, finding: FindingResult, elapsed: float) -> None:
@@ -345,12 +346,15 @@ def run_findings(
         say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
 
     with context.work.shared():  # a generation several findings need is made once (see model_work)
-        notes, prompt_ids, resolved = _run_mode(config, context, names, done, timings, say)
-    timings.update(
+        notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say)
+    timings = RunTimings(
+        load_s=context.loaded.load_seconds,
+        prepare_s=prepare_s,
+        findings_s=sum(seconds.values()),
         model_work_s=context.work.seconds,
         model_calls=context.work.calls,
         shared_calls=context.work.shared_calls,
-        findings_s=sum(seconds.values()),
+        spec_s=spec_s,
     )
     return RunReport(
         config=config,
@@ -375,11 +379,12 @@ def _run_mode(
     context: SteeringContext,
     names: tuple[str, ...],
     done: Callable[[int, FindingResult, float], None],
-    timings: dict[str, float],
     say: Progress,
-) -> tuple[tuple[str, ...], tuple[int, ...], ResolvedSpec | None]:
-    """Run the findings of the run's mode; returns the notes, the prompt ids shown and the resolved spec."""
+) -> tuple[tuple[str, ...], tuple[int, ...], ResolvedSpec | None, float | None]:
+    """Run the findings of the run's mode; returns the notes, the prompt ids shown, the resolved spec and (spec
+    mode) the seconds of the spec findings' loop."""
     resolved: ResolvedSpec | None = None
+    spec_s: float | None = None
     if config.spec is None:
         prompt_ids = tuple(int(token) for token in context.encode(config.prompt)[0].tolist())
         configs = experiment_configs(config, context)
@@ -408,8 +413,8 @@ def _run_mode(
         started = time.perf_counter()
         for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved), start=1):
             done(index, finding, elapsed)
-        timings["spec_s"] = time.perf_counter() - started
-    return notes, prompt_ids, resolved
+        spec_s = time.perf_counter() - started
+    return notes, prompt_ids, resolved, spec_s
 
 
 __all__ = ["RunConfig", "RunReport", "experiment_configs", "run_findings", "validate_config"]

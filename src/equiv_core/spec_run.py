@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -160,7 +161,7 @@ def run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
 
 
 def _run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
-    model, pad = context.loaded.model, context.loaded.tokenizer.pad_token_id
+    model, pad, work = context.loaded.model, context.loaded.tokenizer.pad_token_id, context.work  # work: timed
     arms: dict[str, ArmRun] = {}
     for name in STEERED_ARMS:
         if name == "iter_per_invoke" and resolved.batch.size == 1:
@@ -171,7 +172,7 @@ def _run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
         if not reason:
             try:
                 if name.startswith("hook"):
-                    generation = spec_hook_generate(model, pad, resolved, cached)
+                    generation = work.timed(partial(spec_hook_generate, model, pad, resolved, cached))
                 else:
                     style: SpecStyle = "iter" if name == "iter_per_invoke" else name  # type: ignore[assignment]
                     generation = context.nnsight.generate_spec(resolved, style, per_invoke=name == "iter_per_invoke")
@@ -185,8 +186,8 @@ def _run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
     return SpecRun(
         resolved=resolved,
         arms=arms,
-        unsteered=spec_hook_generate(model, pad, resolved, True, steer=False).rows,
-        unsteered_recompute=spec_hook_generate(model, pad, resolved, False, steer=False).rows,
+        unsteered=work.timed(partial(spec_hook_generate, model, pad, resolved, True, steer=False)).rows,
+        unsteered_recompute=work.timed(partial(spec_hook_generate, model, pad, resolved, False, steer=False)).rows,
         decode=context.decode,
         dtype=context.dtype,
         alone=alone,

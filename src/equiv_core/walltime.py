@@ -21,6 +21,25 @@ def process_started() -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTimings:
+    """What one run of the findings measured of itself, in seconds: ``load_s`` loading the model, ``prepare_s``
+    all of preparing it (determinism, load, layer probe, nnsight wrapper), ``findings_s`` the findings (their model
+    work included), ``model_work_s`` inside generations and forward passes, made in ``model_calls`` calls with
+    ``shared_calls`` more answered from an identical earlier call; ``spec_s`` the spec findings' loop (spec mode)."""
+
+    load_s: float
+    prepare_s: float
+    findings_s: float
+    model_work_s: float
+    model_calls: int
+    shared_calls: int
+    spec_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
 class CommandStart:
     """When the process was created and when the command began, both in seconds since the epoch."""
 
@@ -70,28 +89,24 @@ class TimeBreakdown:
         return {**asdict(self), "harness_share": self.harness_share}
 
 
-def breakdown(
-    start: CommandStart, imports_done_epoch: float, timings: dict[str, float], mlflow_s: float
-) -> TimeBreakdown:
+def breakdown(start: CommandStart, imports_done_epoch: float, timings: RunTimings, mlflow_s: float) -> TimeBreakdown:
     """The breakdown up to now, from when the process and the command started, when the command's heavy imports
-    were done (epoch seconds), the run's ``timings`` (:class:`equiv_core.runner.RunReport`) and MLflow's seconds."""
+    were done (epoch seconds), what the run measured of itself and MLflow's seconds."""
     total = time.time() - start.process_epoch
     startup = start.command_epoch - start.process_epoch
     imports = imports_done_epoch - start.command_epoch
-    model_work = timings.get("model_work_s", 0.0)
-    prepare = timings.get("prepare_s", 0.0)
-    checks = max(timings.get("findings_s", 0.0) - model_work, 0.0)
-    other = max(total - startup - imports - prepare - model_work - checks - mlflow_s, 0.0)
+    checks = max(timings.findings_s - timings.model_work_s, 0.0)
+    spent = startup + imports + timings.prepare_s + timings.model_work_s + checks + mlflow_s
     return TimeBreakdown(
         startup_s=startup,
         imports_s=imports,
-        prepare_s=prepare,
-        load_s=timings.get("load_s", 0.0),
-        model_work_s=model_work,
-        model_calls=int(timings.get("model_calls", 0)),
-        shared_calls=int(timings.get("shared_calls", 0)),
+        prepare_s=timings.prepare_s,
+        load_s=timings.load_s,
+        model_work_s=timings.model_work_s,
+        model_calls=timings.model_calls,
+        shared_calls=timings.shared_calls,
         checks_s=checks,
         mlflow_s=mlflow_s,
-        other_s=other,
+        other_s=max(total - spent, 0.0),
         total_s=total,
     )
