@@ -49,7 +49,7 @@ def render_table(report: BenchReport) -> str:
                 result.arm,
                 str(result.new_tokens),
                 f"{stats.median_s:.4f}",
-                f"+-{stats.ci_half_width:.1%}",
+                f"+-{stats.ci_half_width:.2%}",  # two decimals: 1.99% (met) and 2.02% (missed) must differ
                 str(stats.n),
                 f"{result.cpu_stats.median_s:.4f}",
                 f"{result.peak_bytes / 2**20:.1f}",
