@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from equiv_core.bench.arms import ARMS
-from equiv_core.bench.sweep import CPU_NEW_TOKENS, GPU_DEFAULT_MODEL, GPU_NEW_TOKENS
+from equiv_core.bench.config import CPU_NEW_TOKENS, GPU_DEFAULT_MODEL, GPU_NEW_TOKENS
 from equiv_core.catalog import DEFAULT_PROMPT
 from equiv_core.context import SteeringContext
 from equiv_core.determinism import configure_determinism

@@ -17,10 +17,11 @@ import torch
 
 from equiv_core.bench import sweep
 from equiv_core.bench.arms import Arm
+from equiv_core.bench.config import BenchConfig
 from equiv_core.bench.machine_load import MachineLoad
 from equiv_core.bench.pytest_benchmark_json import pytest_benchmark_document
 from equiv_core.bench.statistics import summarize
-from equiv_core.bench.sweep import ArmResult, BenchConfig, BenchReport
+from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.bench.timer import Measurement
 from equiv_core.registry import Registry
 from equiv_core.steering import GenerationRecord

@@ -159,6 +159,34 @@ def test_help_models_and_recipes_import_neither_torch_nor_nnsight_nor_mlflow() -
     assert result.stdout.strip() == "[0, 0, 0, 0] []"
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (["run", "--seed", "-1"], "seed -1 out of range; valid: 0..4294967295"),
+        (["run", "--only", "position_sweep,position_sweep"], "--only lists position_sweep more than once"),
+        (["run", "--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
+        (["bench", "--target-ci", "0"], "--target-ci must be between 0 and 100 percent (exclusive), got 0"),
+        (["bench", "--arms", "hook,plian"], "unknown arm 'plian' (did you mean 'plain'?)"),
+    ],
+)
+def test_bad_arguments_of_run_and_bench_are_answered_before_torch_loads(arguments: list[str], error: str) -> None:
+    """Argument checks need no model and no torch (issue "Performance": time to a verdict)."""
+    code = (
+        "import sys, io, contextlib\n"
+        "from equiv_core.cli import main\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        f"    code = main({arguments!r})\n"
+        "print(code, sorted(m for m in ('torch', 'nnsight', 'mlflow', 'transformers') if m in sys.modules))\n"
+        "print(err.getvalue().strip())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    status, message = result.stdout.strip().splitlines()
+    assert status == "2 []"
+    assert message.startswith(f"equiv: error: {error}")
+
+
 def test_run_and_bench_accept_the_same_negative_layer(tmp_path: Path) -> None:
     """One validator: -1 is the last layer in both commands."""
     assert main(["run", "--model", "tiny-gpt2", "--layer", "-1", "--only", "steered_differs", "--no-mlflow"]) == 0

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from equiv_core.determinism import configure_determinism
-from equiv_core.runner import RunConfig, run_findings
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import run_findings
 
 
 def test_deterministic_settings_are_applied_and_reported() -> None:

@@ -249,7 +249,7 @@ def test_a_generation_setting_without_a_spec_runs_the_original_edit_as_a_spec(
 
 def test_the_five_findings_refuse_generation_settings_given_to_the_library() -> None:
     from equiv_core.errors import UserInputError
-    from equiv_core.runner import RunConfig, validate_config
+    from equiv_core.run_config import RunConfig, validate_config
 
     with pytest.raises(UserInputError, match="--do-sample applies to steering specs"):
         validate_config(RunConfig(model="tiny-gpt2", decoding=Decoding(do_sample=True)))

@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from equiv_core.bench.arms import ARMS
-from equiv_core.bench.sweep import BenchConfig, run_bench
+from equiv_core.bench.config import BenchConfig
+from equiv_core.bench.sweep import run_bench
 from equiv_core.context import build_context
 from equiv_core.determinism import configure_determinism
 from equiv_core.models import load_model
 from equiv_core.provenance import environment_info
-from equiv_core.runner import RunConfig, run_findings
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import run_findings
 
 pytestmark = pytest.mark.gpu
 

@@ -12,7 +12,8 @@ from equiv_core.decoding import Decoding
 from equiv_core.experiments import EXPERIMENTS
 from equiv_core.models import LoadedModel, smollm2_cache_path
 from equiv_core.recipes import RECIPES
-from equiv_core.runner import RunConfig, run_findings
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import run_findings
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from equiv_core.model_work import ModelWork, tensor_key
-from equiv_core.runner import RunConfig, run_findings
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import run_findings
 
 
 def test_within_shared_an_identical_call_runs_once() -> None:

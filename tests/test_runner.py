@@ -11,7 +11,8 @@ import nnsight
 from equiv_core.compat import NotExpressible
 from equiv_core.experiments import EXPERIMENTS
 from equiv_core.registry import Registry
-from equiv_core.runner import RunConfig, run_findings
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import run_findings
 
 Replace = Callable[[Registry[Any], str, Any], None]
 

@@ -9,7 +9,17 @@ DEFAULT_MODEL = "smollm2-135m"
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
 DEFAULT_MAX_NEW_TOKENS = 5
-# The arms `equiv bench` times (equiv_core.bench.arms registers them in this order; a test checks they agree).
+# The ids of the findings and arms, in report order, known without importing torch so that arguments are checked
+# in well under a second. equiv_core.experiments, equiv_core.experiments.spec and equiv_core.bench.arms register
+# the implementations: their registries refuse an id not listed here, and a test checks the order.
+STUDY_FINDINGS = (
+    "position_sweep",
+    "kv_cache_persistence",
+    "iter0_equivalence",
+    "iter_all_out_of_bounds",
+    "steered_differs",
+)
+SPEC_FINDING_IDS = ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
 BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "floor", "unsteered")
 # `equiv bench` timing: each cell gets at least DEFAULT_MIN_ROUNDS rounds (the fewest whose order-statistic
 # interval is a 95% CI of the median), then more until the CI is within +-TARGET_CI_HALF_WIDTH of the median, at

@@ -113,7 +113,7 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
 def _command_run(arguments: argparse.Namespace) -> int:
     from equiv_core.decoding import Decoding
     from equiv_core.jobs import run_job
-    from equiv_core.runner import RunConfig
+    from equiv_core.run_config import RunConfig
 
     decoding = Decoding(
         arguments.do_sample,
@@ -148,7 +148,7 @@ def _command_run(arguments: argparse.Namespace) -> int:
 
 
 def _command_bench(arguments: argparse.Namespace) -> int:
-    from equiv_core.bench.sweep import BenchConfig
+    from equiv_core.bench.config import BenchConfig
     from equiv_core.jobs import BenchOutputs, bench_job
 
     config = BenchConfig(

@@ -22,8 +22,9 @@ from equiv_core.outputs import check_output, write_json, write_with
 from equiv_core.walltime import CommandStart, breakdown
 
 if TYPE_CHECKING:
-    from equiv_core.bench.sweep import BenchConfig
-    from equiv_core.runner import RunConfig, RunReport
+    from equiv_core.bench.config import BenchConfig
+    from equiv_core.run_config import RunConfig
+    from equiv_core.runner import RunReport
     from equiv_core.tracking import TrackedRun, Tracker
 
 EXIT_OK, EXIT_FINDING_FAILED, EXIT_BAD_INPUT, EXIT_ENVIRONMENT = 0, 1, 2, 3
@@ -105,18 +106,22 @@ def run_job(
 ) -> int:
     """``equiv run``: the findings (five, or a steering spec's), printed, written as JSON, logged to MLflow; then
     one line saying where the wall time went (:mod:`equiv_core.walltime`)."""
-    from equiv_core import run_logging
-    from equiv_core.report import render
-    from equiv_core.runner import run_findings, validate_config
+    from equiv_core.run_config import validate_config
 
-    imports_done = time.time()
-    start = start or CommandStart(imports_done, imports_done)
-
+    validate_config(config)  # torch-free: a bad argument is answered before the heavy imports below
     json_path = check_output(json_out, "--json")
     plot_path = check_output(plot_out, "--plot")
     if plot_path is not None and config.spec is None:
         raise UserInputError("--plot draws a steering spec's coverage map; give a spec (--recipe, --op, ...) too")
-    validate_config(config)
+
+    from equiv_core import run_logging
+    from equiv_core.models import resolve_device
+    from equiv_core.report import render
+    from equiv_core.runner import run_findings
+
+    imports_done = time.time()
+    start = start or CommandStart(imports_done, imports_done)
+    resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
 
     with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
@@ -173,16 +178,20 @@ def bench_job(
     config: BenchConfig, outputs: BenchOutputs, with_findings: bool, progress: bool, tracking: TrackingOptions
 ) -> int:
     """``equiv bench``: every arm checked against the hook, then timed; table, JSON, sweep plot, MLflow."""
-    from equiv_core import run_logging
-    from equiv_core.bench.sweep import run_bench, validate_bench_config
-    from equiv_core.bench.table import render_table
+    from equiv_core.bench.config import validate_bench_config
 
+    validate_bench_config(config)  # torch-free: a bad argument is answered before the heavy imports below
     json_path = check_output(outputs.json, "--json")
     plot_path = check_output(outputs.plot, "--plot", default=DEFAULT_SWEEP_PLOT)
     pytest_benchmark_path = check_output(outputs.pytest_benchmark_json, "--pytest-benchmark-json")
     attachments = [existing_file(path, "--attach") for path in outputs.attach]
-    validate_bench_config(config)
-    resolved = config.resolved()
+
+    from equiv_core import run_logging
+    from equiv_core.bench.sweep import run_bench
+    from equiv_core.bench.table import render_table
+    from equiv_core.models import resolve_device
+
+    resolved = config.resolved(cuda=resolve_device(config.device).type == "cuda")
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
     tags = _early_tags()
     with tracker.run(f"bench {resolved.model} {resolved.dtype} {resolved.device}", tags={"kind": "bench"}) as parent:
@@ -228,7 +237,8 @@ def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -
     """The five findings on the model the benchmark will time, printed first and logged as child runs."""
     from equiv_core import run_logging
     from equiv_core.report import render
-    from equiv_core.runner import RunConfig, run_findings
+    from equiv_core.run_config import RunConfig
+    from equiv_core.runner import run_findings
 
     run_config = RunConfig(
         model=config.model or "",

@@ -37,6 +37,7 @@ from equiv_core.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
 from equiv_core.errors import UserInputError
 from equiv_core.model_cache import ensure_converted
 from equiv_core.offline_tokenizer import offline_tokenizer
+from equiv_core.validation import check_device_name
 
 RANDOM_MODEL_SEED = 1234
 
@@ -186,15 +187,12 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 
 def resolve_device(device: str) -> torch.device:
     """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device, refusing CUDA where there is none."""
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserInputError(f"device {device!r} asked for but CUDA is not available here; valid: auto, cpu")
-        return torch.device(device)
-    raise UserInputError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise UserInputError(f"device {device!r} asked for but CUDA is not available here; valid: auto, cpu")
+    return torch.device(device)
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:

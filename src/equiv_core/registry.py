@@ -12,16 +12,32 @@ from equiv_core.errors import UserInputError
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    """Stable ids to entries, in registration order."""
+def check_name(kind: str, name: str, valid: tuple[str, ...]) -> str:
+    """``name`` if it is one of ``valid``; else :class:`UserInputError` naming the valid ones (and the closest)."""
+    if name not in valid:
+        close = difflib.get_close_matches(name, list(valid), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserInputError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
+    return name
 
-    def __init__(self, kind: str) -> None:
+
+class Registry(Generic[T]):
+    """Stable ids to entries, in registration order.
+
+    ``declared``: the ids this registry may hold, listed where they can be read without importing the entries
+    (:mod:`equiv_core.catalog`, so argument checks need no torch); any other id is refused at registration.
+    """
+
+    def __init__(self, kind: str, declared: tuple[str, ...] | None = None) -> None:
         self.kind = kind
+        self.declared = declared
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
+        if self.declared is not None and name not in self.declared:
+            raise ValueError(f"{self.kind} {name!r} is not declared in equiv_core.catalog")
         self._entries[name] = entry
         return entry
 
@@ -30,11 +46,7 @@ class Registry(Generic[T]):
         return lambda entry: self.add(name, entry)
 
     def get(self, name: str) -> T:
-        if name not in self._entries:
-            close = difflib.get_close_matches(name, list(self._entries), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserInputError(f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(self._entries)}")
-        return self._entries[name]
+        return self._entries[check_name(self.kind, name, self.names())]
 
     @contextmanager
     def override(self, name: str, entry: T) -> Iterator[T]:

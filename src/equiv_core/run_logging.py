@@ -12,10 +12,12 @@ import importlib.metadata
 import json
 from typing import Any
 
-from equiv_core.bench.sweep import ArmResult, BenchConfig, BenchReport
+from equiv_core.bench.config import BenchConfig
+from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.experiments import FindingResult
 from equiv_core.provenance import ENVIRONMENT_TAGS
-from equiv_core.runner import RunConfig, RunReport
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import RunReport
 from equiv_core.tracking import TrackedRun, Tracker
 
 

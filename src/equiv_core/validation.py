@@ -18,6 +18,14 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+def check_device_name(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the spelling only: whether CUDA is here needs torch,
+    :func:`equiv_core.models.resolve_device`)."""
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UserInputError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    return device
+
+
 def check_layer(layer: int, num_layers: int) -> int:
     """A Python-style layer index in [-num_layers, num_layers - 1], made absolute."""
     if not -num_layers <= layer < num_layers:

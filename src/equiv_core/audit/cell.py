@@ -26,7 +26,8 @@ from equiv_core.context import SteeringContext
 from equiv_core.outputs import write_json
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import package_version
-from equiv_core.runner import RunConfig, run_findings
+from equiv_core.run_config import RunConfig
+from equiv_core.runner import run_findings
 from equiv_core.steering import Edit
 from equiv_core.tracking import TrackedRun, Tracker
 

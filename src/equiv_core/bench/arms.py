@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from equiv_core.catalog import BENCH_ARMS
 from equiv_core.context import SteeringContext
 from equiv_core.registry import Registry
 from equiv_core.steering import Edit, GenerationRecord
@@ -34,7 +35,7 @@ class Arm:
     deterministic_check: bool = True  # False: its correctness pass runs with default kernels (see floor)
 
 
-ARMS: Registry[Arm] = Registry("arm")
+ARMS: Registry[Arm] = Registry("arm", BENCH_ARMS)
 
 
 def _last(input_ids: torch.Tensor) -> int:
@@ -78,5 +79,3 @@ for _arm in (
     Arm("unsteered", False, "HF generate, no edit", _unsteered),
 ):
     ARMS.add(_arm.name, _arm)
-
-DEFAULT_ARMS: tuple[str, ...] = ARMS.names()

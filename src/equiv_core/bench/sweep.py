@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from equiv_core.bench.arms import ARMS, DEFAULT_ARMS
+from equiv_core.bench.arms import ARMS
+from equiv_core.bench.config import BenchConfig, validate_bench_config
 from equiv_core.bench.floor import compile_seconds as floor_compile_seconds
 from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
 from equiv_core.bench.statistics import (
@@ -31,60 +32,20 @@ from equiv_core.bench.statistics import (
 )
 from equiv_core.bench.timer import Measurement, measure, memory_method
 from equiv_core.catalog import (
-    DEFAULT_BUDGET_S,
-    DEFAULT_MAX_ROUNDS,
-    DEFAULT_MIN_ROUNDS,
     DEFAULT_MODEL,
-    DEFAULT_PROMPT,
-    TARGET_CI_HALF_WIDTH,
-    known_shape,
 )
 from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
 from equiv_core.compat import NotExpressible
 from equiv_core.context import SteeringContext
 from equiv_core.determinism import configure_determinism
-from equiv_core.errors import UserInputError
-from equiv_core.models import resolve_device, resolve_dtype
+from equiv_core.models import resolve_device
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import environment_info
 from equiv_core.steering import GenerationRecord
-from equiv_core.validation import check_fits_context, check_layer, check_prompt, check_prompt_length, check_seed
+from equiv_core.validation import check_fits_context, check_layer, check_prompt_length
 
-CPU_NEW_TOKENS = (8, 16, 32)
-GPU_NEW_TOKENS = (8, 32, 128, 512)
-GPU_DEFAULT_MODEL = "gpt2-small-random"
 _now = time.monotonic  # the clock of the budget (a name of its own so tests can script it)
 ROUNDS_BEFORE_BUDGET_STOP = 3  # even past the budget, every cell gets this many rounds (a spread to report)
-
-
-@dataclass(frozen=True, slots=True)
-class BenchConfig:
-    """What ``equiv bench`` measures. ``None`` model / new_tokens mean "the default for the device"."""
-
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "float32"
-    arms: tuple[str, ...] = DEFAULT_ARMS
-    new_tokens: tuple[int, ...] | None = None
-    rounds: int = DEFAULT_MIN_ROUNDS  # the minimum; more are added until the target or the budget
-    warmup: int = 1
-    prompt: str = DEFAULT_PROMPT
-    layer: int = 0
-    seed: int = 0
-    measure_prefill: bool = True  # also time 1-token runs, to split prefill from per-token decode
-    max_rounds: int = DEFAULT_MAX_ROUNDS
-    target: float = TARGET_CI_HALF_WIDTH  # wanted half-width of the median's 95% CI, as a fraction of the median
-    budget_s: float = DEFAULT_BUDGET_S
-
-    def resolved(self) -> BenchConfig:
-        """Fill the device-dependent defaults: on CUDA, gpt2-small-random and longer sweeps."""
-        cuda = resolve_device(self.device).type == "cuda"
-        model = self.model or (GPU_DEFAULT_MODEL if cuda else DEFAULT_MODEL)
-        new_tokens = self.new_tokens or (GPU_NEW_TOKENS if cuda else CPU_NEW_TOKENS)
-        return replace(self, model=model, new_tokens=tuple(sorted(set(new_tokens))))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,33 +216,6 @@ class BenchReport:
         }
 
 
-def validate_bench_config(config: BenchConfig) -> None:
-    """Reject bad arguments before any model work, naming the valid range."""
-    for arm in config.arms:
-        ARMS.get(arm)
-    if not config.arms:
-        raise UserInputError(f"no arms given; valid: {', '.join(ARMS.names())}")
-    if config.rounds < 1:
-        raise UserInputError(f"rounds must be >= 1, got {config.rounds}")
-    if config.max_rounds < config.rounds:
-        raise UserInputError(f"max rounds must be >= rounds ({config.rounds}), got {config.max_rounds}")
-    if not 0 < config.target < 1:
-        raise UserInputError(f"--target-ci must be between 0 and 100 percent (exclusive), got {config.target * 100:g}")
-    if not config.budget_s > 0:
-        raise UserInputError(f"budget must be > 0 seconds, got {config.budget_s:g}")
-    if config.warmup < 0:
-        raise UserInputError(f"warmup must be >= 0, got {config.warmup}")
-    if config.new_tokens is not None and (not config.new_tokens or min(config.new_tokens) < 1):
-        raise UserInputError(f"new tokens must each be >= 1, got {list(config.new_tokens)}")
-    check_prompt(config.prompt)
-    check_seed(config.seed)
-    resolve_dtype(config.dtype)
-    shape = known_shape(config.model or "")
-    if shape is not None:
-        check_layer(config.layer, shape.num_layers)
-    resolve_device(config.device)
-
-
 def _check_fits(config: BenchConfig, context: SteeringContext, prompt_length: int) -> int:
     """The checks that need the loaded model; returns the absolute layer."""
     check_prompt_length(config.prompt, prompt_length)
@@ -439,7 +373,7 @@ def run_bench(
     """
     report_line = say or (lambda _message: None)
     validate_bench_config(config)
-    config = config.resolved()
+    config = config.resolved(cuda=resolve_device(config.device).type == "cuda")
     prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=say)
     correctness_determinism, device, context = prepared.determinism, prepared.device, prepared.context
     input_ids = context.encode(config.prompt)

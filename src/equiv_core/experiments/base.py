@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from equiv_core.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
+from equiv_core.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, STUDY_FINDINGS
 from equiv_core.comparison import tensor_sha256
 from equiv_core.context import SteeringContext
 from equiv_core.errors import UserInputError
@@ -170,7 +170,7 @@ class Experiment:
     run: Callable[[SteeringContext, ExperimentConfig], FindingResult]
 
 
-EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+EXPERIMENTS: Registry[Experiment] = Registry("experiment", STUDY_FINDINGS)
 
 
 def experiment(

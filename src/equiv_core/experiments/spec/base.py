@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from equiv_core.catalog import SPEC_FINDING_IDS
 from equiv_core.comparison import rounding_allowance
 from equiv_core.coverage import IndexFault, Touch
 from equiv_core.experiments.base import Evidence, FindingConfig, FindingResult, GenerationSummary
@@ -162,7 +163,7 @@ class SpecFinding:
     judge: Callable[[SpecRun, SpecFindingConfig], FindingResult]
 
 
-SPEC_FINDINGS: Registry[SpecFinding] = Registry("spec finding")
+SPEC_FINDINGS: Registry[SpecFinding] = Registry("spec finding", SPEC_FINDING_IDS)
 
 
 def spec_finding(
