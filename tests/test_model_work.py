@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 
+from equiv_core.context import SteeringContext
 from equiv_core.model_work import ModelWork, tensor_key
 from equiv_core.run_config import RunConfig
 from equiv_core.runner import run_findings
+from equiv_core.steering import Edit
 
 
 def test_within_shared_an_identical_call_runs_once() -> None:
@@ -62,3 +64,21 @@ def test_sharing_generations_leaves_every_finding_and_the_fingerprint_unchanged(
     assert shared.timings.model_calls + shared.timings.shared_calls == unshared.timings.model_calls
     assert shared.fingerprint() == unshared.fingerprint()
     assert shared.all_hold
+
+
+def test_the_last_position_written_as_minus_1_or_n_minus_1_is_one_reference_on_the_prompt_pass(
+    context_for: Callable[[str], SteeringContext],
+) -> None:
+    """On the prompt pass (the only pass a "prompt" edit fires on) -1 is n-1: one raw-hook generation serves both,
+    bit-identical; an every-step edit at -1 (the newest token at each decode step) is another generation."""
+    context = context_for("tiny-gpt2")
+    input_ids = context.encode("The weather today is")
+    n = int(input_ids.shape[1])
+    before = context.work.calls
+    with context.work.shared():
+        minus_one = context.reference(input_ids, 3, Edit(0, -1))
+        n_minus_one = context.reference(input_ids, 3, Edit(0, n - 1))
+        context.reference(input_ids, 3, Edit(0, -1), when="every_step")
+    assert context.work.calls - before == 2
+    assert minus_one.generated_ids == n_minus_one.generated_ids
+    assert torch.equal(minus_one.step_logits, n_minus_one.step_logits)

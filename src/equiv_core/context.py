@@ -63,7 +63,12 @@ class SteeringContext:
             when,
             use_cache,
         )
-        return self.work.run(("hook", tensor_key(input_ids), max_new_tokens, edit, when, use_cache), call)
+        length = int(input_ids.shape[1])
+        if when == "prompt" and -length <= edit.position < length:  # -1 and n-1: one edit on the prompt pass
+            edit_key = Edit(edit.layer, edit.position % length)
+        else:
+            edit_key = edit
+        return self.work.run(("hook", tensor_key(input_ids), max_new_tokens, edit_key, when, use_cache), call)
 
     def unsteered(self, input_ids: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> GenerationRecord:
         """Plain Hugging Face generation with no edit."""
