@@ -125,6 +125,8 @@ def run_job(
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
 
     with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
+        if parent.enabled:
+            run_logging.prefetch_environment_manifest()
         parent.log(params=run_logging.run_params(config), tags=_early_tags())
         report = run_findings(config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent))
         payload = {**report.to_dict(), "mlflow": _mlflow_info(tracker, parent)}
