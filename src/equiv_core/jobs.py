@@ -7,7 +7,6 @@ results are spooled); bad input raises UserInputError (exit 2), other environmen
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -323,17 +322,19 @@ def _upload(directory: Path, tracking: TrackingOptions) -> int:
     return EXIT_OK
 
 
-def audit_cell_job(cell: str, models: tuple[str, ...], out: Path, tracking: TrackingOptions) -> int:
+def audit_cell_job(
+    cell: str, models: tuple[str, ...], out: Path, tracking: TrackingOptions, pins: dict[str, str | None]
+) -> int:
     """``equiv audit-cell``: audit this environment; a finding that fails is a result, not a failed cell."""
     from equiv_core.audit.cell import run_cell
 
     tracker = tracking.open()
-    payload = run_cell(cell, models, out, tracker, say)
+    record = run_cell(cell, models, out, tracker, say, pins)
     failing = [
         f"{model}/{finding}"
-        for model, result in payload["models"].items()
-        for finding, verdict in result["findings"].items()
-        if verdict["verdict"] != "PASS"
+        for model, result in record.models.items()
+        for finding, verdict in result.findings.items()
+        if verdict.verdict != "PASS"
     ]
     say(f"cell {cell}: {'all findings PASS' if not failing else 'not PASS: ' + ', '.join(failing)}")
     return _settle(tracker, None, EXIT_OK)
@@ -359,18 +360,21 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions) -
 
 def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:
     """Cells that could not install or import never reached MLflow themselves: log a run for each, once."""
-    for path in sorted(directory.glob("*.json")):
-        cell = json.loads(path.read_text())
-        if cell["status"] == "ran" or cell.get("mlflow_run_id"):
+    from dataclasses import replace
+
+    from equiv_core.audit.record import read_cells
+
+    for cell in read_cells(directory):
+        if cell.status == "ran" or cell.mlflow_run_id:
             continue
-        with tracker.run(f"audit {cell['cell']}", tags={"kind": "audit-cell", "cell": cell["cell"]}) as run:
+        with tracker.run(f"audit {cell.cell}", tags={"kind": "audit-cell", "cell": cell.cell}) as run:
             run.log(
-                params={"cell": cell["cell"]},
+                params={"cell": cell.cell},
                 tags={
-                    "status": cell["status"],
-                    "reason": cell["reason"],
-                    **{f"{k}_pin": v for k, v in cell.get("pins", {}).items()},
+                    "status": cell.status,
+                    "reason": cell.reason,
+                    **{f"{package}_pin": version or "latest" for package, version in cell.pins.items()},
                 },
             )
         if run.run_id:
-            write_json(path, {**cell, "mlflow_run_id": run.run_id})
+            replace(cell, mlflow_run_id=run.run_id).write(directory)

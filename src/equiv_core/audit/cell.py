@@ -1,17 +1,16 @@
 """One audit cell: in the current environment, run the findings on each model and record what could drift.
 
-Recorded per model: every finding's verdict, the block output form, what the original study's literal
-``block.output[0][idx] = 0.0`` edits here, whether each steering arm changed the output, and token ids and
-logits (hashes in JSON, tensors in a side ``.npz``) so cells can be compared bit for bit.
+Recorded per model (:class:`equiv_core.audit.record.ModelRecord`): every finding's verdict, the block output form,
+what the original study's literal ``block.output[0][idx] = 0.0`` edits here, whether each steering arm changed the
+output, what each known-bad pattern does, and token ids and logits (hashes in the record, tensors in a side
+``.npz``) so cells can be compared bit for bit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import os
 import platform
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
 from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
 from equiv_core.compat import PITFALLS, NotExpressible
 from equiv_core.context import SteeringContext
-from equiv_core.outputs import write_json
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import package_version
 from equiv_core.run_config import RunConfig
@@ -32,11 +31,6 @@ from equiv_core.steering import Edit
 from equiv_core.tracking import TrackedRun, Tracker
 
 AUDITED_PACKAGES = ("nnsight", "transformers", "torch", "numpy", "mlflow")
-
-
-def cell_slug(cell: str) -> str:
-    """A file-name-safe form of a cell id like ``nnsight='0.7.0'``."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", cell).strip("-")
 
 
 def literal_meaning(effect: dict[str, Any], prompt_length: int) -> str:
@@ -51,7 +45,7 @@ def literal_meaning(effect: dict[str, Any], prompt_length: int) -> str:
     return f"zeroes (batch, position) {zeroed}"
 
 
-def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[dict[str, ArmOutcome], dict[str, Any]]:
     """Every benchmark arm once: ids, logits hash, did it steer, does it match the hook; plus the logits."""
     input_ids = context.encode(RunConfig().prompt)
     records: dict[str, Any] = {}
@@ -64,58 +58,54 @@ def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[di
         except Exception as error:  # noqa: BLE001 - an arm that cannot run on this version is a result
             records[arm] = f"{type(error).__name__}: {error}"
     hook, unsteered = records["hook"], records["unsteered"]
-    summary: dict[str, Any] = {}
+    summary: dict[str, ArmOutcome] = {}
     for arm, record in records.items():
         if isinstance(record, str):
-            summary[arm] = {"error": record}
+            summary[arm] = ArmOutcome(error=record)
             continue
         tensors[arm] = record.step_logits.numpy()
         steered = ARMS.get(arm).steered
-        summary[arm] = {
-            "ids": list(record.generated_ids),
-            "logits_sha256": tensor_sha256(record.step_logits),
-            "steering_applied": (record.generated_ids != unsteered.generated_ids)
+        summary[arm] = ArmOutcome(
+            ids=tuple(record.generated_ids),
+            logits_sha256=tensor_sha256(record.step_logits),
+            steering_applied=(record.generated_ids != unsteered.generated_ids)
             if steered and not isinstance(unsteered, str)
             else None,
-            "ids_match_hook": (record.generated_ids == hook.generated_ids)
+            ids_match_hook=(record.generated_ids == hook.generated_ids)
             if steered and not isinstance(hook, str)
             else None,
-        }
+        )
     return summary, tensors
 
 
 def probe_pitfalls(
     context: SteeringContext, max_new_tokens: int, hook: tuple[int, ...], unsteered: tuple[int, ...]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, PitfallOutcome]:
     """Run each known-bad pattern and say what this version does with it: raise (good), or return ids that
     are steered (``hook``: the raw-hook ids of the same edit) or silently ``unsteered`` (the dangerous case)."""
     input_ids = context.encode(RunConfig().prompt)
     edit = Edit(0, int(input_ids.shape[1]) - 1)
-    outcomes: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, PitfallOutcome] = {}
     for pitfall, description in PITFALLS.items():
         try:
             ids = tuple(context.nnsight.pitfall_generate(pitfall, input_ids, max_new_tokens, edit))
         except NotExpressible as reason:
-            outcomes[pitfall] = {"outcome": "not expressible", "detail": str(reason), "pattern": description}
+            outcomes[pitfall] = PitfallOutcome("not expressible", str(reason), description)
             continue
         except Exception as error:  # noqa: BLE001 - raising is the correct behaviour being probed
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             detail = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
-            outcomes[pitfall] = {
-                "outcome": "raises",
-                "detail": f"{type(error).__name__}: {detail}"[:300],
-                "pattern": description,
-            }
+            outcomes[pitfall] = PitfallOutcome("raises", f"{type(error).__name__}: {detail}"[:300], description)
             continue
         outcome = (
             "UNSTEERED without error" if ids == unsteered else "steered" if ids == hook else "other ids without error"
         )
-        outcomes[pitfall] = {"outcome": outcome, "detail": f"ids {list(ids)}", "pattern": description}
+        outcomes[pitfall] = PitfallOutcome(outcome, f"ids {list(ids)}", description)
     return outcomes
 
 
-def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Findings, block form, literal-edit meaning and arm outputs of one model in this environment."""
+def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecord, dict[str, Any]]:
+    """Findings, block form, literal-edit meaning, arm outputs and pitfalls of one model in this environment."""
     report = run_findings(RunConfig(model=model, device="cpu"), progress=progress)
     context = prepare_run(model, "cpu").context
     input_ids = context.encode(RunConfig().prompt)
@@ -124,72 +114,81 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[dict[str, 
     literal = []
     for index in (-1, prompt_length - 1):
         effect = context.nnsight.literal_output0_edit(input_ids, last_layer, index)
-        literal.append({**effect, "layer": last_layer, "meaning": literal_meaning(effect, prompt_length)})
+        zeroed = effect["zeroed"]
+        literal.append(
+            LiteralEdit(
+                index=index,
+                layer=last_layer,
+                zeroed=None if zeroed is None else tuple((int(b), int(p)) for b, p in zeroed),
+                error=effect["error"],
+                meaning=literal_meaning(effect, prompt_length),
+            )
+        )
     arms, tensors = _arms(context, RunConfig().max_new_tokens, layer=0)
     # The hook and unsteered arms are the same edit and prompt at layer 0: their ids are the probe's references.
-    pitfalls = probe_pitfalls(
-        context, RunConfig().max_new_tokens, tuple(arms["hook"]["ids"]), tuple(arms["unsteered"]["ids"])
+    hook_ids, unsteered_ids = arms["hook"].ids, arms["unsteered"].ids
+    pitfalls = probe_pitfalls(context, RunConfig().max_new_tokens, hook_ids or (), unsteered_ids or ())
+    record = ModelRecord(
+        block_output_form=context.architecture.block_output_form,
+        layers_path=context.architecture.layers_path,
+        prompt_length=prompt_length,
+        findings={f.id: FindingVerdict(f.verdict, f.message) for f in report.findings},
+        literal_output0_edit=tuple(literal),
+        arms=arms,
+        pitfalls=pitfalls,
+        fingerprint=report.fingerprint(),
+        weights_sha256=report.weights_sha256,
     )
-    summary = {
-        "block_output_form": context.architecture.block_output_form,
-        "layers_path": context.architecture.layers_path,
-        "prompt_length": prompt_length,
-        "findings": {f.id: {"verdict": f.verdict, "message": f.message} for f in report.findings},
-        "literal_output0_edit": literal,
-        "arms": arms,
-        "pitfalls": pitfalls,
-        "fingerprint": report.fingerprint(),
-        "weights_sha256": report.weights_sha256,
-    }
-    return summary, tensors
+    return record, tensors
 
 
 def run_cell(
-    cell: str, models: tuple[str, ...], out_dir: Path, tracker: Tracker, progress: Callable[[str], None]
-) -> dict[str, Any]:
-    """Audit every model, write ``<cell>.json`` and ``<cell>.npz`` to ``out_dir``, log one MLflow parent run."""
+    cell: str,
+    models: tuple[str, ...],
+    out_dir: Path,
+    tracker: Tracker,
+    progress: Callable[[str], None],
+    pins: dict[str, str | None] | None = None,
+) -> CellRecord:
+    """Audit every model, write ``<cell>.json`` (a :class:`CellRecord`) and ``<cell>.npz`` to ``out_dir``, log one
+    MLflow parent run. ``pins``: the versions the cell asked for (recorded; what is installed is measured)."""
     started = time.perf_counter()
-    versions = {name: package_version(name) for name in AUDITED_PACKAGES} | {"python": platform.python_version()}
+    versions = {name: v for name in AUDITED_PACKAGES if (v := package_version(name))}
+    versions["python"] = platform.python_version()
     with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell}) as run:
         run.log(
             params={"cell": cell, "models": ",".join(models)},
-            tags={f"{name}_version": value for name, value in versions.items() if value},
+            tags={f"{name}_version": value for name, value in versions.items()},
         )
-        results: dict[str, Any] = {}
+        results: dict[str, ModelRecord] = {}
         arrays: dict[str, Any] = {}
         for model in models:
             progress(f"audit {cell}: {model}")
             results[model], tensors = audit_model(model, progress)
             arrays |= {f"{model}/{arm}": values for arm, values in tensors.items()}
-        payload = {
-            "cell": cell,
-            "status": "ran",
-            "reason": None,
-            "audit_run": os.environ.get("EQUIV_AUDIT_RUN"),
-            "versions": versions,
-            "models": results,
-            "pip_freeze": sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()),
-            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-            "seconds": time.perf_counter() - started,
-            "mlflow_run_id": run.run_id or None,
-        }
-        _log_cell(run, payload)
+        record = CellRecord(
+            cell=cell,
+            status="ran",
+            pins=dict(pins or {}),
+            versions=versions,
+            models=results,
+            pip_freeze=tuple(sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(),
+            seconds=time.perf_counter() - started,
+            mlflow_run_id=run.run_id or None,
+        )
+        _log_cell(run, record)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / f"{cell_slug(cell)}.npz", **arrays)
-    write_json(out_dir / f"{cell_slug(cell)}.json", payload)
-    return payload
+    np.savez_compressed(out_dir / f"{record.slug}.npz", **arrays)
+    record.write(out_dir)
+    return record
 
 
-def _log_cell(run: TrackedRun, payload: dict[str, Any]) -> None:
-    tags: dict[str, Any] = {"status": payload["status"]}
+def _log_cell(run: TrackedRun, record: CellRecord) -> None:
+    tags: dict[str, Any] = {"status": record.status}
     metrics: dict[str, float] = {}
-    for model, result in payload["models"].items():
-        tags[f"{model}.block_output_form"] = result["block_output_form"]
-        tags[f"{model}.literal_output0_last"] = result["literal_output0_edit"][0]["meaning"]
-        for pitfall, outcome in result.get("pitfalls", {}).items():
-            tags[f"{model}.pitfall.{pitfall}"] = outcome["outcome"]
-        for finding, verdict in result["findings"].items():
-            tags[f"{model}.finding.{finding}"] = verdict["verdict"]
-            metrics[f"{model}.holds.{finding}"] = float(verdict["verdict"] == "PASS")
+    for model, result in record.models.items():
+        tags |= {f"{model}.{name}": value for name, value in result.observables().items()}
+        metrics |= {f"{model}.holds.{name}": float(v.verdict == "PASS") for name, v in result.findings.items()}
     run.log(tags=tags, metrics=metrics)
-    run.log_json(payload, "audit_cell.json")
+    run.log_json(record.to_dict(), "audit_cell.json")

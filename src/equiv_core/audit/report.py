@@ -8,17 +8,16 @@ ids and logits equal the reference cell's. Every non-PASS cell is explained belo
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from equiv_core.audit.cell import cell_slug
-from equiv_core.experiments import EXPERIMENTS
+from equiv_core.audit.matrix import REFERENCE_CELL
+from equiv_core.audit.record import CellRecord, cell_slug, read_cells
+from equiv_core.catalog import STUDY_FINDINGS
 
-REFERENCE_CELL = "nnsight='0.8.1'"
 SHORT = {
     "position_sweep": "sweep",
     "kv_cache_persistence": "kv",
@@ -37,11 +36,6 @@ class CellComparison:
     logits_max_abs_diff: float | None
 
 
-def load_cells(directory: Path) -> list[dict[str, Any]]:
-    """Every cell result in ``directory``, in file-name order."""
-    return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
-
-
 def _logits(directory: Path, cell: str) -> dict[str, np.ndarray]:
     path = directory / f"{cell_slug(cell)}.npz"
     if not path.is_file():
@@ -50,14 +44,14 @@ def _logits(directory: Path, cell: str) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
-def compare_cells(directory: Path, cell: dict[str, Any], other: dict[str, Any], model: str) -> CellComparison:
+def compare_cells(directory: Path, cell: CellRecord, other: CellRecord, model: str) -> CellComparison:
     """Are the weights, every arm's ids, and every arm's logits the same in both cells for ``model``?"""
-    mine, theirs = cell.get("models", {}).get(model), other.get("models", {}).get(model)
-    if not mine or not theirs:
+    mine, theirs = cell.models.get(model), other.models.get(model)
+    if mine is None or theirs is None:
         return CellComparison(None, None, None)
-    arms = sorted(set(mine["arms"]) & set(theirs["arms"]))
-    ids_identical = all(mine["arms"][arm].get("ids") == theirs["arms"][arm].get("ids") for arm in arms)
-    mine_logits, their_logits = _logits(directory, cell["cell"]), _logits(directory, other["cell"])
+    arms = sorted(set(mine.arms) & set(theirs.arms))
+    ids_identical = all(mine.arms[arm].ids == theirs.arms[arm].ids for arm in arms)
+    mine_logits, their_logits = _logits(directory, cell.cell), _logits(directory, other.cell)
     diffs = [
         float(np.abs(mine_logits[key] - their_logits[key]).max())
         for arm in arms
@@ -65,9 +59,7 @@ def compare_cells(directory: Path, cell: dict[str, Any], other: dict[str, Any], 
         and key in their_logits
         and mine_logits[key].shape == their_logits[key].shape
     ]
-    return CellComparison(
-        mine["weights_sha256"] == theirs["weights_sha256"], ids_identical, max(diffs) if diffs else None
-    )
+    return CellComparison(mine.weights_sha256 == theirs.weights_sha256, ids_identical, max(diffs) if diffs else None)
 
 
 def _yes_no(value: bool | None) -> str:
@@ -80,26 +72,26 @@ def _diff(value: float | None) -> str:
 
 def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str, list[dict[str, Any]]]:
     """The Markdown report and its table rows (for MLflow) from the cell results in ``directory``."""
-    cells = load_cells(directory)
-    by_id = {cell["cell"]: cell for cell in cells}
+    cells = read_cells(directory)
+    by_id = {cell.cell: cell for cell in cells}
     reference_cell = by_id.get(reference)
-    findings = list(EXPERIMENTS.names())
+    findings = list(STUDY_FINDINGS)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for cell in cells:
-        versions = cell.get("versions", {})
+        versions = cell.versions
         base = {
-            "cell": cell["cell"],
+            "cell": cell.cell,
             "nnsight": versions.get("nnsight", "-"),
             "transformers": versions.get("transformers", "-"),
             "torch": versions.get("torch", "-"),
         }
-        if cell["status"] != "ran":
+        if cell.status != "ran":
             rows.append(
                 {
                     **base,
                     "model": "-",
-                    **dict.fromkeys(findings, "unsupported"),
+                    **dict.fromkeys(findings, cell.status),
                     "block_output": "-",
                     "literal_output0[-1]": "-",
                     "weights = ref": "-",
@@ -107,36 +99,34 @@ def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str,
                     "max abs dlogit vs ref": "-",
                 }
             )
-            notes.append(f"- `{cell['cell']}`: **unsupported**: {cell['reason']}")
+            notes.append(f"- `{cell.cell}`: **{cell.status}**: {cell.reason}")
             continue
-        for model, result in cell["models"].items():
+        for model, result in cell.models.items():
             comparison = (
                 compare_cells(directory, cell, reference_cell, model)
                 if reference_cell is not None
                 else CellComparison(None, None, None)
             )
-            verdicts = {f: result["findings"].get(f, {}).get("verdict", "-") for f in findings}
+            verdicts = {f: result.findings[f].verdict if f in result.findings else "-" for f in findings}
             rows.append(
                 {
                     **base,
                     "model": model,
                     **verdicts,
-                    "block_output": result["block_output_form"],
-                    "literal_output0[-1]": result["literal_output0_edit"][0]["meaning"],
+                    "block_output": result.block_output_form,
+                    "literal_output0[-1]": result.literal_output0_edit[0].meaning,
                     "weights = ref": _yes_no(comparison.weights_identical),
                     "ids = ref": _yes_no(comparison.ids_identical),
                     "max abs dlogit vs ref": _diff(comparison.logits_max_abs_diff),
                 }
             )
-            for finding, verdict in result["findings"].items():
-                if verdict["verdict"] != "PASS":
+            for finding, verdict in result.findings.items():
+                if verdict.verdict != "PASS":
+                    notes.append(f"- `{cell.cell}` / {model} / {finding}: **{verdict.verdict}**: {verdict.message}")
+            for outcome in result.pitfalls.values():
+                if outcome.outcome.startswith("UNSTEERED"):
                     notes.append(
-                        f"- `{cell['cell']}` / {model} / {finding}: **{verdict['verdict']}**: {verdict['message']}"
-                    )
-            for outcome in result.get("pitfalls", {}).values():
-                if outcome["outcome"].startswith("UNSTEERED"):
-                    notes.append(
-                        f"- `{cell['cell']}` / {model}: {outcome['pattern']} returns **unsteered ids without "
+                        f"- `{cell.cell}` / {model}: {outcome.pattern} returns **unsteered ids without "
                         "an error**: code written that way silently does nothing on this version"
                     )
             if comparison.ids_identical is False:
@@ -146,12 +136,12 @@ def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str,
                     if comparison.weights_identical is False
                     else "same weights, different token ids: generation or steering behaves differently"
                 )
-                notes.append(f"- `{cell['cell']}` / {model}: ids differ from `{reference}`: {cause}")
+                notes.append(f"- `{cell.cell}` / {model}: ids differ from `{reference}`: {cause}")
     return _markdown(rows, notes, cells, reference, directory), rows
 
 
 def _markdown(
-    rows: list[dict[str, Any]], notes: list[str], cells: list[dict[str, Any]], reference: str, directory: Path
+    rows: list[dict[str, Any]], notes: list[str], cells: list[CellRecord], reference: str, directory: Path
 ) -> str:
     columns = [
         "cell",
@@ -159,7 +149,7 @@ def _markdown(
         "transformers",
         "torch",
         "model",
-        *EXPERIMENTS.names(),
+        *STUDY_FINDINGS,
         "block_output",
         "literal_output0[-1]",
         "weights = ref",
@@ -171,7 +161,7 @@ def _markdown(
         "# equiv-bench audit report",
         "",
         f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} from {len(cells)} cells in `{directory}`. "
-        f"Reference cell: `{reference}`. Findings: {', '.join(f'{SHORT[f]} = {f}' for f in EXPERIMENTS.names())}. "
+        f"Reference cell: `{reference}`. Findings: {', '.join(f'{SHORT[f]} = {f}' for f in STUDY_FINDINGS)}. "
         "`literal_output0[-1]` is what the original study's `block.output[0][-1] = 0.0` edits at the last layer.",
         "",
         "| " + " | ".join(header) + " |",
@@ -180,11 +170,9 @@ def _markdown(
     lines += ["| " + " | ".join(str(row[column]) for column in columns) + " |" for row in rows]
     lines += ["", "## What `.output[0]` means in each cell", ""]
     for cell in cells:
-        for model, result in cell.get("models", {}).items():
-            effects = "; ".join(
-                f"`output[0][{e['index']}] = 0` -> {e['meaning']}" for e in result["literal_output0_edit"]
-            )
-            lines.append(f"- `{cell['cell']}` / {model}: block returns a **{result['block_output_form']}**; {effects}")
+        for model, result in cell.models.items():
+            effects = "; ".join(f"`output[0][{e.index}] = 0` -> {e.meaning}" for e in result.literal_output0_edit)
+            lines.append(f"- `{cell.cell}` / {model}: block returns a **{result.block_output_form}**; {effects}")
     lines += ["", "## Known-bad patterns: rejected, or silently unsteered?", ""] + _pitfall_section(cells)
     lines += ["", "## nnsight versions against 0.6.3", ""] + _nnsight_section(cells, directory)
     lines += ["", "## Why each cell that is not PASS or not identical to the reference", ""]
@@ -192,37 +180,35 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
-def _pitfall_section(cells: list[dict[str, Any]]) -> list[str]:
+def _pitfall_section(cells: list[CellRecord]) -> list[str]:
     """What each cell does with code that reads ``tracer.result`` before the step selector."""
     lines = ["Raising is the safe behaviour; `UNSTEERED without error` means such code silently does nothing.", ""]
     for cell in cells:
-        for model, result in cell.get("models", {}).items():
-            for outcome in result.get("pitfalls", {}).values():
-                flag = "**" if outcome["outcome"].startswith("UNSTEERED") else ""
+        for model, result in cell.models.items():
+            for outcome in result.pitfalls.values():
+                flag = "**" if outcome.outcome.startswith("UNSTEERED") else ""
                 lines.append(
-                    f"- `{cell['cell']}` / {model} / {outcome['pattern']}: {flag}{outcome['outcome']}{flag} "
-                    f"({outcome['detail']})"
+                    f"- `{cell.cell}` / {model} / {outcome.pattern}: {flag}{outcome.outcome}{flag} ({outcome.detail})"
                 )
     return lines
 
 
-def _nnsight_section(cells: list[dict[str, Any]], directory: Path) -> list[str]:
+def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
     """Do nnsight 0.7.0 and 0.8.1 give what 0.6.3 gives (same weights, so any difference is nnsight's)?"""
-    by_id = {cell["cell"]: cell for cell in cells}
+    by_id = {cell.cell: cell for cell in cells}
     base = by_id.get("nnsight='0.6.3'")
-    if base is None or base["status"] != "ran":
+    if base is None or base.status != "ran":
         return ["No `nnsight='0.6.3'` cell ran; nothing to compare."]
     lines = []
     for cell_id in ("nnsight='0.5.15'", "nnsight='0.7.0'", "nnsight='0.8.1'"):
         cell = by_id.get(cell_id)
-        if cell is None or cell["status"] != "ran":
-            lines.append(f"- `{cell_id}`: {'not run' if cell is None else 'unsupported: ' + str(cell['reason'])}")
+        if cell is None or cell.status != "ran":
+            lines.append(f"- `{cell_id}`: {'not run' if cell is None else f'{cell.status}: {cell.reason}'}")
             continue
-        for model in cell["models"]:
+        for model in cell.models:
             comparison = compare_cells(directory, cell, base, model)
-            verdicts_same = all(
-                cell["models"][model]["findings"][f]["verdict"] == base["models"][model]["findings"][f]["verdict"]
-                for f in EXPERIMENTS.names()
+            verdicts_same = model in base.models and all(
+                cell.models[model].findings[f].verdict == base.models[model].findings[f].verdict for f in STUDY_FINDINGS
             )
             lines.append(
                 f"- `{cell_id}` vs 0.6.3 / {model}: verdicts {'same' if verdicts_same else '**differ**'}; "

@@ -1,0 +1,190 @@
+"""The audit cell record: what one environment (one cell of the matrix) showed, typed, and its one file format.
+
+Read and written only here (``<cell slug>.json`` beside a ``.npz`` of logits), by the cell, the report, the status
+table, the bisection and ``noxfile.py``, which imports this module with nox's own interpreter: standard library
+only, no torch, no numpy.
+
+A cell's ``status`` is ``ran`` (``models`` holds one :class:`ModelRecord` per model), ``unsupported`` (the pinned
+versions could not be installed or imported on this Python: ``reason`` says why) or ``error`` (the cell process
+crashed: ``reason`` holds its last error line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+CELL_FORMAT = 2  # version of the cell file; 1 was the untyped dict of the first audit
+CellStatus = Literal["ran", "unsupported", "error"]
+LITERAL_EDIT = "literal_output0_last"  # the observable: what `block.output[0][-1] = 0.0` edits (an MLflow-safe name)
+
+
+def cell_slug(cell: str) -> str:
+    """A file-name-safe form of a cell id like ``nnsight='0.7.0'``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", cell).strip("-")
+
+
+@dataclass(frozen=True, slots=True)
+class FindingVerdict:
+    verdict: str  # PASS / FAIL / NOT EXPRESSIBLE / NOT APPLICABLE
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralEdit:
+    """What the original study's literal ``block.output[0][index] = 0.0`` zeroed at ``layer``: ``zeroed`` as
+    (batch, position) pairs, or ``error`` when it raised; ``meaning`` in plain words."""
+
+    index: int
+    layer: int
+    zeroed: tuple[tuple[int, int], ...] | None
+    error: str | None
+    meaning: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmOutcome:
+    """One benchmark arm's generation on the cell's default input, or the error it raised."""
+
+    ids: tuple[int, ...] | None = None
+    logits_sha256: str | None = None
+    steering_applied: bool | None = None  # ids differ from the unsteered arm's (None: unsteered arm itself)
+    ids_match_hook: bool | None = None  # ids equal the raw hook's (None: unsteered arm, or hook failed)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PitfallOutcome:
+    """What a known-bad nnsight pattern does here: raising is safe; ``UNSTEERED without error`` is the danger."""
+
+    outcome: str
+    detail: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """One model in one cell."""
+
+    block_output_form: str  # "tensor" or "tuple": what a decoder block returns here
+    layers_path: str
+    prompt_length: int
+    findings: dict[str, FindingVerdict]
+    literal_output0_edit: tuple[LiteralEdit, ...]  # index -1 first, then n-1
+    arms: dict[str, ArmOutcome]
+    pitfalls: dict[str, PitfallOutcome]
+    fingerprint: str
+    weights_sha256: str
+
+    def ids_digest(self) -> str:
+        """16 hex digits over every arm's token ids (or error): equal digests, equal generations."""
+        ids = {
+            arm: list(outcome.ids) if outcome.ids is not None else outcome.error for arm, outcome in self.arms.items()
+        }
+        return hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:16]
+
+    def observables(self) -> dict[str, str]:
+        """Everything that may change between releases, as ``name -> value`` (the status table's columns and
+        what the bisection looks for): each finding's verdict, the block output form, what the literal
+        ``output[0][-1] = 0`` edits, each pitfall's outcome, and the token ids of every arm (as a digest)."""
+        values = {f"finding.{name}": verdict.verdict for name, verdict in self.findings.items()}
+        values["block_output_form"] = self.block_output_form
+        values[LITERAL_EDIT] = self.literal_output0_edit[0].meaning
+        values |= {f"pitfall.{name}": outcome.outcome for name, outcome in self.pitfalls.items()}
+        values["ids"] = self.ids_digest()
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class CellRecord:
+    """One cell of the audit: the pins asked for, the versions found, and one record per model."""
+
+    cell: str
+    status: CellStatus
+    reason: str | None = None
+    pins: dict[str, str | None] = field(default_factory=dict)  # package -> version asked for (None: newest)
+    versions: dict[str, str] = field(default_factory=dict)  # package -> version installed (and "python")
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    pip_freeze: tuple[str, ...] = ()
+    finished_at: str | None = None  # ISO 8601, UTC
+    seconds: float | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def slug(self) -> str:
+        return cell_slug(self.cell)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": CELL_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellRecord:
+        """The record of a cell file; ValueError naming what is wrong for a file of another format."""
+        if data.get("format") != CELL_FORMAT:
+            raise ValueError(f"cell file format {data.get('format')!r}, expected {CELL_FORMAT}: re-run that cell")
+        return cls(
+            cell=data["cell"],
+            status=data["status"],
+            reason=data.get("reason"),
+            pins=dict(data.get("pins", {})),
+            versions=dict(data.get("versions", {})),
+            models={name: _model_from_dict(model) for name, model in data.get("models", {}).items()},
+            pip_freeze=tuple(data.get("pip_freeze", ())),
+            finished_at=data.get("finished_at"),
+            seconds=data.get("seconds"),
+            mlflow_run_id=data.get("mlflow_run_id"),
+        )
+
+    def write(self, directory: Path) -> Path:
+        """Write ``<slug>.json`` atomically (a temporary file renamed over it: never half-written)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{self.slug}.json"
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        temporary.replace(target)
+        return target
+
+    @classmethod
+    def read(cls, path: Path) -> CellRecord:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def read_cells(directory: Path) -> list[CellRecord]:
+    """Every cell record in ``directory``, in file-name order (other JSON files there, e.g. status.json, skipped)."""
+    cells = []
+    for path in sorted(directory.glob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "cell" in data and "status" in data:
+            cells.append(CellRecord.from_dict(data))
+    return cells
+
+
+def _model_from_dict(data: dict[str, Any]) -> ModelRecord:
+    return ModelRecord(
+        block_output_form=data["block_output_form"],
+        layers_path=data["layers_path"],
+        prompt_length=data["prompt_length"],
+        findings={name: FindingVerdict(**verdict) for name, verdict in data["findings"].items()},
+        literal_output0_edit=tuple(
+            LiteralEdit(
+                index=edit["index"],
+                layer=edit["layer"],
+                zeroed=None if edit["zeroed"] is None else tuple((int(b), int(p)) for b, p in edit["zeroed"]),
+                error=edit["error"],
+                meaning=edit["meaning"],
+            )
+            for edit in data["literal_output0_edit"]
+        ),
+        arms={
+            name: ArmOutcome(**{**outcome, "ids": None if outcome.get("ids") is None else tuple(outcome["ids"])})
+            for name, outcome in data["arms"].items()
+        },
+        pitfalls={name: PitfallOutcome(**outcome) for name, outcome in data["pitfalls"].items()},
+        fingerprint=data["fingerprint"],
+        weights_sha256=data["weights_sha256"],
+    )
