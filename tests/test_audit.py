@@ -16,11 +16,16 @@ from mlflow_helpers import artifact_paths, parent_and_children
 from nnsight import NNsight
 from test_architecture import TupleModel
 
-from equiv_core.audit.cell import cell_slug, literal_meaning, probe_pitfalls, run_cell
-from equiv_core.audit.report import build_report
+from equiv_core.audit.bisect import Bisection, Change, Probe
+from equiv_core.audit.cell import literal_meaning, probe_pitfalls, run_cell
+from equiv_core.audit.matrix import DEFAULT_CELLS
+from equiv_core.audit.record import CellRecord, cell_slug
+from equiv_core.audit.report import build_report, write_report
+from equiv_core.audit.status import read_status
 from equiv_core.cli import main
 from equiv_core.compat import PITFALLS, NnsightSteering
 from equiv_core.context import SteeringContext
+from equiv_core.errors import error_line
 from equiv_core.experiments import EXPERIMENTS
 from equiv_core.steering import Edit
 from equiv_core.tracking import Tracker
@@ -76,17 +81,29 @@ def cell_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cell_records_findings_drift_and_arms(cell_results: Path) -> None:
-    payload = json.loads((cell_results / "nnsight-0.8.1.json").read_text())
-    assert payload["status"] == "ran" and payload["versions"]["nnsight"]
-    result = payload["models"]["tiny-gpt2"]
-    assert {f: v["verdict"] for f, v in result["findings"].items()} == dict.fromkeys(EXPERIMENTS.names(), "PASS")
-    assert result["block_output_form"] == "tensor"
-    assert result["literal_output0_edit"][0]["meaning"] == "position 3 of batch 0 (the intended edit)"
+    record = CellRecord.read(cell_results / "nnsight-0.8.1.json")
+    assert record.status == "ran" and record.versions["nnsight"]
+    result = record.models["tiny-gpt2"]
+    assert {f: v.verdict for f, v in result.findings.items()} == dict.fromkeys(EXPERIMENTS.names(), "PASS")
+    assert result.block_output_form == "tensor"
+    assert result.literal_output0_edit[0].meaning == "position 3 of batch 0 (the intended edit)"
     for arm in ("plain", "iter0", "recompute", "hook"):
-        assert result["arms"][arm]["steering_applied"] is True
-        assert result["arms"][arm]["ids_match_hook"] is True
+        assert result.arms[arm].steering_applied is True
+        assert result.arms[arm].ids_match_hook is True
     with __import__("numpy").load(cell_results / "nnsight-0.8.1.npz") as logits:
         assert logits["tiny-gpt2/plain"].shape == (5, 1024)
+
+
+def test_a_cell_record_reads_back_equal_to_what_was_written(cell_results: Path, tmp_path: Path) -> None:
+    record = CellRecord.read(cell_results / "nnsight-0.8.1.json")
+    assert CellRecord.read(record.write(tmp_path)) == record
+    assert record.models["tiny-gpt2"].observables()["block_output_form"] == "tensor"
+
+
+def test_a_cell_file_of_the_first_untyped_format_is_refused_with_a_remedy(tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_text(json.dumps({"cell": "torch='9.9'", "status": "ran", "models": {}}))
+    with pytest.raises(ValueError, match="cell file format None, expected 2: re-run that cell"):
+        CellRecord.read(tmp_path / "old.json")
 
 
 def _copy_cell(source: Path, directory: Path, cell: str, edit: Callable[[dict[str, object]], None]) -> None:
@@ -107,11 +124,7 @@ def test_report_marks_unsupported_and_drifting_cells(cell_results: Path, tmp_pat
         model["findings"]["iter0_equivalence"] = {"verdict": "FAIL", "message": "plain != iter0"}
 
     _copy_cell(cell_results, tmp_path, "nnsight='0.7.0'", drift)
-    (tmp_path / "torch-9.9.json").write_text(
-        json.dumps(
-            {"cell": "torch='9.9'", "status": "unsupported", "reason": "install failed: no torch 9.9", "models": {}}
-        )
-    )
+    CellRecord("torch='9.9'", "unsupported", "install failed: no torch 9.9").write(tmp_path)
     markdown, rows = build_report(tmp_path)
     assert len(rows) == 3
     unsupported = next(row for row in rows if row["cell"] == "torch='9.9'")
@@ -129,9 +142,7 @@ def test_report_marks_unsupported_and_drifting_cells(cell_results: Path, tmp_pat
 def test_audit_report_cli_writes_markdown_and_logs_a_table(cell_results: Path, tmp_path: Path, store: str) -> None:
     results = tmp_path / "results"
     shutil.copytree(cell_results, results)
-    (results / "torch-9.9.json").write_text(
-        json.dumps({"cell": "torch='9.9'", "status": "unsupported", "reason": "install failed", "models": {}})
-    )
+    CellRecord("torch='9.9'", "unsupported", "install failed", pins={"torch": "9.9"}).write(results)
     assert main(["audit-report", "--results", str(results)]) == 0
     assert (results / "REPORT.md").read_text().startswith("# equiv-bench audit report")
     uri = store
@@ -139,7 +150,8 @@ def test_audit_report_cli_writes_markdown_and_logs_a_table(cell_results: Path, t
     assert {"audit report", "audit torch='9.9'"} <= set(runs)
     assert runs["audit torch='9.9'"].data.tags["status"] == "unsupported"
     assert {"REPORT.md", "audit_table.json"} <= artifact_paths(uri, runs["audit report"].info.run_id)
-    assert json.loads((results / "torch-9.9.json").read_text())["mlflow_run_id"]
+    assert CellRecord.read(results / "torch-9.9.json").mlflow_run_id
+    assert runs["audit torch='9.9'"].data.tags["torch_pin"] == "9.9"
 
 
 def test_audit_report_without_results_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,23 +160,14 @@ def test_audit_report_without_results_is_bad_input(tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.integration
-def test_nox_lists_the_audit_matrix() -> None:
+def test_nox_lists_the_audit_matrix_and_the_release_searches() -> None:
     listed = subprocess.run(
         [sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    for cell in (
-        "nnsight='0.5.15'",
-        "nnsight='0.6.3'",
-        "nnsight='0.7.0'",
-        "nnsight='0.8.1'",
-        "transformers='4.57.6'",
-        "transformers='5.2.0'",
-        "transformers='latest'",
-        "torch='2.13.0'",
-        "torch='2.14.1'",
-        "report",
-    ):
-        assert f"audit({cell})" in listed
+    for cell in DEFAULT_CELLS:
+        assert f"audit_cell({cell})" in listed
+    for session in ("audit ", "audit_bisect(package='nnsight')", "audit_sweep(package='transformers')"):
+        assert session in listed
 
 
 @pytest.mark.parametrize(
@@ -194,7 +197,7 @@ def test_pitfall_probe_classifies_what_a_version_does(
     monkeypatch.setattr(context.nnsight, "pitfall_generate", fake)
     outcomes = probe_pitfalls(context, 5, hook, unsteered)
     assert set(outcomes) == set(PITFALLS)
-    assert {outcome["outcome"] for outcome in outcomes.values()} == {expected}
+    assert {outcome.outcome for outcome in outcomes.values()} == {expected}
 
 
 # What each audited nnsight release does with each known-bad pattern (bench/AUDIT.md, audit of 2026-11-27).
@@ -217,4 +220,79 @@ def test_pitfall_probe_on_the_installed_nnsight(context_for: Callable[[str], Ste
     input_ids = context.encode("The weather today is")
     hook = context.reference(input_ids, 3, Edit(0, int(input_ids.shape[1]) - 1)).generated_ids
     outcomes = probe_pitfalls(context, 3, hook, context.unsteered(input_ids, 3).generated_ids)
-    assert outcomes[pitfall]["outcome"] == expected[pitfall]
+    assert outcomes[pitfall].outcome == expected[pitfall]
+
+
+def _search(tmp_path: Path) -> Bisection:
+    """A recorded release search as the nox session leaves it: the search record and its cells' records."""
+    cells = tmp_path / "releases" / "bisect-transformers"
+    for version, form in (("5.2.0", "tuple"), ("5.3.0", "tensor")):
+        CellRecord(f"transformers='{version}'", "unsupported", f"{form}: not run here").write(cells)
+    probes = (
+        Probe("5.2.0", "ran", None, {"tiny-gpt2/block_output_form": "tuple"}, 30.0),
+        Probe("5.2.5", "unsupported", "install failed: no wheel", {}, 5.0),
+        Probe("5.3.0", "ran", None, {"tiny-gpt2/block_output_form": "tensor"}, 30.0),
+    )
+    change = Change("tiny-gpt2/block_output_form", "tuple", "tensor", "5.2.0", "5.3.0", ("5.2.5",))
+    search = Bisection("transformers", "bisect", ("5.2.0", "5.2.5", "5.3.0"), probes, (change,), 65.0)
+    search.write(tmp_path / "releases" / "bisect-transformers.json")
+    return search
+
+
+def test_status_json_has_one_record_per_cell_model_and_the_searches_and_reads_back(
+    cell_results: Path, tmp_path: Path
+) -> None:
+    for name in ("nnsight-0.8.1.json", "nnsight-0.8.1.npz"):
+        shutil.copy(cell_results / name, tmp_path / name)
+    CellRecord("torch='9.9'", "unsupported", "install failed: no torch 9.9").write(tmp_path)
+    search = _search(tmp_path)
+    write_report(tmp_path)
+    status = read_status(tmp_path / "status.json")
+    [ran] = [r for r in status.records if r.source == "matrix" and r.status == "ran"]
+    assert (ran.cell, ran.model, ran.ids_equal_reference, ran.weights_equal_reference) == (
+        "nnsight='0.8.1'",
+        "tiny-gpt2",
+        True,
+        True,
+    )
+    assert ran.observables["pitfall.result_before_with_iter"] == "UNSTEERED without error"
+    assert ran.nnsight == nnsight.__version__
+    [unsupported] = [r for r in status.records if r.cell == "torch='9.9'"]
+    assert (unsupported.model, unsupported.reason) == (None, "install failed: no torch 9.9")
+    assert status.searches == (search,)
+    assert {r.source for r in status.records} == {"matrix", "bisect-transformers"}
+    assert json.loads((tmp_path / "status.json").read_text())["schema"] == "equiv-bench/audit-status"
+
+
+def test_a_status_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_text(json.dumps({"schema": "equiv-bench/audit-status", "schema_version": 9}))
+    with pytest.raises(ValueError, match="expected 'equiv-bench/audit-status' version 1"):
+        read_status(tmp_path / "status.json")
+
+
+def test_the_report_states_the_first_release_of_each_change_a_search_found(cell_results: Path, tmp_path: Path) -> None:
+    shutil.copy(cell_results / "nnsight-0.8.1.json", tmp_path / "nnsight-0.8.1.json")
+    _search(tmp_path)
+    markdown, _rows = build_report(tmp_path)
+    assert (
+        "A decoder block of tiny-gpt2 returns a tuple up to transformers 5.2.0 and **a tensor from transformers "
+        "5.3.0** (between them, 5.2.5 could not run)" in markdown
+    )
+    assert "3 environments built in 1.1 min (5.2.0, 5.2.5, 5.3.0)" in markdown
+    assert "- transformers 5.2.5: **unsupported**: install failed: no wheel" in markdown
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        ("index 5 is out of bounds", "IndexError: index 5 is out of bounds"),
+        (
+            '\n\nTraceback (most recent call last):\n  File "x.py", line 1\n    shapes.append(1)\n\n'
+            "AttributeError: module 'nnsight' has no attribute 'append'",
+            "IndexError: AttributeError: module 'nnsight' has no attribute 'append'",
+        ),
+    ],
+)
+def test_an_error_is_one_line_even_when_a_library_puts_a_traceback_in_its_message(message: str, line: str) -> None:
+    """nnsight 0.5.1's NNsightException carries the whole traceback in its message (seen in the release search)."""
+    assert error_line(IndexError(message)) == line

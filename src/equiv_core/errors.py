@@ -15,3 +15,13 @@ class EnvironmentFault(RuntimeError):
     The message names what failed and what to do. The CLI prints it on one line and exits with status 3
     (``--debug`` shows the traceback); outputs already promised are written where possible.
     """
+
+
+def error_line(error: BaseException) -> str:
+    """``Type: message`` on one line. Some libraries put a whole traceback in the message (nnsight 0.5's
+    NNsightException): then the last line naming an error, which is the original one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    original = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1])
+    return f"{type(error).__name__}: {original}"

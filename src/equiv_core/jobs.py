@@ -342,9 +342,10 @@ def audit_cell_job(
 
 def audit_report_job(results: Path, reference: str, tracking: TrackingOptions) -> int:
     """``equiv audit-report``: the Markdown report of every cell, logged with its table."""
+    from equiv_core.audit.record import read_cells
     from equiv_core.audit.report import write_report
 
-    if not results.is_dir() or not any(results.glob("*.json")):
+    if not results.is_dir() or not read_cells(results):
         raise UserInputError(f"no audit cell results in {str(results)!r}; run `python3 -m nox -s audit` first")
     tracker = tracking.open()
     _log_unsupported_cells(tracker, results)

@@ -20,7 +20,7 @@ from typing import Any
 from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
 from equiv_core.context import SteeringContext
 from equiv_core.determinism import DeterminismReport
-from equiv_core.errors import UserInputError
+from equiv_core.errors import UserInputError, error_line
 from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
 from equiv_core.experiments.base import FindingConfig, NoEvidence
 from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
@@ -142,7 +142,7 @@ def _guarded(name: str, title: str, config: FindingConfig, work: Callable[[], Fi
 
 def _raised(error: Exception) -> str:
     where = traceback.extract_tb(error.__traceback__)[-1]
-    return f"raised {type(error).__name__}: {error} (at {where.filename}:{where.lineno})"
+    return f"raised {error_line(error)} (at {where.filename}:{where.lineno})"
 
 
 def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> FindingResult:

@@ -23,6 +23,7 @@ from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
 from equiv_core.compat import PITFALLS, NotExpressible
 from equiv_core.context import SteeringContext
+from equiv_core.errors import error_line
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import package_version
 from equiv_core.run_config import RunConfig
@@ -93,9 +94,7 @@ def probe_pitfalls(
             outcomes[pitfall] = PitfallOutcome("not expressible", str(reason), description)
             continue
         except Exception as error:  # noqa: BLE001 - raising is the correct behaviour being probed
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            detail = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
-            outcomes[pitfall] = PitfallOutcome("raises", f"{type(error).__name__}: {detail}"[:300], description)
+            outcomes[pitfall] = PitfallOutcome("raises", error_line(error)[:300], description)
             continue
         outcome = (
             "UNSTEERED without error" if ids == unsteered else "steered" if ids == hook else "other ids without error"

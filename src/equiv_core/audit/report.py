@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from equiv_core.audit.bisect import Bisection, Change
 from equiv_core.audit.matrix import REFERENCE_CELL
 from equiv_core.audit.record import CellRecord, cell_slug, read_cells
+from equiv_core.audit.status import build_status, write_status
 from equiv_core.catalog import STUDY_FINDINGS
 
 SHORT = {
@@ -175,6 +177,7 @@ def _markdown(
             lines.append(f"- `{cell.cell}` / {model}: block returns a **{result.block_output_form}**; {effects}")
     lines += ["", "## Known-bad patterns: rejected, or silently unsteered?", ""] + _pitfall_section(cells)
     lines += ["", "## nnsight versions against 0.6.3", ""] + _nnsight_section(cells, directory)
+    lines += ["", "## First release where each observable changed", ""] + _releases_section(directory)
     lines += ["", "## Why each cell that is not PASS or not identical to the reference", ""]
     lines += notes or ["Every cell passed every finding with the reference cell's token ids."]
     return "\n".join(lines) + "\n"
@@ -218,11 +221,65 @@ def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
     return lines
 
 
+def headlines(searches: list[Bisection]) -> list[str]:
+    """The two release facts the audit exists to pin down, where a search found them: the first nnsight release
+    where the deprecated with-block ``iter[0]`` after ``tracer.result`` stops raising and returns unsteered ids,
+    and the first transformers release where GPT-2's decoder block returns a tensor instead of a tuple."""
+    lines = []
+    for search in searches:
+        for change in search.changes:
+            if change.observable.endswith("/pitfall.result_before_with_iter") and change.after.startswith("UNSTEERED"):
+                lines.append(
+                    f"- `tracer.result` read before a `with tracer.iter[0]:` block: {change.before} up to nnsight "
+                    f"{change.last_before}, **returns unsteered ids without an error from nnsight "
+                    f"{change.first_after}**{_gap(change)} ({change.observable.split('/')[0]})."
+                )
+            if change.observable.endswith("/block_output_form") and (change.before, change.after) == (
+                "tuple",
+                "tensor",
+            ):
+                lines.append(
+                    f"- A decoder block of {change.observable.split('/')[0]} returns a tuple up to transformers "
+                    f"{change.last_before} and **a tensor from transformers {change.first_after}**{_gap(change)}: "
+                    "`block.output[0]` changed meaning from the hidden states to their first batch row."
+                )
+    return lines
+
+
+def _gap(change: Change) -> str:
+    return f" (between them, {', '.join(change.skipped)} could not run)" if change.skipped else ""
+
+
+def _releases_section(directory: Path) -> list[str]:
+    releases = directory / "releases"
+    searches = [Bisection.read(path) for path in sorted(releases.glob("*.json"))] if releases.is_dir() else []
+    if not searches:
+        return ["No release search has run (`python3 -m nox -s audit_bisect`, or `audit_sweep` for every release)."]
+    lines = headlines(searches) + [""]
+    for search in searches:
+        lines.append(
+            f"### {search.mode} over {len(search.versions)} {search.package} releases "
+            f"({search.versions[0]} to {search.versions[-1]})"
+        )
+        lines.append("")
+        lines.append(
+            f"{len(search.probes)} environments built in {search.seconds / 60:.1f} min "
+            f"({', '.join(probe.version for probe in search.probes)})."
+        )
+        for probe in search.unsupported:
+            lines.append(f"- {search.package} {probe.version}: **{probe.status}**: {probe.reason}")
+        lines += [f"- {change.sentence(search.package)}" for change in search.changes] or ["- no change found"]
+        lines.append("")
+    return lines
+
+
 def write_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[Path, list[dict[str, Any]]]:
-    """Write ``REPORT.md`` next to the cell results and return its path and rows."""
+    """Write ``REPORT.md`` and ``status.json`` (:mod:`equiv_core.audit.status`) next to the cell results; return
+    the report's path and its table rows."""
     markdown, rows = build_report(directory, reference)
     path = directory / "REPORT.md"
     temporary = path.with_suffix(".md.tmp")
     temporary.write_text(markdown)
     temporary.replace(path)
+    write_status(build_status(directory, reference), directory / "status.json")
     return path, rows
