@@ -23,10 +23,11 @@ from equiv_core.audit.record import CellRecord, cell_slug
 from equiv_core.audit.report import build_report, write_report
 from equiv_core.audit.status import read_status
 from equiv_core.cli import main
-from equiv_core.compat import PITFALLS, NnsightSteering
+from equiv_core.compat import CONTROL_PITFALLS, PITFALLS, NnsightSteering
 from equiv_core.context import SteeringContext
 from equiv_core.errors import error_line
 from equiv_core.experiments import EXPERIMENTS
+from equiv_core.recipes import RECIPES
 from equiv_core.steering import Edit
 from equiv_core.tracking import Tracker
 
@@ -92,6 +93,13 @@ def test_cell_records_findings_drift_and_arms(cell_results: Path) -> None:
         assert result.arms[arm].ids_match_hook is True
     with __import__("numpy").load(cell_results / "nnsight-0.8.1.npz") as logits:
         assert logits["tiny-gpt2/plain"].shape == (5, 1024)
+
+
+def test_a_cell_runs_every_steering_recipe_and_the_known_wrong_ones_fail_their_coverage(cell_results: Path) -> None:
+    recipes = CellRecord.read(cell_results / "nnsight-0.8.1.json").models["tiny-gpt2"].recipes
+    assert set(recipes) == set(RECIPES.names())
+    for name, findings in recipes.items():
+        assert findings["coverage"].verdict == ("FAIL" if name.startswith("wrong-") else "PASS"), name
 
 
 def test_a_cell_record_reads_back_equal_to_what_was_written(cell_results: Path, tmp_path: Path) -> None:
@@ -196,8 +204,8 @@ def test_pitfall_probe_classifies_what_a_version_does(
     unsteered = context.unsteered(input_ids, 5).generated_ids
     monkeypatch.setattr(context.nnsight, "pitfall_generate", fake)
     outcomes = probe_pitfalls(context, 5, hook, unsteered)
-    assert set(outcomes) == set(PITFALLS)
-    assert {outcome.outcome for outcome in outcomes.values()} == {expected}
+    assert set(outcomes) == set(PITFALLS) | set(CONTROL_PITFALLS)
+    assert {outcomes[pitfall].outcome for pitfall in PITFALLS} == {expected}
 
 
 # What each audited nnsight release does with each known-bad pattern (bench/AUDIT.md, audit of 2026-11-27).
@@ -205,17 +213,23 @@ PITFALL_OUTCOMES_BY_NNSIGHT = {
     "0.5.15": {"result_before_iter_loop": "not expressible", "result_before_with_iter": "raises"},
     "0.6.3": {"result_before_iter_loop": "raises", "result_before_with_iter": "raises"},
     "0.7.0": {"result_before_iter_loop": "raises", "result_before_with_iter": "raises"},
-    "0.8.1": {"result_before_iter_loop": "raises", "result_before_with_iter": "UNSTEERED without error"},
+    "0.8.1": {
+        "result_before_iter_loop": "raises",
+        "result_before_with_iter": "UNSTEERED without error",
+        "code_after_unbounded_iter": "silently skipped",  # shared NOTES: "code after the loop never runs"
+        "step_window": "correct",
+    },
 }
 
 
-@pytest.mark.parametrize("pitfall", list(PITFALLS))
+@pytest.mark.parametrize("pitfall", [*PITFALLS, *CONTROL_PITFALLS])
 def test_pitfall_probe_on_the_installed_nnsight(context_for: Callable[[str], SteeringContext], pitfall: str) -> None:
     """The installed nnsight does exactly what the audit recorded for its release (0.8.1, the pinned one, raises
-    for the for-loop form and silently returns unsteered ids for the deprecated with-block form)."""
-    expected = PITFALL_OUTCOMES_BY_NNSIGHT.get(nnsight.__version__)
-    if expected is None:
-        pytest.skip(f"no audited expectation for nnsight {nnsight.__version__}: audit it, then add it above")
+    for the for-loop form, silently returns unsteered ids for the deprecated with-block form, never runs code
+    after an unbounded step loop, and fires a step window where asked)."""
+    expected = PITFALL_OUTCOMES_BY_NNSIGHT.get(nnsight.__version__, {})
+    if pitfall not in expected:
+        pytest.skip(f"no audited expectation of {pitfall} for nnsight {nnsight.__version__}: audit it, add it above")
     context = context_for("tiny-gpt2")
     input_ids = context.encode("The weather today is")
     hook = context.reference(input_ids, 3, Edit(0, int(input_ids.shape[1]) - 1)).generated_ids

@@ -53,6 +53,13 @@ PITFALLS = {
     "result_before_iter_loop": "tracer.result read before `for step in tracer.iter[0]:`",
     "result_before_with_iter": "tracer.result read before the deprecated `with tracer.iter[0]:` block",
 }
+# Patterns whose danger is not the ids but what runs: code after an unbounded step loop (nnsight 0.8 never reaches
+# it: shared NOTES), and a step window (an off-by-one in a window is the classic steering bug: CAA's mask).
+CONTROL_PITFALLS = {
+    "code_after_unbounded_iter": "code after an unbounded `for step in tracer.iter[:]:` loop",
+    "step_window": "a step window `tracer.iter[1:3]` (should fire at generation steps 1 and 2 only)",
+}
+STEP_WINDOW = (1, 3)
 
 
 # How an nnsight arm writes a steering spec: a plain invoke, the spec's step selector, or the step selector over
@@ -385,6 +392,57 @@ class NnsightSteering:
                             with tracer.iter[0]:
                                 edit.apply(self._hidden(block))
         return result.sequences[0, input_ids.shape[1] :].tolist()
+
+    def code_after_unbounded_iter(self, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> bool:
+        """Does code written after an unbounded step loop (``for step in tracer.iter[:]``; 0.5: the with-block)
+        run? The loop applies ``edit`` (an index valid at every step, e.g. -1) at each step; after it, one value is
+        saved. Raises what nnsight raises."""
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        after: list[int] = []  # stays empty unless the code after the loop runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 0.8 warns that the loop's later iterations never came: the point
+            with torch.no_grad():
+                with self.wrapped.generate(**kwargs) as tracer:
+                    with tracer.invoke(inputs):
+                        after = _save([])
+                        if LOOP_ITER:
+                            for _step in tracer.iter[:]:
+                                edit.apply(self._hidden(block))
+                        else:
+                            with tracer.iter[:]:
+                                edit.apply(self._hidden(block))
+                        after.append(1)
+        return bool(after)
+
+    def step_window(self, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> tuple[int, ...]:
+        """The generation steps (0: the prompt pass) at which the body of ``tracer.iter[1:3]`` really ran, counted
+        by a plain forward pre-hook on the model (independent of nnsight's own step bookkeeping)."""
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        counter = PassCounter(self.model)
+        fired: list[int] = []
+        window = slice(*STEP_WINDOW)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with torch.no_grad():
+                    with self.wrapped.generate(**kwargs) as tracer:
+                        with tracer.invoke(inputs):
+                            fired = _save([])
+                            if LOOP_ITER:
+                                for _step in tracer.iter[window]:
+                                    edit.apply(self._hidden(block))
+                                    fired.append(counter.step)
+                            else:
+                                with tracer.iter[window]:
+                                    edit.apply(self._hidden(block))
+                                    fired.append(counter.step)
+        finally:
+            counter.close()
+        return tuple(int(step) for step in fired)
 
     def literal_output0_edit(self, input_ids: torch.Tensor, layer: int, index: int) -> dict[str, Any]:
         """What the original study's literal ``block.output[0][index] = 0.0`` zeroes on this version.

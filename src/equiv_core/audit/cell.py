@@ -21,11 +21,12 @@ import numpy as np
 from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
 from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
-from equiv_core.compat import PITFALLS, NotExpressible
+from equiv_core.compat import CONTROL_PITFALLS, PITFALLS, STEP_WINDOW, NotExpressible
 from equiv_core.context import SteeringContext
 from equiv_core.errors import error_line
 from equiv_core.prepare import prepare_run
 from equiv_core.provenance import package_version
+from equiv_core.recipes import RECIPES
 from equiv_core.run_config import RunConfig
 from equiv_core.runner import run_findings
 from equiv_core.steering import Edit
@@ -100,7 +101,48 @@ def probe_pitfalls(
             "UNSTEERED without error" if ids == unsteered else "steered" if ids == hook else "other ids without error"
         )
         outcomes[pitfall] = PitfallOutcome(outcome, f"ids {list(ids)}", description)
+    return outcomes | probe_control_pitfalls(context, max_new_tokens)
+
+
+def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dict[str, PitfallOutcome]:
+    """What runs, and when, in two step-loop patterns (:data:`~equiv_core.compat.CONTROL_PITFALLS`): ``correct``,
+    ``silently skipped`` (the code never ran, no error), ``wrong steps [..]`` (a window fired elsewhere, no error)
+    or ``raises``. The edit is at index -1, valid at every step with the KV cache."""
+    input_ids = context.encode(RunConfig().prompt)
+    edit = Edit(0, -1)
+    outcomes: dict[str, PitfallOutcome] = {}
+    description = CONTROL_PITFALLS["code_after_unbounded_iter"]
+    try:
+        ran = context.nnsight.code_after_unbounded_iter(input_ids, max_new_tokens, edit)
+        outcomes["code_after_unbounded_iter"] = PitfallOutcome(
+            "correct" if ran else "silently skipped",
+            "the code after the loop ran"
+            if ran
+            else "generation ended without error; the code after the loop never ran",
+            description,
+        )
+    except Exception as error:  # noqa: BLE001 - raising is a safe behaviour being probed
+        outcomes["code_after_unbounded_iter"] = PitfallOutcome("raises", error_line(error)[:300], description)
+    description = CONTROL_PITFALLS["step_window"]
+    wanted = tuple(range(*STEP_WINDOW))
+    try:
+        steps = context.nnsight.step_window(input_ids, max_new_tokens, edit)
+        outcome = "correct" if steps == wanted else "silently skipped" if not steps else f"wrong steps {list(steps)}"
+        outcomes["step_window"] = PitfallOutcome(outcome, f"fired at generation steps {list(steps)}", description)
+    except Exception as error:  # noqa: BLE001
+        outcomes["step_window"] = PitfallOutcome("raises", error_line(error)[:300], description)
     return outcomes
+
+
+def audit_recipes(model: str, progress: Callable[[str], None]) -> dict[str, dict[str, FindingVerdict]]:
+    """Every steering recipe's spec findings on ``model`` (the catalogue's known-wrong recipes included: their
+    coverage finding is expected to FAIL, and a release where it passes has stopped catching them)."""
+    verdicts = {}
+    for name in RECIPES.names():
+        report = run_findings(RunConfig(model=model, device="cpu", spec=RECIPES.get(name).spec()))
+        verdicts[name] = {f.id: FindingVerdict(f.verdict, f.message) for f in report.findings}
+        progress(f"recipe {name}: {', '.join(f'{f}={v.verdict}' for f, v in verdicts[name].items())}")
+    return verdicts
 
 
 def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecord, dict[str, Any]]:
@@ -135,6 +177,7 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecor
         literal_output0_edit=tuple(literal),
         arms=arms,
         pitfalls=pitfalls,
+        recipes=audit_recipes(model, progress),
         fingerprint=report.fingerprint(),
         weights_sha256=report.weights_sha256,
     )

@@ -78,6 +78,7 @@ class ModelRecord:
     literal_output0_edit: tuple[LiteralEdit, ...]  # index -1 first, then n-1
     arms: dict[str, ArmOutcome]
     pitfalls: dict[str, PitfallOutcome]
+    recipes: dict[str, dict[str, FindingVerdict]]  # steering recipe -> spec finding -> verdict
     fingerprint: str
     weights_sha256: str
 
@@ -91,11 +92,17 @@ class ModelRecord:
     def observables(self) -> dict[str, str]:
         """Everything that may change between releases, as ``name -> value`` (the status table's columns and
         what the bisection looks for): each finding's verdict, the block output form, what the literal
-        ``output[0][-1] = 0`` edits, each pitfall's outcome, and the token ids of every arm (as a digest)."""
+        ``output[0][-1] = 0`` edits, each pitfall's outcome, each steering recipe's spec-finding verdicts, and the
+        token ids of every arm (as a digest)."""
         values = {f"finding.{name}": verdict.verdict for name, verdict in self.findings.items()}
         values["block_output_form"] = self.block_output_form
         values[LITERAL_EDIT] = self.literal_output0_edit[0].meaning
         values |= {f"pitfall.{name}": outcome.outcome for name, outcome in self.pitfalls.items()}
+        values |= {
+            f"recipe.{recipe}.{finding}": verdict.verdict
+            for recipe, findings in self.recipes.items()
+            for finding, verdict in findings.items()
+        }
         values["ids"] = self.ids_digest()
         return values
 
@@ -185,6 +192,10 @@ def _model_from_dict(data: dict[str, Any]) -> ModelRecord:
             for name, outcome in data["arms"].items()
         },
         pitfalls={name: PitfallOutcome(**outcome) for name, outcome in data["pitfalls"].items()},
+        recipes={
+            recipe: {name: FindingVerdict(**verdict) for name, verdict in findings.items()}
+            for recipe, findings in data["recipes"].items()
+        },
         fingerprint=data["fingerprint"],
         weights_sha256=data["weights_sha256"],
     )
