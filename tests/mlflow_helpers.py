@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -105,3 +107,44 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) ->
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
         log.close()
+
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs: Debian's postgresql package keeps them in
+    /usr/lib/postgresql/<major>/bin, out of PATH; else the folder on PATH that has them all."""
+    needed = ("initdb", "pg_ctl", "postgres", "createdb")
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda path: int(path.parent.name))
+    on_path = [Path(found).parent for found in [shutil.which("initdb")] if found is not None]
+    return next(
+        (folder for folder in [*reversed(debian), *on_path] if all((folder / n).is_file() for n in needed)), None
+    )
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth, no fsync), started and stopped here; yields the
+    SQLAlchemy URI of an empty database ``mlflow``. PostgreSQL refuses to run as root: as root, its programs run as
+    the ``postgres`` user the Debian package creates."""
+    bindir = postgres_bin()
+    assert bindir is not None, "PostgreSQL is not installed"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="equiv-postgres-"))  # under /tmp: the postgres user can reach it
+    if as_user:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{' '.join(command)}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "equiv", "--auth=trust", "--no-sync", "-E", "UTF8")
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start")
+        try:
+            run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "equiv", "mlflow")
+            yield f"postgresql://equiv@127.0.0.1:{port}/mlflow"
+        finally:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

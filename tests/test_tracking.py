@@ -279,3 +279,28 @@ def test_a_prefetched_environment_manifest_is_built_once(monkeypatch: pytest.Mon
     time.sleep(0.05)  # the background build has started
     assert run_logging.environment_manifest() == {"environment/pip-freeze.txt": "x==1\n"}
     assert builds == [1]
+
+
+def test_an_experiment_created_by_another_process_meanwhile_is_used_not_an_error() -> None:
+    """Two cells starting together on a fresh server both find no experiment and both create it: the second
+    create fails with RESOURCE_ALREADY_EXISTS (seen with PostgreSQL), and that process must use the first's."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+
+    from equiv_core.tracking import experiment_id
+
+    class Experiment:
+        experiment_id = "7"
+
+    class RacingClient:
+        def __init__(self) -> None:
+            self.lookups = 0
+
+        def get_experiment_by_name(self, _name: str) -> Experiment | None:
+            self.lookups += 1
+            return None if self.lookups == 1 else Experiment()  # the other process created it in between
+
+        def create_experiment(self, name: str, _location: str | None) -> str:
+            raise MlflowException(f"Experiment(name={name}) already exists", error_code=RESOURCE_ALREADY_EXISTS)
+
+    assert experiment_id(RacingClient(), "equiv-audit", None) == "7"

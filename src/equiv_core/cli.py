@@ -210,7 +210,8 @@ def _command_audit_cell(arguments: argparse.Namespace) -> int:
 def _command_audit_report(arguments: argparse.Namespace) -> int:
     from equiv_core.jobs import audit_report_job
 
-    return audit_report_job(Path(arguments.results), arguments.reference, _tracking(arguments))
+    from_store = arguments.tracking_uri is not None  # cells run elsewhere against one server: read them from it
+    return audit_report_job(Path(arguments.results), arguments.reference, _tracking(arguments), from_store)
 
 
 def _command_models(_arguments: argparse.Namespace) -> int:

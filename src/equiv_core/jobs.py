@@ -340,22 +340,36 @@ def audit_cell_job(
     return _settle(tracker, None, EXIT_OK)
 
 
-def audit_report_job(results: Path, reference: str, tracking: TrackingOptions) -> int:
-    """``equiv audit-report``: the Markdown report of every cell, logged with its table."""
+def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, from_store: bool = False) -> int:
+    """``equiv audit-report``: the Markdown report and status.json of every cell, logged with its table.
+
+    ``from_store``: first fetch every cell's newest run from the tracking store's audit experiment into ``results``
+    (cells run on other machines against one server); else the cell files already in ``results``."""
     from equiv_core.audit.record import read_cells
     from equiv_core.audit.report import write_report
+    from equiv_core.tracking import NullTracker
 
-    if not results.is_dir() or not read_cells(results):
-        raise UserInputError(f"no audit cell results in {str(results)!r}; run `python3 -m nox -s audit` first")
     tracker = tracking.open()
-    _log_unsupported_cells(tracker, results)
+    if from_store:
+        from equiv_core.audit.mlflow_source import download_cells
+
+        if isinstance(tracker, NullTracker):
+            raise UserInputError("--tracking-uri reads the cells from a tracking store; drop --no-mlflow")
+        cells = download_cells(tracker, results)
+        say(f"read {len(cells)} audit cells from {tracker.uri}, experiment {tracker.experiment_name!r}")
+    if not results.is_dir() or not read_cells(results):
+        where = f"the experiment {tracker.experiment_name!r} at {tracker.uri}" if from_store else repr(str(results))
+        raise UserInputError(f"no audit cell results in {where}; run `python3 -m nox -s audit` first")
+    if not from_store:
+        _log_unsupported_cells(tracker, results)
     path, rows = write_report(results, reference)
     with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
         run.log(params={"reference_cell": reference, "cells": len({row["cell"] for row in rows})})
         run.log_file(path)
+        run.log_file(results / "status.json")
         run.log_table(rows, "audit_table.json")
     print(path.read_text())
-    say(f"wrote {path}")
+    say(f"wrote {path} and {results / 'status.json'}")
     return _settle(tracker, run, EXIT_OK)
 
 

@@ -247,12 +247,7 @@ class Tracker:
         try:
             with _store_lock(self.uri):
                 self.client = MlflowClient(tracking_uri=self.uri)
-                experiment = self.client.get_experiment_by_name(self.experiment_name)
-                if experiment is None:
-                    artifacts = self._artifact_location()
-                    self.experiment_id = self.client.create_experiment(self.experiment_name, artifacts)
-                else:
-                    self.experiment_id = experiment.experiment_id
+                self.experiment_id = experiment_id(self.client, self.experiment_name, self._artifact_location())
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot use this store"
             raise UserInputError(
                 f"cannot reach the MLflow tracking store {self.uri}: {_first_line(error)} "
@@ -396,6 +391,25 @@ class Tracker:
             self.journal.discard()
             return None
         return self.journal.spool(default_store_dir() / "spool", self.uri, self.experiment_name, self.failure)
+
+
+def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    """The id of experiment ``name``, created if missing. Cells on several machines may create it at the same
+    moment on a fresh server: the loser of that race gets RESOURCE_ALREADY_EXISTS and reads the winner's id."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location))
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
 
 
 class NullTracker(Tracker):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from equiv_core.audit.mlflow_source import CELL_ARTIFACT
 from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
 from equiv_core.bench.arms import ARMS
 from equiv_core.comparison import tensor_sha256
@@ -219,10 +220,11 @@ def run_cell(
             seconds=time.perf_counter() - started,
             mlflow_run_id=run.run_id or None,
         )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out_dir / f"{record.slug}.npz", **arrays)
+        record.write(out_dir)
         _log_cell(run, record)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / f"{record.slug}.npz", **arrays)
-    record.write(out_dir)
+        run.log_file(out_dir / f"{record.slug}.npz")  # with audit_cell.json: all the report needs (mlflow_source)
     return record
 
 
@@ -233,4 +235,4 @@ def _log_cell(run: TrackedRun, record: CellRecord) -> None:
         tags |= {f"{model}.{name}": value for name, value in result.observables().items()}
         metrics |= {f"{model}.holds.{name}": float(v.verdict == "PASS") for name, v in result.findings.items()}
     run.log(tags=tags, metrics=metrics)
-    run.log_json(record.to_dict(), "audit_cell.json")
+    run.log_json(record.to_dict(), CELL_ARTIFACT)
