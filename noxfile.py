@@ -223,7 +223,8 @@ def _run_cell(
         stamp.write_text(key)
     else:
         session.log("environment is up to date: skipping install")
-    ok, output = _venv_run(session, "-c", "import equiv_core.cli, equiv_core.compat, equiv_core.audit.cell")
+    probe = "import equiv_core.cli, equiv_core.audit.cell; from equiv_core.compat import check_supported as c; c()"
+    ok, output = _venv_run(session, "-c", probe)
     if not ok:
         _not_run(cell, "unsupported", f"import failed: {_tail(output)}", pins, directory)
         session.log(f"{cell}: unsupported (import failed)")

@@ -20,7 +20,7 @@ from equiv_core.audit.bisect import Bisection, Change, Probe
 from equiv_core.audit.cell import literal_meaning, probe_pitfalls, run_cell
 from equiv_core.audit.matrix import DEFAULT_CELLS
 from equiv_core.audit.record import CellRecord, cell_slug
-from equiv_core.audit.report import build_report, write_report
+from equiv_core.audit.report import build_report, headlines, write_report
 from equiv_core.audit.status import read_status
 from equiv_core.cli import main
 from equiv_core.compat import CONTROL_PITFALLS, PITFALLS, NnsightSteering
@@ -310,3 +310,37 @@ def test_the_report_states_the_first_release_of_each_change_a_search_found(cell_
 def test_an_error_is_one_line_even_when_a_library_puts_a_traceback_in_its_message(message: str, line: str) -> None:
     """nnsight 0.5.1's NNsightException carries the whole traceback in its message (seen in the release search)."""
     assert error_line(IndexError(message)) == line
+
+
+SNAPSHOT = ROOT / "bench" / "audit-status.json"
+
+
+def test_the_recorded_release_search_names_the_first_releases_the_audit_exists_to_pin_down() -> None:
+    """On the committed audit (bench/audit-status.json, from `nox -s audit_bisect audit`): nnsight 0.8.0 is the first
+    release where `tracer.result` read before a `with tracer.iter[0]:` block returns unsteered ids instead of
+    raising, and transformers 5.3.0 the first where GPT-2's decoder block returns a tensor (shared NOTES)."""
+    status = read_status(SNAPSHOT)
+    changes = {
+        (search.package, change.observable): change
+        for search in status.searches
+        if search.mode == "bisect"
+        for change in search.changes
+    }
+    with_iter = changes["nnsight", "tiny-gpt2/pitfall.result_before_with_iter"]
+    assert (with_iter.before, with_iter.after) == ("raises", "UNSTEERED without error")
+    assert (with_iter.last_before, with_iter.first_after) == ("0.7.0", "0.8.0")
+    block = changes["transformers", "tiny-gpt2/block_output_form"]
+    assert (block.before, block.after, block.last_before, block.first_after) == ("tuple", "tensor", "5.2.0", "5.3.0")
+    lines = headlines(list(status.searches))
+    assert any("**returns unsteered ids without an error from nnsight 0.8.0**" in line for line in lines)
+    assert any("**a tensor from transformers 5.3.0**" in line for line in lines)
+
+
+def test_the_recorded_status_table_has_every_default_cell_and_the_searches_built_fewer_environments_than_releases() -> (
+    None
+):
+    status = read_status(SNAPSHOT)
+    assert {record.cell for record in status.records if record.source == "matrix"} == set(DEFAULT_CELLS)
+    for search in status.searches:
+        if search.mode == "bisect":
+            assert len(search.probes) < len(search.versions)

@@ -74,3 +74,18 @@ def test_no_deprecation_warnings(tiny_context: SteeringContext) -> None:
         tiny_context.nnsight.generate(input_ids, 2, Edit(0, -1), "step0")
     deprecations = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
     assert deprecations == [], [str(w.message) for w in deprecations]
+
+
+def test_an_nnsight_older_than_the_harness_can_drive_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nnsight 0.5.1-0.5.12 cannot append to a Python list inside a trace (release bisection of 2026-11-30)."""
+    from packaging.version import Version
+
+    from equiv_core import compat
+
+    monkeypatch.setattr(compat, "NNSIGHT_VERSION", Version("0.5.12"))
+    with pytest.raises(compat.UnsupportedNnsightVersion, match=r"nnsight 0.5.12 is not supported \(need >= 0.5.13"):
+        compat.check_supported()
+    monkeypatch.setattr(compat, "NNSIGHT_VERSION", Version("0.5.13"))
+    compat.check_supported()

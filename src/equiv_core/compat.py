@@ -40,7 +40,10 @@ from equiv_core.steering import (
 )
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
-MIN_SUPPORTED = Version("0.5.0")
+# Every nnsight arm records what its edit saw by appending to a Python list inside the trace; before 0.5.13 that
+# fails ("module 'nnsight' has no attribute 'append'", and 0.5.0 does not import: dill undeclared), so every finding
+# would FAIL for the harness's reasons, not nnsight's steering (release bisection of 2026-11-30, bench/AUDIT.md).
+MIN_SUPPORTED = Version("0.5.13")
 # 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
 # deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
 LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
@@ -96,10 +99,20 @@ def hidden_of_envoy(block: Any, form: BlockOutputForm) -> Any:
     return output[0] if form == "tuple" else output
 
 
-def wrap(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
-    """Wrap an already loaded Hugging Face model with the class this nnsight version recommends."""
+def check_supported() -> None:
+    """Raise :class:`UnsupportedNnsightVersion` (one line, with the reason) where the installed nnsight is older
+    than :data:`MIN_SUPPORTED`."""
     if NNSIGHT_VERSION < MIN_SUPPORTED:
-        raise UnsupportedNnsightVersion(f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED})")
+        raise UnsupportedNnsightVersion(
+            f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED}: before it, appending to a Python "
+            "list inside a trace fails, and every arm records what its edit saw that way)"
+        )
+
+
+def wrap(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Wrap an already loaded Hugging Face model with the class this nnsight version recommends; raises
+    :class:`UnsupportedNnsightVersion` for a release older than :data:`MIN_SUPPORTED`."""
+    check_supported()
     if TRANSFORMERS_MODEL:
         from nnsight import TransformersModel
 

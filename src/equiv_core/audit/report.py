@@ -268,8 +268,22 @@ def _releases_section(directory: Path) -> list[str]:
         )
         for probe in search.unsupported:
             lines.append(f"- {search.package} {probe.version}: **{probe.status}**: {probe.reason}")
-        lines += [f"- {change.sentence(search.package)}" for change in search.changes] or ["- no change found"]
+        lines += _grouped_changes(search) or ["- no change found"]
         lines.append("")
+    return lines
+
+
+def _grouped_changes(search: Bisection) -> list[str]:
+    """One line per pair of neighbouring releases, the observables that changed there grouped by before -> after."""
+    by_boundary: dict[tuple[str, str, tuple[str, ...]], dict[tuple[str, str], list[str]]] = {}
+    for change in search.changes:
+        boundary = by_boundary.setdefault((change.last_before, change.first_after, change.skipped), {})
+        boundary.setdefault((change.before, change.after), []).append(change.observable)
+    lines = []
+    for (before, after, skipped), groups in by_boundary.items():
+        gap = f" ({', '.join(skipped)} could not run)" if skipped else ""
+        parts = [f"`{old}` -> `{new}`: {', '.join(names)}" for (old, new), names in groups.items()]
+        lines.append(f"- **{search.package} {before} -> {after}**{gap}: " + "; ".join(parts))
     return lines
 
 
