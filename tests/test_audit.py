@@ -258,11 +258,16 @@ def test_status_json_has_one_record_per_cell_model_and_the_searches_and_reads_ba
 ) -> None:
     for name in ("nnsight-0.8.1.json", "nnsight-0.8.1.npz"):
         shutil.copy(cell_results / name, tmp_path / name)
+
+    def drift(payload: dict[str, object]) -> None:
+        payload["models"]["tiny-gpt2"]["arms"]["plain"]["ids"] = [1, 2, 3, 4, 5]  # type: ignore[index]
+
+    _copy_cell(cell_results, tmp_path, "nnsight='0.7.0'", drift)
     CellRecord("torch='9.9'", "unsupported", "install failed: no torch 9.9").write(tmp_path)
     search = _search(tmp_path)
     write_report(tmp_path)
     status = read_status(tmp_path / "status.json")
-    [ran] = [r for r in status.records if r.source == "matrix" and r.status == "ran"]
+    [ran] = [r for r in status.records if r.cell == "nnsight='0.8.1'"]
     assert (ran.cell, ran.model, ran.ids_equal_reference, ran.weights_equal_reference) == (
         "nnsight='0.8.1'",
         "tiny-gpt2",
@@ -271,6 +276,8 @@ def test_status_json_has_one_record_per_cell_model_and_the_searches_and_reads_ba
     )
     assert ran.observables["pitfall.result_before_with_iter"] == "UNSTEERED without error"
     assert ran.nnsight == nnsight.__version__
+    [drifted] = [r for r in status.records if r.cell == "nnsight='0.7.0'"]
+    assert (drifted.ids_equal_reference, drifted.weights_equal_reference) == (False, True)
     [unsupported] = [r for r in status.records if r.cell == "torch='9.9'"]
     assert (unsupported.model, unsupported.reason) == (None, "install failed: no torch 9.9")
     assert status.searches == (search,)

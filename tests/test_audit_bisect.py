@@ -58,6 +58,7 @@ def test_releases_that_cannot_run_are_recorded_and_stepped_over() -> None:
     [change] = result.changes
     assert (change.last_before, change.first_after, change.skipped) == ("0.14.0", "0.17.0", ("0.15.0", "0.16.0"))
     assert {p.version for p in result.unsupported} == unsupported
+    assert len(built) == len(set(built))
     assert "(0.15.0, 0.16.0 could not run)" in change.sentence("transformers")
 
 
@@ -88,3 +89,17 @@ def test_the_sweep_covers_every_nnsight_release_and_each_transformers_minor_newe
     assert sweep_versions("nnsight", nnsight) == ["0.5.0", "0.5.1", "0.8.0", "0.8.1"]
     transformers = ["5.10.1", "5.10.0", "5.9.0", "4.57.6", "4.57.1", "4.56.2", "5.0.0"]
     assert sweep_versions("transformers", transformers) == ["4.57.6", "5.0.0", "5.9.0", "5.10.1"]
+
+
+def test_when_the_newest_release_cannot_run_the_search_ends_at_the_newest_that_can() -> None:
+    series = {"m/block_output_form": ["tuple"] * 20 + ["tensor"] * 12}
+    built, probe = _probe_with(series, frozenset({"0.31.0", "0.30.0"}))
+    [change] = search("transformers", VERSIONS, probe).changes  # type: ignore[arg-type]
+    assert (change.last_before, change.first_after) == ("0.19.0", "0.20.0")
+    assert len(built) == len(set(built))
+
+
+def test_a_range_where_no_release_runs_reports_every_probe_and_no_change() -> None:
+    built, probe = _probe_with({"m/x": ["a"] * 32}, frozenset(VERSIONS))
+    result = search("nnsight", VERSIONS, probe)  # type: ignore[arg-type]
+    assert result.changes == () and len(result.unsupported) == len(VERSIONS) == len(set(built))

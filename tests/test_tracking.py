@@ -263,20 +263,23 @@ def test_no_mlflow_builds_no_environment_manifest(monkeypatch: pytest.MonkeyPatc
 def test_a_prefetched_environment_manifest_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The run starts the manifest in the background; logging it later waits for that build, never a second."""
     import functools
+    import threading
     import time
 
     from equiv_core import run_logging
 
     builds: list[int] = []
+    started = threading.Event()
 
     def slow_build() -> dict[str, str]:
         builds.append(1)
-        time.sleep(0.2)
+        started.set()
+        time.sleep(0.2)  # still building when the log call below comes
         return {"environment/pip-freeze.txt": "x==1\n"}
 
     monkeypatch.setattr(run_logging, "_build_manifest", functools.lru_cache(maxsize=1)(slow_build))
     run_logging.prefetch_environment_manifest()
-    time.sleep(0.05)  # the background build has started
+    assert started.wait(timeout=10)
     assert run_logging.environment_manifest() == {"environment/pip-freeze.txt": "x==1\n"}
     assert builds == [1]
 

@@ -204,7 +204,8 @@ def _command_audit_cell(arguments: argparse.Namespace) -> int:
         if not sep or not package:
             raise UserInputError(f"--pin takes PACKAGE=VERSION (or PACKAGE=latest), got {value!r}")
         pins[package] = None if version in ("", "latest") else version
-    return audit_cell_job(arguments.cell, _csv(arguments.models), Path(arguments.out), _tracking(arguments), pins)
+    out = Path(arguments.out)
+    return audit_cell_job(arguments.cell, _csv(arguments.models), out, _tracking(arguments), pins, arguments.source)
 
 
 def _command_audit_report(arguments: argparse.Namespace) -> int:
@@ -446,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cell.add_argument("--out", default="results/audit", help="directory for <cell>.json and <cell>.npz")
     audit_cell.add_argument(
         "--pin", action="append", default=[], help="PACKAGE=VERSION the cell asked for (recorded), repeatable"
+    )
+    audit_cell.add_argument(
+        "--source", default="matrix", help="matrix, or the release search the cell is a probe of (e.g. bisect-nnsight)"
     )
     _add_tracking_options(audit_cell, AUDIT_EXPERIMENT)
     audit_cell.set_defaults(handler=_command_audit_cell)

@@ -22,6 +22,7 @@ from packaging.version import Version
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.architecture import BlockOutputForm
+from equiv_core.audit.matrix import MIN_RELEASE
 from equiv_core.coverage import IndexFault, PassShape, Touch
 from equiv_core.model_work import ModelWork, tensor_key
 from equiv_core.resolution import ResolvedSpec
@@ -41,9 +42,8 @@ from equiv_core.steering import (
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
 # Every nnsight arm records what its edit saw by appending to a Python list inside the trace; before 0.5.13 that
-# fails ("module 'nnsight' has no attribute 'append'", and 0.5.0 does not import: dill undeclared), so every finding
-# would FAIL for the harness's reasons, not nnsight's steering (release bisection of 2026-11-30, bench/AUDIT.md).
-MIN_SUPPORTED = Version("0.5.13")
+# fails, so every finding would FAIL for the harness's reasons, not nnsight's steering (audit.matrix.MIN_RELEASE).
+MIN_SUPPORTED = Version(MIN_RELEASE["nnsight"])
 # 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
 # deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
 LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION

@@ -323,13 +323,18 @@ def _upload(directory: Path, tracking: TrackingOptions) -> int:
 
 
 def audit_cell_job(
-    cell: str, models: tuple[str, ...], out: Path, tracking: TrackingOptions, pins: dict[str, str | None]
+    cell: str,
+    models: tuple[str, ...],
+    out: Path,
+    tracking: TrackingOptions,
+    pins: dict[str, str | None],
+    source: str = "matrix",
 ) -> int:
     """``equiv audit-cell``: audit this environment; a finding that fails is a result, not a failed cell."""
     from equiv_core.audit.cell import run_cell
 
     tracker = tracking.open()
-    record = run_cell(cell, models, out, tracker, say, pins)
+    record = run_cell(cell, models, out, tracker, say, pins, source)
     failing = [
         f"{model}/{finding}"
         for model, result in record.models.items()
@@ -357,7 +362,11 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
             raise UserInputError("--tracking-uri reads the cells from a tracking store; drop --no-mlflow")
         cells = download_cells(tracker, results)
         say(f"read {len(cells)} audit cells from {tracker.uri}, experiment {tracker.experiment_name!r}")
-    if not results.is_dir() or not read_cells(results):
+    try:
+        found = results.is_dir() and bool(read_cells(results))
+    except ValueError as error:
+        raise UserInputError(f"{error}; remove it or re-run that cell") from None
+    if not found:
         where = f"the experiment {tracker.experiment_name!r} at {tracker.uri}" if from_store else repr(str(results))
         raise UserInputError(f"no audit cell results in {where}; run `python3 -m nox -s audit` first")
     if not from_store:

@@ -16,7 +16,6 @@ Standard library only: ``noxfile.py`` runs it with nox's own interpreter; the en
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equiv_core.audit.record import CellRecord, CellStatus
+from equiv_core.outputs import write_json
 
 Mode = Literal["bisect", "sweep"]
 
@@ -37,6 +37,7 @@ class Probe:
     reason: str | None
     observables: dict[str, str]
     seconds: float  # installing and running the cell
+    built: bool = True  # an environment was built (False: refused up front, e.g. older than the harness supports)
 
     @classmethod
     def of_cell(cls, version: str, cell: CellRecord, seconds: float) -> Probe:
@@ -82,6 +83,11 @@ class Bisection:
     def unsupported(self) -> tuple[Probe, ...]:
         return tuple(probe for probe in self.probes if probe.status != "ran")
 
+    @property
+    def environments(self) -> int:
+        """Environments built (releases refused up front, without one, not counted)."""
+        return sum(probe.built for probe in self.probes)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -99,9 +105,7 @@ class Bisection:
     def write(self, path: Path) -> Path:
         """Write atomically (a temporary file renamed over ``path``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        temporary.replace(path)
+        write_json(path, self.to_dict())
         return path
 
     @classmethod

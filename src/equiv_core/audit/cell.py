@@ -59,7 +59,7 @@ def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[di
         try:
             records[arm] = ARMS.get(arm).run(context, input_ids, max_new_tokens, layer)
         except Exception as error:  # noqa: BLE001 - an arm that cannot run on this version is a result
-            records[arm] = f"{type(error).__name__}: {error}"
+            records[arm] = error_line(error)[:300]
     hook, unsteered = records["hook"], records["unsteered"]
     summary: dict[str, ArmOutcome] = {}
     for arm, record in records.items():
@@ -192,13 +192,16 @@ def run_cell(
     tracker: Tracker,
     progress: Callable[[str], None],
     pins: dict[str, str | None] | None = None,
+    source: str = "matrix",
 ) -> CellRecord:
     """Audit every model, write ``<cell>.json`` (a :class:`CellRecord`) and ``<cell>.npz`` to ``out_dir``, log one
-    MLflow parent run. ``pins``: the versions the cell asked for (recorded; what is installed is measured)."""
+    MLflow parent run. ``pins``: the versions the cell asked for (recorded; what is installed is measured).
+    ``source``: ``matrix`` (the default audit) or the release search the cell belongs to (e.g. ``bisect-nnsight``),
+    tagged so that a report read from a server takes matrix cells only."""
     started = time.perf_counter()
     versions = {name: v for name in AUDITED_PACKAGES if (v := package_version(name))}
     versions["python"] = platform.python_version()
-    with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell}) as run:
+    with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell, "audit_source": source}) as run:
         run.log(
             params={"cell": cell, "models": ",".join(models)},
             tags={f"{name}_version": value for name, value in versions.items()},

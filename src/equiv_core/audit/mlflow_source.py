@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,70 +22,64 @@ CELL_ARTIFACT = "audit_cell.json"
 
 
 def download_cells(tracker: Tracker, directory: Path) -> list[CellRecord]:
-    """Write the newest finished run of every audit cell in the tracker's experiment into ``directory`` (cell
-    records and logits), and return the records. Raises EnvironmentFault when the server stops answering."""
+    """Write the newest run of every default-matrix audit cell in the tracker's experiment into ``directory`` (cell
+    records and logits), and return the records. A newest run that did not finish (crashed, or killed) is an
+    ``error`` cell; runs still RUNNING are passed over. Raises EnvironmentFault when the server stops answering."""
+    try:
+        return _download(tracker, directory)
+    except (OSError, ValueError) as error:
+        raise EnvironmentFault(f"cannot write the audit cells into {directory}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - MLflow and HTTP errors alike: the store could not be read
+        raise EnvironmentFault(f"cannot read audit cells from {tracker.uri}: {error}") from error
+
+
+def _download(tracker: Tracker, directory: Path) -> list[CellRecord]:
     from mlflow.artifacts import download_artifacts
 
-    try:
-        runs = tracker.client.search_runs(
-            [tracker.experiment_id],
-            "tags.kind = 'audit-cell' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=5000,
-        )
-    except Exception as error:  # noqa: BLE001 - any failure means the store could not be read
-        raise EnvironmentFault(f"cannot read audit cells from {tracker.uri}: {error}") from error
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id],
+        "tags.kind = 'audit-cell' and attributes.status != 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
     newest: dict[str, Any] = {}
     for run in runs:
-        newest.setdefault(run.data.tags.get("cell", run.info.run_name), run)
+        if run.data.tags.get("audit_source", "matrix") == "matrix":
+            newest.setdefault(run.data.tags.get("cell", run.info.run_name), run)
     records = []
     directory.mkdir(parents=True, exist_ok=True)
     for cell, run in sorted(newest.items()):
         artifacts = {item.path for item in tracker.client.list_artifacts(run.info.run_id)}
-        if CELL_ARTIFACT not in artifacts:
-            tags = run.data.tags
-            pins = {
-                k.removesuffix("_pin"): (None if v == "latest" else v) for k, v in tags.items() if k.endswith("_pin")
-            }
-            record = CellRecord(
-                cell, tags.get("status", "error"), tags.get("reason"), pins, mlflow_run_id=run.info.run_id
-            )
+        if run.info.status != "FINISHED" or CELL_ARTIFACT not in artifacts:
+            record = _from_tags(cell, run)
+            (directory / f"{record.slug}.npz").unlink(missing_ok=True)
             record.write(directory)
             records.append(record)
             continue
-        with tempfile.TemporaryDirectory() as scratch:
-            local = Path(
-                download_artifacts(
-                    run_id=run.info.run_id, artifact_path=CELL_ARTIFACT, dst_path=scratch, tracking_uri=tracker.uri
-                )
-            )
-            record = CellRecord.from_dict(json.loads(local.read_text()))
-            logits = f"{record.slug}.npz"
-            if logits in artifacts:
-                fetched = Path(
-                    download_artifacts(
-                        run_id=run.info.run_id, artifact_path=logits, dst_path=scratch, tracking_uri=tracker.uri
-                    )
-                )
-                fetched.replace(directory / logits)
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:  # same file system: the move is a rename
+            fetch = partial(download_artifacts, run_id=run.info.run_id, dst_path=scratch, tracking_uri=tracker.uri)
+            record = CellRecord.from_dict(json.loads(Path(fetch(artifact_path=CELL_ARTIFACT)).read_text()))
+            logits = directory / f"{record.slug}.npz"
+            if logits.name in artifacts:
+                Path(fetch(artifact_path=logits.name)).replace(logits)
+            else:
+                logits.unlink(missing_ok=True)  # an older run's logits must not be compared as this one's
         record.write(directory)
         records.append(record)
     return records
 
 
 def _from_tags(cell: str, run: Any) -> CellRecord:
-    """The record of a cell that did not run, from the tags its report logged (no artifact)."""
+    """The record of a cell with no record artifact: one that could not install or import (its report logged its
+    tags), or whose run ended without finishing."""
     tags: dict[str, str] = run.data.tags
     pins = {
         key.removesuffix("_pin"): None if value == "latest" else value
         for key, value in tags.items()
         if key.endswith("_pin")
     }
+    if run.info.status != "FINISHED":
+        reason = f"its newest run on the server ended {run.info.status} (run {run.info.run_id})"
+        return CellRecord(cell, "error", reason, pins, mlflow_run_id=run.info.run_id)
     status: CellStatus = "unsupported" if tags.get("status") == "unsupported" else "error"
-    return CellRecord(
-        cell,
-        status,
-        tags.get("reason"),
-        pins,
-        mlflow_run_id=run.info.run_id,
-    )
+    return CellRecord(cell, status, tags.get("reason"), pins, mlflow_run_id=run.info.run_id)

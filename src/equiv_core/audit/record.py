@@ -2,7 +2,7 @@
 
 Read and written only here (``<cell slug>.json`` beside a ``.npz`` of logits), by the cell, the report, the status
 table, the bisection and ``noxfile.py``, which imports this module with nox's own interpreter: standard library
-only, no torch, no numpy.
+only (and equiv_core's own standard-library modules), no torch, no numpy.
 
 A cell's ``status`` is ``ran`` (``models`` holds one :class:`ModelRecord` per model), ``unsupported`` (the pinned
 versions could not be installed or imported on this Python: ``reason`` says why) or ``error`` (the cell process
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from equiv_core.outputs import write_json
 
 CELL_FORMAT = 2  # version of the cell file; 1 was the untyped dict of the first audit
 CellStatus = Literal["ran", "unsupported", "error"]
@@ -82,12 +83,20 @@ class ModelRecord:
     fingerprint: str
     weights_sha256: str
 
-    def ids_digest(self) -> str:
-        """16 hex digits over every arm's token ids (or error): equal digests, equal generations."""
-        ids = {
-            arm: list(outcome.ids) if outcome.ids is not None else outcome.error for arm, outcome in self.arms.items()
+    def arm_ids(self) -> dict[str, list[int] | str]:
+        """Every arm's token ids, or the type of the error it raised (never its message: paths and line numbers)."""
+        return {
+            arm: list(outcome.ids) if outcome.ids is not None else (outcome.error or "error").split(":")[0]
+            for arm, outcome in self.arms.items()
         }
-        return hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:16]
+
+    def ids_digest(self) -> str:
+        """16 hex digits over :meth:`arm_ids`: equal digests, equal generations."""
+        return hashlib.sha256(json.dumps(self.arm_ids(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def same_ids(self, other: ModelRecord) -> bool:
+        """The same arms, each with the same token ids (or the same error type) as in ``other``."""
+        return self.arm_ids() == other.arm_ids()
 
     def observables(self) -> dict[str, str]:
         """Everything that may change between releases, as ``name -> value`` (the status table's columns and
@@ -151,9 +160,7 @@ class CellRecord:
         """Write ``<slug>.json`` atomically (a temporary file renamed over it: never half-written)."""
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{self.slug}.json"
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        temporary.replace(target)
+        write_json(target, self.to_dict())
         return target
 
     @classmethod
@@ -162,12 +169,16 @@ class CellRecord:
 
 
 def read_cells(directory: Path) -> list[CellRecord]:
-    """Every cell record in ``directory``, in file-name order (other JSON files there, e.g. status.json, skipped)."""
+    """Every cell record in ``directory``, in file-name order (other JSON files there, e.g. status.json, skipped).
+    Raises ValueError naming the file for one that is not JSON or of another format."""
     cells = []
     for path in sorted(directory.glob("*.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and "cell" in data and "status" in data:
-            cells.append(CellRecord.from_dict(data))
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and "cell" in data and "status" in data:
+                cells.append(CellRecord.from_dict(data))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a cell record ({error})") from None
     return cells
 
 

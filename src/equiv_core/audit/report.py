@@ -19,6 +19,7 @@ from equiv_core.audit.matrix import REFERENCE_CELL
 from equiv_core.audit.record import CellRecord, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
 from equiv_core.catalog import STUDY_FINDINGS
+from equiv_core.outputs import atomic_path
 
 SHORT = {
     "position_sweep": "sweep",
@@ -52,7 +53,7 @@ def compare_cells(directory: Path, cell: CellRecord, other: CellRecord, model: s
     if mine is None or theirs is None:
         return CellComparison(None, None, None)
     arms = sorted(set(mine.arms) & set(theirs.arms))
-    ids_identical = all(mine.arms[arm].ids == theirs.arms[arm].ids for arm in arms)
+    ids_identical = mine.same_ids(theirs)
     mine_logits, their_logits = _logits(directory, cell.cell), _logits(directory, other.cell)
     diffs = [
         float(np.abs(mine_logits[key] - their_logits[key]).max())
@@ -263,8 +264,13 @@ def _releases_section(directory: Path) -> list[str]:
         )
         lines.append("")
         lines.append(
-            f"{len(search.probes)} environments built in {search.seconds / 60:.1f} min "
-            f"({', '.join(probe.version for probe in search.probes)})."
+            f"{search.environments} environments built in {search.seconds / 60:.1f} min "
+            f"({', '.join(probe.version for probe in search.probes if probe.built)})"
+            + (
+                f"; {len(search.probes) - search.environments} releases refused without one."
+                if search.environments < len(search.probes)
+                else "."
+            )
         )
         for probe in search.unsupported:
             lines.append(f"- {search.package} {probe.version}: **{probe.status}**: {probe.reason}")
@@ -292,8 +298,7 @@ def write_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[Path
     the report's path and its table rows."""
     markdown, rows = build_report(directory, reference)
     path = directory / "REPORT.md"
-    temporary = path.with_suffix(".md.tmp")
-    temporary.write_text(markdown)
-    temporary.replace(path)
+    with atomic_path(path) as staging:
+        staging.write_text(markdown)
     write_status(build_status(directory, reference), directory / "status.json")
     return path, rows

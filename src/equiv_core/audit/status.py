@@ -6,8 +6,8 @@ Schema ``equiv-bench/audit-status``, version 1 (a JSON object)::
     schema_version    1
     generated_at      ISO 8601 time, UTC
     reference_cell    the cell whose token ids the others are compared with, e.g. "nnsight='0.8.1'"
-    records           one object per (nnsight, transformers, torch, model) that an audit cell ran, plus one per cell
-                      that could not run (model null):
+    records           one object per (source, cell, model) that ran, so per (nnsight, transformers, torch, model)
+                      within a source, plus one per cell that could not run (model null):
         cell          the cell id, e.g. "transformers='5.2.0'" (release searches: "nnsight='0.6.1'")
         source        "matrix" (the default audit) or "<mode>-<package>" (a release search, e.g. "bisect-nnsight")
         status        "ran" | "unsupported" (could not install or import; see reason) | "error" (crashed)
@@ -17,16 +17,19 @@ Schema ``equiv-bench/audit-status``, version 1 (a JSON object)::
         observables   {name: value}: "finding.<id>" -> PASS / FAIL / NOT EXPRESSIBLE / NOT APPLICABLE;
                       "block_output_form" -> "tensor" | "tuple"; "literal_output0_last" -> what the study's
                       `block.output[0][-1] = 0.0` zeroes, in words; "pitfall.<id>" -> "raises" | "steered" |
-                      "UNSTEERED without error" | "other ids without error" | "not expressible";
-                      "ids" -> 16 hex digits over every arm's token ids
+                      "UNSTEERED without error" | "other ids without error" | "not expressible" (the two
+                      tracer.result pitfalls), "correct" | "silently skipped" | "wrong steps [..]" | "raises"
+                      (code_after_unbounded_iter, step_window); "recipe.<recipe>.<finding>" -> the verdict of a
+                      steering recipe's spec finding; "ids" -> 16 hex digits over every arm's token ids (or error
+                      type)
         ids_equal_reference       every arm's token ids equal the reference cell's for this model (null: not
                                   comparable: no reference record for the model)
         weights_equal_reference   the model's weights hash equals the reference cell's (null: as above); random
                                   models' weights change with transformers' initialisation, and then ids may too
     searches          one object per release search (equiv_core.audit.bisect.Bisection.to_dict): package, mode
                       ("bisect" | "sweep"), versions (oldest first), probes (version, status, reason, observables
-                      as "<model>/<name>", seconds), changes (observable, before, after, last_before, first_after,
-                      skipped), seconds
+                      as "<model>/<name>", seconds, built: false when refused without an environment), changes
+                      (observable, before, after, last_before, first_after, skipped), seconds
 
 Read it back with :func:`read_status`.
 """
@@ -35,13 +38,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from equiv_core.audit.bisect import Bisection
 from equiv_core.audit.record import CellRecord, CellStatus, read_cells
+from equiv_core.outputs import write_json
 
 SCHEMA = "equiv-bench/audit-status"
 SCHEMA_VERSION = 1
@@ -114,7 +117,7 @@ def status_records(cells: list[CellRecord], source: str, reference: CellRecord |
                     **versions,
                     model=model,
                     observables=record.observables(),
-                    ids_equal_reference=None if theirs is None else record.ids_digest() == theirs.ids_digest(),
+                    ids_equal_reference=None if theirs is None else record.same_ids(theirs),
                     weights_equal_reference=None if theirs is None else record.weights_sha256 == theirs.weights_sha256,
                 )
             )
@@ -138,9 +141,7 @@ def build_status(directory: Path, reference: str) -> AuditStatus:
 
 def write_status(status: AuditStatus, path: Path) -> Path:
     """Write atomically (a temporary file renamed over ``path``)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(status.to_dict(), indent=2) + "\n")
-    temporary.replace(path)
+    write_json(path, status.to_dict())
     return path
 
 
