@@ -1,7 +1,11 @@
-"""Sessions: ``tests`` (the whole test suite) and ``bench`` (the main job: findings on the default model).
+"""Sessions: ``tests`` (the whole test suite), ``bench`` (the main job: findings and timings on the default model),
+``lint``, ``ui`` (the MLflow UI), ``lock``; and the version audit: ``audit_cell`` (one cell of the default matrix
+each), ``audit`` (the report, after every cell through ``requires=``), ``audit_bisect`` and ``audit_sweep`` (the
+release searches).
 
 Every session builds its own virtualenv from ``constraints.txt`` and reuses it on later runs: the install is
-skipped while the constraints and ``pyproject.toml`` are unchanged (a stamp file in the venv records them).
+skipped while the constraints and ``pyproject.toml`` are unchanged (a stamp file in the venv records them). Audit
+environments pin one package away from the default environment instead.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ class _Search:
 
     def at(self, index: int) -> Probe:
         if index not in self.probes:
-            self.say(f"probing {self.versions[index]} ({len(self.order) + 1} environments so far)")
+            self.say(f"probing {self.versions[index]} (release {len(self.order) + 1} probed of {len(self.versions)})")
             result = self._probe(self.versions[index])
             self.probes[index] = result
             self.order.append(result)
