@@ -59,8 +59,8 @@ PITFALLS = {
 # Patterns whose danger is not the ids but what runs: code after an unbounded step loop (nnsight 0.8 never reaches
 # it: shared NOTES), and a step window (an off-by-one in a window is the classic steering bug: CAA's mask).
 CONTROL_PITFALLS = {
-    "code_after_unbounded_iter": "code after an unbounded `for step in tracer.iter[:]:` loop",
-    "step_window": "a step window `tracer.iter[1:3]` (should fire at generation steps 1 and 2 only)",
+    "code_after_unbounded_iter": "code after an unbounded loop `for step in tracer.iter[:]:` (0.5: the with-block)",
+    "step_window": "a step window `tracer.iter[1:3]` (0.5: the with-block), which should fire at steps 1 and 2 only",
 }
 STEP_WINDOW = (1, 3)
 
