@@ -103,3 +103,21 @@ def test_a_range_where_no_release_runs_reports_every_probe_and_no_change() -> No
     built, probe = _probe_with({"m/x": ["a"] * 32}, frozenset(VERSIONS))
     result = search("nnsight", VERSIONS, probe)  # type: ignore[arg-type]
     assert result.changes == () and len(result.unsupported) == len(VERSIONS) == len(set(built))
+
+
+def test_a_change_and_its_undoing_is_found_when_a_release_probed_for_another_observable_shows_it() -> None:
+    """transformers 5.2.0's tiny-gpt2 weights differ from both 4.57.6's and the newest's: the ends agree, but the
+    probes made for the block output form (which changed at 5.3.0) land on 5.2.0 and show the difference."""
+    series = {
+        "m/ids": ["a"] * 14 + ["b"] * 3 + ["a"] * 15,
+        "m/block_output_form": ["tuple"] * 17 + ["tensor"] * 15,
+    }
+    built, probe = _probe_with(series)
+    result = search("transformers", VERSIONS, probe)  # type: ignore[arg-type]
+    found = {(c.observable, c.before, c.after, c.last_before, c.first_after) for c in result.changes}
+    assert found == {
+        ("m/block_output_form", "tuple", "tensor", "0.16.0", "0.17.0"),
+        ("m/ids", "a", "b", "0.13.0", "0.14.0"),
+        ("m/ids", "b", "a", "0.16.0", "0.17.0"),
+    }
+    assert len(built) == len(set(built))

@@ -3,9 +3,10 @@ or by sweeping every release (n environments), with the same record.
 
 An *observable* is one ``model/name`` value of :meth:`equiv_core.audit.record.ModelRecord.observables` (a
 finding's verdict, the block output form, what the literal ``output[0][-1] = 0`` edits, a pitfall's outcome, the
-token ids). Bisection assumes an observable that is equal at both ends of a range did not change inside it (a value
-that changes and changes back is invisible to it; the sweep sees it), and splits every range whose ends differ
-until the two ends are neighbouring releases: "changed between X and Y". Releases that cannot be installed or
+token ids). Bisection assumes an observable that is equal at both ends of a range did not change inside it, unless a
+release probed there for another observable shows otherwise (a value that changes and changes back between two
+probes is invisible to it; the sweep sees it), and splits every range whose ends differ until the two ends are
+neighbouring releases: "changed between X and Y". Releases that cannot be installed or
 imported on this Python are probed once, recorded with their reason, and stepped over: a change across them is
 reported between the nearest releases that ran, naming the ones skipped.
 
@@ -157,10 +158,18 @@ class _Search:
         )
 
     def split(self, name: str, low: int, high: int) -> list[Change]:
-        """Changes of ``name`` between two releases that ran (both probed), assuming none inside equal ends."""
+        """Changes of ``name`` between two releases that ran (both probed). Equal ends are taken to mean no change
+        inside, unless a release already probed there (for another observable) shows otherwise."""
         value = self.at(low).observables.get(name, "absent")
         if value == self.at(high).observables.get(name, "absent"):
-            return []
+            differing = [
+                index
+                for index, probe in sorted(self.probes.items())
+                if low < index < high and probe.status == "ran" and probe.observables.get(name, "absent") != value
+            ]
+            if not differing:
+                return []
+            return self.split(name, low, differing[0]) + self.split(name, differing[0], high)
         middle = self.supported_between(low, high)
         if middle is None:
             return [self.change(name, low, high)]
@@ -194,8 +203,14 @@ def search(
         last = state.first_supported(range(len(versions) - 1, -1, -1)) if first is not None else None
         if first is not None and last is not None and first < last:
             names = sorted(set(state.at(first).observables) | set(state.at(last).observables))
-            for name in names:
-                changes += state.split(name, first, last)
+            found: dict[tuple[str, str, str], Change] = {}
+            probed = -1
+            while probed != len(state.order):  # again, while the last pass probed releases the earlier names
+                probed = len(state.order)  # did not see (a change and its undoing between equal ends)
+                for name in names:
+                    for change in state.split(name, first, last):
+                        found[change.observable, change.last_before, change.first_after] = change
+            changes = list(found.values())
     changes.sort(key=lambda change: (versions.index(change.first_after), change.observable))
     return Bisection(package, mode, tuple(versions), tuple(state.order), tuple(changes), time.perf_counter() - started)
 
