@@ -49,10 +49,9 @@ from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E
 AUDIT_RESULTS = RESULTS / "audit"
 RELEASES_RESULTS = AUDIT_RESULTS / "releases"
 AUDIT_MODELS = os.environ.get("EQUIV_AUDIT_MODELS", "smollm2-135m,tiny-gpt2")
-# Cells run two at a time (`nox -s audit` schedules them through nox's parallel runner, honouring `requires=`);
-# `-j 1` runs them one by one. Each cell process gets its share of the cores: oversubscribed OpenMP threads
-# busy-wait and run 10x slower.
-nox.options.parallel = int(os.environ.get("EQUIV_AUDIT_JOBS", "2"))
+# `nox -s audit -j 2` runs two cells at a time through nox's parallel runner (which honours `requires=`); each cell
+# process gets half the cores: oversubscribed OpenMP threads busy-wait and run 10x slower.
+CELL_THREADS = str(max(1, (os.cpu_count() or 2) // 2))
 
 
 def _install_key(extras: str) -> str:
@@ -199,14 +198,13 @@ def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tu
     """Run the session venv's python with ``arguments`` and keep its output (failures are results, not crashes);
     ``stream`` also echoes the output as it comes, for long steps."""
     session.log(" ".join(["python", *arguments]))
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, nox.options.parallel or 1)))
     process = subprocess.Popen(
         [str(Path(session.bin) / "python"), *arguments],
         cwd=ROOT,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)},
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", CELL_THREADS)},
     )
     lines = []
     assert process.stdout is not None
@@ -272,7 +270,7 @@ def audit_cell(session: nox.Session, cell: str) -> None:
 
 @nox.session(reuse_venv=True, default=False, requires=["audit_cell"])
 def audit(session: nox.Session) -> None:
-    """The default audit: every cell of the matrix (nox runs them first, two at a time), then the report and the
+    """The default audit: every cell of the matrix (nox runs them first; `-j 2`: two at a time), then the report and the
     status table (results/audit/REPORT.md, status.json), with whatever release searches results/audit/releases/
     holds. `nox -s audit --no-dependencies` rebuilds only the report from the results there."""
     install_project(session)
