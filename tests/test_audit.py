@@ -19,6 +19,7 @@ from test_architecture import TupleModel
 from equiv_core.audit.bisect import Bisection, Change, Probe
 from equiv_core.audit.cell import literal_meaning, probe_pitfalls, run_cell
 from equiv_core.audit.matrix import DEFAULT_CELLS
+from equiv_core.audit.mlflow_source import download_cells
 from equiv_core.audit.record import CellRecord, cell_slug
 from equiv_core.audit.report import build_report, headlines, write_report
 from equiv_core.audit.status import read_status
@@ -351,3 +352,32 @@ def test_the_recorded_status_table_has_every_default_cell_and_the_searches_built
     for search in status.searches:
         if search.mode == "bisect":
             assert len(search.probes) < len(search.versions)
+
+
+def test_cells_read_from_a_store_are_the_newest_matrix_run_of_each_cell(cell_results: Path, tmp_path: Path) -> None:
+    """A release-search probe with the same cell id is not the matrix cell; a cell whose newest run crashed is an
+    error cell, not its older success; its logits come along."""
+    import time
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "equiv-audit").connect()
+    record = CellRecord.read(cell_results / "nnsight-0.8.1.json")
+
+    def cell_run(cell: str, source: str, payload: CellRecord | None) -> None:
+        with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell, "audit_source": source}) as run:
+            if payload is not None:
+                run.log_json(payload.to_dict(), "audit_cell.json")
+                run.log_file(cell_results / "nnsight-0.8.1.npz")
+        time.sleep(0.01)  # start times in milliseconds: keep the order unambiguous
+
+    cell_run("nnsight='0.8.1'", "matrix", record)
+    cell_run("nnsight='0.8.1'", "bisect-nnsight", CellRecord("nnsight='0.8.1'", "unsupported", "a probe"))
+    cell_run("torch='2.14.1'", "matrix", record)
+    crashed = tracker.client.create_run(tracker.experiment_id, tags={"kind": "audit-cell", "cell": "torch='2.14.1'"})
+    tracker.client.set_terminated(crashed.info.run_id, "FAILED")
+    out = tmp_path / "out"
+    cells = {cell.cell: cell for cell in download_cells(tracker, out)}
+    assert set(cells) == {"nnsight='0.8.1'", "torch='2.14.1'"}
+    assert cells["nnsight='0.8.1'"].status == "ran" and (out / "nnsight-0.8.1.npz").is_file()
+    assert cells["torch='2.14.1'"].status == "error"
+    assert f"its newest run on the server ended FAILED (run {crashed.info.run_id})" == cells["torch='2.14.1'"].reason
+    assert not (out / "torch-2.14.1.npz").exists()
