@@ -21,6 +21,7 @@ from equiv_core.audit.status import build_status, write_status
 from equiv_core.catalog import STUDY_FINDINGS
 from equiv_core.outputs import atomic_path
 
+SILENT_OUTCOMES = ("UNSTEERED", "silently", "wrong steps", "other ids")  # no error, and not what the code says
 SHORT = {
     "position_sweep": "sweep",
     "kv_cache_persistence": "kv",
@@ -127,10 +128,10 @@ def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str,
                 if verdict.verdict != "PASS":
                     notes.append(f"- `{cell.cell}` / {model} / {finding}: **{verdict.verdict}**: {verdict.message}")
             for outcome in result.pitfalls.values():
-                if outcome.outcome.startswith("UNSTEERED"):
+                if outcome.outcome.startswith(SILENT_OUTCOMES):
                     notes.append(
-                        f"- `{cell.cell}` / {model}: {outcome.pattern} returns **unsteered ids without "
-                        "an error**: code written that way silently does nothing on this version"
+                        f"- `{cell.cell}` / {model}: {outcome.pattern}: **{outcome.outcome}** ({outcome.detail}): "
+                        "code written that way silently does something else than written on this version"
                     )
             if comparison.ids_identical is False:
                 cause = (
@@ -190,7 +191,7 @@ def _pitfall_section(cells: list[CellRecord]) -> list[str]:
     for cell in cells:
         for model, result in cell.models.items():
             for outcome in result.pitfalls.values():
-                flag = "**" if outcome.outcome.startswith("UNSTEERED") else ""
+                flag = "**" if outcome.outcome.startswith(SILENT_OUTCOMES) else ""
                 lines.append(
                     f"- `{cell.cell}` / {model} / {outcome.pattern}: {flag}{outcome.outcome}{flag} ({outcome.detail})"
                 )
@@ -272,8 +273,11 @@ def _releases_section(directory: Path) -> list[str]:
                 else "."
             )
         )
+        by_reason: dict[tuple[str, str | None], list[str]] = {}
         for probe in search.unsupported:
-            lines.append(f"- {search.package} {probe.version}: **{probe.status}**: {probe.reason}")
+            by_reason.setdefault((probe.status, probe.reason), []).append(probe.version)
+        for (status, reason), versions in by_reason.items():
+            lines.append(f"- {search.package} {', '.join(versions)}: **{status}**: {reason}")
         lines += _grouped_changes(search) or ["- no change found"]
         lines.append("")
     return lines
