@@ -226,26 +226,31 @@ def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
 def headlines(searches: list[Bisection]) -> list[str]:
     """The two release facts the audit exists to pin down, where a search found them: the first nnsight release
     where the deprecated with-block ``iter[0]`` after ``tracer.result`` stops raising and returns unsteered ids,
-    and the first transformers release where GPT-2's decoder block returns a tensor instead of a tuple."""
-    lines = []
+    and the first transformers release where GPT-2's decoder block returns a tensor instead of a tuple. One line per
+    fact, naming every search (bisect, sweep) that found it."""
+    found: dict[str, list[str]] = {}
     for search in searches:
         for change in search.changes:
+            model = change.observable.split("/")[0]
             if change.observable.endswith("/pitfall.result_before_with_iter") and change.after.startswith("UNSTEERED"):
-                lines.append(
-                    f"- `tracer.result` read before a `with tracer.iter[0]:` block: {change.before} up to nnsight "
-                    f"{change.last_before}, **returns unsteered ids without an error from nnsight "
-                    f"{change.first_after}**{_gap(change)} ({change.observable.split('/')[0]})."
+                line = (
+                    f"- `tracer.result` read before a `with tracer.iter[0]:` block ({model}): {change.before} up to "
+                    f"nnsight {change.last_before}, **returns unsteered ids without an error from nnsight "
+                    f"{change.first_after}**{_gap(change)}"
                 )
-            if change.observable.endswith("/block_output_form") and (change.before, change.after) == (
+            elif change.observable.endswith("/block_output_form") and (change.before, change.after) == (
                 "tuple",
                 "tensor",
             ):
-                lines.append(
-                    f"- A decoder block of {change.observable.split('/')[0]} returns a tuple up to transformers "
-                    f"{change.last_before} and **a tensor from transformers {change.first_after}**{_gap(change)}: "
-                    "`block.output[0]` changed meaning from the hidden states to their first batch row."
+                line = (
+                    f"- A decoder block of {model} returns a tuple up to transformers {change.last_before} and **a "
+                    f"tensor from transformers {change.first_after}**{_gap(change)}: `block.output[0]` changed "
+                    "meaning from the hidden states to their first batch row"
                 )
-    return lines
+            else:
+                continue
+            found.setdefault(line, []).append(f"{search.mode} of {search.package}")
+    return [f"{line} (found by the {' and the '.join(sources)})." for line, sources in found.items()]
 
 
 def _gap(change: Change) -> str:
