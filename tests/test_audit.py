@@ -111,7 +111,7 @@ def test_a_cell_record_reads_back_equal_to_what_was_written(cell_results: Path, 
 
 def test_a_cell_file_of_the_first_untyped_format_is_refused_with_a_remedy(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text(json.dumps({"cell": "torch='9.9'", "status": "ran", "models": {}}))
-    with pytest.raises(ValueError, match="cell file format None, expected 2: re-run that cell"):
+    with pytest.raises(ValueError, match="cell file format None, expected 2: written by another version"):
         CellRecord.read(tmp_path / "old.json")
 
 

@@ -365,7 +365,7 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
     try:
         found = results.is_dir() and bool(read_cells(results))
     except ValueError as error:
-        raise UserInputError(f"{error}; remove it or re-run that cell") from None
+        raise UserInputError(f"{error}; re-run that cell, or remove the file") from None
     if not found:
         where = f"the experiment {tracker.experiment_name!r} at {tracker.uri}" if from_store else repr(str(results))
         raise UserInputError(f"no audit cell results in {where}; run `python3 -m nox -s audit` first")

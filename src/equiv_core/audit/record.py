@@ -142,7 +142,8 @@ class CellRecord:
     def from_dict(cls, data: dict[str, Any]) -> CellRecord:
         """The record of a cell file; ValueError naming what is wrong for a file of another format."""
         if data.get("format") != CELL_FORMAT:
-            raise ValueError(f"cell file format {data.get('format')!r}, expected {CELL_FORMAT}: re-run that cell")
+            found = data.get("format")
+            raise ValueError(f"cell file format {found!r}, expected {CELL_FORMAT}: written by another version")
         return cls(
             cell=data["cell"],
             status=data["status"],
