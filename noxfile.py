@@ -270,9 +270,10 @@ def audit_cell(session: nox.Session, cell: str) -> None:
 
 @nox.session(reuse_venv=True, default=False, requires=["audit_cell"])
 def audit(session: nox.Session) -> None:
-    """The default audit: every cell of the matrix (nox runs them first; `-j 2`: two at a time), then the report and the
-    status table (results/audit/REPORT.md, status.json), with whatever release searches results/audit/releases/
-    holds. `nox -s audit --no-dependencies` rebuilds only the report from the results there."""
+    """The default audit: every cell of the matrix first (`-j 2`: two at a time), then the report and status table.
+
+    Writes results/audit/REPORT.md and status.json, with whatever release searches results/audit/releases/ holds.
+    `nox -s audit --no-dependencies` rebuilds only the report from the results there."""
     install_project(session)
     session.run("equiv", "audit-report", "--results", str(AUDIT_RESULTS))
 

@@ -342,6 +342,7 @@ def test_the_recorded_release_search_names_the_first_releases_the_audit_exists_t
     lines = headlines(list(status.searches))
     assert any("**returns unsteered ids without an error from nnsight 0.8.0**" in line for line in lines)
     assert any("**a tensor from transformers 5.3.0**" in line for line in lines)
+    assert any("**never runs, without an error, from nnsight 0.8.0**" in line for line in lines)
 
 
 def test_the_recorded_status_table_has_every_default_cell_and_the_searches_built_fewer_environments_than_releases() -> (

@@ -180,7 +180,7 @@ def _markdown(
     lines += ["", "## Known-bad patterns: rejected, or silently unsteered?", ""] + _pitfall_section(cells)
     lines += ["", "## nnsight versions against 0.6.3", ""] + _nnsight_section(cells, directory)
     lines += ["", "## First release where each observable changed", ""] + _releases_section(directory)
-    lines += ["", "## Why each cell that is not PASS or not identical to the reference", ""]
+    lines += ["", "## Cells that are not PASS, or not identical to the reference, and why", ""]
     lines += notes or ["Every cell passed every finding with the reference cell's token ids."]
     return "\n".join(lines) + "\n"
 
@@ -224,10 +224,11 @@ def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
 
 
 def headlines(searches: list[Bisection]) -> list[str]:
-    """The two release facts the audit exists to pin down, where a search found them: the first nnsight release
-    where the deprecated with-block ``iter[0]`` after ``tracer.result`` stops raising and returns unsteered ids,
-    and the first transformers release where GPT-2's decoder block returns a tensor instead of a tuple. One line per
-    fact, naming every search (bisect, sweep) that found it."""
+    """The release facts the audit exists to pin down, where a search found them: the first nnsight release where
+    the deprecated with-block ``iter[0]`` after ``tracer.result`` stops raising and returns unsteered ids, the first
+    where code after an unbounded ``iter[:]`` loop silently stops running, and the first transformers release where
+    GPT-2's decoder block returns a tensor instead of a tuple. One line per fact, naming every search (bisect,
+    sweep) that found it."""
     found: dict[str, list[str]] = {}
     for search in searches:
         for change in search.changes:
@@ -246,6 +247,12 @@ def headlines(searches: list[Bisection]) -> list[str]:
                     f"- A decoder block of {model} returns a tuple up to transformers {change.last_before} and **a "
                     f"tensor from transformers {change.first_after}**{_gap(change)}: `block.output[0]` changed "
                     "meaning from the hidden states to their first batch row"
+                )
+            elif change.observable.endswith("/pitfall.code_after_unbounded_iter") and change.after.startswith("silent"):
+                line = (
+                    f"- Code after an unbounded `for step in tracer.iter[:]:` loop ({model}): {change.before} up to "
+                    f"nnsight {change.last_before}, **never runs, without an error, from nnsight "
+                    f"{change.first_after}**{_gap(change)}"
                 )
             else:
                 continue
