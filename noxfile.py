@@ -33,7 +33,7 @@ nox.options.error_on_missing_interpreters = True
 # The audit's matrix and cell record are defined once, in modules nox's own interpreter can import (standard
 # library only, no torch): equiv_core.audit.matrix and equiv_core.audit.record.
 sys.path.insert(0, str(ROOT / "src"))
-from equiv_core.audit.bisect import Mode, Probe, search  # noqa: E402
+from equiv_core.audit.bisect import RELEASES, Mode, Probe, search, search_source  # noqa: E402
 from equiv_core.audit.matrix import (  # noqa: E402
     AUDITED,
     BISECT_MODELS,
@@ -47,7 +47,7 @@ from equiv_core.audit.matrix import (  # noqa: E402
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
-RELEASES_RESULTS = AUDIT_RESULTS / "releases"
+RELEASES_RESULTS = AUDIT_RESULTS / RELEASES
 AUDIT_MODELS = os.environ.get("EQUIV_AUDIT_MODELS", "smollm2-135m,tiny-gpt2")
 # `nox -s audit -j 2` runs two cells at a time through nox's parallel runner (which honours `requires=`); each cell
 # process gets half the cores: oversubscribed OpenMP threads busy-wait and run 10x slower.
@@ -223,9 +223,9 @@ def _run_cell(
     directory: Path,
     stamped: bool,
     source: str = "matrix",
-) -> CellStatus:
+) -> None:
     """Install ``pins`` into the session's environment (skipped when ``stamped`` and unchanged), then run the cell
-    there; an install or import that fails is recorded as the cell's result."""
+    there; an install or import that fails, or a cell that crashes, is recorded as the cell's result."""
     requirements = [f"{package}=={version}" if version else package for package, version in pins.items()]
     stamp = Path(session.virtualenv.location) / ".equiv-audit-stamp"
     key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
@@ -240,7 +240,7 @@ def _run_cell(
         if not ok:
             _not_run(cell, "unsupported", f"install failed: {_tail(output)}", pins, directory)
             session.log(f"{cell}: unsupported (install failed)")
-            return "unsupported"
+            return
         stamp.write_text(key)
     else:
         session.log("environment is up to date: skipping install")
@@ -250,15 +250,13 @@ def _run_cell(
         last = [line.strip() for line in output.splitlines() if line.strip()][-1:] or ["no output"]
         _not_run(cell, "unsupported", f"import failed: {last[0][:400]}", pins, directory)
         session.log(f"{cell}: unsupported (import failed)")
-        return "unsupported"
+        return
     pin_options = [f"--pin={package}={version or 'latest'}" for package, version in pins.items()]
     arguments = ["audit-cell", "--cell", cell, "--models", models, "--out", str(directory), "--source", source]
     arguments += pin_options
     ok, output = _venv_run(session, "-m", "equiv_core", *arguments, stream=True)
     if not ok:
         _not_run(cell, "error", f"audit-cell crashed: {_tail(output)}", pins, directory)
-        return "error"
-    return "ran"
 
 
 @nox.session(reuse_venv=True, allow_parallel=True, default=False)
@@ -294,19 +292,18 @@ def _releases(session: nox.Session, package: str, mode: Mode) -> None:
     versions = sweep_versions(package, _available(session, package))
     if not versions:
         session.error(f"no {package} releases from {SWEEP_FROM[package]} on the package index")
-    source = f"{mode}-{package}"
+    source = search_source(mode, package)
     directory = RELEASES_RESULTS / source
     session.log(f"{mode}: {len(versions)} {package} releases, {versions[0]} to {versions[-1]}")
 
     def probe(version: str) -> Probe:
-        cell = cell_id(package, version)
+        cell, pins = cell_id(package, version), _pins({package: version})
         oldest = MIN_RELEASE.get(package)
         if oldest is not None and version_key(version) < version_key(oldest):
             reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.audit.matrix.MIN_RELEASE)"
-            _not_run(cell, "unsupported", reason, _pins({package: version}), directory)
+            _not_run(cell, "unsupported", reason, pins, directory)
             return Probe(version, "unsupported", reason, {}, 0.0, built=False)
         started = time.perf_counter()
-        pins = _pins({package: version})
         _run_cell(session, cell, pins, ",".join(BISECT_MODELS), directory, stamped=False, source=source)
         record = CellRecord.read(directory / f"{cell_slug(cell)}.json")
         return Probe.of_cell(version, record, time.perf_counter() - started)

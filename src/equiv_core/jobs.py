@@ -21,6 +21,7 @@ from equiv_core.outputs import check_output, write_json, write_with
 from equiv_core.walltime import CommandStart, breakdown
 
 if TYPE_CHECKING:
+    from equiv_core.audit.record import CellRecord
     from equiv_core.bench.config import BenchConfig
     from equiv_core.run_config import RunConfig
     from equiv_core.runner import RunReport
@@ -360,17 +361,17 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
 
         if isinstance(tracker, NullTracker):
             raise UserInputError("--tracking-uri reads the cells from a tracking store; drop --no-mlflow")
-        cells = download_cells(tracker, results)
-        say(f"read {len(cells)} audit cells from {tracker.uri}, experiment {tracker.experiment_name!r}")
+        fetched = download_cells(tracker, results)
+        say(f"read {len(fetched)} audit cells from {tracker.uri}, experiment {tracker.experiment_name!r}")
     try:
-        found = results.is_dir() and bool(read_cells(results))
+        cells = read_cells(results) if results.is_dir() else []
     except ValueError as error:
         raise UserInputError(f"{error}; re-run that cell, or remove the file") from None
-    if not found:
+    if not cells:
         where = f"the experiment {tracker.experiment_name!r} at {tracker.uri}" if from_store else repr(str(results))
         raise UserInputError(f"no audit cell results in {where}; run `python3 -m nox -s audit` first")
     if not from_store:
-        _log_unsupported_cells(tracker, results)
+        _log_unsupported_cells(tracker, results, cells)
     path, rows = write_report(results, reference)
     with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
         run.log(params={"reference_cell": reference, "cells": len({row["cell"] for row in rows})})
@@ -382,13 +383,12 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
     return _settle(tracker, run, EXIT_OK)
 
 
-def _log_unsupported_cells(tracker: Tracker, directory: Path) -> None:
-    """Cells that could not install or import never reached MLflow themselves: log a run for each, once."""
+def _log_unsupported_cells(tracker: Tracker, directory: Path, cells: list[CellRecord]) -> None:
+    """Cells that could not install or import never reached MLflow themselves: log a run for each, once (the run
+    id is written back into the cell's file in ``directory``)."""
     from dataclasses import replace
 
-    from equiv_core.audit.record import read_cells
-
-    for cell in read_cells(directory):
+    for cell in cells:
         if cell.status == "ran" or cell.mlflow_run_id:
             continue
         with tracker.run(f"audit {cell.cell}", tags={"kind": "audit-cell", "cell": cell.cell}) as run:

@@ -115,6 +115,13 @@ def prefetch_environment_manifest() -> None:
     threading.Thread(target=environment_manifest, name="environment-manifest", daemon=True).start()
 
 
+def _log_environment_manifest(run: TrackedRun) -> None:
+    """pip freeze and collect_env as artifacts of ``run``; nothing built when nothing is logged (``--no-mlflow``)."""
+    if run.enabled:
+        for name, text in environment_manifest().items():
+            run.log_text(text, name)
+
+
 def environment_manifest() -> dict[str, str]:
     """pip freeze (from installed metadata) and torch's collect_env report, as artifact texts (once a process:
     collect_env takes most of a second)."""
@@ -154,9 +161,7 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
     run.log_json(payload, "results.json")
     run.log_json(_generated_ids(report), "generated_ids.json")
     run.log_json(_logits_hashes(report), "logits_hashes.json")
-    if run.enabled:
-        for name, text in environment_manifest().items():
-            run.log_text(text, name)
+    _log_environment_manifest(run)
 
 
 def _generated_ids(report: RunReport) -> dict[str, Any]:
@@ -257,6 +262,4 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
         },
         "generated_ids.json",
     )
-    if run.enabled:
-        for name, text in environment_manifest().items():
-            run.log_text(text, name)
+    _log_environment_manifest(run)

@@ -27,6 +27,12 @@ from equiv_core.audit.record import CellRecord, CellStatus
 from equiv_core.outputs import write_json
 
 Mode = Literal["bisect", "sweep"]
+RELEASES = "releases"  # under an audit results folder: <source>.json per search, its cell records in <source>/
+
+
+def search_source(mode: Mode, package: str) -> str:
+    """The name of one search's records (its JSON file, its cells' folder, their ``audit_source`` tag)."""
+    return f"{mode}-{package}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,10 @@ class Bisection:
     seconds: float
 
     @property
+    def source(self) -> str:
+        return search_source(self.mode, self.package)
+
+    @property
     def unsupported(self) -> tuple[Probe, ...]:
         return tuple(probe for probe in self.probes if probe.status != "ran")
 
@@ -112,6 +122,12 @@ class Bisection:
     @classmethod
     def read(cls, path: Path) -> Bisection:
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def read_searches(audit_results: Path) -> list[Bisection]:
+    """Every release search recorded under ``audit_results``/releases, in file-name order (none: empty)."""
+    folder = audit_results / RELEASES
+    return [Bisection.read(path) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
 class _Search:

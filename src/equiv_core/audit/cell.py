@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from equiv_core.audit.matrix import AUDITED
 from equiv_core.audit.mlflow_source import CELL_ARTIFACT
 from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
 from equiv_core.bench.arms import ARMS
@@ -33,7 +34,7 @@ from equiv_core.runner import run_findings
 from equiv_core.steering import Edit
 from equiv_core.tracking import TrackedRun, Tracker
 
-AUDITED_PACKAGES = ("nnsight", "transformers", "torch", "numpy", "mlflow")
+RECORDED_PACKAGES = (*AUDITED, "numpy")  # the versions every cell records: the pinned packages, and numpy
 
 
 def literal_meaning(effect: dict[str, Any], prompt_length: int) -> str:
@@ -199,7 +200,7 @@ def run_cell(
     ``source``: ``matrix`` (the default audit) or the release search the cell belongs to (e.g. ``bisect-nnsight``),
     tagged so that a report read from a server takes matrix cells only."""
     started = time.perf_counter()
-    versions = {name: v for name in AUDITED_PACKAGES if (v := package_version(name))}
+    versions = {name: v for name in RECORDED_PACKAGES if (v := package_version(name))}
     versions["python"] = platform.python_version()
     with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell, "audit_source": source}) as run:
         run.log(

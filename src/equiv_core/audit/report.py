@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from equiv_core.audit.bisect import Bisection, Change
+from equiv_core.audit.bisect import Bisection, Change, read_searches
 from equiv_core.audit.matrix import REFERENCE_CELL
 from equiv_core.audit.record import CellRecord, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
@@ -265,8 +265,7 @@ def _gap(change: Change) -> str:
 
 
 def _releases_section(directory: Path) -> list[str]:
-    releases = directory / "releases"
-    searches = [Bisection.read(path) for path in sorted(releases.glob("*.json"))] if releases.is_dir() else []
+    searches = read_searches(directory)
     if not searches:
         return ["No release search has run (`python3 -m nox -s audit_bisect`, or `audit_sweep` for every release)."]
     lines = headlines(searches) + [""]

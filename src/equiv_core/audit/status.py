@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from equiv_core.audit.bisect import Bisection
+from equiv_core.audit.bisect import RELEASES, Bisection, read_searches
 from equiv_core.audit.record import CellRecord, CellStatus, read_cells
 from equiv_core.outputs import write_json
 
@@ -129,13 +129,9 @@ def build_status(directory: Path, reference: str) -> AuditStatus:
     cells = read_cells(directory)
     reference_cell = next((cell for cell in cells if cell.cell == reference and cell.status == "ran"), None)
     records = status_records(cells, "matrix", reference_cell)
-    searches = []
-    releases = directory / "releases"
-    for path in sorted(releases.glob("*.json")) if releases.is_dir() else []:
-        search = Bisection.read(path)
-        searches.append(search)
-        source = f"{search.mode}-{search.package}"
-        records += status_records(read_cells(releases / source), source, reference_cell)
+    searches = read_searches(directory)
+    for search in searches:
+        records += status_records(read_cells(directory / RELEASES / search.source), search.source, reference_cell)
     return AuditStatus(dt.datetime.now(dt.UTC).isoformat(), reference, tuple(records), tuple(searches))
 
 
