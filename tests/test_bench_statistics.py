@@ -12,9 +12,12 @@ import pytest
 from equiv_core.bench.statistics import (
     EXPONENT_CI_MAX_WIDTH,
     TimingStats,
+    ci_label,
     growth_exponent,
     growth_exponent_ci,
     median_ci,
+    median_ci_level,
+    median_ci_ranks,
     summarize,
 )
 
@@ -145,3 +148,31 @@ def test_a_growth_exponent_needs_six_rounds_at_every_size() -> None:
     result = growth_exponent_ci(sizes, rounds)
     assert not result.measurable
     assert "3 rounds at some size, 6 needed" in result.describe()
+
+
+@pytest.mark.parametrize(("n", "level"), [(2, 0.5), (3, 0.75), (4, 0.875), (5, 0.9375)])
+def test_the_range_of_fewer_than_six_rounds_has_level_one_minus_two_to_the_one_minus_n(n: int, level: float) -> None:
+    assert median_ci_level(n) == pytest.approx(level)
+
+
+def test_the_level_of_ten_rounds_is_the_tabulated_coverage() -> None:
+    """Conover, Table A3: x(2)..x(9) of 10 covers the median with 97.9% (exactly 1 - 2 x 11/1024 = 0.97852)."""
+    assert median_ci_level(10) == pytest.approx(1 - 22 / 1024)
+
+
+def test_the_ranks_of_the_level_are_those_of_the_interval() -> None:
+    for n in range(1, 60):
+        low, high = median_ci_ranks(n)
+        assert median_ci([float(value) for value in range(n)]) == (float(low), float(high))
+
+
+def test_three_rounds_range_covers_a_skewed_median_about_three_times_in_four() -> None:
+    """Simulated, not computed: lognormal samples of 3 with a known median of 1.0 (the ISSUE's 75%)."""
+    draws = np.random.default_rng(3).lognormal(mean=0.0, sigma=0.5, size=(20000, 3))
+    covered = np.mean((draws.min(axis=1) <= 1.0) & (draws.max(axis=1) >= 1.0))
+    assert covered == pytest.approx(0.75, abs=0.01)
+
+
+@pytest.mark.parametrize(("n", "label"), [(1, "no CI"), (3, "range 75%"), (6, "96.8%"), (10, "97.8%")])
+def test_the_ci_label_is_the_real_level_rounded_down(n: int, label: str) -> None:
+    assert ci_label(n) == label

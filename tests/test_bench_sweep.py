@@ -19,6 +19,7 @@ from equiv_core.bench import sweep
 from equiv_core.bench.arms import Arm
 from equiv_core.bench.config import BenchConfig
 from equiv_core.bench.machine_load import MachineLoad
+from equiv_core.bench.progress import Progress
 from equiv_core.bench.pytest_benchmark_json import pytest_benchmark_document
 from equiv_core.bench.statistics import summarize
 from equiv_core.bench.sweep import ArmResult, BenchReport
@@ -94,22 +95,32 @@ class _Script:
 _RECORD = GenerationRecord("scripted", (0,), (1, 2), torch.zeros(2, 3))
 
 
-class _Bar:
-    def update(self) -> None: ...
-    def set_postfix_str(self, _text: str) -> None: ...
-
-
 class _Context:
     device = torch.device("cpu")
 
 
-def _time(monkeypatch: pytest.MonkeyPatch, script: _Script, config: BenchConfig, budget_s: float) -> sweep._SizeTiming:
+def _lines(script: _Script, said: list[str]) -> Progress:
+    """Progress in line mode on the script's clock, its lines collected in ``said``."""
+    return Progress(said.append, bar=False, clock=script.monotonic)
+
+
+def _time(
+    monkeypatch: pytest.MonkeyPatch,
+    script: _Script,
+    config: BenchConfig,
+    budget_s: float,
+    window: sweep._Window | None = None,
+    said: list[str] | None = None,
+) -> sweep._SizeTiming:
+    """Time size 2 on the script; ``window`` defaults to at least ``config.rounds`` rounds within ``budget_s``."""
     monkeypatch.setattr(sweep, "ARMS", script.arms())
     monkeypatch.setattr(sweep, "measure", script.measure)
     monkeypatch.setattr(sweep, "_now", script.monotonic)
     expected = {(arm, 2): _RECORD for arm in config.arms}
     context = _Context()
-    return sweep._time_size(context, torch.zeros(1, 3), config, 2, expected, budget_s, "rss-delta", _Bar())  # type: ignore[arg-type]
+    window = window or sweep._Window(config.rounds, budget_s, budget_s)
+    progress = _lines(script, [] if said is None else said)
+    return sweep._time_size(context, torch.zeros(1, 3), config, 2, expected, window, "rss-delta", progress)  # type: ignore[arg-type]
 
 
 def _alternating(low: float, high: float) -> Iterator[float]:
@@ -144,11 +155,105 @@ def test_the_budget_stops_rounds_before_the_next_would_overrun(monkeypatch: pyte
     assert script.now <= 10.5
 
 
-def test_past_the_budget_every_arm_still_gets_three_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_round_starts_that_would_end_past_the_budget_even_below_the_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rounds of 1 s, 6 wanted after the warm-up, 3.5 s of budget: the warm-up and 2 rounds, ending at 3 s."""
     config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=200, warmup=1)
     script = _Script({"hook": _alternating(0.4, 0.6), "recompute": _alternating(0.6, 0.4)})
-    timing = _time(monkeypatch, script, config, budget_s=0.1)
-    assert [len(values) for values in timing.measurements.values()] == [3, 3]
+    timing = _time(monkeypatch, script, config, budget_s=3.5)
+    assert (timing.timed_rounds, script.now) == (2, 3.0)
+
+
+def test_a_size_cut_below_its_minimum_by_the_budget_is_marked_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=1)
+    timing = _time(monkeypatch, _Script({"hook": itertools.repeat(1.0)}), config, budget_s=3.5)
+    assert timing.stopped_by_budget
+
+
+def test_the_first_round_of_a_size_is_not_started_when_its_estimate_would_overrun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=1)
+    script = _Script({"hook": itertools.repeat(1.0)})
+    window = sweep._Window(min_rounds=6, extra_until=10.0, budget_end=10.0, first_round_s=12.0)
+    timing = _time(monkeypatch, script, config, budget_s=10.0, window=window)
+    assert (timing.timed_rounds, script.now) == (0, 0.0)
+
+
+def test_rounds_beyond_the_minimum_stop_at_the_sizes_share_not_the_whole_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A never-settling arm with 6 rounds' minimum, a share ending at 8.5 s of a 100 s budget: 1 warm-up + 7."""
+    config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=1)
+    script = _Script({"hook": _alternating(0.5, 1.5)})
+    window = sweep._Window(min_rounds=6, extra_until=8.5, budget_end=100.0)
+    timing = _time(monkeypatch, script, config, budget_s=100.0, window=window)
+    assert timing.timed_rounds == 7
+
+
+def test_in_line_mode_a_long_size_says_where_it_stands_every_ten_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds of 4 s, 10 of them: lines after rounds ending at 12, 24 and 36 s (each 10 s after the last line)."""
+    config = BenchConfig(arms=("hook",), rounds=10, max_rounds=10, warmup=0)
+    said: list[str] = []
+    _time(monkeypatch, _Script({"hook": itertools.repeat(4.0)}), config, budget_s=1e6, said=said)
+    assert [line.split(",")[0] for line in said] == [f"timing 2 new tokens: round {n}" for n in (3, 6, 9)]
+
+
+def _planner(script: _Script, sizes: tuple[int, ...], budget_s: float, said: list[str]) -> sweep._Planner:
+    config = BenchConfig(arms=("hook", "plain"), rounds=6, warmup=1, budget_s=budget_s)
+    return sweep._Planner(config, sizes, budget_s, _lines(script, said))
+
+
+def _timed(size: int, round_s: float, rounds: int) -> sweep._SizeTiming:
+    """``rounds`` timed rounds at ``size``, each arm taking half of ``round_s``."""
+    walls = [Measurement(round_s / 2, 0.0, 0)] * rounds
+    return sweep._SizeTiming({"hook": list(walls), "plain": list(walls)}, {"hook": 0, "plain": 0})
+
+
+def test_the_first_size_runs_before_any_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    script, said = _Script({}), list[str]()
+    monkeypatch.setattr(sweep, "_now", script.monotonic)
+    window = _planner(script, (1, 8, 32), 300.0, said).window(1)
+    assert window is not None and window.first_round_s == 0.0 and said == []
+
+
+def test_after_the_first_size_a_plan_line_says_what_the_rest_needs_before_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1 s per round at 1 token; 8 and 32 at 7 rounds need 7 * (8 + 32) = 280 s, more than the 290 s - 20 s left."""
+    script, said = _Script({}), list[str]()
+    monkeypatch.setattr(sweep, "_now", script.monotonic)
+    planner = _planner(script, (1, 8, 32), 290.0, said)
+    planner.window(1)
+    planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 290.0))
+    script.now = 20.0
+    planner.window(8)
+    assert said == [planner.plans[0].describe()]
+    assert "8, 32 new tokens need ~280 s" in said[0] and "270 s of the budget left: capping rounds at 5" in said[0]
+
+
+def test_a_size_the_plan_drops_gets_no_window_and_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 1 s per new token per round, 8 and 32 tokens at 1 warm-up + 3 rounds need 160 s; 100 s are left."""
+    script, said = _Script({}), list[str]()
+    monkeypatch.setattr(sweep, "_now", script.monotonic)
+    planner = _planner(script, (1, 8, 32), 101.0, said)
+    planner.window(1)
+    planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 101.0))
+    script.now = 1.0
+    assert planner.window(8) is not None
+    assert planner.window(32) is None and 32 in planner.not_timed
+
+
+def test_a_dropped_size_is_planned_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    script, said = _Script({}), list[str]()
+    monkeypatch.setattr(sweep, "_now", script.monotonic)
+    planner = _planner(script, (1, 8, 32), 101.0, said)
+    planner.window(1)
+    planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 101.0))
+    planner.window(8)
+    planner.window(32)
+    assert len(planner.plans) == 1 and len(said) == 1
 
 
 def test_budget_shares_grow_with_the_tokens_generated() -> None:

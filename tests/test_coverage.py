@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from equiv_core.coverage import CoverageCheck, IndexFault, PassShape, Touch, intended_touches, ranges
+from equiv_core.coverage_plot import coverage_figure, coverage_matrix, plot_coverage
 
 N_PROMPT, N_NEW = 4, 8
 
@@ -108,3 +111,42 @@ def test_a_pass_of_unexpected_length_is_reported() -> None:
     assert check.problems() == [
         "step 1 layer 0: the pass held 5 positions, expected 1 (with the KV cache), so its positions cannot be placed"
     ]
+
+
+def _two_layers() -> dict[str, tuple[CoverageCheck, ...]]:
+    """``--layers 2,5`` at the last prompt position: ``hook`` touches both, ``plain`` only layer 2."""
+    intended = intended_touches([N_PROMPT - 1], [2, 5], N_PROMPT, N_NEW, cached=True)
+    layer_2 = frozenset(touch for touch in intended if touch.layer == 2)
+    return {
+        "hook": (CoverageCheck("hook", True, intended, intended, prompt_length=N_PROMPT),),
+        "plain": (CoverageCheck("plain", True, intended, layer_2, prompt_length=N_PROMPT),),
+    }
+
+
+def test_the_heatmap_of_one_layer_shows_only_that_layers_touches() -> None:
+    plain = _two_layers()["plain"][0]
+    assert coverage_matrix(plain, N_PROMPT, N_NEW, layer=2)[0, N_PROMPT - 1] == 2  # touched, as intended
+    assert coverage_matrix(plain, N_PROMPT, N_NEW, layer=5)[0, N_PROMPT - 1] == 3  # intended, NOT touched
+
+
+def test_the_heatmap_has_no_out_of_range_column_without_an_out_of_range_index() -> None:
+    plain = _two_layers()["plain"][0]
+    assert coverage_matrix(plain, N_PROMPT, N_NEW, layer=2).shape == (N_NEW, N_PROMPT + N_NEW - 1)
+
+
+def test_the_heatmap_marks_an_out_of_range_index_in_a_last_column() -> None:
+    intended = _intended([3])
+    check = CoverageCheck("iter", True, intended, intended, (IndexFault(1, 0, 3, 1),), prompt_length=N_PROMPT)
+    matrix = coverage_matrix(check, N_PROMPT, N_NEW, layer=0)
+    assert matrix.shape[1] == N_PROMPT + N_NEW and matrix[1, -1] == 5
+
+
+def test_the_coverage_plot_draws_one_panel_per_arm_and_steered_layer_with_its_verdict() -> None:
+    figure = coverage_figure(_two_layers(), {}, N_NEW, "two layers")
+    titles = sorted(axes.get_title().splitlines()[0] for axes in figure.axes)
+    assert titles == ["hook, layer 2 [OK]", "hook, layer 5 [OK]", "plain, layer 2 [OK]", "plain, layer 5 [GAP]"]
+
+
+def test_the_coverage_plot_is_written_as_a_png(tmp_path: Path) -> None:
+    path = plot_coverage(_two_layers(), {}, N_NEW, "two layers", tmp_path / "coverage.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,49 +1,99 @@
-"""The sweep plot: median seconds against new tokens, log-log, one line per arm, the median's 95% CI as error
-bars, growth exponents (or "not measurable") in the legend."""
+"""The sweep plot: median seconds against new tokens, log-log, one line per arm, growth exponents (or "not
+measurable") in the legend; below it each arm's paired time ratio to the hook. Error bars are the median's
+order-statistic CI, captioned with its real level and the rounds behind it (3 rounds give a 75% range, not a 95%
+CI)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # the Figure API: no pyplot state, no backend to choose (files only)
 
-matplotlib.use("Agg")  # files only; never needs a display
+from equiv_core.bench.statistics import TimingStats, ci_label, median_ci_level
+from equiv_core.bench.sweep import BenchReport
 
-import matplotlib.pyplot as plt  # noqa: E402
 
-from equiv_core.bench.sweep import BenchReport  # noqa: E402
+def _error_bars(stats: list[TimingStats]) -> list[list[float]]:
+    """Distances below and above each median to its CI's ends (matplotlib's ``yerr`` layout)."""
+    return [[cell.median_s - cell.ci95_low_s for cell in stats], [cell.ci95_high_s - cell.median_s for cell in stats]]
+
+
+def _levels(stats: list[TimingStats]) -> str:
+    """What the error bars are, for a caption: the CIs' real levels (lowest to highest; the level depends on n, not
+    monotonically) and the rounds behind them, e.g. ``96.0% to 99.2%, n = 6-9``; a range below 95% is named as
+    one (``range 75% to 96.8%, n = 3-6``)."""
+    counts = sorted({cell.n for cell in stats})
+    by_level = sorted(counts, key=median_ci_level)
+    labels = list(dict.fromkeys((ci_label(by_level[0]), ci_label(by_level[-1]))))
+    n_text = f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]}-{counts[-1]}"
+    return f"{' to '.join(labels)}, {n_text}"
 
 
 def plot_sweep(report: BenchReport, path: Path) -> Path:
-    """Draw the sweep to ``path`` (PNG) and return it. Growth exponents are in the legend."""
+    """Draw :func:`sweep_figure` to ``path`` (PNG) and return it."""
+    figure = sweep_figure(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def sweep_figure(report: BenchReport) -> Figure:
+    """The sweep as a figure of two panels: above, median seconds per arm against new tokens
+    (log-log, growth exponents in the legend); below, each arm's paired time ratio to the hook (the question the
+    benchmark asks: what nnsight adds over a raw hook), on a linear axis where a 5% difference is visible. Every
+    error bar is the median's order-statistic CI; the captions say its real level and the rounds behind it."""
     exponents = report.growth_exponents()
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    figure = Figure(figsize=(7.5, 8), dpi=120)
+    time_axes, ratio_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    colors = {arm: f"C{index}" for index, arm in enumerate(report.config.arms)}
+    timed: list[TimingStats] = []
+    paired: list[TimingStats] = []
     for arm in report.config.arms:
         cells = sorted((r for r in report.results if r.arm == arm), key=lambda r: r.new_tokens)
-        sizes = [cell.new_tokens for cell in cells]
-        medians = [cell.stats.median_s for cell in cells]
-        errors = [
-            [cell.stats.median_s - cell.stats.ci95_low_s for cell in cells],
-            [cell.stats.ci95_high_s - cell.stats.median_s for cell in cells],
-        ]
+        if not cells:
+            continue
+        stats = [cell.stats for cell in cells]
+        timed.extend(stats)
         exponent = exponents[arm]
         label = f"{arm} (slope {exponent.describe()})" if exponent.measurable else f"{arm} (slope not measurable)"
-        axes.errorbar(sizes, medians, yerr=errors, marker="o", capsize=3, label=label)
-    axes.set_xscale("log", base=2)
+        sizes = [cell.new_tokens for cell in cells]
+        medians = [cell.median_s for cell in stats]
+        time_axes.errorbar(
+            sizes, medians, yerr=_error_bars(stats), marker="o", capsize=3, label=label, color=colors[arm]
+        )
+        ratios = [(cell.new_tokens, cell.paired_to_hook) for cell in cells if cell.paired_to_hook is not None]
+        if ratios:
+            ratio_stats = [ratio for _size, ratio in ratios]
+            paired.extend(ratio_stats)
+            ratio_axes.errorbar(
+                [size for size, _ratio in ratios],
+                [ratio.median_s for ratio in ratio_stats],
+                yerr=_error_bars(ratio_stats),
+                marker="o",
+                capsize=3,
+                label=arm,
+                color=colors[arm],
+            )
     sizes_seen = sorted({cell.new_tokens for cell in report.results})
-    axes.set_xticks(sizes_seen, [str(size) for size in sizes_seen])
-    axes.minorticks_off()
-    axes.set_yscale("log")
-    axes.set_xlabel("new tokens")
-    axes.set_ylabel("median seconds per generation")
+    time_axes.set_xscale("log", base=2)
+    time_axes.set_yscale("log")
+    time_axes.set_ylabel("median seconds per generation")
+    time_axes.grid(True, which="both", alpha=0.3)
+    time_axes.legend(fontsize=8)
+    if timed:
+        time_axes.set_title(f"error bars: CI of the median ({_levels(timed)} rounds per cell)", fontsize=8)
+    ratio_axes.axhline(1.0, color="black", linewidth=1, label="hook (1.00x)")
+    ratio_axes.set_ylabel("time / hook (paired per round)")
+    ratio_axes.set_xlabel("new tokens")
+    ratio_axes.grid(True, which="both", alpha=0.3)
+    ratio_axes.legend(fontsize=8, ncol=3)
+    caption = f"; error bars: CI of the median ratio ({_levels(paired)} paired rounds)" if paired else ""
+    ratio_axes.set_title(f"each arm's time over the hook's in the same round{caption}", fontsize=8)
+    ratio_axes.set_xticks(sizes_seen, [str(size) for size in sizes_seen])
+    ratio_axes.minorticks_off()
     environment = report.environment
     device = environment.get("gpu_name") or environment.get("device")
     busy = " (machine busy: not reliable)" if report.load.busy else ""
-    axes.set_title(f"{report.config.model}, {report.config.dtype} on {device}: cost of steering{busy}", fontsize=10)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    figure.suptitle(f"{report.config.model}, {report.config.dtype} on {device}: cost of steering{busy}", fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return figure

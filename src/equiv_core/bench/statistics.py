@@ -26,7 +26,9 @@ BOOTSTRAP_RESAMPLES = 2000
 
 @dataclass(frozen=True, slots=True)
 class TimingStats:
-    """Seconds per call over ``n`` timed rounds."""
+    """Seconds per call over ``n`` timed rounds. ``ci95_low_s`` / ``ci95_high_s`` (names kept for the JSON and
+    MLflow keys) bound the median's order-statistic CI, whose real level is :attr:`ci_level`: 95% or more from 6
+    rounds, less for fewer (the [min, max] range)."""
 
     n: int
     median_s: float
@@ -42,12 +44,61 @@ class TimingStats:
             return math.inf
         return max(self.median_s - self.ci95_low_s, self.ci95_high_s - self.median_s) / self.median_s
 
+    @property
+    def ci_level(self) -> float:
+        """The real confidence level of ``[ci95_low_s, ci95_high_s]`` for these ``n`` rounds (see
+        :func:`median_ci_level`): at least 0.95 from 6 rounds, 0.75 for the [min, max] range of 3."""
+        return median_ci_level(self.n)
+
     def meets(self, target: float = TARGET_CI_HALF_WIDTH) -> bool:
-        """True when the 95% CI of the median is within +-``target`` of it (needs >= 6 rounds to be a real CI)."""
-        return self.n >= 6 and self.ci_half_width <= target
+        """True when the CI of the median is a real 95% CI (>= 6 rounds) within +-``target`` of the median."""
+        return self.ci_level >= MEDIAN_CI_CONFIDENCE and self.ci_half_width <= target
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ci_half_width": self.ci_half_width}
+
+
+def median_ci_ranks(n: int, confidence: float = MEDIAN_CI_CONFIDENCE) -> tuple[int, int]:
+    """The 0-based ranks ``(low, high)`` of the order statistics that :func:`median_ci` returns for ``n`` samples.
+
+    The same binomial quantiles as ``scipy.stats.quantile_test(...).confidence_interval`` (two-sided, p = 1/2;
+    SciPy 1.17 ``_stats_py.py``); where no pair of ranks reaches ``confidence`` (fewer than 6 samples at 95%),
+    the full range ``(0, n - 1)``, as :func:`median_ci` falls back to.
+    """
+    from scipy import stats
+
+    if n < 1:
+        raise ValueError("no timing samples")
+    tail = (1 - confidence) / 2
+    binomial = stats.binom(n, 0.5)
+    low, high = int(binomial.ppf(tail)) - 1, int(binomial.isf(tail))
+    return (low, high) if low >= 0 and high < n else (0, n - 1)
+
+
+def median_ci_level(n: int, confidence: float = MEDIAN_CI_CONFIDENCE) -> float:
+    """The real coverage of :func:`median_ci`'s interval of ``n`` samples: the probability that order statistics
+    ``x[low] <= median <= x[high]`` (0-based ranks from :func:`median_ci_ranks`), i.e. that the count K of samples
+    below the true median (K ~ Binomial(n, 1/2) for a continuous distribution) satisfies low < K <= high.
+
+    At least ``confidence`` where a CI of that level exists; for the [min, max] range of fewer samples
+    1 - 2^(1-n): 0.5 at 2, 0.75 at 3, 0.875 at 4, 0.9375 at 5 (and 0.0 for one sample, a point).
+    """
+    from scipy import stats
+
+    low, high = median_ci_ranks(n, confidence)
+    binomial = stats.binom(n, 0.5)
+    return float(binomial.cdf(high) - binomial.cdf(low))
+
+
+def ci_label(n: int, confidence: float = MEDIAN_CI_CONFIDENCE) -> str:
+    """How to label the CI of the median of ``n`` rounds: its real level (rounded down to 0.1%), e.g.
+    ``96.8%``, or ``range 75%`` where the rounds are too few for ``confidence`` and the interval is [min, max];
+    ``no CI`` for a single round."""
+    if n < 2:
+        return "no CI"
+    level = median_ci_level(n, confidence)
+    text = f"{math.floor(level * 1000 + 1e-9) / 10:g}%"
+    return text if level >= confidence else f"range {text}"
 
 
 def median_ci(samples: list[float], confidence: float = MEDIAN_CI_CONFIDENCE) -> tuple[float, float]:
@@ -55,7 +106,7 @@ def median_ci(samples: list[float], confidence: float = MEDIAN_CI_CONFIDENCE) ->
 
     From ``scipy.stats.quantile_test`` (Binomial(n, 1/2) order statistics): no normality assumption, which timing
     samples (right-skewed) do not meet. With fewer than 6 samples no interval reaches 95%: the full range is
-    returned, and its real coverage is lower.
+    returned, and its real coverage is lower (:func:`median_ci_level`; label it with :func:`ci_label`).
     """
     from scipy import stats  # imported here: scipy costs ~0.3 s, and only timing needs it
 

@@ -7,6 +7,11 @@ Timing is adaptive (as pyperf and ``torch.utils.benchmark.Timer.blocked_autorang
 (arm, size) cell gets at least ``rounds`` rounds, then keeps getting interleaved rounds until the 95% CI of its
 median is within +-``target`` of the median, or the size's share of ``budget_s`` is spent. Cells that miss the
 target are flagged with the width they reached; nothing is silently averaged away.
+
+The budget is kept: no round starts that would end past it (at the pace of the round before), and after each
+size a :class:`~equiv_core.bench.budget.TimingPlan` says, before the next sizes run, whether they fit at this
+pace or which rounds are capped and which sizes dropped. The correctness pass and compiling ``floor`` come
+before the timing and outside its budget; each says when it starts and how long it took (:mod:`.progress`).
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ from functools import partial
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from equiv_core.bench.arms import ARMS
+from equiv_core.bench.budget import TimingPlan, plan_timing, round_seconds
 from equiv_core.bench.config import BenchConfig, validate_bench_config
 from equiv_core.bench.floor import compile_seconds as floor_compile_seconds
 from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
+from equiv_core.bench.progress import Progress
 from equiv_core.bench.statistics import (
+    MEDIAN_CI_CONFIDENCE,
     GrowthExponent,
     TimingStats,
+    ci_label,
     growth_exponent_ci,
     summarize,
 )
@@ -45,7 +53,6 @@ from equiv_core.steering import GenerationRecord
 from equiv_core.validation import check_fits_context, check_layer, check_prompt_length
 
 _now = time.monotonic  # the clock of the budget (a name of its own so tests can script it)
-ROUNDS_BEFORE_BUDGET_STOP = 3  # even past the budget, every cell gets this many rounds (a spread to report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +91,14 @@ class ArmResult:
 
     @property
     def precision_note(self) -> str:
-        """Empty when precise, else e.g. ``CI +-7.3% (target +-2%)``."""
-        return "" if self.precise else f"CI +-{self.stats.ci_half_width:.1%} (target +-{self.target:.0%})"
+        """Empty when precise, else e.g. ``CI +-7.3% (target +-2%)`` or ``range 75% +-7.3% (target: a 95% CI
+        within +-2%)`` when the rounds are too few for a 95% CI (see :func:`~.statistics.ci_label`)."""
+        if self.precise:
+            return ""
+        if self.stats.ci_level >= MEDIAN_CI_CONFIDENCE:
+            return f"CI +-{self.stats.ci_half_width:.1%} (target +-{self.target:.0%})"
+        label = ci_label(self.stats.n)
+        return f"{label} +-{self.stats.ci_half_width:.1%} (target: a 95% CI within +-{self.target:.0%})"
 
     @property
     def status(self) -> str:
@@ -107,6 +120,7 @@ class ArmResult:
             "ci95_low_s": self.stats.ci95_low_s,
             "ci95_high_s": self.stats.ci95_high_s,
             "ci_half_width": self.stats.ci_half_width,
+            "ci_level": self.stats.ci_level,  # the real level of [ci95_low_s, ci95_high_s] for n rounds
             "precise": self.precise,
             "target_ci_half_width": self.target,
             "cpu_median_s": self.cpu_stats.median_s,
@@ -121,6 +135,7 @@ class ArmResult:
                 "median": self.paired_to_hook.median_s,
                 "ci95_low": self.paired_to_hook.ci95_low_s,
                 "ci95_high": self.paired_to_hook.ci95_high_s,
+                "ci_level": self.paired_to_hook.ci_level,
                 "n": self.paired_to_hook.n,
             },
             "ids_match_hook": self.ids_match_hook,
@@ -153,6 +168,9 @@ class BenchReport:
     timing_seconds: float
     not_expressible: dict[str, str] = field(default_factory=dict)  # arm -> why it cannot run here
     compile_seconds: float | None = None  # floor: seconds of the calls that compiled a graph
+    plans: tuple[TimingPlan, ...] = ()  # the budget's plans, in the order they were made (see bench/budget.py)
+    not_timed: dict[int, str] = field(default_factory=dict)  # new_tokens -> why that size has no timings
+    budget_notes: tuple[str, ...] = ()  # sizes the budget ended before their planned rounds, one line each
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, arm: str, new_tokens: int) -> ArmResult | None:
@@ -161,11 +179,11 @@ class BenchReport:
     def growth_exponents(self) -> dict[str, GrowthExponent]:
         """Per arm, the log-log slope of median time against new tokens over the requested sweep, with its
         bootstrap CI over rounds (seeded by the run's seed); never a result when the machine was busy."""
-        sizes = list(self.config.new_tokens or ())
         exponents = {}
         for arm in self.config.arms:
-            cells = [self.cell(arm, size) for size in sizes]
-            samples = [[m.wall_s for m in c.measurements] for c in cells if c is not None]
+            cells = [cell for size in self.config.new_tokens or () if (cell := self.cell(arm, size)) is not None]
+            sizes = [cell.new_tokens for cell in cells]  # the sizes timed: the budget may have dropped some
+            samples = [[m.wall_s for m in cell.measurements] for cell in cells]
             exponents[arm] = growth_exponent_ci(sizes, samples, seed=self.config.seed, busy=self.load.busy)
         return exponents
 
@@ -177,7 +195,7 @@ class BenchReport:
     def prefill_split(self) -> dict[str, dict[str, float]]:
         """Per arm: prefill seconds (median of 1-token runs) and decode seconds per token at the longest sweep."""
         split = {}
-        longest = max(self.config.new_tokens or (1,))
+        longest = max((size for size in self.config.new_tokens or () if size not in self.not_timed), default=1)
         for arm in self.config.arms:
             prefill, longest_cell = self.cell(arm, 1), self.cell(arm, longest)
             if prefill is None or longest_cell is None or longest <= 1:
@@ -208,6 +226,9 @@ class BenchReport:
             "precise_share": self.precise_share,
             "not_expressible": self.not_expressible,
             "floor_compile_seconds": self.compile_seconds,
+            "timing_plans": [plan.to_dict() for plan in self.plans],
+            "sizes_not_timed": {str(size): reason for size, reason in self.not_timed.items()},
+            "budget_notes": list(self.budget_notes),
             "torch_threads": self.environment.get("torch_threads"),
             "prefill_split": self.prefill_split(),
             "all_correct": self.all_correct,
@@ -238,34 +259,76 @@ def _correctness_pass(
     arms: tuple[str, ...],
     layer: int,
     seed: int,
+    progress: Progress,
 ) -> _Correctness:
     """One run of every arm at every size, plus hook and unsteered even when they are not timed; deterministic
-    kernels except for arms that say otherwise (``floor``: compiled once, with the kernels it is timed with)."""
+    kernels except for arms that say otherwise (``floor``: compiled once, with the kernels it is timed with).
+
+    Arm by arm, each with a line before and after (``floor``'s with its compile seconds, in every mode: compiling
+    is the longest step of a first run); on a terminal the per-arm lines give way to a bar."""
     records: dict[tuple[str, int], GenerationRecord] = {}
     not_expressible: dict[str, str] = {}
-    for size in sizes:
-        for arm in dict.fromkeys((*arms, "hook", "unsteered")):
-            if arm in not_expressible:
-                continue
+    every_arm = tuple(dict.fromkeys((*arms, "hook", "unsteered")))
+    sizes_text = ", ".join(str(size) for size in sizes)
+    with progress.bar("correctness pass", total=len(every_arm) * len(sizes)):
+        for arm in every_arm:
             entry = ARMS.get(arm)
+            started, compiled_before = _now(), floor_compile_seconds(context)
+            if arm == "floor":
+                progress.line(f"correctness pass: floor at {sizes_text} new tokens (compiles on its first call) ...")
+            else:
+                progress.step(f"correctness pass: {arm} at {sizes_text} new tokens ...")
             if not entry.deterministic_check:
                 configure_determinism(seed, deterministic=False)
             try:
-                records[arm, size] = entry.run(context, input_ids, size, layer)
+                for size in sizes:
+                    records[arm, size] = entry.run(context, input_ids, size, layer)
+                    progress.update()
             except NotExpressible as reason:
                 not_expressible[arm] = str(reason)
             finally:
                 if not entry.deterministic_check:
                     configure_determinism(seed, deterministic=True)
+            elapsed = _now() - started
+            if arm in not_expressible:
+                progress.line(f"correctness pass: {arm} not expressible here ({elapsed:.1f} s)")
+            elif arm == "floor":
+                compiled = floor_compile_seconds(context) - compiled_before
+                progress.line(f"correctness pass: floor done in {elapsed:.1f} s, {compiled:.1f} s of it compiling")
+            else:
+                progress.step(f"correctness pass: {arm} done in {elapsed:.1f} s")
     return _Correctness(records, not_expressible)
 
 
 @dataclass(slots=True)
 class _SizeTiming:
-    """The rounds of one size as they accumulate, and the timed runs whose ids differ from the correctness pass."""
+    """The rounds of one size as they accumulate, the timed runs whose ids differ from the correctness pass, and
+    whether the budget's end stopped the rounds (before the cells had all they were to get)."""
 
     measurements: dict[str, list[Measurement]]
     mismatches: dict[str, int]
+    stopped_by_budget: bool = False
+    full_round_s: list[float] = field(default_factory=list)  # seconds of the rounds that ran every arm
+
+    @property
+    def timed_rounds(self) -> int:
+        return max((len(values) for values in self.measurements.values()), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """When one size's rounds may run, as readings of :data:`_now` (seconds).
+
+    ``min_rounds``: timed rounds every cell gets unless ``budget_end`` comes first; ``extra_until``: no round
+    beyond those ends after this (the size's share of the spare budget); ``budget_end``: no round ends after this
+    (the whole sweep's budget); ``first_round_s``: the estimated seconds of the size's first round (0: unknown,
+    the round is started whatever the budget, as the first measurement of the pace).
+    """
+
+    min_rounds: int
+    extra_until: float
+    budget_end: float
+    first_round_s: float = 0.0
 
 
 def _time_size(
@@ -274,21 +337,26 @@ def _time_size(
     config: BenchConfig,
     size: int,
     expected: dict[tuple[str, int], GenerationRecord],
-    budget_s: float,
+    window: _Window,
     method: str,
-    bar: Any,
+    progress: Progress,
 ) -> _SizeTiming:
-    """Warm-up, then interleaved rounds at one size until every arm's median CI meets the target, an arm reaches
-    ``max_rounds``, or ``budget_s`` is spent (after at least :data:`ROUNDS_BEFORE_BUDGET_STOP` rounds).
+    """Warm-up, then interleaved rounds at one size until every arm's median CI meets the target (after
+    ``window.min_rounds``) or an arm reaches ``max_rounds``; no round starts that would end past
+    ``window.budget_end``, nor past ``window.extra_until`` once the minimum is in (a round is predicted to take as
+    long as the one before it).
 
     Arms alternate order each round so drift hits all of them alike; an arm that has met the target stops
     getting rounds, so the budget goes to the cells that need it. ``method`` is :func:`memory_method`'s answer.
     """
     timing = _SizeTiming({arm: [] for arm in config.arms}, dict.fromkeys(config.arms, 0))
-    deadline = _now() + budget_s
     active = config.arms
     round_index = 0
+    last_round_s = window.first_round_s
     while active:
+        if _now() + last_round_s > window.budget_end:
+            timing.stopped_by_budget = round_index - config.warmup < window.min_rounds
+            break
         round_started = _now()
         order = active if round_index % 2 == 0 else tuple(reversed(active))
         for arm in order:
@@ -297,25 +365,32 @@ def _time_size(
             if round_index >= config.warmup:
                 timing.measurements[arm].append(measured)
                 timing.mismatches[arm] += record.generated_ids != expected[arm, size].generated_ids
-            bar.update()
+            progress.update()
+        last_round_s = _now() - round_started
+        if active == config.arms:
+            timing.full_round_s.append(last_round_s)
         round_index += 1
         timed_rounds = round_index - config.warmup
         if timed_rounds < 1:
             continue
-        active = tuple(arm for arm in active if _wants_more(config, timing.measurements[arm], timed_rounds))
-        # Stop when the next round (as long as this one) would end past the deadline.
-        next_round_ends = _now() + (_now() - round_started)
-        if next_round_ends > deadline and timed_rounds >= min(ROUNDS_BEFORE_BUDGET_STOP, config.rounds):
+        active = tuple(
+            arm for arm in active if _wants_more(config, timing.measurements[arm], timed_rounds, window.min_rounds)
+        )
+        if timed_rounds >= window.min_rounds and _now() + last_round_s > window.extra_until:
             break
-        bar.set_postfix_str(f"x{size} round {timed_rounds}: {len(active)} arm(s) not yet within +-{config.target:.0%}")
+        progress.note(
+            f"timing {size} new tokens: round {timed_rounds}, {len(active)} arm(s) not yet within "
+            f"+-{config.target:.0%}, {last_round_s:.1f} s per round"
+        )
     return timing
 
 
-def _wants_more(config: BenchConfig, measurements: list[Measurement], timed_rounds: int) -> bool:
-    """An arm gets another round until it has ``rounds`` and its median CI meets the target, or has ``max_rounds``."""
+def _wants_more(config: BenchConfig, measurements: list[Measurement], timed_rounds: int, min_rounds: int) -> bool:
+    """An arm gets another round until it has ``min_rounds`` and its median CI meets the target, or has
+    ``max_rounds``."""
     if len(measurements) >= config.max_rounds:
         return False
-    return timed_rounds < config.rounds or not summarize([m.wall_s for m in measurements]).meets(config.target)
+    return timed_rounds < min_rounds or not summarize([m.wall_s for m in measurements]).meets(config.target)
 
 
 def _cells(
@@ -369,9 +444,10 @@ def run_bench(
     """Load the model, check every arm against the hook, then time the sweep one size at a time.
 
     ``on_cells`` receives each size's results as soon as they exist (to log them before the next size runs).
-    Unused budget of one size carries over to the next.
+    ``progress``: a bar on a terminal, else a line every few seconds of a long step (see :mod:`.progress`);
+    ``say`` gets the status lines either way. Unused budget of one size carries over to the next.
     """
-    report_line = say or (lambda _message: None)
+    shown = Progress.for_stderr(say, progress)
     validate_bench_config(config)
     config = config.resolved(cuda=resolve_device(config.device).type == "cuda")
     prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=say)
@@ -381,35 +457,44 @@ def run_bench(
     sizes = tuple(sorted({*(config.new_tokens or ()), *((1,) if config.measure_prefill else ())}))
     config = replace(config, layer=_check_fits(config, context, prompt_length))
 
-    report_line(f"correctness pass (deterministic kernels): {len(config.arms)} arms x {list(sizes)} new tokens")
-    correctness = _correctness_pass(context, input_ids, sizes, config.arms, config.layer, config.seed)
+    shown.line(f"correctness pass (deterministic kernels): {len(config.arms)} arms x {list(sizes)} new tokens")
+    started = _now()
+    correctness = _correctness_pass(context, input_ids, sizes, config.arms, config.layer, config.seed, shown)
+    shown.line(f"correctness pass: {_now() - started:.1f} s")
     expected = correctness.records
     for arm, reason in correctness.not_expressible.items():
-        report_line(f"{arm}: not expressible here, not timed: {reason}")
+        shown.line(f"{arm}: not expressible here, not timed: {reason}")
     timed_config = replace(config, arms=tuple(a for a in config.arms if a not in correctness.not_expressible))
     timing_determinism = configure_determinism(config.seed, deterministic=False)
-    report_line(
+    shown.line(
         f"timing (default kernels, {torch.get_num_threads()} torch threads): "
         f"{config.warmup} warm-up + at least {config.rounds} rounds per cell, more until the median's 95% CI is "
-        f"within +-{config.target:.0%} (at most {config.max_rounds}), {config.budget_s:.0f} s budget"
+        f"within +-{config.target:.0%} (at most {config.max_rounds}); budget {config.budget_s:.0f} s for the "
+        "timing: no round starts that would end past it, and a plan after the first size says what fits"
     )
     tolerance = LOGITS_TOLERANCE[context.dtype]
-    shares = _budget_shares(sizes)
     results: list[ArmResult] = []
     method = memory_method(device)
     monitor = LoadMonitor(torch.get_num_threads())
     started = _now()
-    # On a terminal only (disable=None): in logs, a redrawn bar is noise; the per-size lines say enough.
-    with tqdm(desc="bench runs", unit="run", disable=None if progress else True, mininterval=0.5) as bar:
+    planner = _Planner(timed_config, sizes, started + config.budget_s, shown)
+    with shown.bar("bench runs"):
         try:
-            for index, size in enumerate(sizes):
-                remaining = config.budget_s - (_now() - started)
-                share = shares[size] / sum(shares[later] for later in sizes[index:])
-                budget = max(remaining, 0.0) * share
-                timing = _time_size(context, input_ids, timed_config, size, expected, budget, method, bar)
+            for size in sizes:
+                window = planner.window(size)
+                if window is None:
+                    continue
+                shown.step(
+                    f"timing {size} new tokens: {len(timed_config.arms)} arms, {timed_config.warmup} warm-up + at "
+                    f"least {window.min_rounds} rounds, {window.budget_end - _now():.0f} s of the budget left ..."
+                )
+                timing = _time_size(context, input_ids, timed_config, size, expected, window, method, shown)
+                planner.record(size, timing, window)
+                if timing.timed_rounds == 0:
+                    continue
                 cells = _cells(timed_config, size, expected, timing, tolerance)
                 results.extend(cells)
-                report_line(
+                shown.line(
                     f"timed {size} new tokens: "
                     + ", ".join(
                         f"{cell.arm} {cell.stats.median_s * 1e3:.1f} ms"
@@ -425,7 +510,7 @@ def run_bench(
     load = monitor.stop()
     warning = load.warning()
     if warning:
-        report_line(warning)
+        shown.line(warning)
     return BenchReport(
         config=timed_config,
         results=tuple(results),
@@ -438,7 +523,77 @@ def run_bench(
         timing_seconds=timing_seconds,
         not_expressible=correctness.not_expressible,
         compile_seconds=floor_compile_seconds(context) if "floor" in timed_config.arms else None,
+        plans=tuple(planner.plans),
+        not_timed=dict(planner.not_timed),
+        budget_notes=tuple(planner.notes),
     )
+
+
+@dataclass(slots=True)
+class _Planner:
+    """The budget's bookkeeping across sizes: the pace measured so far, the plans made from it, and the sizes it
+    left out. ``budget_end`` is a reading of :data:`_now`."""
+
+    config: BenchConfig
+    sizes: tuple[int, ...]
+    budget_end: float
+    progress: Progress
+    seconds_per_token: float | None = None
+    plans: list[TimingPlan] = field(default_factory=list)
+    not_timed: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def window(self, size: int) -> _Window | None:
+        """When ``size`` may run, from a fresh plan of the sizes still to time; None when the plan drops it.
+
+        The first size (the smallest: 1 token with the prefill split) runs before any pace is known, within its
+        share of the budget; its first round always runs: it is the first measurement of the pace."""
+        if size in self.not_timed:  # an earlier plan dropped it, and said so
+            return None
+        now = _now()
+        remaining = self.budget_end - now
+        pending = tuple(s for s in self.sizes if s >= size and s not in self.not_timed)
+        shares = _budget_shares(self.sizes)
+        if self.seconds_per_token is None:
+            share = shares[size] / sum(shares[s] for s in pending)
+            return _Window(self.config.rounds, now + max(remaining, 0.0) * share, self.budget_end)
+        plan = plan_timing(pending, self.seconds_per_token, remaining, self.config.rounds, self.config.warmup)
+        previous = self.plans[-1] if self.plans else None
+        if previous is None or (plan.sizes, plan.rounds) != (previous.sizes, previous.rounds):
+            self.progress.line(plan.describe())
+        self.plans.append(plan)
+        for dropped in plan.dropped:
+            self.not_timed[dropped] = (
+                f"the budget: {plan.seconds_for((dropped,), plan.rounds):.0f} s needed at the pace of "
+                f"{plan.seconds_per_token * 1e3:.1f} ms per new token, not left after the smaller sizes"
+            )
+        if size not in plan.sizes:
+            return None
+        reserved = plan.seconds_for(plan.sizes, plan.rounds)
+        share = shares[size] / sum(shares[s] for s in plan.sizes)
+        own = plan.seconds_for((size,), plan.rounds)
+        extra_until = now + own + max(remaining - reserved, 0.0) * share
+        return _Window(plan.rounds, extra_until, self.budget_end, round_seconds(self.seconds_per_token, size))
+
+    def record(self, size: int, timing: _SizeTiming, window: _Window) -> None:
+        """Take the pace from ``size``'s rounds (the sum over arms of their median seconds, per new token: arms
+        that met the target early leave later rounds shorter, so the rounds' own lengths would understate it), and
+        note a size the budget cut short."""
+        medians = [summarize([m.wall_s for m in values]).median_s for values in timing.measurements.values() if values]
+        if medians and len(medians) == len(timing.measurements):
+            self.seconds_per_token = sum(medians) / size
+        elif timing.full_round_s:  # only warm-up rounds ran: the pace of the slowest (an overestimate, the safe side)
+            self.seconds_per_token = max(timing.full_round_s) / size
+        if timing.timed_rounds == 0:
+            self.not_timed[size] = "the budget ended before its first timed round"
+            self.progress.line(f"timing {size} new tokens: {self.not_timed[size]}")
+        elif timing.stopped_by_budget:
+            note = (
+                f"{size} new tokens: the budget ended the timing after {timing.timed_rounds} of "
+                f"{window.min_rounds} rounds (CI of the median: {ci_label(timing.timed_rounds)})"
+            )
+            self.notes.append(note)
+            self.progress.line(note)
 
 
 def _paired_ratios(measurements: dict[str, list[Measurement]], arm: str, baseline: str) -> TimingStats | None:

@@ -3,6 +3,7 @@ correctness; then growth exponents, the prefill/decode split and how busy the ma
 
 from __future__ import annotations
 
+from equiv_core.bench.statistics import MEDIAN_CI_CONFIDENCE, TimingStats, ci_label
 from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.tables import text_table
 
@@ -12,11 +13,17 @@ def _ratio(value: float | None) -> str:
 
 
 def _paired(result: ArmResult) -> str:
-    """``1.02x [1.00, 1.04]``: the median per-round ratio to the hook with its 95% CI."""
+    """``1.02x [1.00, 1.04] 96.8%``: the median per-round ratio to the hook with its CI and the CI's real level."""
     paired = result.paired_to_hook
     if paired is None:
         return "1.00x" if result.arm == "hook" else "-"
-    return f"{paired.median_s:.2f}x [{paired.ci95_low_s:.2f}, {paired.ci95_high_s:.2f}]"
+    return f"{paired.median_s:.2f}x [{paired.ci95_low_s:.2f}, {paired.ci95_high_s:.2f}] {ci_label(paired.n)}"
+
+
+def _ci(stats: TimingStats) -> str:
+    """``+-1.52% 96.8%``: the CI's wider side from the median, then its real level for n rounds (``range 75%``
+    where n is too small for a 95% CI). Two decimals: 1.99% (met) and 2.02% (missed) must differ."""
+    return f"+-{stats.ci_half_width:.2%} {ci_label(stats.n)}"
 
 
 def _yes_no(value: bool | None) -> str:
@@ -29,11 +36,11 @@ def render_table(report: BenchReport) -> str:
         "arm",
         "new",
         "median s",
-        "95% CI",
+        "CI of median, level",
         "n",
         "CPU s",
-        "peak MiB",
-        "/hook (paired, 95% CI)",
+        "peak growth MiB",
+        "/hook (paired, CI, level)",
         "/unsteered",
         "ids=hook",
         "max|dlogit|",
@@ -43,13 +50,18 @@ def render_table(report: BenchReport) -> str:
     for result in sorted(report.results, key=lambda r: (r.new_tokens, report.config.arms.index(r.arm))):
         stats = result.stats
         diff = "-" if result.logits_vs_hook is None else f"{result.logits_vs_hook.max_abs_diff:.2g}"
-        status = result.status + ("" if result.precise else "; CI wider than target")
+        if result.precise:
+            status = result.status
+        elif stats.ci_level < MEDIAN_CI_CONFIDENCE:
+            status = f"{result.status}; too few rounds for a 95% CI"
+        else:
+            status = f"{result.status}; CI wider than target"
         rows.append(
             [
                 result.arm,
                 str(result.new_tokens),
                 f"{stats.median_s:.4f}",
-                f"+-{stats.ci_half_width:.2%}",  # two decimals: 1.99% (met) and 2.02% (missed) must differ
+                _ci(stats),
                 str(stats.n),
                 f"{result.cpu_stats.median_s:.4f}",
                 f"{result.peak_bytes / 2**20:.1f}",
@@ -88,11 +100,24 @@ def render_table(report: BenchReport) -> str:
         f"(at least {config.rounds} rounds after {config.warmup} warm-up, at most {config.max_rounds}, arms "
         f"interleaved; {report.timing_seconds:.0f} s of timing against a {config.budget_s:.0f} s budget)"
     )
+    given_up = [plan.describe() for plan in report.plans if not plan.fits]
+    lines.extend(given_up[-1:])  # the last plan that gave something up says what the budget cost
+    lines.extend(report.budget_notes)
+    lines.extend(f"{size} new tokens: not timed ({reason})" for size, reason in report.not_timed.items())
+    lines.append(
+        "CI of median: the distribution-free order-statistic interval (SciPy's quantile_test), labelled with its "
+        "real level for n rounds: 95% or more from 6 rounds; with fewer it is the [min, max] range, whose level "
+        "is 1 - 2^(1-n) (75% at 3)"
+    )
     lines.append(
         f"machine: {report.environment.get('torch_threads')} torch threads on {load.cores} cores; load average "
         f"{load.loadavg_start[0]:.2f} -> {load.loadavg_end[0]:.2f}; other processes used {load.others_cores:.1f} "
-        f"cores while timing; CPU s is this process's CPU time per run (all threads); peak MiB is "
-        f"{report.memory_method}"
+        f"cores while timing; CPU s is this process's CPU time per run (all threads)"
+    )
+    lines.append(
+        f"peak growth MiB: the most one round's call added at its peak over the resident size just before it "
+        f"({report.memory_method}); 0.0 means the call fit in memory already held (what earlier rounds freed is "
+        "kept by the allocator and reused), not that it needs none"
     )
     if load.busy:  # the one-line warning itself went to stderr as timing ended
         lines.append("machine busy: medians and ratios are not reliable (see the warning above)")

@@ -1,0 +1,66 @@
+"""The bench's progress: lines where stderr is not a terminal, a bar where it is, heartbeats on a scripted clock."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from equiv_core.bench.progress import Progress
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_step_is_a_line_where_no_bar_is_drawn() -> None:
+    said: list[str] = []
+    Progress(said.append, bar=False).step("correctness pass: hook ...")
+    assert said == ["correctness pass: hook ..."]
+
+
+def test_a_step_is_silent_where_the_bar_shows_it() -> None:
+    said: list[str] = []
+    Progress(said.append, bar=True).step("correctness pass: hook ...")
+    assert said == []
+
+
+def test_a_line_is_said_in_both_modes() -> None:
+    said: list[str] = []
+    Progress(said.append, bar=True).line("floor: done in 90.0 s, 88.0 s of it compiling")
+    Progress(said.append, bar=False).line("floor: done in 90.0 s, 88.0 s of it compiling")
+    assert len(said) == 2
+
+
+def test_a_note_becomes_a_line_only_after_the_heartbeat_interval() -> None:
+    said: list[str] = []
+    clock = _Clock()
+    progress = Progress(said.append, bar=False, clock=clock, heartbeat_s=10.0)
+    for now in (4.0, 9.9, 10.0, 15.0, 20.0):
+        clock.now = now
+        progress.note(f"at {now}")
+    assert said == ["at 10.0", "at 20.0"]
+
+
+def test_no_heartbeats_with_progress_off() -> None:
+    said: list[str] = []
+    clock = _Clock()
+    progress = Progress(said.append, bar=False, heartbeats=False, clock=clock)
+    clock.now = 60.0
+    progress.note("round 9")
+    assert said == []
+
+
+@pytest.mark.parametrize(("tty", "progress", "bar"), [(True, True, True), (False, True, False), (True, False, False)])
+def test_a_bar_only_on_a_terminal_with_progress_on(
+    monkeypatch: pytest.MonkeyPatch, tty: bool, progress: bool, bar: bool
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(stream, "isatty", lambda: tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert Progress.for_stderr(print, progress).shows_bar is bar
