@@ -11,6 +11,7 @@ Tiers (one per test, declared in pyproject.toml):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 
@@ -66,7 +68,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _started_by_a_test() -> bool:
     """True when the innermost caller outside the subprocess module is test code (not the library)."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename == subprocess.__file__:
+    # Skip the subprocess module and this file's own Popen wrappers (the two fixtures below chain theirs).
+    while frame is not None and frame.f_code.co_filename in (subprocess.__file__, __file__):
         frame = frame.f_back  # type: ignore[assignment]
     return frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(TESTS_DIR)
 
@@ -94,6 +97,33 @@ def unit_tier_rules(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
             raise RuntimeError(f"a unit test loaded {name}: mark it {tier}")
 
         monkeypatch.setitem(models.BUILTIN_MODELS, name, type(builtin)(builtin.name, builtin.description, refuse))
+
+
+@pytest.fixture(autouse=True)
+def reap_test_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every process a test starts is killed, with its children, and reaped when the test ends, passed or failed.
+
+    A child left running outlives its test: it competes for the cores, and the ``Popen`` object's
+    ResourceWarning ("subprocess N is still running") fails whichever later test garbage-collects it
+    (issue 18). Processes started by module or session fixtures are their fixtures' business.
+    """
+    started: list[subprocess.Popen[Any]] = []
+    real_init = subprocess.Popen.__init__
+
+    def recording_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        if _started_by_a_test():
+            started.append(self)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    yield
+    for process in started:
+        if process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+            process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,16 @@ def test_peak_memory_counts_what_the_call_held_at_its_peak_even_when_freed() -> 
     assert measured.peak_bytes >= 60 * 2**20
 
 
-def test_cpu_time_of_a_busy_call_is_close_to_its_wall_time_and_a_sleep_has_almost_none() -> None:
-    def spin() -> None:
-        end = time.perf_counter() + 0.2
-        while time.perf_counter() < end:
+def test_cpu_time_counts_the_cpu_work_a_call_did_and_not_its_sleep() -> None:
+    """One call does a fixed amount of CPU work (0.2 s of this process's CPU time, however long a shared core takes
+    to grant it), another sleeps 0.2 s: the first measures at least its work, the second almost none."""
+
+    def work() -> None:
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
             pass
 
-    _, busy = measure(spin, CPU)
+    _, busy = measure(work, CPU)
     _, asleep = measure(lambda: time.sleep(0.2), CPU)
-    assert busy.wall_s >= 0.2 and busy.cpu_s >= 0.5 * busy.wall_s
+    assert busy.cpu_s >= 0.2
     assert asleep.wall_s >= 0.2 and asleep.cpu_s < 0.05

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from equiv_core.catalog import (
     TARGET_CI_HALF_WIDTH,
 )
 from equiv_core.errors import EnvironmentFault, UserInputError
+from equiv_core.interrupts import interrupts_handled
 from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, TrackingOptions
 from equiv_core.spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
 from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
@@ -478,13 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow's INFO lines ("Creating initial MLflow database tables", ...) would surround the one-line messages;
     # MLflow reads this variable when it is imported (mlflow.utils.logging_utils, MLflow 3.x). A user's setting wins.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING.
-    previous = signal.signal(signal.SIGTERM, _terminate)
     # When the command began, and when its process did (as the console script; in-process callers such as tests
     # have no start-up of their own to report): `equiv run` reports where its wall time went from there.
     arguments.started = CommandStart(process_started() if argv is None else time.time(), time.time())
     try:
-        return int(arguments.handler(arguments))
+        # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING; neither
+        # lands inside a tracking-store write (equiv_core.interrupts).
+        with interrupts_handled():
+            return int(arguments.handler(arguments))
     except UserInputError as error:
         print(f"equiv: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -499,12 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`equiv recipes | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate(_signal: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
