@@ -168,10 +168,32 @@ def test_help_models_and_recipes_import_neither_torch_nor_nnsight_nor_mlflow() -
         (["run", "--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
         (["bench", "--target-ci", "0"], "--target-ci must be between 0 and 100 percent (exclusive), got 0"),
         (["bench", "--arms", "hook,plian"], "unknown arm 'plian' (did you mean 'plain'?)"),
+        (["run", "--model", "nosuch"], "unknown model 'nosuch'; valid: smollm2-135m"),
+        (["bench", "--model", "nosuch"], "unknown model 'nosuch'; valid: smollm2-135m"),
+        (["run", "--max-new-tokens", "100000000"], "max-new-tokens 100000000 too large: valid 1..8190 on smollm2-135m"),
+        (
+            ["bench", "--model", "smollm2-135m", "--new-tokens", "8,9000"],
+            "--new-tokens 9000 too large: valid 1..8190 on smollm2-135m",
+        ),
+        (
+            ["run", "--op", "add", "--vector", "WRONG_WIDTH_NPY", "--layers", "1,2"],
+            "--vector 'WRONG_WIDTH_NPY' has shape [100]; expected [576] or [2, 576] for 2 steered layers",
+        ),
+        (
+            ["run", "--op", "add", "--vector", "WRONG_WIDTH_SAFETENSORS", "--layers", "1"],
+            "--vector 'WRONG_WIDTH_SAFETENSORS' has shape [3, 576]; expected [576] or [1, 576] for 1 steered layer",
+        ),
     ],
 )
-def test_bad_arguments_of_run_and_bench_are_answered_before_torch_loads(arguments: list[str], error: str) -> None:
-    """Argument checks need no model and no torch (issue "Performance": time to a verdict)."""
+def test_bad_arguments_of_run_and_bench_are_answered_before_torch_loads(
+    arguments: list[str], error: str, tmp_path: Path
+) -> None:
+    """Argument checks need no model and no torch (issue "Performance": time to a verdict); a vector file's width
+    is read from its header (issue 18)."""
+    files = _wrong_width_vector_files(tmp_path)
+    arguments = [files.get(argument, argument) for argument in arguments]
+    error = error.replace("WRONG_WIDTH_NPY", files["WRONG_WIDTH_NPY"])
+    error = error.replace("WRONG_WIDTH_SAFETENSORS", files["WRONG_WIDTH_SAFETENSORS"])
     code = (
         "import sys, io, contextlib\n"
         "from equiv_core.cli import main\n"
@@ -185,6 +207,30 @@ def test_bad_arguments_of_run_and_bench_are_answered_before_torch_loads(argument
     status, message = result.stdout.strip().splitlines()
     assert status == "2 []"
     assert message.startswith(f"equiv: error: {error}")
+
+
+def _wrong_width_vector_files(folder: Path) -> dict[str, str]:
+    """A [100] .npy vector and a [3, 576] .safetensors one: wrong for smollm2-135m (hidden 576, 1 or 2 layers)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    np.save(folder / "v.npy", np.ones(100, dtype=np.float32))
+    save_file({"vector": np.ones((3, 576), dtype=np.float32)}, str(folder / "v.safetensors"))
+    return {"WRONG_WIDTH_NPY": str(folder / "v.npy"), "WRONG_WIDTH_SAFETENSORS": str(folder / "v.safetensors")}
+
+
+def test_a_misspelled_option_is_answered_with_the_closest_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--modle", "tiny-gpt2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "equiv: error: unrecognized arguments: --modle tiny-gpt2; did you mean --model? (see `equiv run --help`)"
+    )
+
+
+def test_a_subcommand_usage_error_is_one_equiv_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--layer", "x"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "equiv: error: argument --layer: invalid int value: 'x' (see `equiv run --help`)"
+    ]
 
 
 def test_run_and_bench_accept_the_same_negative_layer(tmp_path: Path) -> None:
@@ -207,3 +253,13 @@ def test_a_prompt_longer_than_the_context_names_the_limit(capsys: pytest.Capture
 def test_only_refuses_a_finding_listed_twice(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs,steered_differs", "--no-mlflow"]) == 2
     assert "--only lists steered_differs more than once" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_run_logged_to_a_file_has_only_equivs_own_lines_on_stderr() -> None:
+    """No third-party progress bar (transformers' "Loading weights", the GGUF conversion) in a non-TTY stderr."""
+    command = [sys.executable, "-m", "equiv_core", "run", "--model", "smollm2-135m", "--only", "steered_differs"]
+    result = subprocess.run([*command, "--no-mlflow"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\r" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("equiv: ")] == []

@@ -63,11 +63,36 @@ def test_unknown_model_names_the_valid_choices(name: str, message: str) -> None:
         load_model(name)
 
 
-def test_unreachable_hub_id_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserInputError, match="cannot load model 'no-such-org/no-such-model'") as caught:
+def test_an_uncached_hub_id_with_the_hub_off_says_what_to_do_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserInputError) as caught:
         load_model("no-such-org/no-such-model")
+    assert str(caught.value).startswith(
+        "model 'no-such-org/no-such-model' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+        "pass a local directory"
+    )
     assert "\n" not in str(caught.value)
+
+
+def test_an_uncached_hub_id_with_the_hub_unreachable_is_refused_without_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A closed port on loopback stands for the unreachable hub: one connection attempt, no retry loop."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(UserInputError) as caught:
+        load_model("no-such-org/no-such-model")
+    assert f"the hub http://127.0.0.1:{port} cannot be reached (Connection refused)" in str(caught.value)
+    assert str(caught.value).endswith("HF_HUB_OFFLINE=1 skips the hub")
 
 
 def test_cuda_requested_without_cuda_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -143,9 +143,23 @@ def test_a_toml_spec_file_gives_the_same_spec_as_the_flags(tmp_path: Path) -> No
     assert from_file == from_flags
 
 
+def test_toml_lists_of_layers_and_positions_mean_what_the_comma_separated_flags_mean(tmp_path: Path) -> None:
+    path = tmp_path / "steer.toml"
+    path.write_text('op = "zero"\nlayers = [2, 5]\npositions = [0, 3]\n')
+    assert spec_from_options(None, **load_spec_file(path)) == spec_from_options(
+        None, op="zero", layers="2,5", positions="0,3"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
-    [('op = "add"\ncolour = "red"\n', "unknown field 'colour'"), ("op = = 1\n", "not valid TOML")],
+    [
+        ('op = "add"\ncolour = "red"\n', "unknown field 'colour'"),
+        ("op = = 1\n", "not valid TOML"),
+        ('layers = ["a", 5]\n', r"layers = \['a', 5\]; a list must hold one or more integers, like \[2, 5\]"),
+        ("layers = []\n", "a list must hold one or more integers"),
+        ('op = ["add"]\n', "op = \\['add'\\]; give a string or a number$"),
+    ],
 )
 def test_a_bad_spec_file_is_one_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "steer.toml"

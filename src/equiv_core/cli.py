@@ -9,6 +9,7 @@ naming it; ``--debug`` shows the traceback), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import time
@@ -39,10 +40,27 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line and exit 2, like every other bad input."""
+    """argparse, but a usage mistake is one ``equiv: error:`` line and exit 2, like every other bad input; a
+    subcommand's mistake points at its ``--help``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        where = f" (see `{self.prog} --help`)" if self.prog != "equiv" else ""
+        self.exit(EXIT_BAD_INPUT, f"equiv: error: {message}{where}\n")
+
+
+def _unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
+    """``unrecognized arguments: --modle x (did you mean --model?)``: the closest option of the command."""
+    options = [option for action in command._actions for option in action.option_strings if option.startswith("--")]
+    guesses = {
+        extra: difflib.get_close_matches(extra.split("=")[0], options, n=1, cutoff=0.6)
+        for extra in extras
+        if extra.startswith("--")
+    }
+    hints = [(extra, found[0]) for extra, found in guesses.items() if found]
+    said = f"unrecognized arguments: {' '.join(extras)}"
+    if len(hints) == 1:
+        return f"{said}; did you mean {hints[0][1]}?"
+    return f"{said}; did you mean {', '.join(f'{meant} for {extra}' for extra, meant in hints)}?" if hints else said
 
 
 def _tracking(arguments: argparse.Namespace) -> TrackingOptions:
@@ -323,6 +341,14 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stop-at-eos", action="store_true", help="let generation end at EOS before --max-new-tokens")
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' parsers by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("equiv's parser has no subcommands")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
@@ -470,14 +496,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``equiv`` console script: returns the exit status (also for ``--help`` and usage
     errors, which argparse reports by raising SystemExit)."""
+    parser = build_parser()
     try:
-        arguments = build_parser().parse_args(argv)
+        arguments, extras = parser.parse_known_args(argv)
+        if extras:
+            command = _commands(parser)[arguments.command]
+            command.error(_unrecognized(extras, command))
     except SystemExit as exit_request:
         code = exit_request.code
         return code if isinstance(code, int) else EXIT_OK if code is None else EXIT_BAD_INPUT
     # MLflow's INFO lines ("Creating initial MLflow database tables", ...) would surround the one-line messages;
     # MLflow reads this variable when it is imported (mlflow.utils.logging_utils, MLflow 3.x). A user's setting wins.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if not sys.stderr.isatty():
+        # In a log, third-party progress bars (transformers' "Loading weights", its GGUF conversion, hub downloads)
+        # are carriage-return noise around the one-line messages. tqdm reads TQDM_* defaults when it is imported
+        # (tqdm.utils.envwrap, tqdm >= 4.66); huggingface_hub reads HF_HUB_DISABLE_PROGRESS_BARS. A user's
+        # setting wins; equiv's own steps print one line each instead.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # When the command began, and when its process did (as the console script; in-process callers such as tests
     # have no start-up of their own to report): `equiv run` reports where its wall time went from there.
     arguments.started = CommandStart(process_started() if argv is None else time.time(), time.time())

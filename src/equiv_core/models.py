@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-import re
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +38,7 @@ from equiv_core.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
 from equiv_core.errors import UserInputError
 from equiv_core.model_cache import ensure_converted
 from equiv_core.offline_tokenizer import offline_tokenizer
-from equiv_core.validation import check_device_name
+from equiv_core.validation import check_device_name, check_model_name
 
 RANDOM_MODEL_SEED = 1234
 
@@ -202,19 +203,48 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _in_hub_cache(hub_id: str) -> bool:
+    """True when ``hub_id`` is in the local Hugging Face cache (then it loads with no network call); otherwise
+    make sure the hub can be reached at all, so an offline machine gets one line, not five retries (~25 s) of
+    huggingface_hub's warnings and transformers' "couldn't connect" (huggingface_hub 2.x, transformers 5.x).
+
+    Raises UserInputError naming what to do when the hub is off (``HF_HUB_OFFLINE``) or unreachable.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        return True
+    remedy = (
+        "pass a local directory holding config.json, the tokenizer and the weights (as save_pretrained writes "
+        "them), or a built-in model (equiv models)"
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise UserInputError(
+            f"model {hub_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {remedy}"
+        )
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection(
+            (endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)), timeout=5
+        ).close()
+    except OSError as error:
+        raise UserInputError(
+            f"model {hub_id!r} is not in the local Hugging Face cache and the hub {constants.ENDPOINT} cannot be "
+            f"reached ({error.strerror or error}): {remedy}; HF_HUB_OFFLINE=1 skips the hub"
+        ) from None
+    return False
+
+
 def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """A local directory, or a hub id for users whose machines reach the hub."""
+    check_model_name(name, BUILTIN_MODELS)
     path = Path(name).expanduser()
     local = path.is_dir()
-    if not local and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is None:
-        raise UserInputError(
-            f"unknown model {name!r}; valid: {', '.join(BUILTIN_MODELS)}, an existing local directory, "
-            "or a hub id like openai-community/gpt2"
-        )
     source = str(path.resolve()) if local else name
+    cached = local or _in_hub_cache(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=cached)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=cached)
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserInputError(f"cannot load model {name!r}: {first_line}") from None

@@ -5,22 +5,34 @@ is answered (one line, exit 2) in well under a second, before torch, nnsight or 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from equiv_core.catalog import (
+    BUILTIN_MODEL_INFO,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
     DEFAULT_PROMPT,
     DTYPE_NAMES,
     SPEC_FINDING_IDS,
     STUDY_FINDINGS,
+    ModelShape,
     known_shape,
 )
 from equiv_core.decoding import GREEDY, Decoding
 from equiv_core.errors import UserInputError
 from equiv_core.registry import check_name
 from equiv_core.spec import SteeringSpec
-from equiv_core.validation import check_device_name, check_layer, check_new_tokens, check_prompt, check_seed
+from equiv_core.validation import (
+    check_device_name,
+    check_layer,
+    check_model_name,
+    check_new_tokens,
+    check_new_tokens_fit,
+    check_prompt,
+    check_seed,
+)
+from equiv_core.vector_files import check_vector_shape, header_shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +129,23 @@ def validate_config(config: RunConfig) -> None:
         raise UserInputError(f"--only lists {repeated[0]} more than once; give each finding once")
     if config.dtype not in DTYPE_NAMES:
         raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    check_model_name(config.model, BUILTIN_MODEL_INFO)
     shape = known_shape(config.model)
     if shape is not None:
         check_layers(config, shape.num_layers)
+        _check_known_shape(config, shape)
     check_device_name(config.device)
+
+
+def _check_known_shape(config: RunConfig, shape: ModelShape) -> None:
+    """What a built-in model's catalogue shape settles before it loads: new tokens past its context (a prompt
+    takes at least 2 positions), a vector file of the wrong width (read from the file's header)."""
+    check_new_tokens_fit(config.max_new_tokens, config.model, shape.max_positions)
+    spec = config.spec
+    if spec is not None and spec.vector is not None and spec.vector.kind == "file":
+        found = header_shape(Path(spec.vector.path))
+        if found is not None:
+            check_vector_shape(spec.vector.path, found, shape.hidden_size, len(spec.layers.resolve(shape.num_layers)))
 
 
 def check_layers(config: RunConfig, num_layers: int) -> None:

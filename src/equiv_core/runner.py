@@ -17,6 +17,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import torch
+
+from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
 from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
 from equiv_core.context import SteeringContext
 from equiv_core.determinism import DeterminismReport
@@ -61,6 +64,7 @@ class RunReport:
     timings: RunTimings
     spec: ResolvedSpec | None = None  # the resolved spec, in spec mode
     notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
+    machine_load: MachineLoad | None = None  # how busy the machine was from the start to the end of the run
 
     @property
     def all_hold(self) -> bool:
@@ -93,6 +97,7 @@ class RunReport:
             "environment": self.environment,
             "load_seconds": self.load_seconds,
             "timings": self.timings.to_dict(),
+            "machine_load": self.machine_load.to_dict() if self.machine_load is not None else None,
             "notes": list(self.notes),
             "weights_sha256": self.weights_sha256,
             "all_hold": self.all_hold,
@@ -183,7 +188,7 @@ def _batch_notes(context: SteeringContext, batch: PromptBatch) -> tuple[str, ...
 
 
 def _spec_findings(
-    config: RunConfig, context: SteeringContext, resolved: ResolvedSpec
+    config: RunConfig, context: SteeringContext, resolved: ResolvedSpec, say: Progress
 ) -> Iterator[tuple[FindingResult, float]]:
     """Generate every arm once, then judge each spec finding; a failure to generate fails every finding."""
     finding_config = SpecFindingConfig(config.prompt_list, config.max_new_tokens, resolved.spec)
@@ -191,14 +196,15 @@ def _spec_findings(
     spec_run: SpecRun | None = None
     failure = ""
     try:
-        spec_run = run_spec(context, resolved)
+        spec_run = run_spec(context, resolved, say)
     except UserInputError:
         raise
     except Exception as error:  # noqa: BLE001 - every finding fails with the cause
         failure = f"generating the arms {_raised(error)}"
     generating = time.perf_counter() - started
-    for name in config.findings:
+    for index, name in enumerate(config.findings, start=1):
         finding = SPEC_FINDINGS.get(name)
+        say(f"[{index}/{len(config.findings)}] {name} ...")
         started = time.perf_counter()
         if spec_run is None:
             evidence = NoEvidence("exception", failure)
@@ -210,16 +216,22 @@ def _spec_findings(
 
 
 def run_findings(
-    config: RunConfig, progress: Progress | None = None, on_finding: FindingDone | None = None
+    config: RunConfig,
+    progress: Progress | None = None,
+    on_finding: FindingDone | None = None,
+    load: LoadMonitor | None = None,
 ) -> RunReport:
     """Validate, prepare the model and run each chosen finding in registry order.
 
     ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
-    Raises UserInputError for bad input, before any generation.
+    ``load`` watches how busy the machine is (started here when not given): a busy machine is said as soon as the
+    model is loaded, with what to do, and recorded in the report. Raises UserInputError for bad input, before any
+    generation.
     """
-    say = progress or (lambda _message: None)
     validate_config(config)
     resolve_device(config.device)  # CUDA asked for where there is none: exit 2, before loading
+    watch = _BusyWatch(load or LoadMonitor(threads=torch.get_num_threads()), progress or (lambda _message: None))
+    say = watch.say
     preparing = time.perf_counter()
     prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
     context = prepared.context
@@ -237,6 +249,7 @@ def run_findings(
 
     with context.work.shared():  # a generation several findings need is made once (see model_work)
         notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say)
+    machine_load = watch.finish()
     timings = RunTimings(
         load_s=context.loaded.load_seconds,
         prepare_s=prepare_s,
@@ -261,7 +274,37 @@ def run_findings(
         spec=resolved,
         timings=timings,
         notes=notes,
+        machine_load=machine_load,
     )
+
+
+class _BusyWatch:
+    """Passes progress lines on and, at the first one at least :attr:`WINDOW_S` into the run (a shorter window
+    is too noisy to judge), says once if the machine is busy; :meth:`finish` judges the whole run."""
+
+    WINDOW_S = 3.0
+
+    def __init__(self, monitor: LoadMonitor, progress: Progress) -> None:
+        self.monitor, self.progress, self.warned = monitor, progress, False
+
+    def say(self, message: str) -> None:
+        self.progress(message)
+        if not self.warned:
+            load = self.monitor.stop()
+            if load.seconds >= self.WINDOW_S:
+                self._warn(load)
+
+    def _warn(self, load: MachineLoad) -> None:
+        warning = load.run_warning()
+        if warning is not None:
+            self.warned = True
+            self.progress(warning)
+
+    def finish(self) -> MachineLoad:
+        load = self.monitor.stop()
+        if not self.warned:
+            self._warn(load)
+        return load
 
 
 def _run_mode(
@@ -301,7 +344,7 @@ def _run_mode(
         prompt_ids = batch.row_ids(0)
         say(f"steering: {config.spec.describe()}; generating every arm once")
         started = time.perf_counter()
-        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved), start=1):
+        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved, say), start=1):
             done(index, finding, elapsed)
         spec_s = time.perf_counter() - started
     return notes, prompt_ids, resolved, spec_s

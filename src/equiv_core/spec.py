@@ -356,6 +356,7 @@ class SteeringSpec:
 
 
 SPEC_FIELDS = ("op", "vector", "scale", "layers", "positions", "steps", "indexing")
+LIST_FIELDS = ("layers", "positions")  # a spec file may give these as TOML lists of integers
 
 
 def _step_list(steps: set[int]) -> str:
@@ -401,6 +402,13 @@ def _scale(value: str | float) -> float:
     return scale
 
 
+def _joined_ints(where: str, key: str, values: list[Any]) -> str:
+    """A TOML list of integers (``layers = [2, 5]``) as the command line writes it (``"2,5"``)."""
+    if not values or not all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        raise UserInputError(f"{where}: {key} = {values!r}; a list must hold one or more integers, like [2, 5]")
+    return ",".join(str(value) for value in values)
+
+
 def load_spec_file(path: Path) -> dict[str, str | float]:
     """The fields of a TOML spec file: the same names as the CLI flags (``op = "add"``), at the top level or in a
     ``[steering]`` table, plus ``recipe``. A relative vector path is taken relative to the file.
@@ -427,8 +435,11 @@ def load_spec_file(path: Path) -> dict[str, str | float]:
         raise UserInputError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(allowed)}")
     fields_: dict[str, str | float] = {}
     for key, value in table.items():
+        if key in LIST_FIELDS and isinstance(value, list):
+            value = _joined_ints(where, key, value)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise UserInputError(f"{where}: {key} = {value!r}; give a string or a number")
+            lists = f" (a list of integers for {' and '.join(LIST_FIELDS)})" if key in LIST_FIELDS else ""
+            raise UserInputError(f"{where}: {key} = {value!r}; give a string or a number{lists}")
         fields_[key] = value if key == "scale" else str(value)
     vector = fields_.get("vector")
     if isinstance(vector, str) and not vector.startswith(("random:", "actadd:")) and not Path(vector).is_absolute():

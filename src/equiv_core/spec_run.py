@@ -154,18 +154,30 @@ def _quiet_right_padding() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
-def run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
-    """Generate every arm once (deterministic kernels are the caller's business) and check its coverage."""
+def run_spec(
+    context: SteeringContext, resolved: ResolvedSpec, progress: Callable[[str], None] | None = None
+) -> SpecRun:
+    """Generate every arm once (deterministic kernels are the caller's business) and check its coverage.
+
+    ``progress`` gets one line as each arm starts, so a long batch (every arm again per prompt alone) is never
+    silent for long.
+    """
     with _quiet_right_padding():
-        return _run_spec(context, resolved)
+        rows = resolved.batch.size
+        return _run_spec(context, resolved, progress or (lambda _line: None), f" (batch of {rows})" if rows > 1 else "")
 
 
-def _run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
+def _arm_names(resolved: ResolvedSpec) -> tuple[str, ...]:
+    """The arms a spec runs: one prompt has no ``iter_per_invoke`` (one invoke per prompt is ``iter``'s code)."""
+    return tuple(name for name in STEERED_ARMS if name != "iter_per_invoke" or resolved.batch.size > 1)
+
+
+def _run_spec(context: SteeringContext, resolved: ResolvedSpec, say: Callable[[str], None], where: str = "") -> SpecRun:
     model, pad, work = context.loaded.model, context.loaded.tokenizer.pad_token_id, context.work  # work: timed
     arms: dict[str, ArmRun] = {}
-    for name in STEERED_ARMS:
-        if name == "iter_per_invoke" and resolved.batch.size == 1:
-            continue  # one prompt: one invoke per prompt is the same code as iter
+    names = _arm_names(resolved)
+    for index, name in enumerate(names, start=1):
+        say(f"generating{where} arm {index}/{len(names)}: {name} ...")
         cached = CACHED[name]
         reason = _not_expressible(name, resolved)
         generation: SpecGeneration | None = None
@@ -181,8 +193,12 @@ def _run_spec(context: SteeringContext, resolved: ResolvedSpec) -> SpecRun:
         coverage = () if generation is None else _coverage(name, cached, generation, resolved)
         arms[name] = ArmRun(name, _description(name, resolved), cached, generation, coverage, reason)
     alone: tuple[SpecRun, ...] = ()
-    if resolved.batch.size > 1:
-        alone = tuple(_run_spec(context, resolved.alone(row)) for row in range(resolved.batch.size))
+    rows = resolved.batch.size
+    if rows > 1:
+        alone = tuple(
+            _run_spec(context, resolved.alone(row), say, f" (prompt {row + 1}/{rows} alone)") for row in range(rows)
+        )
+    say(f"generating{where}: unsteered, with and without the KV cache ...")
     return SpecRun(
         resolved=resolved,
         arms=arms,

@@ -7,9 +7,26 @@ any generation.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
 from equiv_core.errors import UserInputError
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch and random accept it too
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hugging Face hub spells a repository id
+
+
+def check_model_name(name: str, builtin: Iterable[str]) -> None:
+    """A model is a built-in name, an existing local directory, or something shaped like a hub id (owner/name);
+    anything else is refused before torch is even imported."""
+    names = tuple(builtin)
+    if name in names or Path(name).expanduser().is_dir() or HUB_ID.fullmatch(name):
+        return
+    raise UserInputError(
+        f"unknown model {name!r}; valid: {', '.join(names)}, an existing local directory, "
+        "or a hub id like openai-community/gpt2"
+    )
 
 
 def check_seed(seed: int) -> int:
@@ -46,6 +63,15 @@ def check_new_tokens(new_tokens: int, flag: str = "max-new-tokens") -> int:
     if new_tokens < 1:
         raise UserInputError(f"{flag} must be >= 1, got {new_tokens}")
     return new_tokens
+
+
+def check_new_tokens_fit(new_tokens: int, model: str, max_positions: int | None, flag: str = "max-new-tokens") -> None:
+    """Before loading: ``new_tokens`` must leave room for the shortest prompt (2 tokens) in the model's context."""
+    if max_positions is not None and new_tokens > max_positions - 2:
+        raise UserInputError(
+            f"{flag} {new_tokens} too large: valid 1..{max_positions - 2} on {model} ({max_positions} positions, "
+            "of which the prompt takes at least 2)"
+        )
 
 
 def check_prompt(prompt: str) -> str:

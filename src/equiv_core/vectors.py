@@ -23,6 +23,7 @@ from torch import nn
 from equiv_core.architecture import find_decoder_layers, hidden_states_of
 from equiv_core.errors import UserInputError
 from equiv_core.spec import VectorSource
+from equiv_core.vector_files import check_vector_shape, expected_vector_shapes
 
 if TYPE_CHECKING:
     from equiv_core.context import SteeringContext
@@ -131,11 +132,10 @@ def resolve_vectors(source: VectorSource, context: SteeringContext, layers: tupl
 
 def _checked_file_vector(path: Path, hidden: int, n_layers: int) -> torch.Tensor:
     tensor = _read_file(path)
-    expected = f"[{hidden}] or [{n_layers}, {hidden}] for {n_layers} steered layer{'s' if n_layers > 1 else ''}"
     if not tensor.is_floating_point():
-        raise UserInputError(f"--vector {str(path)!r} has dtype {tensor.dtype}; expected a floating tensor {expected}")
-    if tuple(tensor.shape) == (hidden,):
-        tensor = tensor.expand(n_layers, hidden)
-    elif tuple(tensor.shape) != (n_layers, hidden):
-        raise UserInputError(f"--vector {str(path)!r} has shape {list(tensor.shape)}; expected {expected}")
-    return tensor.float()
+        raise UserInputError(
+            f"--vector {str(path)!r} has dtype {tensor.dtype}; expected a floating tensor "
+            f"{expected_vector_shapes(hidden, n_layers)}"
+        )
+    check_vector_shape(str(path), tuple(tensor.shape), hidden, n_layers)
+    return tensor.expand(n_layers, hidden).float()

@@ -8,6 +8,7 @@ from typing import Any
 
 from equiv_core.catalog import (
     BENCH_ARMS,
+    BUILTIN_MODEL_INFO,
     DEFAULT_BUDGET_S,
     DEFAULT_MAX_ROUNDS,
     DEFAULT_MIN_ROUNDS,
@@ -19,7 +20,14 @@ from equiv_core.catalog import (
 )
 from equiv_core.errors import UserInputError
 from equiv_core.registry import check_name
-from equiv_core.validation import check_device_name, check_layer, check_prompt, check_seed
+from equiv_core.validation import (
+    check_device_name,
+    check_layer,
+    check_model_name,
+    check_new_tokens_fit,
+    check_prompt,
+    check_seed,
+)
 
 CPU_NEW_TOKENS = (8, 16, 32)
 GPU_NEW_TOKENS = (8, 32, 128, 512)
@@ -78,7 +86,11 @@ def validate_bench_config(config: BenchConfig) -> None:
     check_seed(config.seed)
     if config.dtype not in DTYPE_NAMES:
         raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    if config.model is not None:
+        check_model_name(config.model, BUILTIN_MODEL_INFO)
     shape = known_shape(config.model or "")
     if shape is not None:
         check_layer(config.layer, shape.num_layers)
+        if config.new_tokens:
+            check_new_tokens_fit(max(config.new_tokens), config.model or "", shape.max_positions, "--new-tokens")
     check_device_name(config.device)

@@ -73,6 +73,18 @@ class MachineLoad:
             f"start, {self.loadavg_end[0]:.2f} at end); medians and ratios are not reliable, rerun on a quiet machine"
         )
 
+    def run_warning(self) -> str | None:
+        """For ``equiv run``: one line when the machine is busy, saying what to do and what that changes."""
+        if not self.busy:
+            return None
+        return (
+            f"warning: the machine is busy: other processes used {self.others_cores:.1f} of its {self.cores} cores "
+            f"beside this run's {self.threads} torch threads; oversubscribed OpenMP threads spin while they wait, "
+            "which made runs here 4-8x slower. Run it with fewer threads (OMP_NUM_THREADS=1) or on a quiet machine: "
+            "token ids stay the same, but logits hashes and so the run fingerprint differ from a "
+            f"{self.threads}-thread run (the thread counts are recorded with the run)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "cores": self.cores,
