@@ -64,3 +64,31 @@ def test_a_bar_only_on_a_terminal_with_progress_on(
     monkeypatch.setattr(stream, "isatty", lambda: tty)
     monkeypatch.setattr(sys, "stderr", stream)
     assert Progress.for_stderr(print, progress).shows_bar is bar
+
+
+def test_the_watchdog_says_which_step_is_still_running_after_a_silent_spell() -> None:
+    """One long call (compiling floor) cannot reach note(): the watchdog thread speaks for it, once per spell."""
+    import time
+
+    said: list[str] = []
+    clock = _Clock()
+    shown = Progress(said.append, bar=False, clock=clock)
+    shown.line("correctness pass: floor at 8 new tokens (compiles on its first call) ...")
+    with shown.watchdog(quiet_s=20.0, poll_s=0.001):
+        clock.now = 25.0
+        deadline = time.monotonic() + 10.0  # a bound on waiting for the thread, not a speed requirement
+        while len(said) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.05)  # more polls at the same scripted time: no second line for the same spell
+    assert said[1:] == ["still running (25 s): correctness pass: floor at 8 new tokens (compiles on its first call)"]
+
+
+def test_the_watchdog_is_silent_while_lines_keep_coming() -> None:
+    said: list[str] = []
+    clock = _Clock()
+    shown = Progress(said.append, bar=False, clock=clock)
+    with shown.watchdog(quiet_s=20.0, poll_s=0.001):
+        for second in range(0, 100, 10):
+            clock.now = float(second)
+            shown.line(f"timing round at {second} s")
+    assert not [line for line in said if line.startswith("still running")]

@@ -124,7 +124,7 @@ def run_job(
     resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
 
-    with tracker.run(f"run {config.model}", tags={"kind": "run"}) as parent:
+    with tracker.run(run_logging.run_name(config), tags={"kind": "run"}) as parent:
         if parent.enabled:
             run_logging.prefetch_environment_manifest()
         parent.log(params=run_logging.run_params(config), tags=_early_tags())

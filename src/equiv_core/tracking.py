@@ -6,17 +6,23 @@ tracking server instead. A run that is interrupted ends KILLED, one that raises 
 already logged kept. A store that fails mid-run does not stop the command: its results are journaled and spooled
 to disk for ``equiv runs --upload`` (:mod:`equiv_core.spool`). A run whose process was killed outright is
 recognised by its owner and heartbeat tags (:mod:`equiv_core.orphans`).
+
+A run that reaches a verdict is renamed to say it (``run actadd-all smollm2-135m FAIL 3/4``) and one whose verdict
+is FAIL ends FAILED, with the checks that failed in ``equiv.end_reason``: in the MLflow UI a failing run must not
+show the green tick of a clean run. Its verdict tag tells such a run from one that crashed (FAILED, no verdict):
+see :attr:`RunSummary.reached_verdict`. The process's exit code is unchanged (1 for a failing finding).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,12 +31,50 @@ import filelock
 
 from equiv_core.errors import UserInputError
 from equiv_core.orphans import END_REASON_TAG, HEARTBEAT_TAG, OWNER_TAG, Heartbeat, now_ms, orphan_reason, this_process
-from equiv_core.spool import Journal, Spooled, SpooledLog
+from equiv_core.spool import Journal, Spooled, SpooledLog, SpooledRun
 
 DEFAULT_EXPERIMENT = "equiv-bench"
 AUDIT_EXPERIMENT = "equiv-audit"
 UPLOADED_FROM_TAG = "equiv.uploaded_from"
+KIND_TAG = "kind"  # what a run is: run, bench, finding, bench-cell, audit-cell, audit-report
+VERDICT_TAG = "verdict"  # PASS / FAIL on a top-level run (a finding's run: also NOT APPLICABLE / NOT EXPRESSIBLE)
+PARENT_TAG = "mlflow.parentRunId"
+# MLflow's UI reads this experiment tag to tell a GenAI experiment (opens on traces) from a model-training one (opens
+# on its runs) where the kind is read from the experiment (MLflow 3.17 picks by its GenAI / Model training switch
+# instead: open RUNS_PAGE there). equiv's experiments hold runs, never traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT = "custom_model_development"
+# An experiment's runs in the MLflow UI, with its switch set to model training (MLflow 3.17 opens an experiment on
+# GenAI pages unless told): format with the server's URL and the experiment id.
+RUNS_PAGE = "{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 T = TypeVar("T")
+
+
+class Verdict(enum.Enum):
+    """What a run concluded: PASS when every check that applies holds."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A run's conclusion: ``failed`` names the checks that failed (none: PASS); ``label`` is appended to the run's
+    name (``PASS 4/4``)."""
+
+    failed: tuple[str, ...]
+    label: str
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.FAIL if self.failed else Verdict.PASS
+
+    @classmethod
+    def counted(cls, failed: tuple[str, ...], total: int, unit: str = "") -> Outcome:
+        """The outcome of ``total`` checks of which ``failed`` failed, labelled ``FAIL 3/4`` (``unit``: what
+        they are, e.g. ``checks``, added after the count unless "")."""
+        verdict = Verdict.FAIL if failed else Verdict.PASS
+        return cls(failed, f"{verdict.value} {total - len(failed)}/{total}" + (f" {unit}" if unit else ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +88,12 @@ class RunSummary:
     start_ms: int
     parent: str
     orphaned: str
+    verdict: str = ""  # the VERDICT_TAG, "" when the run has none
+
+    @property
+    def reached_verdict(self) -> bool:
+        """The run ran to its end: FINISHED, or FAILED because its verdict is FAIL (not a crash, not killed)."""
+        return self.status == "FINISHED" or (self.status == "FAILED" and self.verdict == Verdict.FAIL.value)
 
 
 def default_store_dir() -> Path:
@@ -143,6 +193,20 @@ class TrackedRun:
     run_id: str
     name: str
     key: str = ""
+    parent: TrackedRun | None = None
+    outcome: Outcome | None = None  # set by conclude(): applied when the run ends without an error
+    children_failed: list[str] = field(default_factory=list)  # names of child runs that concluded FAIL
+    children_concluded: int = 0
+
+    def conclude(self, outcome: Outcome) -> None:
+        """The run's verdict, known at its end: when the run's block ends without an error, the run is renamed
+        ``<name> <outcome label>``, tagged with the verdict and, when it is FAIL, ended FAILED with the failed
+        checks as its end reason (see the module docstring); the parent's tally counts it."""
+        self.outcome = outcome
+        if self.parent is not None:
+            self.parent.children_concluded += 1
+            if outcome.verdict is Verdict.FAIL:
+                self.parent.children_failed.append(self.name)
 
     @property
     def enabled(self) -> bool:
@@ -295,11 +359,11 @@ class Tracker:
         run_tags[HEARTBEAT_TAG] = str(now_ms())
         created_tags = dict(run_tags)
         if parent is not None and parent.run_id:
-            created_tags["mlflow.parentRunId"] = parent.run_id
+            created_tags[PARENT_TAG] = parent.run_id
         created = self.write(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=created_tags))
         run_id = created.info.run_id if created is not None else ""
         spooled = self.journal.open_run(name, parent.key if parent is not None else None, run_tags, run_id)
-        tracked = TrackedRun(self, run_id, name, spooled.key)
+        tracked = TrackedRun(self, run_id, name, spooled.key, parent)
         heartbeat = Heartbeat(self._beat(run_id)) if run_id and parent is None else None
         status, bad_input = "FINISHED", False
         try:
@@ -316,11 +380,26 @@ class Tracker:
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
+            if status == "FINISHED" and tracked.outcome is not None:
+                status = self._conclude(tracked, spooled, tracked.outcome)
             spooled.status = status
             if run_id:
                 self.write(lambda: self.client.set_terminated(run_id, status))
                 if bad_input:  # input only found bad after loading (e.g. a layer out of range): leave no trace
                     self.write(lambda: self.client.delete_run(run_id))
+
+    def _conclude(self, run: TrackedRun, spooled: SpooledRun, outcome: Outcome) -> str:
+        """Rename a run that ended with ``outcome`` and tag it (a top-level run's verdict tag is written here, only
+        once it is known; a child's carries the finding's own verdict); the status it ends with."""
+        tags = {} if run.parent is not None else {VERDICT_TAG: outcome.verdict.value}
+        if outcome.failed:
+            tags[END_REASON_TAG] = f"verdict FAIL: {', '.join(outcome.failed)} failed"
+        if tags:
+            run.log(tags=tags)
+        run.name = spooled.name = f"{run.name} {outcome.label}"
+        if run.run_id:
+            self.write(lambda: self.client.update_run(run.run_id, name=run.name))
+        return "FAILED" if outcome.failed else "FINISHED"
 
     def _beat(self, run_id: str) -> Callable[[int], None]:
         def beat(stamp: int) -> None:
@@ -343,8 +422,9 @@ class Tracker:
                 run.info.run_name or run.info.run_id,
                 run.info.status,
                 run.info.start_time or 0,
-                run.data.tags.get("mlflow.parentRunId", ""),
+                run.data.tags.get(PARENT_TAG, ""),
                 orphan_reason(run.info.status, run.data.tags),
+                run.data.tags.get(VERDICT_TAG, ""),
             )
             for run in found
         ]
@@ -363,7 +443,7 @@ class Tracker:
         for spooled_run in spooled.runs:
             tags = {**spooled_run.tags, UPLOADED_FROM_TAG: spooled.directory.name}
             if spooled_run.parent is not None:
-                tags["mlflow.parentRunId"] = ids[spooled_run.parent]
+                tags[PARENT_TAG] = ids[spooled_run.parent]
             created = _retry_locked(
                 partial(self.client.create_run, self.experiment_id, run_name=spooled_run.name, tags=tags), self.say
             )
@@ -394,22 +474,24 @@ class Tracker:
 
 
 def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
-    """The id of experiment ``name``, created if missing. Cells on several machines may create it at the same
-    moment on a fresh server: the loser of that race gets RESOURCE_ALREADY_EXISTS and reads the winner's id."""
+    """The id of experiment ``name``, created if missing, marked a model-training experiment (runs, not traces: see
+    :data:`EXPERIMENT_KIND_TAG`) if it has no kind yet. Cells on several machines may create it at the same moment
+    on a fresh server: the loser of that race gets RESOURCE_ALREADY_EXISTS and reads the winner's id."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    try:
-        return str(client.create_experiment(name, artifact_location))
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return str(experiment.experiment_id)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name, artifact_location, {EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT}))
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older equiv, or by hand; a kind set by hand stays
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
+    return str(experiment.experiment_id)
 
 
 class NullTracker(Tracker):

@@ -9,6 +9,7 @@ before and after, and a long step a line at most every :data:`HEARTBEAT_S` secon
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ from typing import Any
 HEARTBEAT_S = 10.0
 """Seconds between two lines of one running step (line mode): often enough to show it is alive, rarely enough
 that a log of a quick run stays short."""
+QUIET_S = 20.0
+"""In line mode, the longest a log stays silent while one call runs (compiling ``floor``, one long round on a
+busy machine): the watchdog then says what is still running (issue 18: no phase silent for more than 30 s)."""
 
 
 class Progress:
@@ -38,7 +42,8 @@ class Progress:
         self.clock = clock
         self.heartbeat_s = heartbeat_s
         self._bar: Any = None
-        self._last_line = clock()
+        self._last_line = self._step_started = clock()
+        self._last_message = "the bench"
 
     @classmethod
     def for_stderr(cls, say: Callable[[str], None] | None, progress: bool) -> Progress:
@@ -47,8 +52,36 @@ class Progress:
 
     def line(self, message: str) -> None:
         """A line in both modes: what a reader of the output needs whether or not a bar is drawn."""
-        self._last_line = self.clock()
+        self._last_line = self._step_started = self.clock()
+        self._last_message = message
         self.say(message)
+
+    @contextmanager
+    def watchdog(self, quiet_s: float = QUIET_S, poll_s: float = 1.0) -> Iterator[None]:
+        """While the block runs (line mode with heartbeats), a background thread says which step is still running
+        whenever nothing was said for ``quiet_s`` seconds: one call (a compile, a long round) cannot reach
+        :meth:`note` between runs. A bar already shows it is alive, so on a terminal this does nothing."""
+        if self.shows_bar or not self.heartbeats:
+            yield
+            return
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(poll_s):
+                now = self.clock()
+                if now - self._last_line >= quiet_s:
+                    self._last_line = now  # not a new step: the message stays the step's own
+                    self.say(
+                        f"still running ({now - self._step_started:.0f} s): {self._last_message.removesuffix(' ...')}"
+                    )
+
+        watcher = threading.Thread(target=watch, name="equiv-progress-watchdog", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
 
     def step(self, message: str) -> None:
         """A line in line mode only (the bar shows the same step on a terminal)."""

@@ -448,6 +448,16 @@ def run_bench(
     ``say`` gets the status lines either way. Unused budget of one size carries over to the next.
     """
     shown = Progress.for_stderr(say, progress)
+    with shown.watchdog():
+        return _run_bench(config, shown, say, on_cells)
+
+
+def _run_bench(
+    config: BenchConfig,
+    shown: Progress,
+    say: Callable[[str], None] | None,
+    on_cells: Callable[[list[ArmResult]], None] | None,
+) -> BenchReport:
     validate_bench_config(config)
     config = config.resolved(cuda=resolve_device(config.device).type == "cuda")
     prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=say)
