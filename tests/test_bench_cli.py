@@ -144,7 +144,7 @@ def test_steering_not_applied_is_flagged_not_fast(
         (["--new-tokens", "8,0"], "new tokens must each be >= 1"),
         (["--new-tokens", "8,x"], "expected comma-separated integers"),
         (["--layer", "7"], "layer 7 out of range; valid: 0..1"),
-        (["--new-tokens", "500"], "new tokens 500 too large: valid 1..252"),
+        (["--new-tokens", "500"], "--new-tokens 500 too large: valid 1..254 on tiny-gpt2"),
     ],
 )
 def test_bad_bench_arguments_exit_2(
