@@ -141,10 +141,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def ui(session: nox.Session) -> None:
-    """Serve the MLflow UI for the local store on 127.0.0.1 (port 5000, or the first posarg).
+    """Serve the MLflow UI for the local store on 127.0.0.1 (port 5000, or the first posarg); prints the runs' page.
 
     Builds no environment of its own: it runs the MLflow of the bench, tests or lint environment, whichever exists.
+    Sized for a small machine: one web worker and no job runner (MLflow 3.17 otherwise starts 4 uvicorn workers and
+    7 huey consumers, 15 processes, for GenAI jobs equiv never submits): 2 processes.
     """
+    import sqlite3
+    from contextlib import closing
+
     mlflow = next(
         (path for name in ("bench", "tests", "lint") if (path := ROOT / ".nox" / name / "bin" / "mlflow").is_file()),
         None,
@@ -153,6 +158,16 @@ def ui(session: nox.Session) -> None:
         session.error("no environment with MLflow yet: run `python3 -m nox -s bench` (or `-s tests`) first")
     store = ROOT / "mlflow"
     port = session.posargs[0] if session.posargs else "5000"
+    url = f"http://127.0.0.1:{port}"
+    try:  # MLflow 3.17 opens an experiment on GenAI pages unless the URL says model training (tracking.RUNS_PAGE)
+        with closing(sqlite3.connect(f"{(store / 'mlflow.db').as_uri()}?mode=ro", uri=True)) as database:
+            found = database.execute("SELECT experiment_id FROM experiments WHERE name = 'equiv-bench'").fetchone()
+    except sqlite3.Error:
+        found = None  # no store yet, or not one MLflow wrote
+    if found is not None:
+        session.log(f"equiv's runs: {url}/#/experiments/{found[0]}/runs?workflowType=machine_learning")
+    else:
+        session.log(f"no equiv runs yet; experiments: {url}/#/experiments?workflowType=machine_learning")
     session.run(
         str(mlflow),
         "server",
@@ -164,6 +179,9 @@ def ui(session: nox.Session) -> None:
         "127.0.0.1",
         "--port",
         port,
+        "--workers",
+        "1",
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         external=True,
     )
 

@@ -62,8 +62,8 @@ class Server:
 
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) -> Iterator[Server]:
-    """A real ``mlflow server`` bound to 127.0.0.1 on a free port, in its own process group; yields it and stops
-    it afterwards."""
+    """A real ``mlflow server`` bound to 127.0.0.1 on a free port, in its own process group, sized as ``nox -s ui``
+    runs it (one web worker, no job runner); yields it and stops it afterwards."""
     port = free_port()
     log = (artifacts.parent / f"mlflow-server-{port}.log").open("w")
     command = [
@@ -82,7 +82,8 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90.0) ->
         "--workers",
         "1",
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s

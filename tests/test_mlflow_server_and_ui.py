@@ -1,13 +1,14 @@
 """As a user would: log to a real ``mlflow server`` over HTTP, and look at the runs in the MLflow UI.
 
-The UI test drives Debian's Chromium headless (installed by .ci/run) against a server on 127.0.0.1 and keeps a
-screenshot of the compare view in results/test-artifacts/.
+The UI tests drive Debian's Chromium headless (installed by .ci/run) against a server on 127.0.0.1 and keep
+screenshots of the runs page and the compare view in results/test-artifacts/.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow_helpers import artifact_paths, mlflow_server, parent_and_children
 
+from equiv_core.tracking import RUNS_PAGE
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,7 @@ ARTIFACT_DIR = Path(__file__).resolve().parents[1] / "results" / "test-artifacts
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _equiv(*arguments: str, environment: dict[str, str] | None = None) -> None:
+def _equiv(*arguments: str, environment: dict[str, str] | None = None, exit_code: int = 0) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "equiv_core", *arguments],
         capture_output=True,
@@ -33,7 +35,7 @@ def _equiv(*arguments: str, environment: dict[str, str] | None = None) -> None:
         env={**os.environ, **(environment or {})},
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == exit_code, result.stderr[-3000:]
 
 
 def test_equiv_run_logs_to_a_tracking_server_over_http(tmp_path: Path) -> None:
@@ -99,4 +101,35 @@ def test_mlflow_ui_compare_view_shows_runs_and_metrics(tmp_path: Path) -> None:
     assert "Comparing 2 Runs" in dom
     assert "run tiny-gpt2" in dom and "run tiny-llama" in dom
     assert "holds.steered_differs" in dom
+    assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 20_000
+
+
+def _status_icon(dom: str, run_name: str) -> str:
+    """The CSS class of the status icon MLflow draws beside ``run_name`` in the runs table (its "Created" cell)."""
+    found = re.search(re.escape(run_name) + r"</span>.*?runDateAndNestInfo.*?class=\"anticon ([\w-]+)\"", dom, re.S)
+    assert found is not None, f"no status icon found for {run_name!r}"
+    return found.group(1)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_runs_page_lists_each_run_by_what_it_ran_and_its_verdict(tmp_path: Path) -> None:
+    """The page `nox -s ui` prints (MLflow 3.17 opens an experiment on its GenAI pages otherwise): every run named
+    by recipe, model and verdict, and a run that FAILs its findings drawn with another status icon than one that
+    PASSes (MLflow's green tick is for FINISHED runs only)."""
+    store = tmp_path / "mlflow"
+    environment = {"EQUIV_MLFLOW_DIR": str(store)}
+    for recipe, exit_code in (("actadd-all", 0), ("wrong-late-window", 1)):
+        arguments = ("run", "--model", "tiny-gpt2", "--recipe", recipe, "--max-new-tokens", "4")
+        _equiv(*arguments, environment=environment, exit_code=exit_code)
+    local_uri = f"sqlite:///{store / 'mlflow.db'}"
+    experiment_id = parent_and_children(local_uri)[0][0].info.experiment_id
+    with mlflow_server(local_uri, store / "artifacts") as server:
+        page = RUNS_PAGE.format(url=server.url, experiment_id=experiment_id)
+        dom = _chromium(page, "--dump-dom", profile=tmp_path / "profile-dom").stdout
+        ARTIFACT_DIR.mkdir(parents=True, exist_ok=True)
+        screenshot = ARTIFACT_DIR / "mlflow-runs-page.png"
+        _chromium(page, f"--screenshot={screenshot}", profile=tmp_path / "profile-shot")
+    passing, failing = "run actadd-all tiny-gpt2 PASS 4/4", "run wrong-late-window tiny-gpt2 FAIL 3/4"
+    assert passing in dom and failing in dom
+    assert _status_icon(dom, passing) != _status_icon(dom, failing)
     assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 20_000

@@ -1,4 +1,5 @@
-"""MLflow logging of ``equiv run`` / ``equiv bench`` to a local SQLite store: content, faults, concurrency, compare."""
+"""MLflow logging of ``equiv run`` / ``equiv bench`` to a local SQLite store: content, run names and verdicts, the
+experiment's kind, faults, concurrency."""
 
 from __future__ import annotations
 
@@ -20,9 +21,20 @@ from mlflow_helpers import artifact_paths, free_port, parent_and_children
 from equiv_core import prepare
 from equiv_core.cli import main
 from equiv_core.experiments import EXPERIMENTS
+from equiv_core.orphans import END_REASON_TAG
 from equiv_core.registry import Registry
-from equiv_core.tracking import resolve_tracking_uri
+from equiv_core.tracking import (
+    DEFAULT_EXPERIMENT,
+    EXPERIMENT_KIND_TAG,
+    TRAINING_EXPERIMENT,
+    VERDICT_TAG,
+    Tracker,
+    resolve_tracking_uri,
+)
 from mlflow import MlflowClient
+
+# The known-wrong recipe's coverage finding fails (it must be flagged); its other three hold.
+FAILING_RUN = ["run", "--model", "tiny-gpt2", "--recipe", "wrong-late-window", "--max-new-tokens", "4"]
 
 
 def test_store_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +49,7 @@ def test_store_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_run_logs_parent_and_a_child_per_finding(store: str, tmp_path: Path) -> None:
     assert main(["run", "--model", "tiny-gpt2", "--json", str(tmp_path / "r.json")]) == 0
     [(parent, children)] = parent_and_children(store)
-    assert parent.info.status == "FINISHED" and parent.info.run_name == "run tiny-gpt2"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "run tiny-gpt2 PASS 5/5"
     assert {"model", "prompt", "layer", "position", "edit", "max_new_tokens", "dtype", "device", "seed"} <= set(
         parent.data.params
     )
@@ -129,6 +141,14 @@ def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Pa
     } <= artifact_paths(store, parent.info.run_id)
 
 
+def test_a_bench_run_is_named_by_its_verdict_over_cells_and_findings(store: str) -> None:
+    arguments = ["--rounds", "1", "--max-rounds", "1", "--arms", "hook,unsteered,plain", "--new-tokens", "2"]
+    assert main(["bench", "--model", "tiny-llama", *arguments, "--no-progress", "--no-plot", "--with-findings"]) == 0
+    [(parent, children)] = parent_and_children(store)
+    checks = len(children)  # a child run per cell (the busy-machine budget may drop some) and per finding
+    assert checks >= 5 and parent.info.run_name.endswith(f" PASS {checks}/{checks} checks")
+
+
 def test_ctrl_c_mid_run_ends_killed_and_keeps_finished_children(
     store: str, replace_entry: Callable[[Registry[Any], str, Any], None]
 ) -> None:
@@ -192,20 +212,82 @@ def test_four_processes_logging_at_once_lose_no_run(store: str, tmp_path: Path) 
     assert all(parent.info.status == "FINISHED" and len(children) == 1 for parent, children in runs)
 
 
-def test_compare_prints_verdicts_and_identical_hashes(store: str, capsys: pytest.CaptureFixture[str]) -> None:
-    for _ in range(2):
-        assert main(["run", "--model", "tiny-llama", "--only", "iter0_equivalence,steered_differs"]) == 0
-    capsys.readouterr()
-    assert main(["compare"]) == 0
-    printed = capsys.readouterr().out
-    assert "iter0_equivalence" in printed and "PASS" in printed
-    hash_rows = [line for line in printed.splitlines() if "_sha256" in line]
-    assert hash_rows and all(" yes " in row for row in hash_rows)
+def test_a_run_is_named_by_its_recipe_model_and_verdict(store: str) -> None:
+    assert main(["run", "--model", "tiny-gpt2", "--recipe", "actadd-all", "--max-new-tokens", "4"]) == 0
+    [(parent, _children)] = parent_and_children(store)
+    assert parent.info.run_name == "run actadd-all tiny-gpt2 PASS 4/4"
 
 
-def test_compare_needs_two_runs(store: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compare"]) == 2
-    assert "need at least 2" in capsys.readouterr().err
+def test_a_batch_run_of_another_spec_is_named_by_op_layers_and_number_of_prompts(store: str, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The weather today is\nI love this film\n")
+    arguments = ["--op", "zero", "--layers", "1", "--prompts", str(prompts), "--max-new-tokens", "3"]
+    assert main(["run", "--model", "tiny-gpt2", *arguments]) == 0
+    [(parent, _children)] = parent_and_children(store)
+    assert parent.info.run_name == "run zero@L1 tiny-gpt2 2 prompts PASS 5/5"
+
+
+def test_a_run_whose_finding_fails_exits_1_and_ends_failed_with_the_finding_named(store: str) -> None:
+    assert main(FAILING_RUN) == 1
+    [(parent, _children)] = parent_and_children(store)
+    assert parent.info.status == "FAILED"
+    assert parent.info.run_name == "run wrong-late-window tiny-gpt2 FAIL 3/4"
+    assert parent.data.tags[END_REASON_TAG] == "verdict FAIL: coverage failed"
+
+
+def test_the_verdict_is_a_tag_and_the_failed_count_a_metric(store: str) -> None:
+    assert main(FAILING_RUN) == 1
+    [(parent, _children)] = parent_and_children(store)
+    assert parent.data.tags[VERDICT_TAG] == "FAIL"
+    assert parent.data.metrics["findings_failed"] == 1.0
+
+
+def test_a_failing_findings_child_run_ends_failed_and_the_others_finished(store: str) -> None:
+    assert main(FAILING_RUN) == 1
+    [(_parent, children)] = parent_and_children(store)
+    ended = {child.info.run_name: child.info.status for child in children}
+    assert ended == {
+        "finding: coverage FAIL": "FAILED",
+        "finding: arms_agree PASS": "FINISHED",
+        "finding: cache_vs_recompute PASS": "FINISHED",
+        "finding: steered_differs PASS": "FINISHED",
+    }
+
+
+def test_a_run_failed_by_its_verdict_is_told_from_a_crashed_one(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(FAILING_RUN) == 1
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("equiv_core.run_logging.log_run_report", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(FAILING_RUN)
+    crashed, judged = Tracker(store).connect().runs(top_level=True)  # newest first
+    assert (crashed.status, judged.status) == ("FAILED", "FAILED")
+    assert (crashed.reached_verdict, judged.reached_verdict) == (False, True)
+
+
+def test_a_new_experiment_is_marked_a_model_training_experiment(store: str) -> None:
+    Tracker(store, "fresh").connect()
+    experiment = MlflowClient(store).get_experiment_by_name("fresh")
+    assert experiment is not None and experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_EXPERIMENT
+
+
+def test_an_existing_experiment_without_a_kind_is_marked_when_equiv_uses_it(store: str) -> None:
+    client = MlflowClient(store)
+    client.create_experiment(DEFAULT_EXPERIMENT)  # as an older equiv made it
+    Tracker(store).connect()
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    assert experiment is not None and experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_EXPERIMENT
+
+
+def test_an_experiment_kind_set_by_hand_is_kept(store: str) -> None:
+    client = MlflowClient(store)
+    client.create_experiment(DEFAULT_EXPERIMENT, tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    Tracker(store).connect()
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    assert experiment is not None and experiment.tags[EXPERIMENT_KIND_TAG] == "genai_development"
 
 
 def test_bad_input_known_before_loading_opens_no_store(unused_store: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,6 +376,7 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used_not_an_error
 
     class Experiment:
         experiment_id = "7"
+        tags = {EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT}
 
     class RacingClient:
         def __init__(self) -> None:
@@ -303,7 +386,7 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used_not_an_error
             self.lookups += 1
             return None if self.lookups == 1 else Experiment()  # the other process created it in between
 
-        def create_experiment(self, name: str, _location: str | None) -> str:
+        def create_experiment(self, name: str, _location: str | None, _tags: dict[str, str]) -> str:
             raise MlflowException(f"Experiment(name={name}) already exists", error_code=RESOURCE_ALREADY_EXISTS)
 
     assert experiment_id(RacingClient(), "equiv-audit", None) == "7"

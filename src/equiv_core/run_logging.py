@@ -19,7 +19,10 @@ from equiv_core.experiments import FindingResult
 from equiv_core.provenance import ENVIRONMENT_TAGS
 from equiv_core.run_config import RunConfig
 from equiv_core.runner import RunReport
-from equiv_core.tracking import TrackedRun, Tracker
+from equiv_core.tracking import KIND_TAG, VERDICT_TAG, Outcome, TrackedRun, Tracker
+
+FINDINGS_FAILED_METRIC = "findings_failed"  # a numeric column to sort and filter runs by in the MLflow UI
+CORRECT_CELL_STATUSES = ("ok", "baseline")  # BenchReport.all_correct's test of a cell
 
 
 def ids_sha256(ids: list[int] | tuple[int, ...]) -> str:
@@ -35,12 +38,39 @@ def determinism_tags(determinism: dict[str, Any], prefix: str = "determinism") -
     return {f"{prefix}.{key}": value for key, value in determinism.items()}
 
 
+def run_name(config: RunConfig) -> str:
+    """What an ``equiv run`` ran, as its MLflow run name (the verdict is added when it ends, see
+    :meth:`TrackedRun.conclude`): ``run smollm2-135m`` for the five findings, ``run actadd-all smollm2-135m`` for a
+    recipe, ``run add@L6 smollm2-135m`` for another spec, ``... 4 prompts`` for a batch."""
+    from equiv_core.recipes import RECIPES
+
+    words = ["run"]
+    if config.spec is not None:
+        recipe = next((name for name in RECIPES.names() if RECIPES.get(name).spec() == config.spec), None)
+        words.append(recipe or f"{config.spec.op}@L{config.spec.layers.text}")
+    words.append(config.model)
+    if len(config.prompt_list) > 1:
+        words.append(f"{len(config.prompt_list)} prompts")
+    return " ".join(words)
+
+
+def input_params(prompts: tuple[str, ...]) -> dict[str, Any]:
+    """What a run generated from: the prompt (a batch: its size, the prompts being too long for a param) and a
+    hash of every prompt, so ``equiv compare`` tells runs on the same input from others."""
+    return {
+        "prompt": prompts[0] if len(prompts) == 1 else f"batch of {len(prompts)} prompts",
+        "batch_size": len(prompts),
+        "prompts_sha256": hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest(),
+    }
+
+
 def run_params(config: RunConfig) -> dict[str, Any]:
-    """The params of an ``equiv run`` parent run, known before any model work."""
+    """The params of an ``equiv run`` parent run, known before any model work: everything that decides what it
+    generates and judges."""
     return {
         "command": "run",
         "model": config.model,
-        "prompt": config.prompt,
+        **input_params(config.prompt_list),
         "layer": config.layer,
         "position": config.position,
         "edit": "zero" if config.spec is None else config.spec.describe(),
@@ -48,6 +78,10 @@ def run_params(config: RunConfig) -> dict[str, Any]:
         "dtype": config.dtype,
         "device": config.device,
         "seed": config.seed,
+        "decoding": config.decoding.describe(),
+        "padding": config.padding or "tokenizer default",
+        "add_special_tokens": config.add_special_tokens,
+        "chat_template": config.chat_template,
         "experiments": ",".join(config.findings),
         **({} if config.spec is None else {f"spec.{key}": value for key, value in config.spec.to_dict().items()}),
     }
@@ -58,7 +92,7 @@ def bench_params(config: BenchConfig) -> dict[str, Any]:
     return {
         "command": "bench",
         "model": config.model,
-        "prompt": config.prompt,
+        **input_params((config.prompt,)),
         "layer": config.layer,
         "position": -1,
         "edit": "zero",
@@ -87,18 +121,20 @@ def _finding_hashes(finding: FindingResult) -> dict[str, str]:
 
 def log_finding(tracker: Tracker, parent: TrackedRun, finding: FindingResult, seconds: float) -> None:
     """A child run for one finding, logged as soon as the finding finishes (kept if the run dies later)."""
-    with tracker.run(f"finding: {finding.id}", parent=parent, tags={"kind": "finding"}) as child:
+    with tracker.run(f"finding: {finding.id}", parent=parent, tags={KIND_TAG: "finding"}) as child:
         metrics: dict[str, float] = {"holds": float(finding.holds), "seconds": seconds, **finding.evidence.metrics()}
         child.log(
             params={"finding": finding.id, **finding.config.params()},
             metrics=metrics,
             tags={
-                "verdict": finding.verdict,
+                VERDICT_TAG: finding.verdict,
                 "message": finding.message,
                 **_finding_hashes(finding),
             },
         )
         child.log_json(finding.to_dict(), "finding.json")
+        if finding.counts:  # a finding this input cannot test (NOT APPLICABLE) reaches no verdict
+            child.conclude(Outcome(() if finding.holds else (finding.id,), finding.verdict))
     parent.log(
         tags={f"finding.{finding.id}": finding.verdict},
         metrics={f"holds.{finding.id}": float(finding.holds)},
@@ -142,8 +178,15 @@ def _build_manifest() -> dict[str, str]:
 
 
 def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) -> None:
-    """Everything about a finished ``equiv run`` on its parent run."""
-    metrics: dict[str, float] = {"all_hold": float(report.all_hold), "load_seconds": report.load_seconds}
+    """Everything about a finished ``equiv run`` on its parent run, and its outcome (the verdict in its name,
+    FAILED when a finding fails: :meth:`TrackedRun.conclude`)."""
+    counted = [finding for finding in report.findings if finding.counts]
+    failed = tuple(finding.id for finding in counted if not finding.holds)
+    metrics: dict[str, float] = {
+        "all_hold": float(report.all_hold),
+        "load_seconds": report.load_seconds,
+        FINDINGS_FAILED_METRIC: float(len(failed)),
+    }
     for finding in report.findings:
         metrics |= {f"{finding.id}.{key}": value for key, value in finding.evidence.metrics().items()}
     run.log(
@@ -155,13 +198,13 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
             "layers_path": report.architecture["layers_path"],
             "weights_sha256": report.weights_sha256,
             "fingerprint": report.fingerprint(),
-            "verdict": "PASS" if report.all_hold else "FAIL",
         },
     )
     run.log_json(payload, "results.json")
     run.log_json(_generated_ids(report), "generated_ids.json")
     run.log_json(_logits_hashes(report), "logits_hashes.json")
     _log_environment_manifest(run)
+    run.conclude(Outcome.counted(failed, len(counted)))
 
 
 def _generated_ids(report: RunReport) -> dict[str, Any]:
@@ -186,7 +229,7 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
     """A child run per (arm, new_tokens) cell, logged as each size block finishes."""
     for cell in cells:
         record = cell.to_dict()
-        with tracker.run(f"arm: {cell.arm} x{cell.new_tokens}", parent=parent, tags={"kind": "bench-cell"}) as child:
+        with tracker.run(f"arm: {cell.arm} x{cell.new_tokens}", parent=parent, tags={KIND_TAG: "bench-cell"}) as child:
             metrics = {
                 key: record[key]
                 for key in (
@@ -228,7 +271,13 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
 
 
 def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, Any]) -> None:
-    """Growth exponents, correctness summary, provenance and artifacts on the bench parent run."""
+    """Growth exponents, correctness summary, provenance and artifacts on the bench parent run, and its outcome:
+    every cell correct and every finding run with it (``--with-findings``, its child runs) holding."""
+    cells = [f"{cell.arm} x{cell.new_tokens}" for cell in report.results]
+    failed = (
+        *(name for name, cell in zip(cells, report.results, strict=True) if cell.status not in CORRECT_CELL_STATUSES),
+        *run.children_failed,
+    )
     exponents: dict[str, float] = {}
     for arm, exponent in report.growth_exponents().items():
         if exponent.measurable and exponent.value is not None:  # a noise-level slope is not a result to plot
@@ -251,7 +300,6 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
             **determinism_tags(report.determinism["timing"], "timing"),
             **determinism_tags(report.determinism["correctness"], "correctness"),
             "block_output_form": report.architecture["block_output_form"],
-            "verdict": "PASS" if report.all_correct else "FAIL",
         },
     )
     run.log_json(payload, "bench.json")
@@ -263,3 +311,4 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
         "generated_ids.json",
     )
     _log_environment_manifest(run)
+    run.conclude(Outcome.counted(failed, len(cells) + run.children_concluded, "checks"))
