@@ -93,7 +93,8 @@ def test_one_new_token_makes_the_cache_findings_not_applicable_not_failed(
         (["--model", "tiny-gpt2", "--prompt", "   "], "prompt is empty"),
         (["--model", "tiny-gpt2", "--prompt", "The"], "need at least 2 tokens"),
         (["--model", "tiny-gpt2", "--max-new-tokens", "0"], "max-new-tokens must be >= 1"),
-        (["--model", "tiny-gpt2", "--max-new-tokens", "300"], "valid 1..252"),
+        (["--model", "tiny-gpt2", "--max-new-tokens", "300"], "valid 1..254 on tiny-gpt2"),  # before loading
+        (["--model", "tiny-gpt2", "--max-new-tokens", "254"], "valid 1..252 for a 4-token prompt"),  # after
         (["--model", "tiny-gpt2", "--max-new-tokens", "two"], "invalid int value"),
         (["--model", "tiny-gpt2", "--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda"),
         (["--model", "tiny-gpt2", "--only", "position_swep"], "did you mean 'position_sweep'"),

@@ -158,7 +158,8 @@ def test_a_zero_vector_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     [
         ("steering = 5\n", "[steering] must be a table of fields"),
         ('op = "add"\nscale = true\n', "scale = True; give a string or a number"),
-        ("layers = [1, 2]\n", "layers = [1, 2]; give a string or a number"),
+        ("layers = [1, 2.5]\n", "layers = [1, 2.5]; a list must hold one or more integers, like [2, 5]"),
+        ("steps = [0, 1]\n", "steps = [0, 1]; give a string or a number"),
         ('recipe = "actadd-all"\n[extra]\nx = 1\n', "unknown field 'extra'"),
     ],
 )

@@ -114,13 +114,17 @@ def run_job(
     if plot_path is not None and config.spec is None:
         raise UserInputError("--plot draws a steering spec's coverage map; give a spec (--recipe, --op, ...) too")
 
+    import torch
+
     from equiv_core import run_logging
+    from equiv_core.bench.machine_load import LoadMonitor
     from equiv_core.models import resolve_device
     from equiv_core.report import render
     from equiv_core.runner import run_findings
 
     imports_done = time.time()
     start = start or CommandStart(imports_done, imports_done)
+    load = LoadMonitor(threads=torch.get_num_threads())  # is the machine busy? said early in the run if so
     resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
 
@@ -128,7 +132,9 @@ def run_job(
         if parent.enabled:
             run_logging.prefetch_environment_manifest()
         parent.log(params=run_logging.run_params(config), tags=_early_tags())
-        report = run_findings(config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent))
+        report = run_findings(
+            config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent), load=load
+        )
         payload = {**report.to_dict(), "mlflow": _mlflow_info(tracker, parent)}
         if report.spec is not None:
             _coverage_outputs(report, plot_path, parent, payload)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import filelock
 
 from equiv_core.errors import UserInputError
+from equiv_core.interrupts import deferred
 from equiv_core.orphans import END_REASON_TAG, HEARTBEAT_TAG, OWNER_TAG, Heartbeat, now_ms, orphan_reason, this_process
 from equiv_core.spool import Journal, Spooled, SpooledLog, SpooledRun
 
@@ -126,7 +127,8 @@ def _retry_locked(action: Callable[[], T], say: Callable[[str], None] | None = N
     one line per retry."""
     for attempt in range(attempts):
         try:
-            return action()
+            with deferred():  # Ctrl-C / SIGTERM wait for the call, not for the retries: no half-done transaction
+                return action()
         except Exception as error:  # noqa: BLE001 - MLflow wraps the SQLAlchemy error in its own types
             if "database is locked" not in str(error) or attempt == attempts - 1:
                 raise
@@ -309,7 +311,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         try:
-            with _store_lock(self.uri):
+            with _store_lock(self.uri), deferred():  # no interrupt halfway through creating the schema
                 self.client = MlflowClient(tracking_uri=self.uri)
                 self.experiment_id = experiment_id(self.client, self.experiment_name, self._artifact_location())
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot use this store"

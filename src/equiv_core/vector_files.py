@@ -44,6 +44,8 @@ def header_shape(path: Path) -> tuple[int, ...] | None:
         if path.suffix == ".safetensors":
             with path.open("rb") as handle:
                 (length,) = struct.unpack("<Q", handle.read(8))
+                if length > path.stat().st_size - 8:
+                    return None  # not a safetensors file: the full load says so in its own words
                 header = json.loads(handle.read(length))
             tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
             entry = tensors.get("vector") or (next(iter(tensors.values())) if len(tensors) == 1 else None)
