@@ -45,6 +45,7 @@ from equiv_core.audit.matrix import (  # noqa: E402
     version_key,
 )
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
+from equiv_core.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, RUNS_PAGE  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
 RELEASES_RESULTS = AUDIT_RESULTS / RELEASES
@@ -155,19 +156,22 @@ def ui(session: nox.Session) -> None:
         None,
     )
     if mlflow is None:
-        session.error("no environment with MLflow yet: run `python3 -m nox -s bench` (or `-s tests`) first")
+        session.error("no environment with MLflow yet: run `.venv/bin/nox -s bench` (or `-s tests`) first")
     store = ROOT / "mlflow"
     port = session.posargs[0] if session.posargs else "5000"
     url = f"http://127.0.0.1:{port}"
-    try:  # MLflow 3.17 opens an experiment on GenAI pages unless the URL says model training (tracking.RUNS_PAGE)
+    try:  # MLflow 3.17 opens an experiment on GenAI pages unless the URL says model training (catalog.RUNS_PAGE)
         with closing(sqlite3.connect(f"{(store / 'mlflow.db').as_uri()}?mode=ro", uri=True)) as database:
-            found = database.execute("SELECT experiment_id FROM experiments WHERE name = 'equiv-bench'").fetchone()
+            found = database.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'",
+                (DEFAULT_EXPERIMENT,),
+            ).fetchone()
     except sqlite3.Error:
         found = None  # no store yet, or not one MLflow wrote
     if found is not None:
-        session.log(f"equiv's runs: {url}/#/experiments/{found[0]}/runs?workflowType=machine_learning")
+        session.log(f"equiv's runs: {RUNS_PAGE.format(url=url, experiment_id=found[0])}")
     else:
-        session.log(f"no equiv runs yet; experiments: {url}/#/experiments?workflowType=machine_learning")
+        session.log(f"no equiv runs yet; experiments: {EXPERIMENTS_PAGE.format(url=url)}")
     session.run(
         str(mlflow),
         "server",

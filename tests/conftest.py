@@ -101,11 +101,13 @@ def unit_tier_rules(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(autouse=True)
 def reap_test_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every process a test starts is killed, with its children, and reaped when the test ends, passed or failed.
+    """Every process the test's own code starts (``Popen`` called from tests/) is killed, with its children, and
+    reaped when the test ends, passed or failed.
 
     A child left running outlives its test: it competes for the cores, and the ``Popen`` object's
     ResourceWarning ("subprocess N is still running") fails whichever later test garbage-collects it
-    (issue 18). Processes started by module or session fixtures are their fixtures' business.
+    (issue 18). Processes started by module or session fixtures are their fixtures' business; the library's own
+    short-lived ones (``git``, torch's ``collect_env``) are waited for where it starts them.
     """
     started: list[subprocess.Popen[Any]] = []
     real_init = subprocess.Popen.__init__
@@ -119,11 +121,14 @@ def reap_test_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     for process in started:
         if process.poll() is None:
+            children: list[psutil.Process] = []
             with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(process.pid).children(recursive=True):
+                children = psutil.Process(process.pid).children(recursive=True)
+            process.kill()  # the parent first: a supervisor (mlflow's server) would replace a killed worker
+            for child in children:
+                with contextlib.suppress(psutil.Error):
                     child.kill()
-            process.kill()
-        process.wait()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,7 @@ def test_audit_report_cli_writes_markdown_and_logs_a_table(cell_results: Path, t
 
 def test_audit_report_without_results_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit-report", "--results", str(tmp_path / "none"), "--no-mlflow"]) == 2
-    assert "run `python3 -m nox -s audit` first" in capsys.readouterr().err
+    assert "run `.venv/bin/nox -s audit` first" in capsys.readouterr().err
 
 
 @pytest.mark.integration

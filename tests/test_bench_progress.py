@@ -84,6 +84,9 @@ def test_the_watchdog_says_which_step_is_still_running_after_a_silent_spell() ->
 
 
 def test_the_watchdog_is_silent_while_lines_keep_coming() -> None:
+    """90 s of scripted time, a line every 10 s, and the thread polling many times at each of them."""
+    import time
+
     said: list[str] = []
     clock = _Clock()
     shown = Progress(said.append, bar=False, clock=clock)
@@ -91,4 +94,5 @@ def test_the_watchdog_is_silent_while_lines_keep_coming() -> None:
         for second in range(0, 100, 10):
             clock.now = float(second)
             shown.line(f"timing round at {second} s")
-    assert not [line for line in said if line.startswith("still running")]
+            time.sleep(0.02)  # ~20 polls at this scripted time: a watchdog ignoring the lines would speak at 20 s
+    assert len(said) == 10 and not [line for line in said if line.startswith("still running")]

@@ -245,15 +245,34 @@ def test_a_size_the_plan_drops_gets_no_window_and_a_reason(monkeypatch: pytest.M
     assert planner.window(32) is None and 32 in planner.not_timed
 
 
-def test_a_dropped_size_is_planned_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_size_an_early_plan_drops_is_planned_again_at_its_turn_from_the_pace_measured_by_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 1-token pace (1 s per token: the whole prefill) drops 32; 8 tokens then run at 0.2 s per token, and 32
+    fits after all: 4 x 32 x 0.2 = 25.6 s of the 62 s left."""
     script, said = _Script({}), list[str]()
     monkeypatch.setattr(sweep, "_now", script.monotonic)
     planner = _planner(script, (1, 8, 32), 101.0, said)
     planner.window(1)
     planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 101.0))
-    planner.window(8)
-    planner.window(32)
-    assert len(planner.plans) == 1 and len(said) == 1
+    script.now = 1.0
+    assert planner.window(8) is not None and "dropping 32 new tokens" in said[-1] and 32 not in planner.not_timed
+    planner.record(8, _timed(8, 1.6, 6), sweep._Window(6, 0.0, 101.0))
+    script.now = 40.0
+    window = planner.window(32)
+    assert window is not None and 32 not in planner.not_timed and said[-1].endswith("fits")
+
+
+def test_a_size_slower_than_its_plan_stops_at_three_rounds_to_leave_the_larger_sizes_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planned at 1 s per round, the size takes 10 s per round (the machine got busier): from 3 rounds on, no round
+    ends past ``reserve_from`` (35 s here), where the budget the next size's fewest rounds need begins."""
+    config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=0)
+    script = _Script({"hook": itertools.repeat(10.0)})
+    window = sweep._Window(min_rounds=6, extra_until=60.0, budget_end=200.0, first_round_s=1.0, reserve_from=35.0)
+    timing = _time(monkeypatch, script, config, budget_s=200.0, window=window)
+    assert (timing.timed_rounds, script.now, timing.stopped_by_budget) == (3, 30.0, True)
 
 
 def test_budget_shares_grow_with_the_tokens_generated() -> None:

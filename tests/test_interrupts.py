@@ -53,3 +53,36 @@ def test_a_store_call_that_a_sigterm_interrupts_runs_to_its_end_before_the_inter
     with interrupts_handled(), pytest.raises(KeyboardInterrupt):
         _retry_locked(store_call)
     assert completed == [True]
+
+
+def test_a_second_signal_while_the_first_waits_is_raised_at_once() -> None:
+    reached = False
+    with interrupts_handled(), pytest.raises(KeyboardInterrupt):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            reached = True
+    assert not reached
+
+
+def test_a_run_interrupted_while_its_verdict_is_written_is_still_terminated(store: str) -> None:
+    """The writes that end a run (verdict tags, the new name, set_terminated) are one deferred block."""
+    from equiv_core.tracking import Outcome, Tracker
+
+    tracker = Tracker(store).connect()
+    real_update = tracker.client.update_run
+
+    def update_run_then_sigterm(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_update(*args, **kwargs)
+
+    tracker.client.update_run = update_run_then_sigterm
+    with interrupts_handled(), pytest.raises(KeyboardInterrupt):
+        with tracker.run("run tiny-gpt2") as run:
+            run.outcome = Outcome.counted((), 1)
+    [summary] = tracker.runs()
+    assert summary.status == "FINISHED"

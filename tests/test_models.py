@@ -12,7 +12,7 @@ import torch
 from equiv_core import models
 from equiv_core.catalog import ModelShape, known_shape
 from equiv_core.context import SteeringContext
-from equiv_core.errors import UserInputError
+from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.models import BUILTIN_MODELS, LoadedModel, load_model, resolve_device, weights_sha256
 
 
@@ -89,7 +89,9 @@ def test_an_uncached_hub_id_with_the_hub_unreachable_is_refused_without_retries(
         port = closed.getsockname()[1]
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    with pytest.raises(UserInputError) as caught:
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(EnvironmentFault) as caught:
         load_model("no-such-org/no-such-model")
     assert f"the hub http://127.0.0.1:{port} cannot be reached (Connection refused)" in str(caught.value)
     assert str(caught.value).endswith("HF_HUB_OFFLINE=1 skips the hub")

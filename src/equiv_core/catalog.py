@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_EXPERIMENT = "equiv-bench"  # the MLflow experiment equiv run / bench log to
+# An experiment's runs in the MLflow UI, with its switch set to model training (MLflow 3.17 opens an experiment on
+# its GenAI pages unless the URL or the browser says so): format with the server's URL and the experiment id. Here
+# (standard library only) so that the noxfile's `ui` session prints the same address the browser test opens.
+RUNS_PAGE = "{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+EXPERIMENTS_PAGE = "{url}/#/experiments?workflowType=machine_learning"
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
 DEFAULT_MAX_NEW_TOKENS = 5

@@ -14,6 +14,8 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,6 +23,7 @@ from equiv_core.catalog import (
     BENCH_ARMS,
     BUILTIN_MODEL_INFO,
     DEFAULT_BUDGET_S,
+    DEFAULT_EXPERIMENT,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_ROUNDS,
     DEFAULT_MIN_ROUNDS,
@@ -33,7 +36,7 @@ from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.interrupts import interrupts_handled
 from equiv_core.jobs import DEFAULT_SWEEP_PLOT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, TrackingOptions
 from equiv_core.spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
-from equiv_core.tracking import AUDIT_EXPERIMENT, DEFAULT_EXPERIMENT
+from equiv_core.tracking import AUDIT_EXPERIMENT
 from equiv_core.walltime import CommandStart, process_started
 
 EXIT_INTERRUPTED = 130
@@ -341,6 +344,29 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stop-at-eos", action="store_true", help="let generation end at EOS before --max-new-tokens")
 
 
+@contextmanager
+def _no_third_party_bars_in_a_log() -> Iterator[None]:
+    """Where stderr is not a terminal, switch off third-party progress bars for the command, then restore the
+    environment as it was.
+
+    In a log, transformers' "Loading weights", its GGUF conversion and hub downloads are carriage-return noise
+    around the one-line messages; equiv's own steps print one line each instead. tqdm reads ``TQDM_*`` defaults
+    when it is imported (``tqdm.utils.envwrap``, tqdm >= 4.66); huggingface_hub reads
+    ``HF_HUB_DISABLE_PROGRESS_BARS``. A user's own setting wins.
+    """
+    added = (
+        []
+        if sys.stderr.isatty()
+        else [n for n in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS") if n not in os.environ]
+    )
+    os.environ.update(dict.fromkeys(added, "1"))
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """The subcommands' parsers by name."""
     for action in parser._actions:
@@ -508,20 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow's INFO lines ("Creating initial MLflow database tables", ...) would surround the one-line messages;
     # MLflow reads this variable when it is imported (mlflow.utils.logging_utils, MLflow 3.x). A user's setting wins.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    if not sys.stderr.isatty():
-        # In a log, third-party progress bars (transformers' "Loading weights", its GGUF conversion, hub downloads)
-        # are carriage-return noise around the one-line messages. tqdm reads TQDM_* defaults when it is imported
-        # (tqdm.utils.envwrap, tqdm >= 4.66); huggingface_hub reads HF_HUB_DISABLE_PROGRESS_BARS. A user's
-        # setting wins; equiv's own steps print one line each instead.
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # When the command began, and when its process did (as the console script; in-process callers such as tests
     # have no start-up of their own to report): `equiv run` reports where its wall time went from there.
     arguments.started = CommandStart(process_started() if argv is None else time.time(), time.time())
     try:
         # SIGTERM (e.g. a CI timeout) ends runs as KILLED, like Ctrl-C, instead of leaving them RUNNING; neither
         # lands inside a tracking-store write (equiv_core.interrupts).
-        with interrupts_handled():
+        with interrupts_handled(), _no_third_party_bars_in_a_log():
             return int(arguments.handler(arguments))
     except UserInputError as error:
         print(f"equiv: error: {error}", file=sys.stderr)

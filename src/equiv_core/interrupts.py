@@ -5,7 +5,8 @@ inside SQLAlchemy while MLflow holds a write transaction on its SQLite store. ML
 on ``Exception`` only (``mlflow/store/db/utils.py``, ``make_managed_session``, MLflow 3.17), so such an
 interrupt can leave the transaction open and the store locked by the interrupted process itself: ending the run
 KILLED then waited on that lock, retry after retry (issue 18: a SIGTERM'd run still retrying after 120 s).
-Store writes run inside :func:`deferred`; a signal that arrives meanwhile is raised as soon as the write is done.
+Store writes run inside :func:`deferred`; a signal that arrives meanwhile is raised as soon as the write is done,
+and a second one while the first waits is raised at once (a store stuck on a lock must not hold Ctrl-C hostage).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ _state = _Deferral()
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    if _state.depth:
-        _state.pending = signum
+    if _state.depth and not _state.pending:
+        _state.pending = signum  # the first signal waits for the store call in progress
         return
+    _state.pending = 0  # not deferred, or a second signal while one waits: stop now (a store stuck on a lock)
     raise KeyboardInterrupt
 
 
@@ -51,9 +53,11 @@ def deferred() -> Iterator[None]:
     try:
         yield
     finally:
+        pending = _state.pending if _state.depth == 1 else 0
+        if pending:
+            _state.pending = 0  # cleared before leaving the block: a signal from here on raises at once
         _state.depth -= 1
-        if not _state.depth and _state.pending:
-            _state.pending = 0
+        if pending:
             raise KeyboardInterrupt
 
 

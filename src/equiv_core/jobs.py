@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from equiv_core.catalog import DEFAULT_EXPERIMENT
 from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.outputs import check_output, write_json, write_with
 from equiv_core.walltime import CommandStart, breakdown
@@ -42,7 +43,7 @@ class TrackingOptions:
 
     enabled: bool = True
     uri: str | None = None
-    experiment: str = "equiv-bench"
+    experiment: str = DEFAULT_EXPERIMENT
 
     def open(self) -> Tracker:
         from equiv_core.tracking import open_tracker
@@ -375,7 +376,7 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
         raise UserInputError(f"{error}; re-run that cell, or remove the file") from None
     if not cells:
         where = f"the experiment {tracker.experiment_name!r} at {tracker.uri}" if from_store else repr(str(results))
-        raise UserInputError(f"no audit cell results in {where}; run `python3 -m nox -s audit` first")
+        raise UserInputError(f"no audit cell results in {where}; run `.venv/bin/nox -s audit` first")
     if not from_store:
         _log_unsupported_cells(tracker, results, cells)
     path, rows = write_report(results, reference)

@@ -35,7 +35,7 @@ from transformers import (
 )
 
 from equiv_core.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
-from equiv_core.errors import UserInputError
+from equiv_core.errors import EnvironmentFault, UserInputError
 from equiv_core.model_cache import ensure_converted
 from equiv_core.offline_tokenizer import offline_tokenizer
 from equiv_core.validation import check_device_name, check_model_name
@@ -203,48 +203,74 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+_NOT_HERE = (
+    "pass a local directory holding config.json, the tokenizer and the weights (as save_pretrained writes them), "
+    "or a built-in model (equiv models)"
+)
+
+
 def _in_hub_cache(hub_id: str) -> bool:
-    """True when ``hub_id`` is in the local Hugging Face cache (then it loads with no network call); otherwise
-    make sure the hub can be reached at all, so an offline machine gets one line, not five retries (~25 s) of
-    huggingface_hub's warnings and transformers' "couldn't connect" (huggingface_hub 2.x, transformers 5.x).
+    """True when ``hub_id``'s config is in the local Hugging Face cache (huggingface_hub 2.x
+    ``try_to_load_from_cache``): then it is loaded with no network call first."""
+    from huggingface_hub import try_to_load_from_cache
 
-    Raises UserInputError naming what to do when the hub is off (``HF_HUB_OFFLINE``) or unreachable.
+    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+
+
+def _check_hub_reachable(hub_id: str) -> None:
+    """Before a download: one line instead of five retries (~25 s) of huggingface_hub's warnings and then
+    transformers' "couldn't connect" (huggingface_hub 2.x, transformers 5.x).
+
+    Raises UserInputError when the hub is switched off (``HF_HUB_OFFLINE``: the model cannot be had in this
+    setting); EnvironmentFault when a direct connection to the endpoint fails. Behind a proxy no direct probe says
+    anything, so none is made there.
     """
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import constants
 
-    if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
-        return True
-    remedy = (
-        "pass a local directory holding config.json, the tokenizer and the weights (as save_pretrained writes "
-        "them), or a built-in model (equiv models)"
-    )
     if constants.HF_HUB_OFFLINE:
         raise UserInputError(
-            f"model {hub_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {remedy}"
+            f"model {hub_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {_NOT_HERE}"
         )
+    if any(os.environ.get(variable) for variable in _PROXY_VARIABLES):
+        return
     endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        socket.create_connection(
-            (endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)), timeout=5
-        ).close()
+        socket.create_connection((endpoint.hostname or "", port), timeout=5).close()
     except OSError as error:
-        raise UserInputError(
+        raise EnvironmentFault(
             f"model {hub_id!r} is not in the local Hugging Face cache and the hub {constants.ENDPOINT} cannot be "
-            f"reached ({error.strerror or error}): {remedy}; HF_HUB_OFFLINE=1 skips the hub"
+            f"reached ({error.strerror or error}): {_NOT_HERE}; HF_HUB_OFFLINE=1 skips the hub"
         ) from None
-    return False
+
+
+def _pretrained(source: str, local_only: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    return model, tokenizer
 
 
 def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    """A local directory, or a hub id for users whose machines reach the hub."""
+    """A local directory, or a hub id: from the local Hugging Face cache when it is there (a partial download
+    falls through to the hub), else from the hub for users whose machines reach it."""
     check_model_name(name, BUILTIN_MODELS)
     path = Path(name).expanduser()
     local = path.is_dir()
     source = str(path.resolve()) if local else name
-    cached = local or _in_hub_cache(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=cached)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=cached)
+        if local:
+            model, tokenizer = _pretrained(source, local_only=True)
+        else:
+            try:
+                if not _in_hub_cache(name):
+                    raise FileNotFoundError(name)
+                model, tokenizer = _pretrained(source, local_only=True)
+            except OSError:  # not cached, or only partly: the hub must be reachable before a download is tried
+                _check_hub_reachable(name)
+                model, tokenizer = _pretrained(source, local_only=False)
+    except UserInputError:
+        raise
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserInputError(f"cannot load model {name!r}: {first_line}") from None

@@ -22,7 +22,6 @@ from equiv_core.runner import RunReport
 from equiv_core.tracking import KIND_TAG, VERDICT_TAG, Outcome, TrackedRun, Tracker
 
 FINDINGS_FAILED_METRIC = "findings_failed"  # a numeric column to sort and filter runs by in the MLflow UI
-CORRECT_CELL_STATUSES = ("ok", "baseline")  # BenchReport.all_correct's test of a cell
 
 
 def ids_sha256(ids: list[int] | tuple[int, ...]) -> str:
@@ -273,11 +272,7 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
 def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, Any]) -> None:
     """Growth exponents, correctness summary, provenance and artifacts on the bench parent run, and its outcome:
     every cell correct and every finding run with it (``--with-findings``, its child runs) holding."""
-    cells = [f"{cell.arm} x{cell.new_tokens}" for cell in report.results]
-    failed = (
-        *(name for name, cell in zip(cells, report.results, strict=True) if cell.status not in CORRECT_CELL_STATUSES),
-        *run.children_failed,
-    )
+    failed = (*report.incorrect_cells(), *run.children_failed)
     exponents: dict[str, float] = {}
     for arm, exponent in report.growth_exponents().items():
         if exponent.measurable and exponent.value is not None:  # a noise-level slope is not a result to plot
@@ -311,4 +306,4 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
         "generated_ids.json",
     )
     _log_environment_manifest(run)
-    run.conclude(Outcome.counted(failed, len(cells) + run.children_concluded, "checks"))
+    run.conclude(Outcome.counted(failed, len(report.results) + run.children_concluded, "checks"))

@@ -17,8 +17,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-import torch
-
 from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
 from equiv_core.compat import NNSIGHT_VERSION, NotExpressible
 from equiv_core.context import SteeringContext
@@ -224,13 +222,14 @@ def run_findings(
     """Validate, prepare the model and run each chosen finding in registry order.
 
     ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
-    ``load`` watches how busy the machine is (started here when not given): a busy machine is said as soon as the
-    model is loaded, with what to do, and recorded in the report. Raises UserInputError for bad input, before any
+    ``load`` (``equiv run``'s, started with the command) watches how busy the machine is: a busy machine is said
+    early in the run, with what to do, and recorded in the report; without it (the bench's findings, the audit:
+    they judge the machine their own way) nothing is watched. Raises UserInputError for bad input, before any
     generation.
     """
     validate_config(config)
     resolve_device(config.device)  # CUDA asked for where there is none: exit 2, before loading
-    watch = _BusyWatch(load or LoadMonitor(threads=torch.get_num_threads()), progress or (lambda _message: None))
+    watch = _BusyWatch(load, progress or (lambda _message: None))
     say = watch.say
     preparing = time.perf_counter()
     prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
@@ -280,16 +279,17 @@ def run_findings(
 
 class _BusyWatch:
     """Passes progress lines on and, at the first one at least :attr:`WINDOW_S` into the run (a shorter window
-    is too noisy to judge), says once if the machine is busy; :meth:`finish` judges the whole run."""
+    is too noisy to judge), says once if the machine is busy; :meth:`finish` judges the whole run. With no
+    monitor it only passes the lines on."""
 
     WINDOW_S = 3.0
 
-    def __init__(self, monitor: LoadMonitor, progress: Progress) -> None:
+    def __init__(self, monitor: LoadMonitor | None, progress: Progress) -> None:
         self.monitor, self.progress, self.warned = monitor, progress, False
 
     def say(self, message: str) -> None:
         self.progress(message)
-        if not self.warned:
+        if self.monitor is not None and not self.warned:
             load = self.monitor.stop()
             if load.seconds >= self.WINDOW_S:
                 self._warn(load)
@@ -300,7 +300,9 @@ class _BusyWatch:
             self.warned = True
             self.progress(warning)
 
-    def finish(self) -> MachineLoad:
+    def finish(self) -> MachineLoad | None:
+        if self.monitor is None:
+            return None
         load = self.monitor.stop()
         if not self.warned:
             self._warn(load)

@@ -29,12 +29,12 @@ from typing import Any, TypeVar
 
 import filelock
 
+from equiv_core.catalog import DEFAULT_EXPERIMENT
 from equiv_core.errors import UserInputError
 from equiv_core.interrupts import deferred
 from equiv_core.orphans import END_REASON_TAG, HEARTBEAT_TAG, OWNER_TAG, Heartbeat, now_ms, orphan_reason, this_process
 from equiv_core.spool import Journal, Spooled, SpooledLog, SpooledRun
 
-DEFAULT_EXPERIMENT = "equiv-bench"
 AUDIT_EXPERIMENT = "equiv-audit"
 UPLOADED_FROM_TAG = "equiv.uploaded_from"
 KIND_TAG = "kind"  # what a run is: run, bench, finding, bench-cell, audit-cell, audit-report
@@ -45,9 +45,6 @@ PARENT_TAG = "mlflow.parentRunId"
 # instead: open RUNS_PAGE there). equiv's experiments hold runs, never traces.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
-# An experiment's runs in the MLflow UI, with its switch set to model training (MLflow 3.17 opens an experiment on
-# GenAI pages unless told): format with the server's URL and the experiment id.
-RUNS_PAGE = "{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 T = TypeVar("T")
 
 
@@ -380,15 +377,18 @@ class Tracker:
             status = "FAILED"
             raise
         finally:
-            if heartbeat is not None:
-                heartbeat.stop()
-            if status == "FINISHED" and tracked.outcome is not None:
-                status = self._conclude(tracked, spooled, tracked.outcome)
-            spooled.status = status
-            if run_id:
-                self.write(lambda: self.client.set_terminated(run_id, status))
-                if bad_input:  # input only found bad after loading (e.g. a layer out of range): leave no trace
-                    self.write(lambda: self.client.delete_run(run_id))
+            # One deferral around every write that ends the run: a Ctrl-C or SIGTERM arriving while the verdict is
+            # written waits until the run is terminated, instead of skipping set_terminated (a RUNNING orphan).
+            with deferred():
+                if heartbeat is not None:
+                    heartbeat.stop()
+                if status == "FINISHED" and tracked.outcome is not None:
+                    status = self._conclude(tracked, spooled, tracked.outcome)
+                spooled.status = status
+                if run_id:
+                    self.write(lambda: self.client.set_terminated(run_id, status))
+                    if bad_input:  # input only found bad after loading (e.g. a layer out of range): leave no trace
+                        self.write(lambda: self.client.delete_run(run_id))
 
     def _conclude(self, run: TrackedRun, spooled: SpooledRun, outcome: Outcome) -> str:
         """Rename a run that ended with ``outcome`` and tag it (a top-level run's verdict tag is written here, only
@@ -492,7 +492,10 @@ def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
             if experiment is None:
                 raise
     if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older equiv, or by hand; a kind set by hand stays
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
+        # A hint for UIs that read it (MLflow 3.17 itself picks by its switch): never worth failing a read-only
+        # command on a store this user may not write to.
+        with suppress(MlflowException):
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
     return str(experiment.experiment_id)
 
 

@@ -267,7 +267,7 @@ def _gap(change: Change) -> str:
 def _releases_section(directory: Path) -> list[str]:
     searches = read_searches(directory)
     if not searches:
-        return ["No release search has run (`python3 -m nox -s audit_bisect`, or `audit_sweep` for every release)."]
+        return ["No release search has run (`.venv/bin/nox -s audit_bisect`, or `audit_sweep` for every release)."]
     lines = headlines(searches) + [""]
     for search in searches:
         lines.append(

@@ -44,6 +44,7 @@ class Progress:
         self._bar: Any = None
         self._last_line = self._step_started = clock()
         self._last_message = "the bench"
+        self._lock = threading.Lock()
 
     @classmethod
     def for_stderr(cls, say: Callable[[str], None] | None, progress: bool) -> Progress:
@@ -52,9 +53,10 @@ class Progress:
 
     def line(self, message: str) -> None:
         """A line in both modes: what a reader of the output needs whether or not a bar is drawn."""
-        self._last_line = self._step_started = self.clock()
-        self._last_message = message
-        self.say(message)
+        with self._lock:  # the watchdog thread says lines too: whole lines, and a step's message with its start
+            self._last_line = self._step_started = self.clock()
+            self._last_message = message
+            self.say(message)
 
     @contextmanager
     def watchdog(self, quiet_s: float = QUIET_S, poll_s: float = 1.0) -> Iterator[None]:
@@ -68,12 +70,12 @@ class Progress:
 
         def watch() -> None:
             while not stop.wait(poll_s):
-                now = self.clock()
-                if now - self._last_line >= quiet_s:
-                    self._last_line = now  # not a new step: the message stays the step's own
-                    self.say(
-                        f"still running ({now - self._step_started:.0f} s): {self._last_message.removesuffix(' ...')}"
-                    )
+                with self._lock:
+                    now = self.clock()
+                    if now - self._last_line >= quiet_s:
+                        self._last_line = now  # not a new step: the message stays the step's own
+                        step = self._last_message.removesuffix(" ...")
+                        self.say(f"still running ({now - self._step_started:.0f} s): {step}")
 
         watcher = threading.Thread(target=watch, name="equiv-progress-watchdog", daemon=True)
         watcher.start()

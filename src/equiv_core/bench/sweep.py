@@ -16,6 +16,7 @@ before the timing and outside its budget; each says when it starts and how long 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from equiv_core.bench.arms import ARMS
-from equiv_core.bench.budget import TimingPlan, plan_timing, round_seconds
+from equiv_core.bench.budget import ROUNDS_UNDER_BUDGET, TimingPlan, plan_timing, round_seconds
 from equiv_core.bench.config import BenchConfig, validate_bench_config
 from equiv_core.bench.floor import compile_seconds as floor_compile_seconds
 from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
@@ -204,9 +205,15 @@ class BenchReport:
             split[arm] = {"prefill_s": prefill.stats.median_s, "decode_per_token_s": decode, "at_new_tokens": longest}
         return split
 
+    def incorrect_cells(self) -> tuple[str, ...]:
+        """``<arm> x<new tokens>`` of every cell whose arm is not correct (status other than ok or baseline)."""
+        return tuple(
+            f"{result.arm} x{result.new_tokens}" for result in self.results if result.status not in ("ok", "baseline")
+        )
+
     @property
     def all_correct(self) -> bool:
-        return all(result.status in ("ok", "baseline") for result in self.results)
+        return not self.incorrect_cells()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -322,13 +329,16 @@ class _Window:
     ``min_rounds``: timed rounds every cell gets unless ``budget_end`` comes first; ``extra_until``: no round
     beyond those ends after this (the size's share of the spare budget); ``budget_end``: no round ends after this
     (the whole sweep's budget); ``first_round_s``: the estimated seconds of the size's first round (0: unknown,
-    the round is started whatever the budget, as the first measurement of the pace).
+    the round is started whatever the budget, as the first measurement of the pace); ``reserve_from``: once the
+    size has :data:`ROUNDS_UNDER_BUDGET` rounds, no round ends after this, which leaves the larger sizes still
+    planned their fewest rounds when this one runs slower than its plan (a machine getting busier).
     """
 
     min_rounds: int
     extra_until: float
     budget_end: float
     first_round_s: float = 0.0
+    reserve_from: float = math.inf
 
 
 def _time_size(
@@ -377,6 +387,9 @@ def _time_size(
             arm for arm in active if _wants_more(config, timing.measurements[arm], timed_rounds, window.min_rounds)
         )
         if timed_rounds >= window.min_rounds and _now() + last_round_s > window.extra_until:
+            break
+        if timed_rounds >= min(ROUNDS_UNDER_BUDGET, window.min_rounds) and _now() + last_round_s > window.reserve_from:
+            timing.stopped_by_budget = timed_rounds < window.min_rounds
             break
         progress.note(
             f"timing {size} new tokens: round {timed_rounds}, {len(active)} arm(s) not yet within "
@@ -449,18 +462,17 @@ def run_bench(
     """
     shown = Progress.for_stderr(say, progress)
     with shown.watchdog():
-        return _run_bench(config, shown, say, on_cells)
+        return _run_bench(config, shown, on_cells)
 
 
 def _run_bench(
     config: BenchConfig,
     shown: Progress,
-    say: Callable[[str], None] | None,
     on_cells: Callable[[list[ArmResult]], None] | None,
 ) -> BenchReport:
     validate_bench_config(config)
     config = config.resolved(cuda=resolve_device(config.device).type == "cuda")
-    prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=say)
+    prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=shown.line)
     correctness_determinism, device, context = prepared.determinism, prepared.device, prepared.context
     input_ids = context.encode(config.prompt)
     prompt_length = int(input_ids.shape[1])
@@ -572,18 +584,23 @@ class _Planner:
         if previous is None or (plan.sizes, plan.rounds) != (previous.sizes, previous.rounds):
             self.progress.line(plan.describe())
         self.plans.append(plan)
-        for dropped in plan.dropped:
-            self.not_timed[dropped] = (
-                f"the budget: {plan.seconds_for((dropped,), plan.rounds):.0f} s needed at the pace of "
-                f"{plan.seconds_per_token * 1e3:.1f} ms per new token, not left after the smaller sizes"
-            )
         if size not in plan.sizes:
+            # Dropped at its own turn only: a larger size a plan drops is planned again when its turn comes, from
+            # the pace measured by then (the first pace, from 1 token, carries the whole prefill per token).
+            self.not_timed[size] = (
+                f"the budget: {plan.seconds_for((size,), min(ROUNDS_UNDER_BUDGET, plan.rounds)):.0f} s needed at "
+                f"the pace of {plan.seconds_per_token * 1e3:.1f} ms per new token, not left after the smaller sizes"
+            )
             return None
         reserved = plan.seconds_for(plan.sizes, plan.rounds)
         share = shares[size] / sum(shares[s] for s in plan.sizes)
         own = plan.seconds_for((size,), plan.rounds)
         extra_until = now + own + max(remaining - reserved, 0.0) * share
-        return _Window(plan.rounds, extra_until, self.budget_end, round_seconds(self.seconds_per_token, size))
+        later = tuple(s for s in plan.sizes if s > size)
+        reserve_from = self.budget_end - plan.seconds_for(later, min(ROUNDS_UNDER_BUDGET, plan.rounds))
+        return _Window(
+            plan.rounds, extra_until, self.budget_end, round_seconds(self.seconds_per_token, size), reserve_from
+        )
 
     def record(self, size: int, timing: _SizeTiming, window: _Window) -> None:
         """Take the pace from ``size``'s rounds (the sum over arms of their median seconds, per new token: arms
