@@ -3,6 +3,7 @@ bars say about themselves, and the panel of ratios to the hook. No model runs he
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,13 @@ def test_a_second_panel_draws_each_arms_ratio_to_the_hook_except_the_hooks_own()
 def test_the_sweep_plot_is_written_as_a_png(tmp_path: Path) -> None:
     path = plot_sweep(_report(6), tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_ratio_axis_is_scaled_to_the_medians_not_to_a_busy_machines_widest_bar() -> None:
+    """Ratios of 0.9-1.1 with one CI reaching 14x: the axis still shows the few percent the question is about."""
+    report = _report(6)
+    wide = dataclasses.replace(report.results[0].paired_to_hook, ci95_high_s=14.0)  # type: ignore[type-var]
+    results = (dataclasses.replace(report.results[0], paired_to_hook=wide), *report.results[1:])
+    _time_axes, ratio_axes = sweep_figure(dataclasses.replace(report, results=results)).axes
+    low, high = ratio_axes.get_ylim()
+    assert low <= 0.81 and 1.25 <= high < 1.3
