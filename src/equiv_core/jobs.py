@@ -119,6 +119,7 @@ def run_job(
 
     from equiv_core import run_logging
     from equiv_core.bench.machine_load import LoadMonitor
+    from equiv_core.bench.progress import Progress
     from equiv_core.models import resolve_device
     from equiv_core.report import render
     from equiv_core.runner import run_findings
@@ -133,9 +134,11 @@ def run_job(
         if parent.enabled:
             run_logging.prefetch_environment_manifest()
         parent.log(params=run_logging.run_params(config), tags=_early_tags())
-        report = run_findings(
-            config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent), load=load
-        )
+        lines = Progress(say, bar=False)  # one line per step, and a watchdog line in a long one (issue 18)
+        with lines.watchdog():
+            report = run_findings(
+                config, progress=lines.line, on_finding=partial(run_logging.log_finding, tracker, parent), load=load
+            )
         payload = {**report.to_dict(), "mlflow": _mlflow_info(tracker, parent)}
         if report.spec is not None:
             _coverage_outputs(report, plot_path, parent, payload)
@@ -245,6 +248,7 @@ def bench_job(
 def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -> RunReport:
     """The five findings on the model the benchmark will time, printed first and logged as child runs."""
     from equiv_core import run_logging
+    from equiv_core.bench.progress import Progress
     from equiv_core.report import render
     from equiv_core.run_config import RunConfig
     from equiv_core.runner import run_findings
@@ -257,7 +261,11 @@ def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -
         layer=config.layer,
         seed=config.seed,
     )
-    report = run_findings(run_config, progress=say, on_finding=partial(run_logging.log_finding, tracker, parent))
+    lines = Progress(say, bar=False)
+    with lines.watchdog():
+        report = run_findings(
+            run_config, progress=lines.line, on_finding=partial(run_logging.log_finding, tracker, parent)
+        )
     parent.log(
         tags={
             "block_output_form": report.architecture["block_output_form"],
