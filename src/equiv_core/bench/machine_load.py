@@ -79,7 +79,7 @@ class MachineLoad:
             return None
         return (
             f"warning: the machine is busy: other processes used {self.others_cores:.1f} of its {self.cores} cores "
-            f"beside this run's {self.threads} torch threads; oversubscribed OpenMP threads spin while they wait, "
+            f"beside this run's {self.threads} torch threads; oversubscribed OpenMP threads spin while they wait "
             "(seen on this project's 2-core machines: runs 4-8x slower). Run it with fewer threads "
             "(OMP_NUM_THREADS=1) or on a quiet machine: token ids usually stay the same (a near-tie can flip), but "
             f"logits hashes and so the run fingerprint differ from a {self.threads}-thread run (the thread counts "
