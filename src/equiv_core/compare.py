@@ -238,11 +238,11 @@ def _differences(views: list[RunView]) -> str:
     return "; ".join(parts)
 
 
-def _cause(views: list[RunView], ran_differently: list[Difference]) -> str:
-    """Why hashes differ: first what the runs ran differently (listed above the tables), then the environment."""
+def _cause(environment: str, ran_differently: list[Difference]) -> str:
+    """Why hashes differ: first what the runs ran differently (listed above the tables), then the environment
+    fields that differ (``environment``, from :func:`_differences`)."""
     causes = [difference.field for difference in ran_differently if difference.field not in NOT_A_CAUSE]
     parts = [f"ran differently: {', '.join(causes)}"] if causes else []
-    environment = _differences(views)
     parts += [environment] if environment else []
     return "; ".join(parts) or "no recorded environment field differs"
 
@@ -304,5 +304,5 @@ def compare_runs(tracker: Tracker, run_ids: list[str]) -> str:
         )
     if any(view.hashes for view in views):
         lines += ["", "bit-identical across runs (token ids and logits SHA-256)"]
-        lines += _hash_rows(views, header, _cause(views, ran_differently))
+        lines += _hash_rows(views, header, _cause(differences, ran_differently))
     return "\n".join(lines)

@@ -251,6 +251,18 @@ def _pretrained(source: str, local_only: bool) -> tuple[PreTrainedModel, PreTrai
     return model, tokenizer
 
 
+def _from_hub(hub_id: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """From the local Hugging Face cache with no network call when it is there; otherwise (or when it is only partly
+    there) from the hub, once :func:`_check_hub_reachable` says a download can be tried."""
+    if _in_hub_cache(hub_id):
+        try:
+            return _pretrained(hub_id, local_only=True)
+        except OSError:
+            pass  # only partly cached: the rest comes from the hub
+    _check_hub_reachable(hub_id)
+    return _pretrained(hub_id, local_only=False)
+
+
 def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """A local directory, or a hub id: from the local Hugging Face cache when it is there (a partial download
     falls through to the hub), else from the hub for users whose machines reach it."""
@@ -262,13 +274,7 @@ def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerB
         if local:
             model, tokenizer = _pretrained(source, local_only=True)
         else:
-            try:
-                if not _in_hub_cache(name):
-                    raise FileNotFoundError(name)
-                model, tokenizer = _pretrained(source, local_only=True)
-            except OSError:  # not cached, or only partly: the hub must be reachable before a download is tried
-                _check_hub_reachable(name)
-                model, tokenizer = _pretrained(source, local_only=False)
+            model, tokenizer = _from_hub(name)
     except UserInputError:
         raise
     except (OSError, ValueError) as error:

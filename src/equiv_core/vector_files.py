@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Collection
 from pathlib import Path
 
 from equiv_core.errors import UserInputError
@@ -26,6 +27,14 @@ def check_vector_shape(path: str, shape: tuple[int, ...], hidden: int, n_layers:
         raise UserInputError(
             f"--vector {path!r} has shape {list(shape)}; expected {expected_vector_shapes(hidden, n_layers)}"
         )
+
+
+def vector_name(names: Collection[str]) -> str | None:
+    """Which tensor of a safetensors file is the steering vector: the one named ``vector``, else the only one;
+    None when the file holds several and none is named so."""
+    if "vector" in names:
+        return "vector"
+    return next(iter(names)) if len(names) == 1 else None
 
 
 def header_shape(path: Path) -> tuple[int, ...] | None:
@@ -48,8 +57,8 @@ def header_shape(path: Path) -> tuple[int, ...] | None:
                     return None  # not a safetensors file: the full load says so in its own words
                 header = json.loads(handle.read(length))
             tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
-            entry = tensors.get("vector") or (next(iter(tensors.values())) if len(tensors) == 1 else None)
-            return None if entry is None else tuple(int(size) for size in entry["shape"])
+            name = vector_name(tensors)
+            return None if name is None else tuple(int(size) for size in tensors[name]["shape"])
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return None
     return None

@@ -23,7 +23,7 @@ from torch import nn
 from equiv_core.architecture import find_decoder_layers, hidden_states_of
 from equiv_core.errors import UserInputError
 from equiv_core.spec import VectorSource
-from equiv_core.vector_files import check_vector_shape, expected_vector_shapes
+from equiv_core.vector_files import check_vector_shape, expected_vector_shapes, vector_name
 
 if TYPE_CHECKING:
     from equiv_core.context import SteeringContext
@@ -77,14 +77,12 @@ def _read_file(path: Path) -> torch.Tensor:
             from safetensors.torch import load_file
 
             tensors = load_file(str(path))
-            if "vector" in tensors:
-                loaded = tensors["vector"]
-            elif len(tensors) == 1:
-                [loaded] = tensors.values()
-            else:
+            name = vector_name(tensors)
+            if name is None:
                 raise UserInputError(
                     f"--vector {str(path)!r} holds tensors {sorted(tensors)}; store one, or name it 'vector'"
                 )
+            loaded = tensors[name]
     except UserInputError:
         raise
     except Exception as error:  # noqa: BLE001 - any loader failure is a file the user gave that cannot be read
