@@ -264,3 +264,10 @@ def test_a_run_logged_to_a_file_has_only_equivs_own_lines_on_stderr() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "\r" not in result.stderr
     assert [line for line in result.stderr.splitlines() if not line.startswith("equiv: ")] == []
+
+
+def test_a_misspelled_subcommand_is_answered_with_the_closest_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rn"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("equiv: error: argument command: invalid choice: 'rn'")
+    assert line.endswith("; did you mean 'run'? (see `equiv --help`)")

@@ -141,12 +141,12 @@ def test_bench_logs_cells_findings_plot_and_attachments(store: str, tmp_path: Pa
     } <= artifact_paths(store, parent.info.run_id)
 
 
-def test_a_bench_run_is_named_by_its_verdict_over_cells_and_findings(store: str) -> None:
+def test_a_bench_run_is_named_by_model_dtype_device_and_its_verdict_over_cells_and_findings(store: str) -> None:
     arguments = ["--rounds", "1", "--max-rounds", "1", "--arms", "hook,unsteered,plain", "--new-tokens", "2"]
     assert main(["bench", "--model", "tiny-llama", *arguments, "--no-progress", "--no-plot", "--with-findings"]) == 0
     [(parent, children)] = parent_and_children(store)
     checks = len(children)  # a child run per cell (the busy-machine budget may drop some) and per finding
-    assert checks >= 5 and parent.info.run_name.endswith(f" PASS {checks}/{checks} checks")
+    assert checks >= 5 and parent.info.run_name == f"bench tiny-llama float32 cpu PASS {checks}/{checks} checks"
 
 
 def test_ctrl_c_mid_run_ends_killed_and_keeps_finished_children(

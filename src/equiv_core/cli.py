@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 import time
 import traceback
@@ -47,8 +48,17 @@ class _Parser(argparse.ArgumentParser):
     subcommand's mistake points at its ``--help``."""
 
     def error(self, message: str) -> NoReturn:
-        where = f" (see `{self.prog} --help`)" if self.prog != "equiv" else ""
-        self.exit(EXIT_BAD_INPUT, f"equiv: error: {message}{where}\n")
+        where = f" (see `{self.prog} --help`)" if self.prog != "equiv" else " (see `equiv --help`)"
+        self.exit(EXIT_BAD_INPUT, f"equiv: error: {message}{_closest_choice(message)}{where}\n")
+
+
+def _closest_choice(message: str) -> str:
+    """``; did you mean 'run'?`` for argparse's "invalid choice: 'rn' (choose from 'run', ...)", else ""."""
+    found = re.fullmatch(r".*invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return ""
+    close = difflib.get_close_matches(found[1], re.findall(r"'([^']*)'", found[2]), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:

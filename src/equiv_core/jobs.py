@@ -203,10 +203,11 @@ def bench_job(
     from equiv_core.bench.table import render_table
     from equiv_core.models import resolve_device
 
-    resolved = config.resolved(cuda=resolve_device(config.device).type == "cuda")
+    device = resolve_device(config.device)
+    resolved = config.resolved(cuda=device.type == "cuda")
     tracker = tracking.open()  # before any model work: an unreachable store fails fast
     tags = _early_tags()
-    with tracker.run(f"bench {resolved.model} {resolved.dtype} {resolved.device}", tags={"kind": "bench"}) as parent:
+    with tracker.run(f"bench {resolved.model} {resolved.dtype} {device.type}", tags={"kind": "bench"}) as parent:
         parent.log(params=run_logging.bench_params(resolved), tags=tags)
         findings = _bench_findings(resolved, tracker, parent) if with_findings else None
         report = run_bench(
