@@ -45,7 +45,7 @@ from equiv_core.audit.matrix import (  # noqa: E402
     version_key,
 )
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
-from equiv_core.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, RUNS_PAGE  # noqa: E402
+from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, RUNS_PAGE  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
 RELEASES_RESULTS = AUDIT_RESULTS / RELEASES
@@ -269,7 +269,10 @@ def _run_cell(
         stamp.write_text(key)
     else:
         session.log("environment is up to date: skipping install")
-    probe = "import equiv_core.cli, equiv_core.audit.cell; from equiv_core.compat import check_supported as c; c()"
+    probe = (
+        "import equiv_core.cli.main, equiv_core.audit.cell; "
+        "from equiv_core.arms.nnsight import check_supported as c; c()"
+    )
     ok, output = _venv_run(session, "-c", probe)
     if not ok:
         last = [line.strip() for line in output.splitlines() if line.strip()][-1:] or ["no output"]

@@ -20,7 +20,7 @@ import warnings
 import torch
 from nnsight import LanguageModel
 
-from equiv_core.models import load_model
+from equiv_core.models.load import load_model
 
 PROMPT = "The weather today is"
 NEW_TOKENS = 5

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import torch
 
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.prepare import prepare_run
+from equiv_core.arms.steering import GenerationRecord
 from equiv_core.bench.arms import ARMS
-from equiv_core.bench.config import CPU_NEW_TOKENS, GPU_DEFAULT_MODEL, GPU_NEW_TOKENS
-from equiv_core.catalog import DEFAULT_PROMPT
-from equiv_core.context import SteeringContext
-from equiv_core.determinism import configure_determinism
-from equiv_core.models import DEFAULT_MODEL, resolve_device
-from equiv_core.prepare import prepare_run
-from equiv_core.provenance import environment_info
-from equiv_core.steering import GenerationRecord
+from equiv_core.config.bench import CPU_NEW_TOKENS, GPU_DEFAULT_MODEL, GPU_NEW_TOKENS
+from equiv_core.config.catalog import DEFAULT_PROMPT
+from equiv_core.models.determinism import configure_determinism
+from equiv_core.models.load import DEFAULT_MODEL, resolve_device
+from equiv_core.models.provenance import environment_info
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

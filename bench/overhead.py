@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from equiv_core.bench.machine_load import LoadMonitor
 from equiv_core.bench.statistics import summarize
+from equiv_core.support.machine_load import LoadMonitor
 
 HERE = Path(__file__).resolve().parent
 EQUIV = [sys.executable, "-m", "equiv_core"]

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import BenchSetup
 
+from equiv_core.arms.steering import GenerationRecord
 from equiv_core.bench.arms import ARMS
-from equiv_core.comparison import tensor_sha256
-from equiv_core.determinism import configure_determinism
-from equiv_core.steering import GenerationRecord
+from equiv_core.findings.comparison import tensor_sha256
+from equiv_core.models.determinism import configure_determinism
 
 pytestmark = pytest.mark.integration  # loads smollm2-135m (gpt2-small-random on CUDA)
 

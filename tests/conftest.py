@@ -31,12 +31,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the test suite must never reach 
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ["EQUIV_MLFLOW_DIR"] = tempfile.mkdtemp(prefix="equiv-test-mlflow-")
 
-from equiv_core import models  # noqa: E402
-from equiv_core.context import SteeringContext  # noqa: E402
-from equiv_core.models import LoadedModel  # noqa: E402
-from equiv_core.prepare import prepare_run  # noqa: E402
-from equiv_core.registry import Registry  # noqa: E402
-from equiv_core.tracking import Tracker, resolve_tracking_uri  # noqa: E402
+from equiv_core.arms.context import SteeringContext  # noqa: E402
+from equiv_core.arms.prepare import prepare_run  # noqa: E402
+from equiv_core.models import load as models  # noqa: E402
+from equiv_core.models.load import LoadedModel  # noqa: E402
+from equiv_core.support.registry import Registry  # noqa: E402
+from equiv_core.tracking.store import Tracker, resolve_tracking_uri  # noqa: E402
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
 TIERS = ("unit", "integration", "slow", "gpu")

@@ -9,16 +9,16 @@ import torch
 from nnsight import NNsight
 from torch import nn
 
-from equiv_core.architecture import (
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import hidden_of_envoy
+from equiv_core.arms.reference import edit_hook
+from equiv_core.arms.steering import Edit
+from equiv_core.models.architecture import (
     detect_block_output_form,
     find_decoder_layers,
     hidden_states_of,
     output_form_of,
 )
-from equiv_core.compat import hidden_of_envoy
-from equiv_core.context import SteeringContext
-from equiv_core.reference import edit_hook
-from equiv_core.steering import Edit
 
 
 class TupleBlock(nn.Module):

@@ -16,6 +16,9 @@ from mlflow_helpers import artifact_paths, parent_and_children
 from nnsight import NNsight
 from test_architecture import TupleModel
 
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import CONTROL_PITFALLS, PITFALLS, NnsightSteering
+from equiv_core.arms.steering import Edit
 from equiv_core.audit.bisect import Bisection, Change, Probe
 from equiv_core.audit.cell import literal_meaning, probe_pitfalls, run_cell
 from equiv_core.audit.matrix import DEFAULT_CELLS
@@ -23,14 +26,11 @@ from equiv_core.audit.mlflow_source import download_cells
 from equiv_core.audit.record import CellRecord, cell_slug
 from equiv_core.audit.report import build_report, headlines, write_report
 from equiv_core.audit.status import read_status
-from equiv_core.cli import main
-from equiv_core.compat import CONTROL_PITFALLS, PITFALLS, NnsightSteering
-from equiv_core.context import SteeringContext
-from equiv_core.errors import error_line
-from equiv_core.experiments import EXPERIMENTS
-from equiv_core.recipes import RECIPES
-from equiv_core.steering import Edit
-from equiv_core.tracking import Tracker
+from equiv_core.cli.main import main
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.spec.recipes import RECIPES
+from equiv_core.support.errors import error_line
+from equiv_core.tracking.store import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 

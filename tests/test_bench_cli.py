@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from equiv_core.bench import arms
-from equiv_core.cli import main
-from equiv_core.registry import Registry
+from equiv_core.cli.main import main
+from equiv_core.support.registry import Registry
 
 EAGER_ARMS = tuple(name for name in arms.ARMS.names() if name != "floor")  # floor compiles: its own tests
 REQUIRED = {
@@ -170,7 +170,7 @@ def test_bad_bench_arguments_exit_2(
 def test_an_arm_that_cannot_compile_is_reported_not_expressible_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from equiv_core.bench import floor
+    from equiv_core.arms import floor
 
     def no_compiler(function: Any, **_options: Any) -> Callable[..., Any]:
         def compiled(*_args: Any, **_kwargs: Any) -> Any:

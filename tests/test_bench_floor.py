@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from equiv_core.bench.floor import cache_length
-from equiv_core.cli import main
+from equiv_core.arms.floor import cache_length
+from equiv_core.cli.main import main
 
 pytestmark = pytest.mark.integration  # torch.compile: about 10-30 s of compiling on 2 cores
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from equiv_core.bench.machine_load import LoadMonitor
+from equiv_core.support.machine_load import LoadMonitor
 
 pytestmark = pytest.mark.integration  # starts a subprocess
 

@@ -10,13 +10,13 @@ import numpy as np
 from matplotlib.container import ErrorbarContainer
 
 from equiv_core.bench.budget import plan_timing
-from equiv_core.bench.config import BenchConfig
-from equiv_core.bench.machine_load import MachineLoad
 from equiv_core.bench.plot import plot_sweep, sweep_figure
+from equiv_core.bench.report import render_table
 from equiv_core.bench.statistics import summarize
 from equiv_core.bench.sweep import ArmResult, BenchReport
-from equiv_core.bench.table import render_table
 from equiv_core.bench.timer import Measurement
+from equiv_core.config.bench import BenchConfig
+from equiv_core.support.machine_load import MachineLoad
 
 QUIET = MachineLoad(2, 2, loadavg_start=(0.1, 0.1, 0.1), loadavg_end=(0.1, 0.1, 0.1), others_share=0.0, seconds=1)
 ARMS = ("plain", "hook", "unsteered")

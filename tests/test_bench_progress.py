@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from equiv_core.bench.progress import Progress
+from equiv_core.support.progress import Progress
 
 
 class _Clock:

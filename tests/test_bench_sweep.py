@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 import torch
 
+from equiv_core.arms.steering import GenerationRecord
 from equiv_core.bench import sweep
 from equiv_core.bench.arms import Arm
-from equiv_core.bench.config import BenchConfig
-from equiv_core.bench.machine_load import MachineLoad
-from equiv_core.bench.progress import Progress
 from equiv_core.bench.pytest_benchmark_json import pytest_benchmark_document
 from equiv_core.bench.statistics import summarize
 from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.bench.timer import Measurement
-from equiv_core.registry import Registry
-from equiv_core.steering import GenerationRecord
+from equiv_core.config.bench import BenchConfig
+from equiv_core.support.machine_load import MachineLoad
+from equiv_core.support.progress import Progress
+from equiv_core.support.registry import Registry
 
 QUIET = MachineLoad(
     cores=2, threads=2, loadavg_start=(0.1, 0.1, 0.1), loadavg_end=(0.2, 0.1, 0.1), others_share=0.01, seconds=1

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from equiv_core.bench.arms import ARMS
-from equiv_core.catalog import BENCH_ARMS, SPEC_FINDING_IDS, STUDY_FINDINGS
-from equiv_core.errors import UserInputError
-from equiv_core.experiments import EXPERIMENTS
-from equiv_core.experiments.spec import SPEC_FINDINGS
-from equiv_core.registry import Registry, check_name
+from equiv_core.config.catalog import BENCH_ARMS, SPEC_FINDING_IDS, STUDY_FINDINGS
+from equiv_core.findings.spec.registered import SPEC_FINDINGS
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.support.errors import UserInputError
+from equiv_core.support.registry import Registry, check_name
 
 
 def test_the_catalogue_lists_every_registered_finding_and_arm_in_report_order() -> None:
@@ -21,7 +21,7 @@ def test_the_catalogue_lists_every_registered_finding_and_arm_in_report_order() 
 def test_a_registry_refuses_an_id_its_catalogue_does_not_declare() -> None:
     registry: Registry[int] = Registry("arm", declared=("hook",))
     registry.add("hook", 1)
-    with pytest.raises(ValueError, match="'plian' is not declared in equiv_core.catalog"):
+    with pytest.raises(ValueError, match="'plian' is not declared in equiv_core.config.catalog"):
         registry.add("plian", 2)
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from equiv_core.cli import main
-from equiv_core.context import SteeringContext
-from equiv_core.experiments import EXPERIMENTS, ExperimentConfig, FindingResult
-from equiv_core.experiments.base import NoEvidence, verdict
-from equiv_core.registry import Registry
+from equiv_core.arms.context import SteeringContext
+from equiv_core.cli.main import main
+from equiv_core.findings.finding import ExperimentConfig, FindingResult, NoEvidence, verdict
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.support.registry import Registry
 
 
 def test_run_prints_a_report_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,7 +151,7 @@ def test_module_entry_point_and_console_script_agree() -> None:
 def test_help_models_and_recipes_import_neither_torch_nor_nnsight_nor_mlflow() -> None:
     code = (
         "import sys, io, contextlib\n"
-        "from equiv_core.cli import main\n"
+        "from equiv_core.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    codes = [main(['--help']), main(['models']), main(['recipes']), main(['run', '--help'])]\n"
         "print(codes, sorted(m for m in ('torch', 'nnsight', 'mlflow', 'transformers') if m in sys.modules))\n"
@@ -197,7 +197,7 @@ def test_bad_arguments_of_run_and_bench_are_answered_before_torch_loads(
     error = error.replace("WRONG_WIDTH_SAFETENSORS", files["WRONG_WIDTH_SAFETENSORS"])
     code = (
         "import sys, io, contextlib\n"
-        "from equiv_core.cli import main\n"
+        "from equiv_core.cli.main import main\n"
         "err = io.StringIO()\n"
         "with contextlib.redirect_stderr(err):\n"
         f"    code = main({arguments!r})\n"

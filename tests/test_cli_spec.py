@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow_helpers import artifact_paths, parent_and_children
 
-from equiv_core.cli import main
-from equiv_core.experiments.spec import SPEC_FINDINGS
-from equiv_core.recipes import RECIPES
+from equiv_core.cli.main import main
+from equiv_core.findings.spec.registered import SPEC_FINDINGS
+from equiv_core.spec.recipes import RECIPES
 
 ARMS = ("plain", "iter", "recompute", "hook", "hook_recompute", "unsteered", "unsteered_recompute")
 # A single prompt runs every spec finding but batch_invariance (nothing is batched).
@@ -175,7 +175,7 @@ def test_a_spec_file_of_the_wrong_shape_is_one_line(
 def test_a_vector_path_in_a_spec_file_is_relative_to_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from equiv_core.vectors import random_unit_vector
+    from equiv_core.arms.vectors import random_unit_vector
 
     (tmp_path / "specs").mkdir()
     torch.save(random_unit_vector(4, 64), tmp_path / "specs" / "v.pt")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from equiv_core.cli import main
-from equiv_core.compare import Setup, setup_differences
-from equiv_core.tracking import Tracker
+from equiv_core.cli.main import main
+from equiv_core.tracking.compare import Setup, setup_differences
+from equiv_core.tracking.store import Tracker
 
 SPEC_RUN = ["run", "--model", "tiny-gpt2", "--max-new-tokens", "4"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from equiv_core.comparison import compare_tensors, rounding_allowance, tensor_sha256
+from equiv_core.findings.comparison import compare_tensors, rounding_allowance, tensor_sha256
 
 
 def test_identical_tensors_are_bit_identical_with_zero_difference() -> None:

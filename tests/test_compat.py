@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from equiv_core.compat import wrap
-from equiv_core.context import SteeringContext
-from equiv_core.steering import Edit
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import wrap
+from equiv_core.arms.steering import Edit
 
 PROMPT = "The weather today is"
 
@@ -82,7 +82,7 @@ def test_an_nnsight_older_than_the_harness_can_drive_is_refused_with_the_reason(
     """nnsight 0.5.1-0.5.12 cannot append to a Python list inside a trace (release bisection of 2026-11-30)."""
     from packaging.version import Version
 
-    from equiv_core import compat
+    from equiv_core.arms import nnsight as compat
 
     monkeypatch.setattr(compat, "NNSIGHT_VERSION", Version("0.5.12"))
     with pytest.raises(compat.UnsupportedNnsightVersion, match=r"nnsight 0.5.12 is not supported \(need >= 0.5.13"):

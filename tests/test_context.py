@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from equiv_core.context import SteeringContext
+from equiv_core.arms.context import SteeringContext
 
 
 def test_greedy_choice_masks_eos_as_min_new_tokens_does(tiny_context: SteeringContext) -> None:

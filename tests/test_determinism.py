@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from equiv_core.determinism import configure_determinism
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import run_findings
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.runner import run_findings
+from equiv_core.models.determinism import configure_determinism
 
 
 def test_deterministic_settings_are_applied_and_reported() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv_core.cli import main
+from equiv_core.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # The exit status each example's comments promise: 0 every finding holds, 1 a finding fails (the known mistake).

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import torch
 
-from equiv_core.comparison import steering_problems
-from equiv_core.context import SteeringContext
-from equiv_core.errors import UserInputError
-from equiv_core.experiments import EXPERIMENTS, ExperimentConfig
-from equiv_core.registry import Registry
-from equiv_core.steering import Edit, GenerationRecord
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.steering import Edit, GenerationRecord
+from equiv_core.findings.comparison import steering_problems
+from equiv_core.findings.finding import ExperimentConfig
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.support.errors import UserInputError
+from equiv_core.support.registry import Registry
 
 EXPECTED_IDS = (
     "position_sweep",

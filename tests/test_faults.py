@@ -22,12 +22,13 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow_helpers import mlflow_server, parent_and_children
 
-from equiv_core import models, outputs
-from equiv_core.cli import main
-from equiv_core.compare import natural_key
-from equiv_core.model_cache import problem_with
-from equiv_core.orphans import END_REASON_TAG, OWNER_TAG, Owner, gone_reason, now_ms, this_process
-from equiv_core.tracking import Tracker, _retry_locked
+from equiv_core.cli.main import main
+from equiv_core.models import load as models
+from equiv_core.models.cache import problem_with
+from equiv_core.support import outputs
+from equiv_core.tracking.compare import natural_key
+from equiv_core.tracking.orphans import END_REASON_TAG, OWNER_TAG, Owner, gone_reason, now_ms, this_process
+from equiv_core.tracking.store import Tracker, _retry_locked
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.faults
@@ -134,7 +135,7 @@ def test_a_store_whose_disk_fills_at_the_start_names_the_root_cause_in_one_line(
 def test_the_root_cause_of_a_chained_store_error_is_what_the_line_names() -> None:
     import sqlite3
 
-    from equiv_core.tracking import _failure_line
+    from equiv_core.tracking.store import _failure_line
 
     try:
         try:
@@ -146,7 +147,7 @@ def test_the_root_cause_of_a_chained_store_error_is_what_the_line_names() -> Non
 
 
 def test_a_spool_that_cannot_be_written_leaves_no_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from equiv_core import spool
+    from equiv_core.tracking import spool
 
     def no_space(*_args: object, **_kwargs: object) -> str:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -13,16 +13,17 @@ import pytest
 import torch
 from tokenizers.processors import TemplateProcessing
 
-from equiv_core.cli import main
-from equiv_core.compat import NnsightSteering
-from equiv_core.context import SteeringContext
-from equiv_core.decoding import GREEDY, Decoding
-from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
-from equiv_core.inputs import default_bos_note, encode_prompts
-from equiv_core.offline_tokenizer import offline_tokenizer
-from equiv_core.resolution import ResolvedSpec, resolve_spec
-from equiv_core.spec import spec_from_options
-from equiv_core.spec_run import SpecRun, run_spec
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import NnsightSteering
+from equiv_core.arms.resolution import ResolvedSpec, resolve_spec
+from equiv_core.cli.main import main
+from equiv_core.config.decoding import GREEDY, Decoding
+from equiv_core.findings.spec.registered import SPEC_FINDINGS
+from equiv_core.findings.spec.spec_finding import SpecFindingConfig
+from equiv_core.findings.spec.spec_run import SpecRun, run_spec
+from equiv_core.models.inputs import default_bos_note, encode_prompts
+from equiv_core.models.offline_tokenizer import offline_tokenizer
+from equiv_core.spec.steering_spec import spec_from_options
 
 PROMPTS = ("The weather today is", "The weather", "It is a good day. It was a bad day.")
 ADD = {"op": "add", "vector": "random:5", "scale": "8", "positions": "last+generated"}
@@ -248,8 +249,8 @@ def test_a_generation_setting_without_a_spec_runs_the_original_edit_as_a_spec(
 
 
 def test_the_five_findings_refuse_generation_settings_given_to_the_library() -> None:
-    from equiv_core.errors import UserInputError
-    from equiv_core.run_config import RunConfig, validate_config
+    from equiv_core.config.run import RunConfig, validate_config
+    from equiv_core.support.errors import UserInputError
 
     with pytest.raises(UserInputError, match="--do-sample applies to steering specs"):
         validate_config(RunConfig(model="tiny-gpt2", decoding=Decoding(do_sample=True)))
@@ -319,7 +320,7 @@ def test_conflicting_batch_options_are_one_line_and_exit_2(
 def test_a_prompts_file_with_a_byte_order_mark_and_crlf_reads_clean() -> None:
     import tempfile
 
-    from equiv_core.cli import read_prompts
+    from equiv_core.cli.main import read_prompts
 
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
         handle.write("\ufeffThe weather\r\n\r\nIt is a good day.\r\n".encode())

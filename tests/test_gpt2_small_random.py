@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from equiv_core.catalog import ModelShape, known_shape
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import run_findings
+from equiv_core.config.catalog import ModelShape, known_shape
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.runner import run_findings
 
 pytestmark = pytest.mark.slow
 

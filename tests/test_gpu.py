@@ -12,15 +12,15 @@ import sys
 import pytest
 import torch
 
+from equiv_core.arms.context import build_context
 from equiv_core.bench.arms import ARMS
-from equiv_core.bench.config import BenchConfig
 from equiv_core.bench.sweep import run_bench
-from equiv_core.context import build_context
-from equiv_core.determinism import configure_determinism
-from equiv_core.models import load_model
-from equiv_core.provenance import environment_info
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import run_findings
+from equiv_core.config.bench import BenchConfig
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.runner import run_findings
+from equiv_core.models.determinism import configure_determinism
+from equiv_core.models.load import load_model
+from equiv_core.models.provenance import environment_info
 
 pytestmark = pytest.mark.gpu
 
@@ -83,7 +83,7 @@ def test_determinism_sets_cublas_workspace_before_cuda_starts(device: torch.devi
     """In a fresh process: configure first, then CUDA; cuBLAS must see the fixed workspace."""
     code = (
         "import json, os, torch\n"
-        "from equiv_core.determinism import configure_determinism\n"
+        "from equiv_core.models.determinism import configure_determinism\n"
         "report = configure_determinism(0)\n"
         f"torch.ones(2, 2, device='{device}') @ torch.ones(2, 2, device='{device}')\n"
         "print(json.dumps({'before': report.cuda_initialized_before, 'cublas': os.environ['CUBLAS_WORKSPACE_CONFIG'],"

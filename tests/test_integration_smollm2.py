@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from equiv_core.catalog import ModelShape, known_shape
-from equiv_core.context import SteeringContext
-from equiv_core.decoding import Decoding
-from equiv_core.experiments import EXPERIMENTS
-from equiv_core.models import LoadedModel, smollm2_cache_path
-from equiv_core.recipes import RECIPES
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import run_findings
+from equiv_core.arms.context import SteeringContext
+from equiv_core.config.catalog import ModelShape, known_shape
+from equiv_core.config.decoding import Decoding
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.runner import run_findings
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.models.load import LoadedModel, smollm2_cache_path
+from equiv_core.spec.recipes import RECIPES
 
 pytestmark = pytest.mark.integration
 

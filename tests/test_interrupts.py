@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM never land inside a tracking-store write (equiv_core.interrupts)."""
+"""Ctrl-C and SIGTERM never land inside a tracking-store write (equiv_core.support.interrupts)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from equiv_core.interrupts import deferred, interrupts_handled
+from equiv_core.support.interrupts import deferred, interrupts_handled
 
 
 def test_a_sigterm_inside_a_deferred_block_is_raised_when_the_block_ends() -> None:
@@ -40,7 +40,7 @@ def test_the_previous_handlers_are_back_after_the_block() -> None:
 
 def test_a_store_call_that_a_sigterm_interrupts_runs_to_its_end_before_the_interrupt() -> None:
     """Every store call goes through ``_retry_locked``: the signal waits for the call (then ends the run KILLED)."""
-    from equiv_core.tracking import _retry_locked
+    from equiv_core.tracking.store import _retry_locked
 
     completed: list[bool] = []
 
@@ -71,7 +71,7 @@ def test_a_second_signal_while_the_first_waits_is_raised_at_once() -> None:
 
 def test_a_run_interrupted_while_its_verdict_is_written_is_still_terminated(store: str) -> None:
     """The writes that end a run (verdict tags, the new name, set_terminated) are one deferred block."""
-    from equiv_core.tracking import Outcome, Tracker
+    from equiv_core.tracking.store import Outcome, Tracker
 
     tracker = Tracker(store).connect()
     real_update = tracker.client.update_run

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow_helpers import artifact_paths, mlflow_server, parent_and_children
 
-from equiv_core.catalog import RUNS_PAGE
+from equiv_core.config.catalog import RUNS_PAGE
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow

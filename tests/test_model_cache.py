@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from equiv_core.errors import EnvironmentFault
-from equiv_core.model_cache import MANIFEST, ensure_converted, problem_with
+from equiv_core.models.cache import MANIFEST, ensure_converted, problem_with
+from equiv_core.support.errors import EnvironmentFault
 
 pytestmark = pytest.mark.faults
 

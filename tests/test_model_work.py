@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from equiv_core.context import SteeringContext
-from equiv_core.model_work import ModelWork, tensor_key
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import run_findings
-from equiv_core.steering import Edit
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.model_work import ModelWork, tensor_key
+from equiv_core.arms.steering import Edit
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.runner import run_findings
 
 
 def test_within_shared_an_identical_call_runs_once() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from equiv_core import models
-from equiv_core.catalog import ModelShape, known_shape
-from equiv_core.context import SteeringContext
-from equiv_core.errors import EnvironmentFault, UserInputError
-from equiv_core.models import BUILTIN_MODELS, LoadedModel, load_model, resolve_device, weights_sha256
+from equiv_core.arms.context import SteeringContext
+from equiv_core.config.catalog import ModelShape, known_shape
+from equiv_core.models import load as models
+from equiv_core.models.load import BUILTIN_MODELS, LoadedModel, load_model, resolve_device, weights_sha256
+from equiv_core.support.errors import EnvironmentFault, UserInputError
 
 
 def test_builtin_names_are_the_documented_ones() -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from equiv_core.offline_tokenizer import _trained_tokenizer_json, offline_tokenizer
+from equiv_core.models.offline_tokenizer import _trained_tokenizer_json, offline_tokenizer
 
 
 def test_prompt_tokenizes_like_gpt2() -> None:
@@ -27,7 +27,7 @@ def test_placeholder_ids_decode_readably() -> None:
 @pytest.mark.integration
 def test_training_is_identical_across_processes() -> None:
     code = (
-        "import hashlib; from equiv_core.offline_tokenizer import _trained_tokenizer_json as t; "
+        "import hashlib; from equiv_core.models.offline_tokenizer import _trained_tokenizer_json as t; "
         "print(hashlib.sha256(t().encode()).hexdigest())"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

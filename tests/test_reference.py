@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from equiv_core.context import SteeringContext
-from equiv_core.reference import edit_hook, hook_generate
-from equiv_core.steering import Edit
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.reference import edit_hook, hook_generate
+from equiv_core.arms.steering import Edit
 
 
 def test_hook_is_removed_after_use(tiny_context: SteeringContext) -> None:
@@ -59,8 +59,8 @@ def test_an_unknown_when_is_refused_by_hook_and_nnsight_alike(tiny_context: Stee
 
 
 def test_the_five_findings_take_only_the_original_zeroing_edit() -> None:
-    from equiv_core.errors import UserInputError
-    from equiv_core.experiments import ExperimentConfig
+    from equiv_core.findings.finding import ExperimentConfig
+    from equiv_core.support.errors import UserInputError
 
     with pytest.raises(UserInputError, match="the five findings use the original study's 'zero' edit"):
         ExperimentConfig(edit="add")

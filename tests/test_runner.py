@@ -8,12 +8,12 @@ from typing import Any
 
 import nnsight
 
-from equiv_core.bench.machine_load import MachineLoad
-from equiv_core.compat import NotExpressible
-from equiv_core.experiments import EXPERIMENTS
-from equiv_core.registry import Registry
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import _BusyWatch, run_findings
+from equiv_core.arms.nnsight import NotExpressible
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.runner import _BusyWatch, run_findings
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.support.machine_load import MachineLoad
+from equiv_core.support.registry import Registry
 
 Replace = Callable[[Registry[Any], str, Any], None]
 
@@ -79,7 +79,7 @@ def test_a_quiet_machine_gets_no_busy_warning() -> None:
 
 def test_a_batched_spec_run_says_each_arm_as_it_starts_and_each_finding_before_it_runs() -> None:
     """A long batch (every arm, then every arm per prompt alone) is never silent between findings (issue 18)."""
-    from equiv_core.recipes import RECIPES
+    from equiv_core.spec.recipes import RECIPES
 
     said: list[str] = []
     spec = RECIPES.get("original-zero").spec()

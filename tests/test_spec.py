@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from equiv_core.errors import UserInputError
-from equiv_core.spec import Layers, Positions, SteeringSpec, Steps, VectorSource, load_spec_file, spec_from_options
+from equiv_core.spec.steering_spec import (
+    Layers,
+    Positions,
+    SteeringSpec,
+    Steps,
+    VectorSource,
+    load_spec_file,
+    spec_from_options,
+)
+from equiv_core.support.errors import UserInputError
 
 
 @pytest.mark.parametrize(

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 import torch
 
-from equiv_core.compat import NnsightSteering
-from equiv_core.context import SteeringContext
-from equiv_core.experiments.spec import SPEC_FINDINGS, SpecFindingConfig
-from equiv_core.inputs import encode_prompts
-from equiv_core.resolution import ResolvedSpec, resolve_spec
-from equiv_core.spec import OPS, Steps, spec_from_options
-from equiv_core.spec_run import SpecRun, run_spec
-from equiv_core.steering import SpecGeneration
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import NnsightSteering
+from equiv_core.arms.resolution import ResolvedSpec, resolve_spec
+from equiv_core.arms.steering import SpecGeneration
+from equiv_core.findings.spec.registered import SPEC_FINDINGS
+from equiv_core.findings.spec.spec_finding import SpecFindingConfig
+from equiv_core.findings.spec.spec_run import SpecRun, run_spec
+from equiv_core.models.inputs import encode_prompts
+from equiv_core.spec.steering_spec import OPS, Steps, spec_from_options
 
 PROMPT, NEW_TOKENS = "The weather today is", 6
 VECTOR_OPS = {"add": "6", "set": None, "ablate": "1"}
@@ -188,7 +189,7 @@ def test_vectors_from_a_file_give_the_same_ids_as_random_seed(
     import numpy as np
     from safetensors.torch import save_file
 
-    from equiv_core.vectors import random_unit_vector
+    from equiv_core.arms.vectors import random_unit_vector
 
     context = context_for("tiny-llama")
     vector = random_unit_vector(9, context.architecture.hidden_size)
@@ -205,7 +206,7 @@ def test_vectors_from_a_file_give_the_same_ids_as_random_seed(
 def test_a_vector_file_of_the_wrong_shape_names_the_expected_one(
     context_for: Callable[[str], SteeringContext], tmp_path: Any
 ) -> None:
-    from equiv_core.errors import UserInputError
+    from equiv_core.support.errors import UserInputError
 
     torch.save(torch.ones(3, 64), tmp_path / "v.pt")
     with pytest.raises(UserInputError, match=r"has shape \[3, 64\]; expected \[64\] or \[2, 64\] for 2 steered layers"):
@@ -213,7 +214,7 @@ def test_a_vector_file_of_the_wrong_shape_names_the_expected_one(
 
 
 def test_an_integer_vector_file_is_refused(context_for: Callable[[str], SteeringContext], tmp_path: Any) -> None:
-    from equiv_core.errors import UserInputError
+    from equiv_core.support.errors import UserInputError
 
     torch.save(torch.ones(64, dtype=torch.int64), tmp_path / "v.pt")
     with pytest.raises(UserInputError, match="has dtype torch.int64; expected a floating tensor"):
@@ -222,8 +223,8 @@ def test_an_integer_vector_file_is_refused(context_for: Callable[[str], Steering
 
 def test_actadd_is_the_residual_difference_at_the_last_token(context_for: Callable[[str], SteeringContext]) -> None:
     """Checked against nnsight's own read of the block output (an independent way to get the residual stream)."""
-    from equiv_core.spec import VectorSource
-    from equiv_core.vectors import resolve_vectors
+    from equiv_core.arms.vectors import resolve_vectors
+    from equiv_core.spec.steering_spec import VectorSource
 
     context = context_for("tiny-gpt2")
     vectors = resolve_vectors(VectorSource.parse("actadd:I love this|I hate this"), context, (1,))
@@ -254,7 +255,7 @@ def mutate_recompute_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mutation
     """Make the raw hook without the KV cache apply a changed spec (the cached hook stays as it is)."""
 
     def install(mutation: Mutation) -> None:
-        import equiv_core.spec_run as spec_run_module
+        import equiv_core.findings.spec.spec_run as spec_run_module
 
         original = spec_run_module.spec_hook_generate
 
@@ -326,7 +327,7 @@ def test_non_finite_logits_fail_every_comparison(context_for: Callable[[str], St
 def test_an_identity_spec_whose_arm_still_steers_fails(
     context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import equiv_core.compat as compat
+    import equiv_core.arms.nnsight as compat
 
     original = compat.apply_op
     monkeypatch.setattr(
@@ -342,7 +343,7 @@ def test_arms_agree_fails_on_logits_alone(
     context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An nnsight arm whose edit is off by a hair: same tokens, logits beyond the model's own rounding."""
-    import equiv_core.compat as compat
+    import equiv_core.arms.nnsight as compat
 
     original = compat.apply_op
     monkeypatch.setattr(

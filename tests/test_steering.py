@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from equiv_core.steering import apply_op
+from equiv_core.arms.steering import apply_op
 
 HIDDEN = torch.tensor([[3.0, 4.0, 0.0], [1.0, -2.0, 2.0]])  # [k, hidden]
 VECTOR = torch.tensor([0.0, 2.0, 0.0])

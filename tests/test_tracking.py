@@ -18,12 +18,12 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow_helpers import artifact_paths, free_port, parent_and_children
 
-from equiv_core import prepare
-from equiv_core.cli import main
-from equiv_core.experiments import EXPERIMENTS
-from equiv_core.orphans import END_REASON_TAG
-from equiv_core.registry import Registry
-from equiv_core.tracking import (
+from equiv_core.arms import prepare
+from equiv_core.cli.main import main
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.support.registry import Registry
+from equiv_core.tracking.orphans import END_REASON_TAG
+from equiv_core.tracking.store import (
     DEFAULT_EXPERIMENT,
     EXPERIMENT_KIND_TAG,
     TRAINING_EXPERIMENT,
@@ -168,7 +168,7 @@ def test_error_mid_run_ends_failed(store: str, monkeypatch: pytest.MonkeyPatch) 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("equiv_core.run_logging.log_run_report", broken)
+    monkeypatch.setattr("equiv_core.tracking.run_logging.log_run_report", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         main(["run", "--model", "tiny-gpt2", "--only", "steered_differs"])
     [(parent, children)] = parent_and_children(store)
@@ -260,7 +260,7 @@ def test_a_run_failed_by_its_verdict_is_told_from_a_crashed_one(store: str, monk
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("equiv_core.run_logging.log_run_report", broken)
+    monkeypatch.setattr("equiv_core.tracking.run_logging.log_run_report", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         main(FAILING_RUN)
     crashed, judged = Tracker(store).connect().runs(top_level=True)  # newest first
@@ -333,7 +333,7 @@ def test_sigterm_mid_run_ends_killed(store: str, tmp_path: Path) -> None:
 
 def test_no_mlflow_builds_no_environment_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
     """pip freeze and torch's collect_env (most of a second) are built only for a run that is logged."""
-    from equiv_core import run_logging
+    from equiv_core.tracking import run_logging
 
     def refuse() -> dict[str, str]:
         raise AssertionError("environment manifest built for a run nobody logs")
@@ -348,7 +348,7 @@ def test_a_prefetched_environment_manifest_is_built_once(monkeypatch: pytest.Mon
     import threading
     import time
 
-    from equiv_core import run_logging
+    from equiv_core.tracking import run_logging
 
     builds: list[int] = []
     started = threading.Event()
@@ -372,7 +372,7 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used_not_an_error
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 
-    from equiv_core.tracking import experiment_id
+    from equiv_core.tracking.store import experiment_id
 
     class Experiment:
         experiment_id = "7"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from equiv_core.walltime import CommandStart, RunTimings, TimeBreakdown, breakdown
+from equiv_core.support.walltime import CommandStart, RunTimings, TimeBreakdown, breakdown
 
 
 def test_the_phases_add_up_to_the_total() -> None:

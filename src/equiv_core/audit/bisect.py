@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equiv_core.audit.record import CellRecord, CellStatus
-from equiv_core.outputs import write_json
+from equiv_core.support.outputs import write_json
 
 Mode = Literal["bisect", "sweep"]
 RELEASES = "releases"  # under an audit results folder: <source>.json per search, its cell records in <source>/

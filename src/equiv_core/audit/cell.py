@@ -18,21 +18,21 @@ from typing import Any
 
 import numpy as np
 
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import CONTROL_PITFALLS, PITFALLS, STEP_WINDOW, NotExpressible
+from equiv_core.arms.prepare import prepare_run
+from equiv_core.arms.steering import Edit
 from equiv_core.audit.matrix import AUDITED
 from equiv_core.audit.mlflow_source import CELL_ARTIFACT
 from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
 from equiv_core.bench.arms import ARMS
-from equiv_core.comparison import tensor_sha256
-from equiv_core.compat import CONTROL_PITFALLS, PITFALLS, STEP_WINDOW, NotExpressible
-from equiv_core.context import SteeringContext
-from equiv_core.errors import error_line
-from equiv_core.prepare import prepare_run
-from equiv_core.provenance import package_version
-from equiv_core.recipes import RECIPES
-from equiv_core.run_config import RunConfig
-from equiv_core.runner import run_findings
-from equiv_core.steering import Edit
-from equiv_core.tracking import TrackedRun, Tracker
+from equiv_core.config.run import RunConfig
+from equiv_core.findings.comparison import tensor_sha256
+from equiv_core.findings.runner import run_findings
+from equiv_core.models.provenance import package_version
+from equiv_core.spec.recipes import RECIPES
+from equiv_core.support.errors import error_line
+from equiv_core.tracking.store import TrackedRun, Tracker
 
 RECORDED_PACKAGES = (*AUDITED, "numpy")  # the versions every cell records: the pinned packages, and numpy
 
@@ -107,7 +107,7 @@ def probe_pitfalls(
 
 
 def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dict[str, PitfallOutcome]:
-    """What runs, and when, in two step-loop patterns (:data:`~equiv_core.compat.CONTROL_PITFALLS`): ``correct``,
+    """What runs, and when, in two step-loop patterns (:data:`~equiv_core.arms.nnsight.CONTROL_PITFALLS`): ``correct``,
     ``silently skipped`` (the code never ran, no error), ``wrong steps [..]`` (a window fired elsewhere, no error)
     or ``raises``. The edit is at index -1, valid at every step with the KV cache."""
     input_ids = context.encode(RunConfig().prompt)

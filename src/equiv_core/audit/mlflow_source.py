@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from equiv_core.audit.record import CellRecord, CellStatus
-from equiv_core.errors import EnvironmentFault
-from equiv_core.tracking import Tracker
+from equiv_core.support.errors import EnvironmentFault
+from equiv_core.tracking.store import Tracker
 
 CELL_ARTIFACT = "audit_cell.json"
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from equiv_core.outputs import write_json
+from equiv_core.support.outputs import write_json
 
 CELL_FORMAT = 2  # version of the cell file; 1 was the untyped dict of the first audit
 CellStatus = Literal["ran", "unsupported", "error"]

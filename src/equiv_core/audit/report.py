@@ -18,8 +18,8 @@ from equiv_core.audit.bisect import Bisection, Change, read_searches
 from equiv_core.audit.matrix import REFERENCE_CELL
 from equiv_core.audit.record import CellRecord, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
-from equiv_core.catalog import STUDY_FINDINGS
-from equiv_core.outputs import atomic_path
+from equiv_core.config.catalog import STUDY_FINDINGS
+from equiv_core.support.outputs import atomic_path
 
 SILENT_OUTCOMES = ("UNSTEERED", "silently", "wrong steps", "other ids")  # no error, and not what the code says
 SHORT = {

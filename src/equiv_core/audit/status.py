@@ -44,7 +44,7 @@ from typing import Any
 
 from equiv_core.audit.bisect import RELEASES, Bisection, read_searches
 from equiv_core.audit.record import CellRecord, CellStatus, read_cells
-from equiv_core.outputs import write_json
+from equiv_core.support.outputs import write_json
 
 SCHEMA = "equiv-bench/audit-status"
 SCHEMA_VERSION = 1

@@ -4,7 +4,7 @@
 - ``iter0``: nnsight ``iter[0]`` at position n-1;
 - ``recompute``: nnsight with ``use_cache=False``, the edit re-applied at n-1 at every step;
 - ``hook``: the same edit with a raw PyTorch forward hook + Hugging Face ``generate`` (the reference);
-- ``floor``: the same edit inside a ``torch.compile``d forward with a static KV cache (:mod:`equiv_core.bench.floor`):
+- ``floor``: the same edit inside a ``torch.compile``d forward with a static KV cache (:mod:`equiv_core.arms.floor`):
   the fastest honest way to run it, so the cost of tracing shows against it;
 - ``unsteered``: plain Hugging Face ``generate`` with no edit (the cost of generation itself).
 """
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from equiv_core.catalog import BENCH_ARMS
-from equiv_core.context import SteeringContext
-from equiv_core.registry import Registry
-from equiv_core.steering import Edit, GenerationRecord
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.steering import Edit, GenerationRecord
+from equiv_core.config.catalog import BENCH_ARMS
+from equiv_core.support.registry import Registry
 
 ArmFunction = Callable[[SteeringContext, torch.Tensor, int, int], GenerationRecord]
 
@@ -60,7 +60,7 @@ def _hook(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, la
 
 
 def _floor(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
-    from equiv_core.bench.floor import floor_generate
+    from equiv_core.arms.floor import floor_generate
 
     return floor_generate(context, input_ids, new_tokens, layer)
 

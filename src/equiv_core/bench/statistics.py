@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from equiv_core.catalog import TARGET_CI_HALF_WIDTH
+from equiv_core.config.catalog import TARGET_CI_HALF_WIDTH
 
 MEDIAN_CI_CONFIDENCE = 0.95
 EXPONENT_CI_MAX_WIDTH = 0.5

@@ -25,12 +25,13 @@ from typing import Any
 
 import torch
 
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.floor import compile_seconds as floor_compile_seconds
+from equiv_core.arms.nnsight import NotExpressible
+from equiv_core.arms.prepare import prepare_run
+from equiv_core.arms.steering import GenerationRecord
 from equiv_core.bench.arms import ARMS
 from equiv_core.bench.budget import ROUNDS_UNDER_BUDGET, TimingPlan, plan_timing, round_seconds
-from equiv_core.bench.config import BenchConfig, validate_bench_config
-from equiv_core.bench.floor import compile_seconds as floor_compile_seconds
-from equiv_core.bench.machine_load import LoadMonitor, MachineLoad
-from equiv_core.bench.progress import Progress
 from equiv_core.bench.statistics import (
     MEDIAN_CI_CONFIDENCE,
     GrowthExponent,
@@ -40,18 +41,17 @@ from equiv_core.bench.statistics import (
     summarize,
 )
 from equiv_core.bench.timer import Measurement, measure, memory_method
-from equiv_core.catalog import (
+from equiv_core.config.bench import BenchConfig, validate_bench_config
+from equiv_core.config.catalog import (
     DEFAULT_MODEL,
 )
-from equiv_core.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
-from equiv_core.compat import NotExpressible
-from equiv_core.context import SteeringContext
-from equiv_core.determinism import configure_determinism
-from equiv_core.models import resolve_device
-from equiv_core.prepare import prepare_run
-from equiv_core.provenance import environment_info
-from equiv_core.steering import GenerationRecord
-from equiv_core.validation import check_fits_context, check_layer, check_prompt_length
+from equiv_core.config.validation import check_fits_context, check_layer, check_prompt_length
+from equiv_core.findings.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
+from equiv_core.models.determinism import configure_determinism
+from equiv_core.models.load import resolve_device
+from equiv_core.models.provenance import environment_info
+from equiv_core.support.machine_load import LoadMonitor, MachineLoad
+from equiv_core.support.progress import Progress
 
 _now = time.monotonic  # the clock of the budget (a name of its own so tests can script it)
 

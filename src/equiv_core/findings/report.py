@@ -1,0 +1,71 @@
+"""Readable text report of a run, in the spirit of the original study: tokens decoded, each finding with
+PASS/FAIL and the evidence that decided it."""
+
+from __future__ import annotations
+
+from equiv_core.findings.coverage_map import ranges
+from equiv_core.findings.runner import RunReport
+
+
+def render(report: RunReport) -> str:
+    """The report as printed by ``equiv run``."""
+    environment = report.environment
+    architecture = report.architecture
+    lines = [
+        "equiv-bench: steering-equivalence findings" if report.spec is None else "equiv-bench: steering spec findings",
+        f"model    {report.config.model}: {architecture['num_layers']} layers at {architecture['layers_path']}, "
+        f"hidden {architecture['hidden_size']}, block output is a {architecture['block_output_form']}",
+        f"         {report.model_source}",
+        *_prompt(report),
+        f"decoding {_decoding(report)}, {report.config.max_new_tokens} new tokens; "
+        + ("edit: zero the hidden state; " if report.spec is None else "")
+        + f"seed {report.determinism.seed}, deterministic kernels {report.determinism.deterministic_algorithms}",
+        *_steering(report),
+        f"versions nnsight {environment['nnsight_version']}, transformers {environment['transformers_version']}, "
+        f"torch {environment['torch_version']} on {environment['device']} ({report.config.dtype})",
+        "",
+    ]
+    for index, finding in enumerate(report.findings, start=1):
+        lines.append(f"[{finding.verdict}] {index}. {finding.id} ({finding.config.where()}): {finding.title}")
+        lines += [f"       {line}" for line in finding.evidence.lines()]
+        lines.append(f"       => {finding.message}")
+        lines.append("")
+    counted = [finding for finding in report.findings if finding.counts]
+    held = sum(finding.holds for finding in counted)
+    skipped = len(report.findings) - len(counted)
+    lines.append(
+        f"{held}/{len(counted)} findings hold"
+        + (f" ({skipped} not applicable to this input)" if skipped else "")
+        + f". Run fingerprint (ids + logits hashes): {report.fingerprint()[:16]}"
+    )
+    return "\n".join(lines)
+
+
+def _steering(report: RunReport) -> list[str]:
+    if report.spec is None:
+        return []
+    resolved = report.spec
+    lines = [f"steering {resolved.spec.describe()}"]
+    if resolved.batch.size == 1:
+        where = f"positions {ranges(resolved.positions[0])}"
+    else:
+        where = "positions per row " + "; ".join(
+            f"{row}: {ranges(positions)}" for row, positions in enumerate(resolved.positions)
+        )
+    lines.append(f"         resolved: layers {ranges(resolved.layers)}, {where}, steps {resolved.steps.describe()}")
+    return lines + list(report.notes)
+
+
+def _prompt(report: RunReport) -> list[str]:
+    if report.spec is None or report.spec.batch.size == 1:
+        tokens = f"{len(report.prompt_ids)} tokens" + (
+            f" {list(report.prompt_tokens)}" if len(report.prompt_ids) <= 16 else ""
+        )
+        prompt = report.config.prompt if report.spec is None else report.spec.batch.prompts[0]
+        return [f"prompt   {prompt!r} -> {tokens}"]
+    batch = report.spec.batch
+    return [f"prompt {row:<2}{prompt!r} -> {batch.lengths[row]} tokens" for row, prompt in enumerate(batch.prompts)]
+
+
+def _decoding(report: RunReport) -> str:
+    return "greedy" if report.spec is None else report.spec.decoding.describe()

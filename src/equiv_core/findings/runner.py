@@ -1,0 +1,356 @@
+"""Run findings on one model: validate input, prepare the model, run, collect evidence.
+
+Two modes. Without a steering spec: the original study's five findings (:data:`EXPERIMENTS`). With one: every
+arm of the spec is generated once and the spec findings (:data:`SPEC_FINDINGS`) judge it. This is the only place
+that calls the preparation, provenance and spec-resolution modules, so findings stay plain functions and every
+entry point (CLI, benchmarks, audit, tests) gets the same checks and the same provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import NNSIGHT_VERSION, NotExpressible
+from equiv_core.arms.prepare import prepare_run
+from equiv_core.arms.resolution import ResolvedSpec, resolve_spec
+from equiv_core.config.run import RunConfig, check_layers, validate_config
+from equiv_core.config.validation import (
+    check_fits_context,
+    check_layer,
+    check_prompt_length,
+    check_prompt_position,
+)
+from equiv_core.findings.finding import ExperimentConfig, FindingConfig, FindingResult, NoEvidence
+from equiv_core.findings.spec.registered import SPEC_FINDINGS
+from equiv_core.findings.spec.spec_finding import SpecFindingConfig
+from equiv_core.findings.spec.spec_run import SpecRun, run_spec
+from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.models.determinism import DeterminismReport
+from equiv_core.models.inputs import PromptBatch, default_bos_note, encode_prompts
+from equiv_core.models.load import resolve_device, weights_sha256
+from equiv_core.models.provenance import environment_info
+from equiv_core.support.errors import UserInputError, error_line
+from equiv_core.support.machine_load import LoadMonitor, MachineLoad
+from equiv_core.support.walltime import RunTimings
+
+Progress = Callable[[str], None]
+FindingDone = Callable[[FindingResult, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """Everything one run produced, ready to print or to write as JSON."""
+
+    config: RunConfig
+    model_source: str
+    prompt_ids: tuple[int, ...]
+    prompt_tokens: tuple[str, ...]
+    architecture: dict[str, Any]
+    determinism: DeterminismReport
+    environment: dict[str, Any]
+    load_seconds: float
+    weights_sha256: str
+    findings: tuple[FindingResult, ...]
+    finding_seconds: dict[str, float]
+    timings: RunTimings
+    spec: ResolvedSpec | None = None  # the resolved spec, in spec mode
+    notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
+    machine_load: MachineLoad | None = None  # how busy the machine was from the start to the end of the run
+
+    @property
+    def all_hold(self) -> bool:
+        """Every finding that applies to this input holds (NOT APPLICABLE ones are left out)."""
+        return all(finding.holds for finding in self.findings if finding.counts)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over weights, prompt ids and every finding's verdict and evidence (token ids, logits
+        hashes), excluding timings: two identical runs on one machine must print the same fingerprint."""
+        payload = {
+            "weights": self.weights_sha256,
+            "prompt_ids": list(self.prompt_ids),
+            "findings": [finding.to_dict() for finding in self.findings],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = {"spec": self.spec.to_dict()} if self.spec is not None else {}
+        return {
+            "model": self.config.model,
+            "model_source": self.model_source,
+            "prompt": self.config.prompt_list[0],
+            **({"prompts": list(self.config.prompt_list)} if len(self.config.prompt_list) > 1 else {}),
+            "prompt_ids": list(self.prompt_ids),
+            "prompt_tokens": list(self.prompt_tokens),
+            "config": self.config.to_dict(),
+            **spec,
+            "architecture": self.architecture,
+            "determinism": self.determinism.to_dict(),
+            "environment": self.environment,
+            "load_seconds": self.load_seconds,
+            "timings": self.timings.to_dict(),
+            "machine_load": self.machine_load.to_dict() if self.machine_load is not None else None,
+            "notes": list(self.notes),
+            "weights_sha256": self.weights_sha256,
+            "all_hold": self.all_hold,
+            "fingerprint": self.fingerprint(),
+            "findings": [
+                {**finding.to_dict(), "seconds": self.finding_seconds[finding.id]} for finding in self.findings
+            ],
+        }
+
+
+def _check_input(config: RunConfig, context: SteeringContext, prompt_length: int) -> None:
+    """The checks that need the loaded model and tokenizer."""
+    check_prompt_length(config.prompt, prompt_length)
+    check_fits_context(prompt_length, config.max_new_tokens, context.architecture.max_positions)
+    check_layers(config, context.architecture.num_layers)
+    if config.spec is None:
+        check_prompt_position(config.position, prompt_length)
+
+
+def experiment_configs(config: RunConfig, context: SteeringContext) -> dict[str, ExperimentConfig]:
+    """Per-experiment configs for this model, after the checks that need the model (layer, position, length)."""
+    prompt_length = context.encode(config.prompt).shape[1]
+    _check_input(config, context, prompt_length)
+    num_layers = context.architecture.num_layers
+    layer = check_layer(0 if config.layer is None else config.layer, num_layers)
+    base = ExperimentConfig(config.prompt, config.max_new_tokens, layer, config.position)
+    return {
+        name: replace(base, layer=num_layers - 1) if EXPERIMENTS.get(name).uses_last_layer else base
+        for name in config.findings
+    }
+
+
+def _guarded(name: str, title: str, config: FindingConfig, work: Callable[[], FindingResult]) -> FindingResult:
+    """Run one finding's work; an unexpected exception is a failed finding with its cause, not a crashed run."""
+    try:
+        return work()
+    except UserInputError:
+        raise
+    except NotExpressible as reason:
+        message = f"not expressible on nnsight {NNSIGHT_VERSION}: {reason}"
+        evidence = NoEvidence("not_expressible", str(reason))
+        return FindingResult(name, title, False, message, evidence, config, expressible=False)
+    except Exception as error:  # noqa: BLE001 - reported as the finding's failure, with the traceback tail
+        message = _raised(error)
+        return FindingResult(name, title, False, message, NoEvidence("exception", message), config)
+
+
+def _raised(error: Exception) -> str:
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return f"raised {error_line(error)} (at {where.filename}:{where.lineno})"
+
+
+def _run_one(name: str, context: SteeringContext, config: ExperimentConfig) -> FindingResult:
+    experiment = EXPERIMENTS.get(name)
+    return _guarded(name, experiment.title, config, lambda: experiment.run(context, config))
+
+
+def _study_notes(context: SteeringContext, config: RunConfig) -> tuple[str, ...]:
+    """The five findings encode the prompt as written, without special tokens: say so, and warn where a plain
+    string invoke would see more positions."""
+    batch = encode_prompts(context.loaded.tokenizer, (config.prompt,), context.device)
+    bos = default_bos_note(context.loaded.tokenizer, batch)
+    return ("encoding: the prompt as written, no special tokens added",) + ((f"warning: {bos}",) if bos else ())
+
+
+def _batch_notes(context: SteeringContext, batch: PromptBatch) -> tuple[str, ...]:
+    """Which special or template tokens the encoding added, where, and how rows were padded."""
+    how = (
+        "a chat template"
+        if batch.chat_template
+        else "special tokens"
+        if batch.add_special_tokens
+        else "no special tokens"
+    )
+    notes = [
+        f"encoding: {how}; {batch.size} prompt{'s' if batch.size > 1 else ''}, {batch.padding} padding to "
+        f"{batch.padded_length} columns (lengths {', '.join(map(str, batch.lengths))})"
+    ]
+    for row, added in enumerate(batch.added):
+        if added:
+            shown = ", ".join(f"{token.token}@{token.position}" for token in added[:8])
+            more = f", ... ({len(added)} in all)" if len(added) > 8 else ""
+            notes.append(f"row {row}: tokens added around the prompt (token@position) {shown}{more}")
+    bos = default_bos_note(context.loaded.tokenizer, batch)
+    if bos:
+        notes.append(f"warning: {bos}")
+    return tuple(notes)
+
+
+def _spec_findings(
+    config: RunConfig, context: SteeringContext, resolved: ResolvedSpec, say: Progress
+) -> Iterator[tuple[FindingResult, float]]:
+    """Generate every arm once, then judge each spec finding; a failure to generate fails every finding."""
+    finding_config = SpecFindingConfig(config.prompt_list, config.max_new_tokens, resolved.spec)
+    started = time.perf_counter()
+    spec_run: SpecRun | None = None
+    failure = ""
+    try:
+        spec_run = run_spec(context, resolved, say)
+    except UserInputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every finding fails with the cause
+        failure = f"generating the arms {_raised(error)}"
+    generating = time.perf_counter() - started
+    for index, name in enumerate(config.findings, start=1):
+        finding = SPEC_FINDINGS.get(name)
+        say(f"[{index}/{len(config.findings)}] {name} ...")
+        started = time.perf_counter()
+        if spec_run is None:
+            evidence = NoEvidence("exception", failure)
+            result = FindingResult(name, finding.title, False, failure, evidence, finding_config)
+        else:
+            result = _guarded(name, finding.title, finding_config, partial(finding.judge, spec_run, finding_config))
+        yield result, time.perf_counter() - started + generating
+        generating = 0.0
+
+
+def run_findings(
+    config: RunConfig,
+    progress: Progress | None = None,
+    on_finding: FindingDone | None = None,
+    load: LoadMonitor | None = None,
+) -> RunReport:
+    """Validate, prepare the model and run each chosen finding in registry order.
+
+    ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
+    ``load`` (``equiv run``'s, started with the command) watches how busy the machine is: a busy machine is said
+    early in the run, with what to do, and recorded in the report; without it (the bench's findings, the audit:
+    they judge the machine their own way) nothing is watched. Raises UserInputError for bad input, before any
+    generation.
+    """
+    validate_config(config)
+    resolve_device(config.device)  # CUDA asked for where there is none: exit 2, before loading
+    watch = _BusyWatch(load, progress or (lambda _message: None))
+    say = watch.say
+    preparing = time.perf_counter()
+    prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
+    context = prepared.context
+    findings: list[FindingResult] = []
+    seconds: dict[str, float] = {}
+    prepare_s = time.perf_counter() - preparing
+    names = config.findings
+
+    def done(index: int, finding: FindingResult, elapsed: float) -> None:
+        seconds[finding.id] = elapsed
+        findings.append(finding)
+        if on_finding is not None:
+            on_finding(finding, elapsed)
+        say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
+
+    with context.work.shared():  # a generation several findings need is made once (see model_work)
+        notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say)
+    machine_load = watch.finish()
+    timings = RunTimings(
+        load_s=context.loaded.load_seconds,
+        prepare_s=prepare_s,
+        findings_s=sum(seconds.values()),
+        model_work_s=context.work.seconds,
+        model_calls=context.work.calls,
+        shared_calls=context.work.shared_calls,
+        spec_s=spec_s,
+    )
+    return RunReport(
+        config=config,
+        model_source=context.loaded.source,
+        prompt_ids=prompt_ids,
+        prompt_tokens=tuple(context.loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
+        architecture=context.architecture.to_dict(),
+        determinism=prepared.determinism,
+        environment=environment_info(prepared.device),
+        load_seconds=context.loaded.load_seconds,
+        weights_sha256=weights_sha256(context.loaded.model),
+        findings=tuple(findings),
+        finding_seconds=seconds,
+        spec=resolved,
+        timings=timings,
+        notes=notes,
+        machine_load=machine_load,
+    )
+
+
+class _BusyWatch:
+    """Passes progress lines on and, at the first one at least :attr:`WINDOW_S` into the run (a shorter window
+    is too noisy to judge), says once if the machine is busy; :meth:`finish` judges the whole run. With no
+    monitor it only passes the lines on."""
+
+    WINDOW_S = 3.0
+
+    def __init__(self, monitor: LoadMonitor | None, progress: Progress) -> None:
+        self.monitor, self.progress, self.warned = monitor, progress, False
+
+    def say(self, message: str) -> None:
+        self.progress(message)
+        if self.monitor is not None and not self.warned:
+            load = self.monitor.stop()
+            if load.seconds >= self.WINDOW_S:
+                self._warn(load)
+
+    def _warn(self, load: MachineLoad) -> None:
+        warning = load.run_warning()
+        if warning is not None:
+            self.warned = True
+            self.progress(warning)
+
+    def finish(self) -> MachineLoad | None:
+        if self.monitor is None:
+            return None
+        load = self.monitor.stop()
+        if not self.warned:
+            self._warn(load)
+        return load
+
+
+def _run_mode(
+    config: RunConfig,
+    context: SteeringContext,
+    names: tuple[str, ...],
+    done: Callable[[int, FindingResult, float], None],
+    say: Progress,
+) -> tuple[tuple[str, ...], tuple[int, ...], ResolvedSpec | None, float | None]:
+    """Run the findings of the run's mode; returns the notes, the prompt ids shown, the resolved spec and (spec
+    mode) the seconds of the spec findings' loop."""
+    resolved: ResolvedSpec | None = None
+    spec_s: float | None = None
+    if config.spec is None:
+        prompt_ids = tuple(int(token) for token in context.encode(config.prompt)[0].tolist())
+        configs = experiment_configs(config, context)
+        notes = _study_notes(context, config)
+        for index, name in enumerate(names, start=1):
+            say(f"[{index}/{len(names)}] {name} ...")
+            started = time.perf_counter()
+            finding = _run_one(name, context, configs[name])
+            done(index, finding, time.perf_counter() - started)
+    else:
+        batch = encode_prompts(
+            context.loaded.tokenizer,
+            config.prompt_list,
+            context.device,
+            config.padding,  # type: ignore[arg-type]
+            config.add_special_tokens,
+            config.chat_template,
+        )
+        check_fits_context(max(batch.lengths), config.max_new_tokens, context.architecture.max_positions)
+        if config.decoding.stop_at_eos and not context.eos_token_ids():
+            raise UserInputError("--stop-at-eos: this model has no EOS token id, so generation cannot stop early")
+        notes = _batch_notes(context, batch)
+        resolved = resolve_spec(config.spec, context, batch, config.max_new_tokens, config.decoding)
+        prompt_ids = batch.row_ids(0)
+        say(f"steering: {config.spec.describe()}; generating every arm once")
+        started = time.perf_counter()
+        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved, say), start=1):
+            done(index, finding, elapsed)
+        spec_s = time.perf_counter() - started
+    return notes, prompt_ids, resolved, spec_s
+
+
+__all__ = ["RunReport", "experiment_configs", "run_findings"]

@@ -1,0 +1,1 @@
+"""The spec findings, one module each, and the spec run they share."""

@@ -1,0 +1,210 @@
+"""Every arm of one steering spec, generated once and shared by the spec findings.
+
+Arms: ``plain`` (nnsight plain invoke), ``iter`` (nnsight with the spec's step selector: the spec as written, in
+one batched invoke), ``iter_per_invoke`` (the same, one ``tracer.invoke`` per prompt; batches only), ``recompute``
+(nnsight without the KV cache, the edit at absolute positions re-applied at every step), ``hook`` and
+``hook_recompute`` (the independent raw-hook reference, with and without the cache), and ``unsteered`` /
+``unsteered_recompute`` (no edit, with and without the cache: the output to differ from, and the model's own
+cached-vs-recomputed rounding). An arm that cannot write the spec is kept as "not expressible", with the reason.
+For a batch of several prompts each prompt is also run alone, every arm, for ``batch_invariance``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.nnsight import NotExpressible, SpecStyle
+from equiv_core.arms.reference import spec_hook_generate
+from equiv_core.arms.resolution import ResolvedSpec
+from equiv_core.arms.steering import GenerationRecord, SpecGeneration
+from equiv_core.findings.coverage_map import CoverageCheck, intended_touches
+
+NNSIGHT_ARMS: tuple[str, ...] = ("plain", "iter", "iter_per_invoke", "recompute")
+STEERED_ARMS: tuple[str, ...] = (*NNSIGHT_ARMS, "hook", "hook_recompute")
+CACHED = {
+    "plain": True,
+    "iter": True,
+    "iter_per_invoke": True,
+    "recompute": False,
+    "hook": True,
+    "hook_recompute": False,
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ArmRun:
+    """One steered arm: what it is, whether it could be written, what it generated and touched (per row)."""
+
+    name: str
+    description: str
+    cached: bool
+    generation: SpecGeneration | None  # None: not expressible
+    coverage: tuple[CoverageCheck, ...]  # one per batch row
+    not_expressible: str = ""  # the reason, when generation is None
+
+    @property
+    def expressible(self) -> bool:
+        return self.generation is not None
+
+    @property
+    def rows(self) -> tuple[GenerationRecord, ...]:
+        if self.generation is None:
+            raise ValueError(f"arm {self.name} is not expressible: {self.not_expressible}")
+        return self.generation.rows
+
+    @property
+    def covers_intent(self) -> bool:
+        """Expressible and touched exactly what the spec intends, in every row."""
+        return self.expressible and all(check.matches for check in self.coverage)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SpecRun:
+    """All arms of one spec on one prompt batch (and, for batches, each prompt alone)."""
+
+    resolved: ResolvedSpec
+    arms: dict[str, ArmRun]
+    unsteered: tuple[GenerationRecord, ...]  # per row
+    unsteered_recompute: tuple[GenerationRecord, ...]
+    decode: Callable[[tuple[int, ...]], str]
+    dtype: torch.dtype
+    alone: tuple[SpecRun, ...] = ()  # per row: that prompt run alone (batches of several prompts only)
+
+    @property
+    def batch_size(self) -> int:
+        return self.resolved.batch.size
+
+    def expressible_arms(self) -> list[ArmRun]:
+        return [arm for arm in self.arms.values() if arm.expressible]
+
+
+def _description(name: str, resolved: ResolvedSpec) -> str:
+    literal = " (literal indices)" if resolved.spec.indexing == "literal" else ""
+    written = (
+        "nnsight plain invoke (as written: --steps prompt-pass)"
+        if resolved.steps.kind == "prompt-pass"
+        else f"nnsight {resolved.steps.describe()}{literal}"
+    )
+    return {
+        "plain": "nnsight plain invoke (fires on the prompt pass)",
+        "iter": written + (", one batched invoke" if resolved.batch.size > 1 else ""),
+        "iter_per_invoke": written + ", one invoke per prompt",
+        "recompute": "nnsight iter[:N] without the KV cache, absolute positions re-edited every step",
+        "hook": "raw PyTorch forward hook + HF generate, with the KV cache",
+        "hook_recompute": "raw PyTorch forward hook + HF generate, without the KV cache",
+    }[name]
+
+
+def _not_expressible(name: str, resolved: ResolvedSpec) -> str:
+    if name != "plain" or resolved.prompt_only:
+        return ""
+    generated = sorted(
+        position
+        for row, positions in enumerate(resolved.positions)
+        for position in positions
+        if position >= resolved.batch.lengths[row]
+    )
+    return (
+        "a plain invoke fires only on the prompt pass; generated positions (e.g. "
+        f"{generated[0]}) are first computed at step 1 or later"
+    )
+
+
+def _coverage(name: str, cached: bool, generation: SpecGeneration, resolved: ResolvedSpec) -> tuple[CoverageCheck, ...]:
+    """Each row's touches against its intent, over the steps the row ran (a row that stopped at EOS ran fewer)."""
+    batch, checks = resolved.batch, []
+    for row, record in enumerate(generation.rows):
+        steps_run = len(record.generated_ids)
+        intended = intended_touches(
+            resolved.positions[row], resolved.layers, batch.lengths[row], steps_run, cached, row
+        )
+        touched = frozenset(t for t in generation.touched if t.row == row and t.step < steps_run)
+        faults = tuple(f for f in generation.faults if f.row == row and f.step < steps_run)
+        passes = generation.passes if row == 0 else ()  # passes are the whole batch's: checked once
+        checks.append(
+            CoverageCheck(
+                name, cached, intended, touched, faults, passes, batch.lengths[row], row, batch.padded_length, steps_run
+            )
+        )
+    return tuple(checks)
+
+
+class _RightPaddingWarning(logging.Filter):
+    """Drops transformers' right-padding warning: ``batch_invariance`` reports that pitfall itself, once, with the
+    rows it affects, instead of one log line per ``generate`` call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "right-padding was detected" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_right_padding() -> Iterator[None]:
+    logger, quiet = logging.getLogger("transformers.generation.utils"), _RightPaddingWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def run_spec(
+    context: SteeringContext, resolved: ResolvedSpec, progress: Callable[[str], None] | None = None
+) -> SpecRun:
+    """Generate every arm once (deterministic kernels are the caller's business) and check its coverage.
+
+    ``progress`` gets one line as each arm starts, so a long batch (every arm again per prompt alone) is never
+    silent for long.
+    """
+    with _quiet_right_padding():
+        rows = resolved.batch.size
+        return _run_spec(context, resolved, progress or (lambda _line: None), f" (batch of {rows})" if rows > 1 else "")
+
+
+def _arm_names(resolved: ResolvedSpec) -> tuple[str, ...]:
+    """The arms a spec runs: one prompt has no ``iter_per_invoke`` (one invoke per prompt is ``iter``'s code)."""
+    return tuple(name for name in STEERED_ARMS if name != "iter_per_invoke" or resolved.batch.size > 1)
+
+
+def _run_spec(context: SteeringContext, resolved: ResolvedSpec, say: Callable[[str], None], where: str = "") -> SpecRun:
+    model, pad, work = context.loaded.model, context.loaded.tokenizer.pad_token_id, context.work  # work: timed
+    arms: dict[str, ArmRun] = {}
+    names = _arm_names(resolved)
+    for index, name in enumerate(names, start=1):
+        say(f"generating{where} arm {index}/{len(names)}: {name} ...")
+        cached = CACHED[name]
+        reason = _not_expressible(name, resolved)
+        generation: SpecGeneration | None = None
+        if not reason:
+            try:
+                if name.startswith("hook"):
+                    generation = work.timed(partial(spec_hook_generate, model, pad, resolved, cached))
+                else:
+                    style: SpecStyle = "iter" if name == "iter_per_invoke" else name  # type: ignore[assignment]
+                    generation = context.nnsight.generate_spec(resolved, style, per_invoke=name == "iter_per_invoke")
+            except NotExpressible as error:
+                reason = str(error)
+        coverage = () if generation is None else _coverage(name, cached, generation, resolved)
+        arms[name] = ArmRun(name, _description(name, resolved), cached, generation, coverage, reason)
+    alone: tuple[SpecRun, ...] = ()
+    rows = resolved.batch.size
+    if rows > 1:
+        alone = tuple(
+            _run_spec(context, resolved.alone(row), say, f" (prompt {row + 1}/{rows} alone)") for row in range(rows)
+        )
+    say(f"generating{where}: unsteered, with and without the KV cache ...")
+    return SpecRun(
+        resolved=resolved,
+        arms=arms,
+        unsteered=work.timed(partial(spec_hook_generate, model, pad, resolved, True, steer=False)).rows,
+        unsteered_recompute=work.timed(partial(spec_hook_generate, model, pad, resolved, False, steer=False)).rows,
+        decode=context.decode,
+        dtype=context.dtype,
+        alone=alone,
+    )

@@ -1,0 +1,1 @@
+"""The original study's five findings, one module each."""

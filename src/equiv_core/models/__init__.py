@@ -1,0 +1,1 @@
+"""A model ready to steer: loaded offline, its tokenizer, its architecture, prompt batches, determinism, provenance."""

@@ -1,0 +1,1 @@
+"""Steering specs as written: op, vector, scale, layers, positions, steps; the recipe catalogue; vector file headers."""
