@@ -38,14 +38,13 @@ from equiv_core.audit.matrix import (  # noqa: E402
     AUDITED,
     BISECT_MODELS,
     DEFAULT_CELLS,
-    MIN_RELEASE,
     SWEEP_FROM,
     cell_id,
     sweep_versions,
     version_key,
 )
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
-from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, RUNS_PAGE  # noqa: E402
+from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, MIN_RELEASE, RUNS_PAGE  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
 RELEASES_RESULTS = AUDIT_RESULTS / RELEASES
@@ -328,7 +327,7 @@ def _releases(session: nox.Session, package: str, mode: Mode) -> None:
         cell, pins = cell_id(package, version), _pins({package: version})
         oldest = MIN_RELEASE.get(package)
         if oldest is not None and version_key(version) < version_key(oldest):
-            reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.audit.matrix.MIN_RELEASE)"
+            reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.config.catalog.MIN_RELEASE)"
             _not_run(cell, "unsupported", reason, pins, directory)
             return Probe(version, "unsupported", reason, {}, 0.0, built=False)
         started = time.perf_counter()

@@ -17,12 +17,14 @@ from nnsight import NNsight
 from test_architecture import TupleModel
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import CONTROL_PITFALLS, PITFALLS, NnsightSteering
+from equiv_core.arms.nnsight import NnsightSteering
 from equiv_core.arms.steering import Edit
+from equiv_core.audit import cell as audit_cell
 from equiv_core.audit.bisect import Bisection, Change, Probe
 from equiv_core.audit.cell import literal_meaning, probe_pitfalls, run_cell
 from equiv_core.audit.matrix import DEFAULT_CELLS
 from equiv_core.audit.mlflow_source import download_cells
+from equiv_core.audit.probes import CONTROL_PITFALLS, PITFALLS, LiteralEffect, literal_output0_edit
 from equiv_core.audit.record import CellRecord, cell_slug
 from equiv_core.audit.report import build_report, headlines, write_report
 from equiv_core.audit.status import read_status
@@ -43,15 +45,15 @@ def test_cell_slug_is_file_safe() -> None:
 @pytest.mark.parametrize(
     ("effect", "meaning"),
     [
-        ({"index": -1, "zeroed": [[0, 3]], "error": None}, "position 3 of batch 0 (the intended edit)"),
+        (LiteralEffect(-1, ((0, 3),), None), "position 3 of batch 0 (the intended edit)"),
         (
-            {"index": -1, "zeroed": [[0, 0], [0, 1], [0, 2], [0, 3]], "error": None},
+            LiteralEffect(-1, ((0, 0), (0, 1), (0, 2), (0, 3)), None),
             "every position of batch row 0 (the whole sequence)",
         ),
-        ({"index": 3, "zeroed": None, "error": "IndexError: index 3 is out of bounds"}, "raises IndexError"),
+        (LiteralEffect(3, None, "IndexError: index 3 is out of bounds"), "raises IndexError"),
     ],
 )
-def test_literal_meaning(effect: dict[str, object], meaning: str) -> None:
+def test_literal_meaning(effect: LiteralEffect, meaning: str) -> None:
     assert literal_meaning(effect, 4) == meaning
 
 
@@ -64,9 +66,11 @@ def _tuple_steering() -> NnsightSteering:
 def test_literal_output0_on_tuple_blocks_hits_the_whole_batch_row() -> None:
     steering = _tuple_steering()
     input_ids = torch.tensor([[1, 2, 3, 4]])
-    assert steering.literal_output0_edit(input_ids, 1, -1)["zeroed"] == [[0, 0], [0, 1], [0, 2], [0, 3]]
-    out_of_range = steering.literal_output0_edit(input_ids, 1, 3)
-    assert out_of_range["zeroed"] is None and out_of_range["error"].startswith("IndexError")
+    assert literal_output0_edit(steering, input_ids, 1, -1).zeroed == ((0, 0), (0, 1), (0, 2), (0, 3))
+    out_of_range = literal_output0_edit(steering, input_ids, 1, 3)
+    assert (
+        out_of_range.zeroed is None and out_of_range.error is not None and out_of_range.error.startswith("IndexError")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +195,9 @@ def test_pitfall_probe_classifies_what_a_version_does(
     input_ids = context.encode("The weather today is")
     edit = Edit(0, int(input_ids.shape[1]) - 1)
 
-    def fake(pitfall: str, ids: torch.Tensor, max_new_tokens: int, _edit: Edit) -> list[int]:
+    def fake(
+        _steering: NnsightSteering, pitfall: str, ids: torch.Tensor, max_new_tokens: int, _edit: Edit
+    ) -> list[int]:
         if behaviour == "raise":
             raise RuntimeError("OutOfOrderError: value was missed")
         record = (
@@ -203,7 +209,7 @@ def test_pitfall_probe_classifies_what_a_version_does(
 
     hook = context.reference(input_ids, 5, edit).generated_ids
     unsteered = context.unsteered(input_ids, 5).generated_ids
-    monkeypatch.setattr(context.nnsight, "pitfall_generate", fake)
+    monkeypatch.setattr(audit_cell, "pitfall_generate", fake)
     outcomes = probe_pitfalls(context, 5, hook, unsteered)
     assert set(outcomes) == set(PITFALLS) | set(CONTROL_PITFALLS)
     assert {outcomes[pitfall].outcome for pitfall in PITFALLS} == {expected}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from equiv_core.findings.coverage_map import CoverageCheck, IndexFault, PassShape, Touch, intended_touches, ranges
+from equiv_core.arms.steering import IndexFault, PassShape, Touch
+from equiv_core.findings.coverage_map import CoverageCheck, intended_touches, ranges
 from equiv_core.findings.coverage_plot import coverage_figure, coverage_matrix, plot_coverage
 
 N_PROMPT, N_NEW = 4, 8

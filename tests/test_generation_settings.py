@@ -15,7 +15,8 @@ from tokenizers.processors import TemplateProcessing
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import NnsightSteering
-from equiv_core.arms.resolution import ResolvedSpec, resolve_spec
+from equiv_core.arms.resolution import resolve_spec
+from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.cli.main import main
 from equiv_core.config.decoding import GREEDY, Decoding
 from equiv_core.findings.spec.registered import SPEC_FINDINGS
@@ -320,7 +321,7 @@ def test_conflicting_batch_options_are_one_line_and_exit_2(
 def test_a_prompts_file_with_a_byte_order_mark_and_crlf_reads_clean() -> None:
     import tempfile
 
-    from equiv_core.cli.main import read_prompts
+    from equiv_core.cli.run import read_prompts
 
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
         handle.write("\ufeffThe weather\r\n\r\nIt is a good day.\r\n".encode())

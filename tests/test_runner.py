@@ -8,7 +8,7 @@ from typing import Any
 
 import nnsight
 
-from equiv_core.arms.nnsight import NotExpressible
+from equiv_core.arms.steering import NotExpressible
 from equiv_core.config.run import RunConfig
 from equiv_core.findings.runner import _BusyWatch, run_findings
 from equiv_core.findings.study.registered import EXPERIMENTS

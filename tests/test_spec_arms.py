@@ -12,7 +12,8 @@ import torch
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import NnsightSteering
-from equiv_core.arms.resolution import ResolvedSpec, resolve_spec
+from equiv_core.arms.resolution import resolve_spec
+from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import SpecGeneration
 from equiv_core.findings.spec.registered import SPEC_FINDINGS
 from equiv_core.findings.spec.spec_finding import SpecFindingConfig
@@ -139,12 +140,12 @@ def test_an_arm_that_edits_a_copy_touches_the_right_cells_but_is_caught_by_the_h
 ) -> None:
     """Coverage is what the arm's code touched; an edit that lands on a copy changes nothing, and only the
     comparison with the independent hook and with unsteered output can tell. Both must fail."""
-    original = NnsightSteering._hidden
+    original = NnsightSteering.hidden
 
     def copy(self: NnsightSteering, block: Any) -> Any:
         return original(self, block).clone()
 
-    monkeypatch.setattr(NnsightSteering, "_hidden", copy)
+    monkeypatch.setattr(NnsightSteering, "hidden", copy)
     run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
     verdicts = _verdicts(run)
     assert verdicts["coverage"][0] == "PASS"

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import NotExpressible
-from equiv_core.arms.steering import Edit, GenerationRecord, generation_kwargs, record_from_output
+from equiv_core.arms.steering import Edit, GenerationRecord, NotExpressible, generation_kwargs, record_from_output
 from equiv_core.models.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
 
 MIN_CACHE_LEN = 64

@@ -22,12 +22,15 @@ from packaging.version import Version
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.arms.model_work import ModelWork, tensor_key
-from equiv_core.arms.resolution import ResolvedSpec
+from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import (
     Edit,
     GenerationRecord,
+    IndexFault,
     PassCounter,
+    PassShape,
     SpecGeneration,
+    Touch,
     When,
     apply_op,
     check_when,
@@ -36,33 +39,17 @@ from equiv_core.arms.steering import (
     records_from_output,
     seed_sampling,
 )
-from equiv_core.audit.matrix import MIN_RELEASE
-from equiv_core.findings.coverage_map import IndexFault, PassShape, Touch
+from equiv_core.config.catalog import MIN_RELEASE
 from equiv_core.models.architecture import BlockOutputForm
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
 # Every nnsight arm records what its edit saw by appending to a Python list inside the trace; before 0.5.13 that
-# fails, so every finding would FAIL for the harness's reasons, not nnsight's steering (audit.matrix.MIN_RELEASE).
+# fails, so every finding would FAIL for the harness's reasons, not nnsight's steering (config.catalog.MIN_RELEASE).
 MIN_SUPPORTED = Version(MIN_RELEASE["nnsight"])
 # 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
 # deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
 LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
 TRANSFORMERS_MODEL = Version("0.8.0") <= NNSIGHT_VERSION
-
-
-# Known-bad ways to write a step-0 edit: both read ``tracer.result`` before the step selector. The right
-# behaviour is an error; nnsight 0.8.1 returns *unsteered* ids without one for the with-block form.
-PITFALLS = {
-    "result_before_iter_loop": "tracer.result read before `for step in tracer.iter[0]:`",
-    "result_before_with_iter": "tracer.result read before the deprecated `with tracer.iter[0]:` block",
-}
-# Patterns whose danger is not the ids but what runs: code after an unbounded step loop (nnsight 0.8 never reaches
-# it: shared NOTES), and a step window (an off-by-one in a window is the classic steering bug: CAA's mask).
-CONTROL_PITFALLS = {
-    "code_after_unbounded_iter": "code after an unbounded loop `for step in tracer.iter[:]:` (0.5: the with-block)",
-    "step_window": "a step window `tracer.iter[1:3]` (0.5: the with-block), which should fire at steps 1 and 2 only",
-}
-STEP_WINDOW = (1, 3)
 
 
 # How an nnsight arm writes a steering spec: a plain invoke, the spec's step selector, or the step selector over
@@ -74,11 +61,7 @@ class UnsupportedNnsightVersion(RuntimeError):
     """The installed nnsight cannot be used at all; the message says why."""
 
 
-class NotExpressible(RuntimeError):
-    """The installed nnsight cannot express one steering arm; the finding that needs it is "not expressible"."""
-
-
-def _save(value: Any) -> Any:
+def save_in_trace(value: Any) -> Any:
     """Mark ``value`` to outlive the trace (``nnsight.save`` where it exists, else the ``.save()`` method)."""
     save = getattr(nnsight, "save", None)
     return save(value) if save is not None else value.save()
@@ -158,11 +141,12 @@ class NnsightSteering:
         """Wrap a loaded Hugging Face model with the class this nnsight version recommends (:func:`wrap`)."""
         return cls(model, wrap(model, tokenizer), layers_path, block_output_form, tokenizer.pad_token_id)
 
-    def _block(self, layer: int) -> Any:
+    def block(self, layer: int) -> Any:
         """The envoy of decoder block ``layer`` (e.g. ``model.transformer.h[layer]``)."""
         return operator.attrgetter(self.layers_path)(self.wrapped)[layer]
 
-    def _hidden(self, block: Any) -> Any:
+    def hidden(self, block: Any) -> Any:
+        """Inside a trace: the [batch, seq, hidden] tensor of ``block``'s output (see :func:`hidden_of_envoy`)."""
         return hidden_of_envoy(block, self.block_output_form)
 
     def generate(
@@ -208,13 +192,13 @@ class NnsightSteering:
         when = check_when(when)
         kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, use_cache)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        block = self._block(edit.layer)
+        block = self.block(edit.layer)
         # nnsight re-executes the source of each `with` block: keep one context manager per statement.
         with torch.no_grad():
             with self.wrapped.generate(**kwargs) as tracer:
                 with tracer.invoke(inputs):
-                    shapes = _save([])
-                    errors = _save([])
+                    shapes = save_in_trace([])
+                    errors = save_in_trace([])
                     if when == "prompt":
                         self._edit_step(block, edit, shapes, errors, catch_index_errors)
                     elif LOOP_ITER:
@@ -232,7 +216,7 @@ class NnsightSteering:
         self, block: Any, edit: Edit, shapes: list[Any], errors: list[Any], catch_index_errors: bool
     ) -> None:
         """One firing of the intervention: record the shape seen, apply the edit (or record why not)."""
-        hidden = self._hidden(block)
+        hidden = self.hidden(block)
         shapes.append(tuple(hidden.shape))
         try:
             edit.apply(hidden)
@@ -262,7 +246,7 @@ class NnsightSteering:
         cached = style != "recompute"
         new_tokens = resolved.new_tokens
         kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached, resolved.decoding)
-        blocks = [(layer, self._block(layer)) for layer in resolved.layers]
+        blocks = [(layer, self.block(layer)) for layer in resolved.layers]
         window = range(new_tokens) if style == "recompute" else resolved.steps.fired(new_tokens)
         selector = slice(window.start, window.stop)
         literal = style == "iter" and resolved.spec.indexing == "literal"
@@ -291,11 +275,11 @@ class NnsightSteering:
                     warnings.filterwarnings("ignore", message=".*was never reached.*", category=UserWarning)
                 with torch.no_grad():
                     with self.wrapped.generate(**kwargs) as tracer:
-                        log = _save([])  # per edit: (actual step, layer, row, position, fault or None)
-                        passes = _save([])  # per block firing: (actual step, layer, positions in the pass)
+                        log = save_in_trace([])  # per edit: (actual step, layer, row, position, fault or None)
+                        passes = save_in_trace([])  # per block firing: (actual step, layer, positions in the pass)
                         for rows, inputs in invocations:
                             with tracer.invoke(inputs):
-                                firings = _save([])
+                                firings = save_in_trace([])
                                 fire = partial(self._spec_firing, blocks, resolved, rows, cached, literal, counter)
                                 if prompt_pass:
                                     fire(believed_step=0, log=log, passes=passes)
@@ -346,7 +330,7 @@ class NnsightSteering:
         batch = resolved.batch
         padded_length = batch.padded_length
         for layer, block in blocks:
-            hidden = self._hidden(block)  # [len(rows), positions in this pass, hidden]
+            hidden = self.hidden(block)  # [len(rows), positions in this pass, hidden]
             # Read the pass counter only after the block's output is in hand: nnsight runs this code ahead of
             # the model until it needs a module's value, so an earlier read would see the previous pass.
             actual_step = counter.step
@@ -379,103 +363,6 @@ class NnsightSteering:
                     else:
                         log.append((actual_step, layer, row, landed, None))
 
-    def pitfall_generate(self, pitfall: str, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> Any:
-        """Generate with a known-bad pattern (see :data:`PITFALLS`); returns the generated ids or raises.
-
-        Used by the version audit to see which releases reject a wrong pattern and which silently return
-        unsteered ids. Never used to produce a result anyone relies on.
-        """
-        if pitfall not in PITFALLS:
-            raise ValueError(f"unknown pitfall {pitfall!r}; valid: {', '.join(PITFALLS)}")
-        if pitfall == "result_before_iter_loop" and not LOOP_ITER:
-            raise NotExpressible(f"nnsight {NNSIGHT_VERSION} has no for-loop form of iter")
-        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        block = self._block(edit.layer)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the with-block form is deprecated from 0.6: that is the point
-            with torch.no_grad():
-                with self.wrapped.generate(**kwargs) as tracer:
-                    with tracer.invoke(inputs):
-                        result = tracer.result.save()
-                        if pitfall == "result_before_iter_loop":
-                            for _step in tracer.iter[0]:
-                                edit.apply(self._hidden(block))
-                        else:
-                            with tracer.iter[0]:
-                                edit.apply(self._hidden(block))
-        return result.sequences[0, input_ids.shape[1] :].tolist()
-
-    def code_after_unbounded_iter(self, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> bool:
-        """Does code written after an unbounded step loop (``for step in tracer.iter[:]``; 0.5: the with-block)
-        run? The loop applies ``edit`` (an index valid at every step, e.g. -1) at each step; after it, one value is
-        saved. Raises what nnsight raises."""
-        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        block = self._block(edit.layer)
-        after: list[int] = []  # stays empty unless the code after the loop runs
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # 0.8 warns that the loop's later iterations never came: the point
-            with torch.no_grad():
-                with self.wrapped.generate(**kwargs) as tracer:
-                    with tracer.invoke(inputs):
-                        after = _save([])
-                        if LOOP_ITER:
-                            for _step in tracer.iter[:]:
-                                edit.apply(self._hidden(block))
-                        else:
-                            with tracer.iter[:]:
-                                edit.apply(self._hidden(block))
-                        after.append(1)
-        return bool(after)
-
-    def step_window(self, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> tuple[int, ...]:
-        """The generation steps (0: the prompt pass) at which the body of ``tracer.iter[1:3]`` really ran, counted
-        by a plain forward pre-hook on the model (independent of nnsight's own step bookkeeping)."""
-        kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, True)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        block = self._block(edit.layer)
-        counter = PassCounter(self.model)
-        fired: list[int] = []
-        window = slice(*STEP_WINDOW)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with torch.no_grad():
-                    with self.wrapped.generate(**kwargs) as tracer:
-                        with tracer.invoke(inputs):
-                            fired = _save([])
-                            if LOOP_ITER:
-                                for _step in tracer.iter[window]:
-                                    edit.apply(self._hidden(block))
-                                    fired.append(counter.step)
-                            else:
-                                with tracer.iter[window]:
-                                    edit.apply(self._hidden(block))
-                                    fired.append(counter.step)
-        finally:
-            counter.close()
-        return tuple(int(step) for step in fired)
-
-    def literal_output0_edit(self, input_ids: torch.Tensor, layer: int, index: int) -> dict[str, Any]:
-        """What the original study's literal ``block.output[0][index] = 0.0`` zeroes on this version.
-
-        On a tuple-returning block ``output[0]`` is the [batch, seq, hidden] tensor, so ``[index]`` selects a
-        *batch row* (all positions); on a tensor-returning block it is batch row 0, so ``[index]`` is a position.
-        Returns the (batch, position) pairs that became zero, or the error the edit raised.
-        """
-        block = self._block(layer)
-        try:
-            with torch.no_grad():
-                with self.wrapped.trace(input_ids):
-                    block.output[0][index] = 0.0
-                    after = self._hidden(block).clone().save()
-        except Exception as error:  # noqa: BLE001 - the error itself is the finding
-            return {"index": index, "zeroed": None, "error": f"{type(error).__name__}: {error}"}
-        hidden = torch.as_tensor(after)
-        zero_rows = (hidden == 0).all(dim=-1).nonzero().tolist()
-        return {"index": index, "zeroed": [[int(b), int(p)] for b, p in zero_rows], "error": None}
-
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""
         return self.work.run(
@@ -483,9 +370,9 @@ class NnsightSteering:
         )
 
     def _forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
-        block = self._block(edit.layer)
+        block = self.block(edit.layer)
         with torch.no_grad():
             with self.wrapped.trace(input_ids, use_cache=False):
-                edit.apply(self._hidden(block))
+                edit.apply(self.hidden(block))
                 logits = self.wrapped.output.logits.save()
         return torch.as_tensor(logits)[0].detach().float().cpu()

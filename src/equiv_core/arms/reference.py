@@ -13,11 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiv_core.arms.resolution import ResolvedSpec
+from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import (
     Edit,
     GenerationRecord,
+    PassShape,
     SpecGeneration,
+    Touch,
     When,
     apply_op,
     check_when,
@@ -26,7 +28,6 @@ from equiv_core.arms.steering import (
     records_from_output,
     seed_sampling,
 )
-from equiv_core.findings.coverage_map import PassShape, Touch
 from equiv_core.models.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
 
 

@@ -12,7 +12,6 @@ from typing import Literal
 import torch
 
 from equiv_core.config.decoding import GREEDY, Decoding
-from equiv_core.findings.coverage_map import IndexFault, PassShape, Touch
 
 # When the original study's edit fires during generation:
 #   prompt     - plain invoke: once, on the prompt pass (what an intervention with no iter does);
@@ -20,6 +19,56 @@ from equiv_core.findings.coverage_map import IndexFault, PassShape, Touch
 #   every_step - at every generation step (iter[:N]); with the KV cache, steps after 0 see one position.
 When = Literal["prompt", "step0", "every_step"]
 WHENS: tuple[When, ...] = ("prompt", "step0", "every_step")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Touch:
+    """One edit of one hidden state: generation ``step``, decoder ``layer``, absolute ``position``, batch ``row``."""
+
+    step: int
+    layer: int
+    position: int
+    row: int = 0
+
+    def to_list(self) -> list[int]:
+        return [self.step, self.layer, self.position, self.row]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class IndexFault:
+    """An index the arm's code used that the pass did not have (``kind`` "out_of_range": ``h[:, index]`` would
+    raise IndexError) or that landed on a pad token of row ``row`` ("pad")."""
+
+    step: int
+    layer: int
+    index: int  # as written in the arm's code
+    pass_length: int  # positions the pass had
+    row: int = 0
+    kind: str = "out_of_range"
+
+    def to_dict(self) -> dict[str, int | str]:
+        return {
+            "step": self.step,
+            "layer": self.layer,
+            "index": self.index,
+            "pass_length": self.pass_length,
+            "row": self.row,
+            "kind": self.kind,
+        }
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PassShape:
+    """How many positions one steered block's pass held at a step, as the arm saw it (``h.shape[1]``)."""
+
+    step: int
+    layer: int
+    length: int
+
+
+class NotExpressible(RuntimeError):
+    """An arm cannot express what is asked in this installation (an nnsight release without the form it needs, a
+    spec the compiled floor does not take); the finding that needs it is "not expressible"."""
 
 
 def check_when(when: str) -> When:

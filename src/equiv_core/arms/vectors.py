@@ -14,19 +14,17 @@ the common practical variant, added wherever the spec's positions say.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from equiv_core.arms.context import SteeringContext
 from equiv_core.models.architecture import find_decoder_layers, hidden_states_of
 from equiv_core.spec.steering_spec import VectorSource
 from equiv_core.spec.vector_files import check_vector_shape, expected_vector_shapes, vector_name
 from equiv_core.support.errors import UserInputError
-
-if TYPE_CHECKING:
-    from equiv_core.arms.context import SteeringContext
 
 
 def random_unit_vector(seed: int, hidden_size: int) -> torch.Tensor:

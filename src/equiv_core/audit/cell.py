@@ -19,11 +19,20 @@ from typing import Any
 import numpy as np
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import CONTROL_PITFALLS, PITFALLS, STEP_WINDOW, NotExpressible
 from equiv_core.arms.prepare import prepare_run
-from equiv_core.arms.steering import Edit
+from equiv_core.arms.steering import Edit, NotExpressible
 from equiv_core.audit.matrix import AUDITED
 from equiv_core.audit.mlflow_source import CELL_ARTIFACT
+from equiv_core.audit.probes import (
+    CONTROL_PITFALLS,
+    PITFALLS,
+    STEP_WINDOW,
+    LiteralEffect,
+    code_after_unbounded_iter,
+    literal_output0_edit,
+    pitfall_generate,
+    step_window,
+)
 from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
 from equiv_core.bench.arms import ARMS
 from equiv_core.config.run import RunConfig
@@ -37,16 +46,16 @@ from equiv_core.tracking.store import TrackedRun, Tracker
 RECORDED_PACKAGES = (*AUDITED, "numpy")  # the versions every cell records: the pinned packages, and numpy
 
 
-def literal_meaning(effect: dict[str, Any], prompt_length: int) -> str:
+def literal_meaning(effect: LiteralEffect, prompt_length: int) -> str:
     """Plain words for what ``output[0][index] = 0.0`` zeroed."""
-    if effect["error"]:
-        return f"raises {effect['error'].split(':')[0]}"
-    zeroed = effect["zeroed"]
-    if zeroed == [[0, effect["index"] % prompt_length]]:
-        return f"position {effect['index'] % prompt_length} of batch 0 (the intended edit)"
-    if zeroed == [[0, position] for position in range(prompt_length)]:
+    if effect.error is not None:
+        return f"raises {effect.error.split(':')[0]}"
+    zeroed = effect.zeroed
+    if zeroed == ((0, effect.index % prompt_length),):
+        return f"position {effect.index % prompt_length} of batch 0 (the intended edit)"
+    if zeroed == tuple((0, position) for position in range(prompt_length)):
         return "every position of batch row 0 (the whole sequence)"
-    return f"zeroes (batch, position) {zeroed}"
+    return f"zeroes (batch, position) {[list(pair) for pair in zeroed or ()]}"
 
 
 def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[dict[str, ArmOutcome], dict[str, Any]]:
@@ -92,7 +101,7 @@ def probe_pitfalls(
     outcomes: dict[str, PitfallOutcome] = {}
     for pitfall, description in PITFALLS.items():
         try:
-            ids = tuple(context.nnsight.pitfall_generate(pitfall, input_ids, max_new_tokens, edit))
+            ids = tuple(pitfall_generate(context.nnsight, pitfall, input_ids, max_new_tokens, edit))
         except NotExpressible as reason:
             outcomes[pitfall] = PitfallOutcome("not expressible", str(reason), description)
             continue
@@ -107,7 +116,7 @@ def probe_pitfalls(
 
 
 def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dict[str, PitfallOutcome]:
-    """What runs, and when, in two step-loop patterns (:data:`~equiv_core.arms.nnsight.CONTROL_PITFALLS`): ``correct``,
+    """What runs, and when, in two step-loop patterns (:data:`~equiv_core.audit.probes.CONTROL_PITFALLS`): ``correct``,
     ``silently skipped`` (the code never ran, no error), ``wrong steps [..]`` (a window fired elsewhere, no error)
     or ``raises``. The edit is at index -1, valid at every step with the KV cache."""
     input_ids = context.encode(RunConfig().prompt)
@@ -115,7 +124,7 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
     outcomes: dict[str, PitfallOutcome] = {}
     description = CONTROL_PITFALLS["code_after_unbounded_iter"]
     try:
-        ran = context.nnsight.code_after_unbounded_iter(input_ids, max_new_tokens, edit)
+        ran = code_after_unbounded_iter(context.nnsight, input_ids, max_new_tokens, edit)
         outcomes["code_after_unbounded_iter"] = PitfallOutcome(
             "correct" if ran else "silently skipped",
             "the code after the loop ran"
@@ -128,7 +137,7 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
     description = CONTROL_PITFALLS["step_window"]
     wanted = tuple(range(*STEP_WINDOW))
     try:
-        steps = context.nnsight.step_window(input_ids, max_new_tokens, edit)
+        steps = step_window(context.nnsight, input_ids, max_new_tokens, edit)
         outcome = "correct" if steps == wanted else "silently skipped" if not steps else f"wrong steps {list(steps)}"
         outcomes["step_window"] = PitfallOutcome(outcome, f"fired at generation steps {list(steps)}", description)
     except Exception as error:  # noqa: BLE001
@@ -156,14 +165,13 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecor
     last_layer = context.architecture.num_layers - 1
     literal = []
     for index in (-1, prompt_length - 1):
-        effect = context.nnsight.literal_output0_edit(input_ids, last_layer, index)
-        zeroed = effect["zeroed"]
+        effect = literal_output0_edit(context.nnsight, input_ids, last_layer, index)
         literal.append(
             LiteralEdit(
                 index=index,
                 layer=last_layer,
-                zeroed=None if zeroed is None else tuple((int(b), int(p)) for b, p in zeroed),
-                error=effect["error"],
+                zeroed=effect.zeroed,
+                error=effect.error,
                 meaning=literal_meaning(effect, prompt_length),
             )
         )

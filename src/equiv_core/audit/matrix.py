@@ -27,11 +27,6 @@ REFERENCE_CELL = "nnsight='0.8.1'"  # the default environment's pins: what other
 # minor from 4.57, to the newest on the package index (the releases are read from it at run time).
 SWEEP_FROM = {"nnsight": "0.5.0", "transformers": "4.57"}
 SWEEP_PER_MINOR = {"nnsight": False, "transformers": True}
-# The oldest release equiv_core can drive (equiv_core.arms.nnsight.MIN_SUPPORTED reads it): older ones are recorded as
-# unsupported by the release searches without building an environment. Before nnsight 0.5.13, appending to a Python
-# list inside a trace fails ("module 'nnsight' has no attribute 'append'"; 0.5.0 does not import: dill undeclared):
-# release bisection of 2026-11-30.
-MIN_RELEASE = {"nnsight": "0.5.13"}
 # The bisection runs one small model (seconds per environment): GPT-2 shape, where the block output form changed.
 BISECT_MODELS = ("tiny-gpt2",)
 

@@ -27,9 +27,8 @@ import torch
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.floor import compile_seconds as floor_compile_seconds
-from equiv_core.arms.nnsight import NotExpressible
 from equiv_core.arms.prepare import prepare_run
-from equiv_core.arms.steering import GenerationRecord
+from equiv_core.arms.steering import GenerationRecord, NotExpressible
 from equiv_core.bench.arms import ARMS
 from equiv_core.bench.budget import ROUNDS_UNDER_BUDGET, TimingPlan, plan_timing, round_seconds
 from equiv_core.bench.statistics import (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_EXPERIMENT = "equiv-bench"  # the MLflow experiment equiv run / bench log to
+AUDIT_EXPERIMENT = "equiv-audit"  # the MLflow experiment audit cells and reports log to
 # An experiment's runs in the MLflow UI, with its switch set to model training (MLflow 3.17 opens an experiment on
 # its GenAI pages unless the URL or the browser says so): format with the server's URL and the experiment id. Here
 # (standard library only) so that the noxfile's `ui` session prints the same address the browser test opens.
@@ -27,6 +28,12 @@ STUDY_FINDINGS = (
 )
 SPEC_FINDING_IDS = ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
 BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "floor", "unsteered")
+DEFAULT_SWEEP_PLOT = "results/bench-sweep.png"  # where `equiv bench` draws its sweep plot unless told
+# The oldest release equiv_core can drive (equiv_core.arms.nnsight.MIN_SUPPORTED reads it): the audit's release
+# searches record older ones as unsupported without building an environment. Before nnsight 0.5.13, appending to a
+# Python list inside a trace fails ("module 'nnsight' has no attribute 'append'"; 0.5.0 does not import: dill
+# undeclared): release bisection of 2026-11-30.
+MIN_RELEASE = {"nnsight": "0.5.13"}
 # `equiv bench` timing: each cell gets at least DEFAULT_MIN_ROUNDS rounds (the fewest whose order-statistic
 # interval is a 95% CI of the median), then more until the CI is within +-TARGET_CI_HALF_WIDTH of the median, at
 # most DEFAULT_MAX_ROUNDS, within DEFAULT_BUDGET_S seconds of timing for the whole sweep (sized so the main job

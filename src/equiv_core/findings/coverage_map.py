@@ -12,50 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True, slots=True, order=True)
-class Touch:
-    """One edit of one hidden state: generation ``step``, decoder ``layer``, absolute ``position``, batch ``row``."""
-
-    step: int
-    layer: int
-    position: int
-    row: int = 0
-
-    def to_list(self) -> list[int]:
-        return [self.step, self.layer, self.position, self.row]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class IndexFault:
-    """An index the arm's code used that the pass did not have (``kind`` "out_of_range": ``h[:, index]`` would
-    raise IndexError) or that landed on a pad token of row ``row`` ("pad")."""
-
-    step: int
-    layer: int
-    index: int  # as written in the arm's code
-    pass_length: int  # positions the pass had
-    row: int = 0
-    kind: str = "out_of_range"
-
-    def to_dict(self) -> dict[str, int | str]:
-        return {
-            "step": self.step,
-            "layer": self.layer,
-            "index": self.index,
-            "pass_length": self.pass_length,
-            "row": self.row,
-            "kind": self.kind,
-        }
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class PassShape:
-    """How many positions one steered block's pass held at a step, as the arm saw it (``h.shape[1]``)."""
-
-    step: int
-    layer: int
-    length: int
+from equiv_core.arms.steering import IndexFault, PassShape, Touch
 
 
 def first_step(position: int, prompt_length: int) -> int:

@@ -18,9 +18,11 @@ from functools import partial
 from typing import Any
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import NNSIGHT_VERSION, NotExpressible
+from equiv_core.arms.nnsight import NNSIGHT_VERSION
 from equiv_core.arms.prepare import prepare_run
-from equiv_core.arms.resolution import ResolvedSpec, resolve_spec
+from equiv_core.arms.resolution import resolve_spec
+from equiv_core.arms.resolved import ResolvedSpec
+from equiv_core.arms.steering import NotExpressible
 from equiv_core.config.run import RunConfig, check_layers, validate_config
 from equiv_core.config.validation import (
     check_fits_context,

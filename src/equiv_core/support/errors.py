@@ -1,4 +1,17 @@
-"""The exceptions the command line turns into one line and an exit status of their own."""
+"""The exceptions the command line turns into one line and an exit status of their own, and the exit statuses."""
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """What ``equiv`` exits with: every finding holds (0), one fails (1), bad input (2: one line, nothing written),
+    a fault of the environment after the start (3: model cache, tracking store, disk), interrupted (130)."""
+
+    OK = 0
+    FINDING_FAILED = 1
+    BAD_INPUT = 2
+    ENVIRONMENT = 3
+    INTERRUPTED = 130
 
 
 class UserInputError(ValueError):

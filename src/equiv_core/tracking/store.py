@@ -43,7 +43,6 @@ from equiv_core.tracking.orphans import (
 )
 from equiv_core.tracking.spool import Journal, Spooled, SpooledLog, SpooledRun
 
-AUDIT_EXPERIMENT = "equiv-audit"
 UPLOADED_FROM_TAG = "equiv.uploaded_from"
 KIND_TAG = "kind"  # what a run is: run, bench, finding, bench-cell, audit-cell, audit-report
 VERDICT_TAG = "verdict"  # PASS / FAIL on a top-level run (a finding's run: also NOT APPLICABLE / NOT EXPRESSIBLE)

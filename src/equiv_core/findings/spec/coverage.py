@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from equiv_core.findings.coverage_map import CoverageCheck, Touch
+from equiv_core.arms.steering import Touch
+from equiv_core.findings.coverage_map import CoverageCheck
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import (
     SpecEvidence,

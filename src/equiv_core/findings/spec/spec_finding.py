@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from equiv_core.arms.steering import GenerationRecord
+from equiv_core.arms.steering import GenerationRecord, IndexFault, Touch
 from equiv_core.config.catalog import SPEC_FINDING_IDS
 from equiv_core.findings.comparison import rounding_allowance
-from equiv_core.findings.coverage_map import IndexFault, Touch
 from equiv_core.findings.finding import Evidence, FindingConfig, FindingResult, GenerationSummary
 from equiv_core.findings.spec.spec_run import ArmRun, SpecRun
 from equiv_core.spec.steering_spec import SteeringSpec

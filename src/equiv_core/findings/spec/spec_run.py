@@ -20,10 +20,10 @@ from functools import partial
 import torch
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import NotExpressible, SpecStyle
+from equiv_core.arms.nnsight import SpecStyle
 from equiv_core.arms.reference import spec_hook_generate
-from equiv_core.arms.resolution import ResolvedSpec
-from equiv_core.arms.steering import GenerationRecord, SpecGeneration
+from equiv_core.arms.resolved import ResolvedSpec
+from equiv_core.arms.steering import GenerationRecord, NotExpressible, SpecGeneration
 from equiv_core.findings.coverage_map import CoverageCheck, intended_touches
 
 NNSIGHT_ARMS: tuple[str, ...] = ("plain", "iter", "iter_per_invoke", "recompute")

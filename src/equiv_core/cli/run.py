@@ -1,0 +1,180 @@
+"""``equiv run``: its options (the original study's edit, a steering spec, generation settings) into a RunConfig."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from equiv_core.cli.options import AddCommand, add_model_options, add_tracking_options, csv, tracking_options
+from equiv_core.config.catalog import DEFAULT_EXPERIMENT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT
+from equiv_core.spec.steering_spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
+from equiv_core.support.errors import UserInputError
+from equiv_core.support.walltime import CommandStart
+
+GENERATION_FLAGS = ("prompts", "padding", "add_special_tokens", "chat_template", "do_sample", "stop_at_eos")
+
+
+def _generation_asked(arguments: argparse.Namespace) -> bool:
+    """A generation setting (batch, encoding, sampling, EOS) that only spec findings check was given."""
+    return any(getattr(arguments, name) not in (None, False) for name in GENERATION_FLAGS)
+
+
+def read_prompts(source: str) -> tuple[str, ...]:
+    """The prompts of ``source`` (a file, or ``-`` for stdin): one per line, blank lines skipped.
+
+    Raises UserInputError for a file that cannot be read or holds no prompt.
+    """
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"--prompts {source!r}: cannot read it: {type(error).__name__}") from None
+    prompts = tuple(line for line in text.removeprefix("\ufeff").splitlines() if line.strip())
+    if not prompts:
+        raise UserInputError(f"--prompts {source!r} holds no prompt; give one prompt per line")
+    return prompts
+
+
+def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
+    """The spec the options describe: ``--recipe``, then ``--spec FILE``, then single options, each overriding the
+    last; None when no steering option is given (the original study's five findings). Generation settings
+    (``--prompts``, sampling, ...) without a spec mean the default spec: the original study's zeroing edit."""
+    from equiv_core.spec.recipes import RECIPES
+    from equiv_core.spec.steering_spec import load_spec_file, spec_from_options
+
+    options = {name: getattr(arguments, name) for name in SPEC_FIELDS}
+    file_options = load_spec_file(Path(arguments.spec)) if arguments.spec is not None else {}
+    file_recipe = file_options.pop("recipe", None)
+    if arguments.recipe is not None and file_recipe is not None and file_recipe != arguments.recipe:
+        raise UserInputError(
+            f"two recipes: --recipe {arguments.recipe} and recipe = {file_recipe!r} in {arguments.spec}; give one"
+        )
+    recipe_name = arguments.recipe if arguments.recipe is not None else file_recipe
+    if recipe_name is None and arguments.spec is None and all(value is None for value in options.values()):
+        return SteeringSpec() if _generation_asked(arguments) else None
+    if arguments.layer is not None or arguments.position is not None:
+        raise UserInputError(
+            "--layer and --position set the original study's edit; with a steering spec use --layers and --positions"
+        )
+    base = RECIPES.get(str(recipe_name)).spec() if recipe_name is not None else None
+    if file_options:
+        base = spec_from_options(base, **file_options)
+    return spec_from_options(base, **options)
+
+
+def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:
+    from equiv_core.config.decoding import Decoding
+    from equiv_core.config.run import RunConfig
+    from equiv_core.jobs.run import run_job
+
+    decoding = Decoding(
+        arguments.do_sample,
+        1.0 if arguments.temperature is None else arguments.temperature,
+        0 if arguments.top_k is None else arguments.top_k,
+        1.0 if arguments.top_p is None else arguments.top_p,
+        arguments.seed,
+        arguments.stop_at_eos,
+    )
+    if arguments.prompts is not None and arguments.prompt is not None:
+        raise UserInputError("give --prompt or --prompts, not both")
+    if arguments.padding is not None and arguments.prompts is None:
+        raise UserInputError("--padding applies to a batch; give --prompts FILE too")
+    config = RunConfig(
+        model=arguments.model,
+        device=arguments.device,
+        dtype=arguments.dtype,
+        prompt=DEFAULT_PROMPT if arguments.prompt is None else arguments.prompt,
+        max_new_tokens=arguments.max_new_tokens,
+        layer=arguments.layer,
+        position=-1 if arguments.position is None else arguments.position,
+        seed=arguments.seed,
+        experiments=csv(arguments.only) if arguments.only else None,
+        spec=steering_spec(arguments),
+        prompts=read_prompts(arguments.prompts) if arguments.prompts is not None else (),
+        padding=arguments.padding,
+        add_special_tokens=arguments.add_special_tokens,
+        chat_template=arguments.chat_template,
+        decoding=decoding,
+    )
+    return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
+
+
+def add_spec_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "steering spec (any of these runs the spec findings coverage, arms_agree, cache_vs_recompute and "
+        "steered_differs instead of the original study's five)"
+    )
+    group.add_argument("--recipe", default=None, help="a named spec from the catalogue (`equiv recipes`)")
+    group.add_argument("--spec", default=None, metavar="FILE.toml", help="a TOML file with the fields below")
+    group.add_argument("--op", default=None, help=f"one of {', '.join(OPS)} (default: zero)")
+    group.add_argument(
+        "--vector",
+        default=None,
+        help="a .pt/.npy/.safetensors file ([hidden] or [layers, hidden]), random:SEED, or actadd:PROMPT_A|PROMPT_B",
+    )
+    group.add_argument(
+        "--scale",
+        default=None,
+        help="coefficient of add / ablate (default 1; 0 must leave the output unsteered), factor of scale",
+    )
+    group.add_argument("--layers", default=None, help="L, L1,L2 or A:B (Python slice; negatives count from the end)")
+    group.add_argument(
+        "--positions", default=None, help=f"an integer, a list like 0,3, or one of {', '.join(POSITION_KINDS)}"
+    )
+    group.add_argument(
+        "--steps",
+        default=None,
+        help="how the step-selector arm is written: prompt-pass, K, K:M, K:, every (default "
+        "auto: iter[0] for prompt positions only, else every)",
+    )
+    group.add_argument(
+        "--indexing",
+        default=None,
+        help="absolute (default): positions are token positions; literal: integer "
+        "positions are indices into each pass, as `h[:, i]` in user code",
+    )
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "generation settings (checked by the spec findings; without a spec option they use the original zeroing "
+        "edit as a spec)"
+    )
+    group.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="run the prompts of FILE (one per line; - for stdin) as one batch",
+    )
+    group.add_argument("--padding", default=None, help="left or right, for --prompts (default: left)")
+    group.add_argument(
+        "--add-special-tokens", action="store_true", help="encode with the tokenizer's special tokens (e.g. BOS)"
+    )
+    group.add_argument(
+        "--chat-template", action="store_true", help="wrap each prompt as a user message in the model's chat template"
+    )
+    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (seeded by --seed)")
+    group.add_argument("--temperature", type=float, default=None, help="sampling temperature (> 0, default 1)")
+    group.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default 0: off)")
+    group.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1] (default 1)")
+    group.add_argument("--stop-at-eos", action="store_true", help="let generation end at EOS before --max-new-tokens")
+
+
+def add_parser(command: AddCommand) -> None:
+    """``equiv run`` and its options."""
+    run = command("run", "run the five findings (or a steering spec's findings) and print a report")
+    add_model_options(run, DEFAULT_MODEL, "built-in name (see `equiv models`), directory or hub id", None)
+    run.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to generate (>= 1)")
+    run.add_argument(
+        "--layer", type=int, default=None, help="decoder layer of findings 2-5 (default 0); finding 1 uses the last"
+    )
+    run.add_argument(
+        "--position", type=int, default=None, help="prompt position edited in findings 2, 3, 5 (default -1)"
+    )
+    run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all)")
+    run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
+    run.add_argument("--plot", default=None, metavar="PATH", help="draw a steering spec's coverage map (PNG) here")
+    add_spec_options(run)
+    add_generation_options(run)
+    add_tracking_options(run, DEFAULT_EXPERIMENT)
+    run.set_defaults(handler=run_command)
