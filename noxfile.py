@@ -135,11 +135,13 @@ def lock(session: nox.Session) -> None:
 
 @nox.session(reuse_venv=True, default=False)
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy --strict on the library."""
+    """ruff (lint + format check), mypy --strict on the library, and the import contracts of .importlinter (the
+    packages' layers, no torch/nnsight/transformers/MLflow under cli and config, no import circle)."""
     install_project(session, extras="test,dev")
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("mypy")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session(venv_backend="none", default=False)
