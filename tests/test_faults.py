@@ -27,7 +27,8 @@ from equiv_core.models import load as models
 from equiv_core.models.cache import problem_with
 from equiv_core.support import outputs
 from equiv_core.tracking.compare import natural_key
-from equiv_core.tracking.orphans import END_REASON_TAG, OWNER_TAG, Owner, gone_reason, now_ms, this_process
+from equiv_core.tracking.orphans import Owner, gone_reason, now_ms, this_process
+from equiv_core.tracking.schema import Tag
 from equiv_core.tracking.store import Tracker, _retry_locked
 from mlflow import MlflowClient
 
@@ -196,7 +197,7 @@ def test_a_store_failing_mid_run_keeps_report_json_and_results_then_uploads(
         finding["id"] for finding in json.loads(target.read_text())["findings"]
     )
     assert original[0].info.status == "FAILED"
-    assert "uploaded as" in original[0].data.tags[END_REASON_TAG]
+    assert "uploaded as" in original[0].data.tags[Tag.END_REASON]
     capsys.readouterr()
     assert main(["runs", "--upload", str(spooled)]) == 2
     assert "was uploaded already" in _error_line(capsys.readouterr().err)
@@ -228,7 +229,7 @@ def test_an_empty_experiment_name_is_bad_input(unused_store: str, capsys: pytest
 
 def _run_owned_by(uri: str, owner: Owner, name: str) -> str:
     tracker = Tracker(uri).connect()
-    run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags={OWNER_TAG: owner.to_tag()})
+    run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags={Tag.OWNER: owner.to_tag()})
     return str(run.info.run_id)
 
 
@@ -256,7 +257,7 @@ def test_a_run_whose_process_is_gone_is_skipped_by_compare_and_ended_by_gc(
     assert f"marked 1 orphaned run(s) FAILED: {orphan}" in capsys.readouterr().err
     client = MlflowClient(store)
     assert client.get_run(orphan).info.status == "FAILED"
-    assert "has ended without ending the run" in client.get_run(orphan).data.tags[END_REASON_TAG]
+    assert "has ended without ending the run" in client.get_run(orphan).data.tags[Tag.END_REASON]
     assert client.get_run(alive).info.status == "RUNNING"
 
 

@@ -22,15 +22,8 @@ from equiv_core.arms import prepare
 from equiv_core.cli.main import main
 from equiv_core.findings.study.registered import EXPERIMENTS
 from equiv_core.support.registry import Registry
-from equiv_core.tracking.orphans import END_REASON_TAG
-from equiv_core.tracking.store import (
-    DEFAULT_EXPERIMENT,
-    EXPERIMENT_KIND_TAG,
-    TRAINING_EXPERIMENT,
-    VERDICT_TAG,
-    Tracker,
-    resolve_tracking_uri,
-)
+from equiv_core.tracking.schema import EXPERIMENT_KIND_TRAINING, Tag
+from equiv_core.tracking.store import DEFAULT_EXPERIMENT, Tracker, resolve_tracking_uri
 from mlflow import MlflowClient
 
 # The known-wrong recipe's coverage finding fails (it must be flagged); its other three hold.
@@ -232,13 +225,13 @@ def test_a_run_whose_finding_fails_exits_1_and_ends_failed_with_the_finding_name
     [(parent, _children)] = parent_and_children(store)
     assert parent.info.status == "FAILED"
     assert parent.info.run_name == "run wrong-late-window tiny-gpt2 FAIL 3/4"
-    assert parent.data.tags[END_REASON_TAG] == "verdict FAIL: coverage failed"
+    assert parent.data.tags[Tag.END_REASON] == "verdict FAIL: coverage failed"
 
 
 def test_the_verdict_is_a_tag_and_the_failed_count_a_metric(store: str) -> None:
     assert main(FAILING_RUN) == 1
     [(parent, _children)] = parent_and_children(store)
-    assert parent.data.tags[VERDICT_TAG] == "FAIL"
+    assert parent.data.tags[Tag.VERDICT] == "FAIL"
     assert parent.data.metrics["findings_failed"] == 1.0
 
 
@@ -271,7 +264,7 @@ def test_a_run_failed_by_its_verdict_is_told_from_a_crashed_one(store: str, monk
 def test_a_new_experiment_is_marked_a_model_training_experiment(store: str) -> None:
     Tracker(store, "fresh").connect()
     experiment = MlflowClient(store).get_experiment_by_name("fresh")
-    assert experiment is not None and experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_EXPERIMENT
+    assert experiment is not None and experiment.tags[Tag.EXPERIMENT_KIND] == EXPERIMENT_KIND_TRAINING
 
 
 def test_an_existing_experiment_without_a_kind_is_marked_when_equiv_uses_it(store: str) -> None:
@@ -279,15 +272,15 @@ def test_an_existing_experiment_without_a_kind_is_marked_when_equiv_uses_it(stor
     client.create_experiment(DEFAULT_EXPERIMENT)  # as an older equiv made it
     Tracker(store).connect()
     experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
-    assert experiment is not None and experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_EXPERIMENT
+    assert experiment is not None and experiment.tags[Tag.EXPERIMENT_KIND] == EXPERIMENT_KIND_TRAINING
 
 
 def test_an_experiment_kind_set_by_hand_is_kept(store: str) -> None:
     client = MlflowClient(store)
-    client.create_experiment(DEFAULT_EXPERIMENT, tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    client.create_experiment(DEFAULT_EXPERIMENT, tags={Tag.EXPERIMENT_KIND: "genai_development"})
     Tracker(store).connect()
     experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
-    assert experiment is not None and experiment.tags[EXPERIMENT_KIND_TAG] == "genai_development"
+    assert experiment is not None and experiment.tags[Tag.EXPERIMENT_KIND] == "genai_development"
 
 
 def test_bad_input_known_before_loading_opens_no_store(unused_store: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -376,7 +369,7 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used_not_an_error
 
     class Experiment:
         experiment_id = "7"
-        tags = {EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT}
+        tags = {Tag.EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING}
 
     class RacingClient:
         def __init__(self) -> None:

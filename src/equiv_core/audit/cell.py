@@ -33,14 +33,24 @@ from equiv_core.audit.probes import (
     pitfall_generate,
     step_window,
 )
-from equiv_core.audit.record import ArmOutcome, CellRecord, FindingVerdict, LiteralEdit, ModelRecord, PitfallOutcome
+from equiv_core.audit.record import (
+    ArmOutcome,
+    CellRecord,
+    FindingVerdict,
+    LiteralEdit,
+    ModelRecord,
+    Pitfall,
+    PitfallOutcome,
+)
 from equiv_core.bench.arms import ARMS
 from equiv_core.config.run import RunConfig
 from equiv_core.findings.comparison import tensor_sha256
 from equiv_core.findings.runner import run_findings
+from equiv_core.findings.verdict import Verdict
 from equiv_core.models.provenance import package_version
 from equiv_core.spec.recipes import RECIPES
 from equiv_core.support.errors import error_line
+from equiv_core.tracking.schema import VERSION_SUFFIX, Param, RunKind, Tag
 from equiv_core.tracking.store import TrackedRun, Tracker
 
 RECORDED_PACKAGES = (*AUDITED, "numpy")  # the versions every cell records: the pinned packages, and numpy
@@ -103,14 +113,12 @@ def probe_pitfalls(
         try:
             ids = tuple(pitfall_generate(context.nnsight, pitfall, input_ids, max_new_tokens, edit))
         except NotExpressible as reason:
-            outcomes[pitfall] = PitfallOutcome("not expressible", str(reason), description)
+            outcomes[pitfall] = PitfallOutcome(Pitfall.NOT_EXPRESSIBLE, str(reason), description)
             continue
         except Exception as error:  # noqa: BLE001 - raising is the correct behaviour being probed
-            outcomes[pitfall] = PitfallOutcome("raises", error_line(error)[:300], description)
+            outcomes[pitfall] = PitfallOutcome(Pitfall.RAISES, error_line(error)[:300], description)
             continue
-        outcome = (
-            "UNSTEERED without error" if ids == unsteered else "steered" if ids == hook else "other ids without error"
-        )
+        outcome = Pitfall.UNSTEERED if ids == unsteered else Pitfall.STEERED if ids == hook else Pitfall.OTHER_IDS
         outcomes[pitfall] = PitfallOutcome(outcome, f"ids {list(ids)}", description)
     return outcomes | probe_control_pitfalls(context, max_new_tokens)
 
@@ -126,22 +134,22 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
     try:
         ran = code_after_unbounded_iter(context.nnsight, input_ids, max_new_tokens, edit)
         outcomes["code_after_unbounded_iter"] = PitfallOutcome(
-            "correct" if ran else "silently skipped",
+            Pitfall.CORRECT if ran else Pitfall.SILENTLY_SKIPPED,
             "the code after the loop ran"
             if ran
             else "generation ended without error; the code after the loop never ran",
             description,
         )
     except Exception as error:  # noqa: BLE001 - raising is a safe behaviour being probed
-        outcomes["code_after_unbounded_iter"] = PitfallOutcome("raises", error_line(error)[:300], description)
+        outcomes["code_after_unbounded_iter"] = PitfallOutcome(Pitfall.RAISES, error_line(error)[:300], description)
     description = CONTROL_PITFALLS["step_window"]
     wanted = tuple(range(*STEP_WINDOW))
     try:
         steps = step_window(context.nnsight, input_ids, max_new_tokens, edit)
-        outcome = "correct" if steps == wanted else "silently skipped" if not steps else f"wrong steps {list(steps)}"
+        outcome = Pitfall.CORRECT if steps == wanted else Pitfall.SILENTLY_SKIPPED if not steps else Pitfall.WRONG_STEPS
         outcomes["step_window"] = PitfallOutcome(outcome, f"fired at generation steps {list(steps)}", description)
     except Exception as error:  # noqa: BLE001
-        outcomes["step_window"] = PitfallOutcome("raises", error_line(error)[:300], description)
+        outcomes["step_window"] = PitfallOutcome(Pitfall.RAISES, error_line(error)[:300], description)
     return outcomes
 
 
@@ -210,10 +218,12 @@ def run_cell(
     started = time.perf_counter()
     versions = {name: v for name in RECORDED_PACKAGES if (v := package_version(name))}
     versions["python"] = platform.python_version()
-    with tracker.run(f"audit {cell}", tags={"kind": "audit-cell", "cell": cell, "audit_source": source}) as run:
+    with tracker.run(
+        f"audit {cell}", tags={Tag.KIND: RunKind.AUDIT_CELL, Tag.CELL: cell, Tag.AUDIT_SOURCE: source}
+    ) as run:
         run.log(
-            params={"cell": cell, "models": ",".join(models)},
-            tags={f"{name}_version": value for name, value in versions.items()},
+            params={Param.CELL: cell, "models": ",".join(models)},
+            tags={f"{name}{VERSION_SUFFIX}": value for name, value in versions.items()},
         )
         results: dict[str, ModelRecord] = {}
         arrays: dict[str, Any] = {}
@@ -245,6 +255,6 @@ def _log_cell(run: TrackedRun, record: CellRecord) -> None:
     metrics: dict[str, float] = {}
     for model, result in record.models.items():
         tags |= {f"{model}.{name}": value for name, value in result.observables().items()}
-        metrics |= {f"{model}.holds.{name}": float(v.verdict == "PASS") for name, v in result.findings.items()}
+        metrics |= {f"{model}.holds.{name}": float(v.verdict == Verdict.PASS) for name, v in result.findings.items()}
     run.log(tags=tags, metrics=metrics)
     run.log_json(record.to_dict(), CELL_ARTIFACT)

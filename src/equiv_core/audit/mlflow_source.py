@@ -12,11 +12,11 @@ import json
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from equiv_core.audit.record import CellRecord, CellStatus
 from equiv_core.support.errors import EnvironmentFault
-from equiv_core.tracking.store import Tracker
+from equiv_core.tracking.schema import PIN_SUFFIX, RunKind, Tag
+from equiv_core.tracking.store import StoredRun, Tracker
 
 CELL_ARTIFACT = "audit_cell.json"
 
@@ -34,34 +34,26 @@ def download_cells(tracker: Tracker, directory: Path) -> list[CellRecord]:
 
 
 def _download(tracker: Tracker, directory: Path) -> list[CellRecord]:
-    from mlflow.artifacts import download_artifacts
-
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        "tags.kind = 'audit-cell' and attributes.status != 'RUNNING'",
-        order_by=["attributes.start_time DESC"],
-        max_results=5000,
-    )
-    newest: dict[str, Any] = {}
-    for run in runs:
-        if run.data.tags.get("audit_source", "matrix") == "matrix":
-            newest.setdefault(run.data.tags.get("cell", run.info.run_name), run)
+    newest: dict[str, StoredRun] = {}
+    for run in tracker.ended_runs(RunKind.AUDIT_CELL):
+        if run.tags.get(Tag.AUDIT_SOURCE, "matrix") == "matrix":
+            newest.setdefault(run.tags.get(Tag.CELL, run.name), run)
     records = []
     directory.mkdir(parents=True, exist_ok=True)
     for cell, run in sorted(newest.items()):
-        artifacts = {item.path for item in tracker.client.list_artifacts(run.info.run_id)}
-        if run.info.status != "FINISHED" or CELL_ARTIFACT not in artifacts:
+        artifacts = tracker.artifact_names(run.run_id)
+        if run.status != "FINISHED" or CELL_ARTIFACT not in artifacts:
             record = _from_tags(cell, run)
             (directory / f"{record.slug}.npz").unlink(missing_ok=True)
             record.write(directory)
             records.append(record)
             continue
         with tempfile.TemporaryDirectory(dir=directory) as scratch:  # same file system: the move is a rename
-            fetch = partial(download_artifacts, run_id=run.info.run_id, dst_path=scratch, tracking_uri=tracker.uri)
-            record = CellRecord.from_dict(json.loads(Path(fetch(artifact_path=CELL_ARTIFACT)).read_text()))
+            fetch = partial(tracker.download_artifact, run.run_id, directory=Path(scratch))
+            record = CellRecord.from_dict(json.loads(fetch(CELL_ARTIFACT).read_text()))
             logits = directory / f"{record.slug}.npz"
             if logits.name in artifacts:
-                Path(fetch(artifact_path=logits.name)).replace(logits)
+                fetch(logits.name).replace(logits)
             else:
                 logits.unlink(missing_ok=True)  # an older run's logits must not be compared as this one's
         record.write(directory)
@@ -69,17 +61,16 @@ def _download(tracker: Tracker, directory: Path) -> list[CellRecord]:
     return records
 
 
-def _from_tags(cell: str, run: Any) -> CellRecord:
+def _from_tags(cell: str, run: StoredRun) -> CellRecord:
     """The record of a cell with no record artifact: one that could not install or import (its report logged its
     tags), or whose run ended without finishing."""
-    tags: dict[str, str] = run.data.tags
     pins = {
-        key.removesuffix("_pin"): None if value == "latest" else value
-        for key, value in tags.items()
-        if key.endswith("_pin")
+        key.removesuffix(PIN_SUFFIX): None if value == "latest" else value
+        for key, value in run.tags.items()
+        if key.endswith(PIN_SUFFIX)
     }
-    if run.info.status != "FINISHED":
-        reason = f"its newest run on the server ended {run.info.status} (run {run.info.run_id})"
-        return CellRecord(cell, "error", reason, pins, mlflow_run_id=run.info.run_id)
-    status: CellStatus = "unsupported" if tags.get("status") == "unsupported" else "error"
-    return CellRecord(cell, status, tags.get("reason"), pins, mlflow_run_id=run.info.run_id)
+    if run.status != "FINISHED":
+        reason = f"its newest run on the server ended {run.status} (run {run.run_id})"
+        return CellRecord(cell, "error", reason, pins, mlflow_run_id=run.run_id)
+    status: CellStatus = "unsupported" if run.tags.get(Tag.STATUS) == "unsupported" else "error"
+    return CellRecord(cell, status, run.tags.get(Tag.REASON), pins, mlflow_run_id=run.run_id)

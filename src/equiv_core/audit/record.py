@@ -11,6 +11,7 @@ crashed: ``reason`` holds its last error line).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from equiv_core.findings.verdict import Verdict
 from equiv_core.support.outputs import write_json
 
 CELL_FORMAT = 2  # version of the cell file; 1 was the untyped dict of the first audit
@@ -32,7 +34,7 @@ def cell_slug(cell: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FindingVerdict:
-    verdict: str  # PASS / FAIL / NOT EXPRESSIBLE / NOT APPLICABLE
+    verdict: Verdict
     message: str
 
 
@@ -59,11 +61,30 @@ class ArmOutcome:
     error: str | None = None
 
 
+class Pitfall(enum.StrEnum):
+    """What a known-bad nnsight pattern (:mod:`equiv_core.audit.probes`) does in one environment. Raising is the
+    safe behaviour; the :attr:`silent` ones return without an error and do something else than the code says."""
+
+    RAISES = "raises"
+    STEERED = "steered"
+    UNSTEERED = "UNSTEERED without error"
+    OTHER_IDS = "other ids without error"
+    NOT_EXPRESSIBLE = "not expressible"
+    CORRECT = "correct"
+    SILENTLY_SKIPPED = "silently skipped"
+    WRONG_STEPS = "wrong steps"  # a step window fired at other steps (the detail says which)
+
+    @property
+    def silent(self) -> bool:
+        """No error, and not what the code says: such code silently does something else on this version."""
+        return self in (Pitfall.UNSTEERED, Pitfall.OTHER_IDS, Pitfall.SILENTLY_SKIPPED, Pitfall.WRONG_STEPS)
+
+
 @dataclass(frozen=True, slots=True)
 class PitfallOutcome:
     """What a known-bad nnsight pattern does here: raising is safe; ``UNSTEERED without error`` is the danger."""
 
-    outcome: str
+    outcome: Pitfall
     detail: str
     pattern: str
 
@@ -103,7 +124,7 @@ class ModelRecord:
         what the bisection looks for): each finding's verdict, the block output form, what the literal
         ``output[0][-1] = 0`` edits, each pitfall's outcome, each steering recipe's spec-finding verdicts, and the
         token ids of every arm (as a digest)."""
-        values = {f"finding.{name}": verdict.verdict for name, verdict in self.findings.items()}
+        values: dict[str, str] = {f"finding.{name}": verdict.verdict for name, verdict in self.findings.items()}
         values["block_output_form"] = self.block_output_form
         values[LITERAL_EDIT] = self.literal_output0_edit[0].meaning
         values |= {f"pitfall.{name}": outcome.outcome for name, outcome in self.pitfalls.items()}
@@ -183,12 +204,16 @@ def read_cells(directory: Path) -> list[CellRecord]:
     return cells
 
 
+def _verdict(data: dict[str, Any]) -> FindingVerdict:
+    return FindingVerdict(Verdict(data["verdict"]), data["message"])
+
+
 def _model_from_dict(data: dict[str, Any]) -> ModelRecord:
     return ModelRecord(
         block_output_form=data["block_output_form"],
         layers_path=data["layers_path"],
         prompt_length=data["prompt_length"],
-        findings={name: FindingVerdict(**verdict) for name, verdict in data["findings"].items()},
+        findings={name: _verdict(verdict) for name, verdict in data["findings"].items()},
         literal_output0_edit=tuple(
             LiteralEdit(
                 index=edit["index"],
@@ -203,9 +228,12 @@ def _model_from_dict(data: dict[str, Any]) -> ModelRecord:
             name: ArmOutcome(**{**outcome, "ids": None if outcome.get("ids") is None else tuple(outcome["ids"])})
             for name, outcome in data["arms"].items()
         },
-        pitfalls={name: PitfallOutcome(**outcome) for name, outcome in data["pitfalls"].items()},
+        pitfalls={
+            name: PitfallOutcome(Pitfall(outcome["outcome"]), outcome["detail"], outcome["pattern"])
+            for name, outcome in data["pitfalls"].items()
+        },
         recipes={
-            recipe: {name: FindingVerdict(**verdict) for name, verdict in findings.items()}
+            recipe: {name: _verdict(verdict) for name, verdict in findings.items()}
             for recipe, findings in data["recipes"].items()
         },
         fingerprint=data["fingerprint"],

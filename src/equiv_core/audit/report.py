@@ -16,12 +16,12 @@ import numpy as np
 
 from equiv_core.audit.bisect import Bisection, Change, read_searches
 from equiv_core.audit.matrix import REFERENCE_CELL
-from equiv_core.audit.record import CellRecord, cell_slug, read_cells
+from equiv_core.audit.record import CellRecord, Pitfall, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
 from equiv_core.config.catalog import STUDY_FINDINGS
+from equiv_core.findings.verdict import Verdict
 from equiv_core.support.outputs import atomic_path
 
-SILENT_OUTCOMES = ("UNSTEERED", "silently", "wrong steps", "other ids")  # no error, and not what the code says
 SHORT = {
     "position_sweep": "sweep",
     "kv_cache_persistence": "kv",
@@ -125,10 +125,10 @@ def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str,
                 }
             )
             for finding, verdict in result.findings.items():
-                if verdict.verdict != "PASS":
+                if verdict.verdict != Verdict.PASS:
                     notes.append(f"- `{cell.cell}` / {model} / {finding}: **{verdict.verdict}**: {verdict.message}")
             for outcome in result.pitfalls.values():
-                if outcome.outcome.startswith(SILENT_OUTCOMES):
+                if outcome.outcome.silent:
                     notes.append(
                         f"- `{cell.cell}` / {model}: {outcome.pattern}: **{outcome.outcome}** ({outcome.detail}): "
                         "code written that way silently does something else than written on this version"
@@ -191,7 +191,7 @@ def _pitfall_section(cells: list[CellRecord]) -> list[str]:
     for cell in cells:
         for model, result in cell.models.items():
             for outcome in result.pitfalls.values():
-                flag = "**" if outcome.outcome.startswith(SILENT_OUTCOMES) else ""
+                flag = "**" if outcome.outcome.silent else ""
                 lines.append(
                     f"- `{cell.cell}` / {model} / {outcome.pattern}: {flag}{outcome.outcome}{flag} ({outcome.detail})"
                 )
@@ -233,7 +233,7 @@ def headlines(searches: list[Bisection]) -> list[str]:
     for search in searches:
         for change in search.changes:
             model = change.observable.split("/")[0]
-            if change.observable.endswith("/pitfall.result_before_with_iter") and change.after.startswith("UNSTEERED"):
+            if change.observable.endswith("/pitfall.result_before_with_iter") and change.after == Pitfall.UNSTEERED:
                 line = (
                     f"- `tracer.result` read before a `with tracer.iter[0]:` block ({model}): {change.before} up to "
                     f"nnsight {change.last_before}, **returns unsteered ids without an error from nnsight "
@@ -248,7 +248,10 @@ def headlines(searches: list[Bisection]) -> list[str]:
                     f"tensor from transformers {change.first_after}**{_gap(change)}: `block.output[0]` changed "
                     "meaning from the hidden states to their first batch row"
                 )
-            elif change.observable.endswith("/pitfall.code_after_unbounded_iter") and change.after.startswith("silent"):
+            elif (
+                change.observable.endswith("/pitfall.code_after_unbounded_iter")
+                and change.after == Pitfall.SILENTLY_SKIPPED
+            ):
                 line = (
                     f"- Code after an unbounded `for step in tracer.iter[:]:` loop ({model}): {change.before} up to "
                     f"nnsight {change.last_before}, **never runs, without an error, from nnsight "

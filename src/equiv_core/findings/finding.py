@@ -15,6 +15,7 @@ from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import GenerationRecord
 from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, STUDY_FINDINGS
 from equiv_core.findings.comparison import tensor_sha256
+from equiv_core.findings.verdict import Verdict
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.registry import Registry
 
@@ -134,14 +135,14 @@ class FindingResult:
     applicable: bool = True  # False: the finding cannot be tested with this input (e.g. 1 new token)
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """PASS, FAIL, NOT EXPRESSIBLE (the version lacks a feature) or NOT APPLICABLE (this input cannot test
         the finding); the last two neither confirm nor refute it."""
         if not self.applicable:
-            return "NOT APPLICABLE"
+            return Verdict.NOT_APPLICABLE
         if not self.expressible:
-            return "NOT EXPRESSIBLE"
-        return "PASS" if self.holds else "FAIL"
+            return Verdict.NOT_EXPRESSIBLE
+        return Verdict.PASS if self.holds else Verdict.FAIL
 
     @property
     def counts(self) -> bool:

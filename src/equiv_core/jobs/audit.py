@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from equiv_core.config.tracking import TrackingOptions
+from equiv_core.findings.verdict import Verdict
 from equiv_core.jobs.common import open_tracker, say, settle
 from equiv_core.support.errors import ExitStatus, UserInputError
+from equiv_core.tracking.schema import PIN_SUFFIX, Param, RunKind, Tag
 
 if TYPE_CHECKING:
     from equiv_core.audit.record import CellRecord
@@ -32,7 +34,7 @@ def audit_cell_job(
         f"{model}/{finding}"
         for model, result in record.models.items()
         for finding, verdict in result.findings.items()
-        if verdict.verdict != "PASS"
+        if verdict.verdict != Verdict.PASS
     ]
     say(f"cell {cell}: {'all findings PASS' if not failing else 'not PASS: ' + ', '.join(failing)}")
     return settle(tracker, None, ExitStatus.OK)
@@ -65,7 +67,7 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
     if not from_store:
         _log_unsupported_cells(tracker, results, cells)
     path, rows = write_report(results, reference)
-    with tracker.run("audit report", tags={"kind": "audit-report"}) as run:
+    with tracker.run("audit report", tags={Tag.KIND: RunKind.AUDIT_REPORT}) as run:
         run.log(params={"reference_cell": reference, "cells": len({row["cell"] for row in rows})})
         run.log_file(path)
         run.log_file(results / "status.json")
@@ -83,13 +85,13 @@ def _log_unsupported_cells(tracker: Tracker, directory: Path, cells: list[CellRe
     for cell in cells:
         if cell.status == "ran" or cell.mlflow_run_id:
             continue
-        with tracker.run(f"audit {cell.cell}", tags={"kind": "audit-cell", "cell": cell.cell}) as run:
+        with tracker.run(f"audit {cell.cell}", tags={Tag.KIND: RunKind.AUDIT_CELL, Tag.CELL: cell.cell}) as run:
             run.log(
-                params={"cell": cell.cell},
+                params={Param.CELL: cell.cell},
                 tags={
-                    "status": cell.status,
-                    "reason": cell.reason,
-                    **{f"{package}_pin": version or "latest" for package, version in cell.pins.items()},
+                    Tag.STATUS: cell.status,
+                    Tag.REASON: cell.reason,
+                    **{f"{package}{PIN_SUFFIX}": version or "latest" for package, version in cell.pins.items()},
                 },
             )
         if run.run_id:

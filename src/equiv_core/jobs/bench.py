@@ -11,6 +11,7 @@ from equiv_core.config.tracking import TrackingOptions
 from equiv_core.jobs.common import early_tags, existing_file, mlflow_info, open_tracker, say, settle
 from equiv_core.support.errors import ExitStatus
 from equiv_core.support.outputs import check_output, write_json, write_with
+from equiv_core.tracking.schema import RunKind, Tag
 
 if TYPE_CHECKING:
     from equiv_core.config.bench import BenchConfig
@@ -49,7 +50,9 @@ def bench_job(
     resolved = config.resolved(cuda=device.type == "cuda")
     tracker = open_tracker(tracking)  # before any model work: an unreachable store fails fast
     tags = early_tags()
-    with tracker.run(f"bench {resolved.model} {resolved.dtype} {device.type}", tags={"kind": "bench"}) as parent:
+    with tracker.run(
+        f"bench {resolved.model} {resolved.dtype} {device.type}", tags={Tag.KIND: RunKind.BENCH}
+    ) as parent:
         parent.log(params=run_logging.bench_params(resolved), tags=tags)
         findings = _bench_findings(resolved, tracker, parent) if with_findings else None
         report = run_bench(
@@ -111,8 +114,8 @@ def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -
         )
     parent.log(
         tags={
-            "block_output_form": report.architecture["block_output_form"],
-            "findings_fingerprint": report.fingerprint(),
+            Tag.BLOCK_OUTPUT_FORM: report.architecture["block_output_form"],
+            Tag.FINDINGS_FINGERPRINT: report.fingerprint(),
         },
         metrics={"findings_all_hold": float(report.all_hold)},
     )

@@ -14,6 +14,7 @@ from equiv_core.jobs.common import early_tags, mlflow_info, open_tracker, say, s
 from equiv_core.support.errors import ExitStatus, UserInputError
 from equiv_core.support.outputs import check_output, write_json, write_with
 from equiv_core.support.walltime import CommandStart, breakdown
+from equiv_core.tracking.schema import RunKind, Tag
 
 if TYPE_CHECKING:
     from equiv_core.config.run import RunConfig
@@ -53,7 +54,7 @@ def run_job(
     resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
     tracker = open_tracker(tracking)  # before any model work: an unreachable store fails fast
 
-    with tracker.run(run_logging.run_name(config), tags={"kind": "run"}) as parent:
+    with tracker.run(run_logging.run_name(config), tags={Tag.KIND: RunKind.RUN}) as parent:
         if parent.enabled:
             run_logging.prefetch_environment_manifest()
         parent.log(params=run_logging.run_params(config), tags=early_tags())

@@ -19,7 +19,8 @@ from equiv_core.models.provenance import ENVIRONMENT_TAGS
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.tables import text_table
 from equiv_core.tracking.orphans import orphan_reason
-from equiv_core.tracking.store import KIND_TAG, PARENT_TAG, VERDICT_TAG, RunSummary, Tracker
+from equiv_core.tracking.schema import HASH_SUFFIX, Param, RunKind, Tag
+from equiv_core.tracking.store import RunSummary, Tracker
 
 HEADER_TAGS = (
     "model",
@@ -33,7 +34,7 @@ HEADER_TAGS = (
     "nnsight_version",
     "transformers_version",
     "torch_version",
-    "block_output_form",
+    Tag.BLOCK_OUTPUT_FORM,
     "git_commit",
     "verdict",
 )
@@ -147,23 +148,23 @@ def _load(tracker: Tracker, run_id: str) -> RunView:
         run = client.get_run(run_id)
     except Exception:  # noqa: BLE001 - unknown id or foreign store
         raise UserInputError(f"no MLflow run {run_id!r} in {tracker.uri}") from None
-    if run.data.tags.get(PARENT_TAG):
-        raise UserInputError(f"run {run_id} is a child run; give its parent {run.data.tags[PARENT_TAG]}")
-    children = client.search_runs([run.info.experiment_id], f"tags.{PARENT_TAG} = '{run_id}'", max_results=1000)
+    if run.data.tags.get(Tag.PARENT):
+        raise UserInputError(f"run {run_id} is a child run; give its parent {run.data.tags[Tag.PARENT]}")
+    children = client.search_runs([run.info.experiment_id], f"tags.{Tag.PARENT} = '{run_id}'", max_results=1000)
     values = {**run.data.params, **run.data.tags}
     verdicts, ratios, hashes = {}, {}, {}
     for child in children:
         tags, params, metrics = child.data.tags, child.data.params, child.data.metrics
-        if tags.get(KIND_TAG) == "finding":
-            verdicts[params["finding"]] = tags.get(VERDICT_TAG, "?")
+        if tags.get(Tag.KIND) == RunKind.FINDING:
+            verdicts[params[Param.FINDING]] = tags.get(Tag.VERDICT, "?")
             for key, value in tags.items():
-                if key.endswith("_sha256"):
-                    hashes[f"{params['finding']} / {key}"] = value
-        elif tags.get(KIND_TAG) == "bench-cell":
-            cell = f"{params['arm']} x{params['new_tokens']}"
+                if key.endswith(HASH_SUFFIX):
+                    hashes[f"{params[Param.FINDING]} / {key}"] = value
+        elif tags.get(Tag.KIND) == RunKind.BENCH_CELL:
+            cell = f"{params[Param.ARM]} x{params[Param.NEW_TOKENS]}"
             if "ratio_to_hook" in metrics:
                 ratios[cell] = metrics["ratio_to_hook"]
-            for key in ("ids_sha256", "logits_sha256"):
+            for key in (Tag.IDS_SHA256, Tag.LOGITS_SHA256):
                 if key in tags:
                     hashes[f"{cell} / {key}"] = tags[key]
     header = {tag: str(values.get(tag, "-")) for tag in HEADER_TAGS}

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import psutil
 
-OWNER_TAG = "equiv.owner"
-HEARTBEAT_TAG = "equiv.heartbeat"
-END_REASON_TAG = "equiv.end_reason"
+from equiv_core.tracking.schema import Tag
+
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0  # twenty missed heartbeats
 
@@ -72,12 +71,12 @@ def gone_reason(owner: Owner, heartbeat_ms: int | None, at_ms: int | None = None
 
 def orphan_reason(status: str, tags: dict[str, str]) -> str:
     """Why a run with MLflow ``status`` and ``tags`` is orphaned; "" when it is not (or cannot be judged)."""
-    if status != "RUNNING" or OWNER_TAG not in tags:
+    if status != "RUNNING" or Tag.OWNER not in tags:
         return ""
-    owner = Owner.from_tag(tags[OWNER_TAG])
+    owner = Owner.from_tag(tags[Tag.OWNER])
     if owner is None:
         return ""
-    heartbeat = tags.get(HEARTBEAT_TAG)
+    heartbeat = tags.get(Tag.HEARTBEAT)
     return gone_reason(owner, int(heartbeat) if heartbeat and heartbeat.isdigit() else None)
 
 

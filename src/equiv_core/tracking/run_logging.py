@@ -19,7 +19,8 @@ from equiv_core.config.run import RunConfig
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.runner import RunReport
 from equiv_core.models.provenance import ENVIRONMENT_TAGS
-from equiv_core.tracking.store import KIND_TAG, VERDICT_TAG, Outcome, TrackedRun, Tracker
+from equiv_core.tracking.schema import Param, RunKind, Tag
+from equiv_core.tracking.store import Outcome, TrackedRun, Tracker
 
 FINDINGS_FAILED_METRIC = "findings_failed"  # a numeric column to sort and filter runs by in the MLflow UI
 
@@ -120,14 +121,14 @@ def _finding_hashes(finding: FindingResult) -> dict[str, str]:
 
 def log_finding(tracker: Tracker, parent: TrackedRun, finding: FindingResult, seconds: float) -> None:
     """A child run for one finding, logged as soon as the finding finishes (kept if the run dies later)."""
-    with tracker.run(f"finding: {finding.id}", parent=parent, tags={KIND_TAG: "finding"}) as child:
+    with tracker.run(f"finding: {finding.id}", parent=parent, tags={Tag.KIND: RunKind.FINDING}) as child:
         metrics: dict[str, float] = {"holds": float(finding.holds), "seconds": seconds, **finding.evidence.metrics()}
         child.log(
-            params={"finding": finding.id, **finding.config.params()},
+            params={Param.FINDING: finding.id, **finding.config.params()},
             metrics=metrics,
             tags={
-                VERDICT_TAG: finding.verdict,
-                "message": finding.message,
+                Tag.VERDICT: finding.verdict,
+                Tag.MESSAGE: finding.message,
                 **_finding_hashes(finding),
             },
         )
@@ -193,10 +194,10 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
         tags={
             **environment_tags(report.environment),
             **determinism_tags(report.determinism.to_dict()),
-            "block_output_form": report.architecture["block_output_form"],
-            "layers_path": report.architecture["layers_path"],
+            Tag.BLOCK_OUTPUT_FORM: report.architecture["block_output_form"],
+            Tag.LAYERS_PATH: report.architecture["layers_path"],
             "weights_sha256": report.weights_sha256,
-            "fingerprint": report.fingerprint(),
+            Tag.FINGERPRINT: report.fingerprint(),
         },
     )
     run.log_json(payload, "results.json")
@@ -228,7 +229,9 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
     """A child run per (arm, new_tokens) cell, logged as each size block finishes."""
     for cell in cells:
         record = cell.to_dict()
-        with tracker.run(f"arm: {cell.arm} x{cell.new_tokens}", parent=parent, tags={KIND_TAG: "bench-cell"}) as child:
+        with tracker.run(
+            f"arm: {cell.arm} x{cell.new_tokens}", parent=parent, tags={Tag.KIND: RunKind.BENCH_CELL}
+        ) as child:
             metrics = {
                 key: record[key]
                 for key in (
@@ -249,12 +252,12 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
                 if record[flag] is not None:
                     metrics[flag] = float(record[flag])
             child.log(
-                params={"arm": cell.arm, "new_tokens": cell.new_tokens, "rounds": cell.stats.n},
+                params={Param.ARM: cell.arm, Param.NEW_TOKENS: cell.new_tokens, "rounds": cell.stats.n},
                 metrics=metrics,
                 tags={
-                    "status": cell.status,
-                    "ids_sha256": ids_sha256(cell.generated_ids),
-                    "logits_sha256": cell.logits_sha256,
+                    Tag.STATUS: cell.status,
+                    Tag.IDS_SHA256: ids_sha256(cell.generated_ids),
+                    Tag.LOGITS_SHA256: cell.logits_sha256,
                     "timing_mode": record["timing_mode"],
                     "correctness_mode": record["correctness_mode"],
                 },

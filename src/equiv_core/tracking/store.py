@@ -15,7 +15,6 @@ see :attr:`RunSummary.reached_verdict`. The process's exit code is unchanged (1 
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -30,36 +29,19 @@ from typing import Any, TypeVar
 import filelock
 
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT
+from equiv_core.findings.verdict import Verdict
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.interrupts import deferred
 from equiv_core.tracking.orphans import (
-    END_REASON_TAG,
-    HEARTBEAT_TAG,
-    OWNER_TAG,
     Heartbeat,
     now_ms,
     orphan_reason,
     this_process,
 )
+from equiv_core.tracking.schema import EXPERIMENT_KIND_TRAINING, RunKind, Tag
 from equiv_core.tracking.spool import Journal, Spooled, SpooledLog, SpooledRun
 
-UPLOADED_FROM_TAG = "equiv.uploaded_from"
-KIND_TAG = "kind"  # what a run is: run, bench, finding, bench-cell, audit-cell, audit-report
-VERDICT_TAG = "verdict"  # PASS / FAIL on a top-level run (a finding's run: also NOT APPLICABLE / NOT EXPRESSIBLE)
-PARENT_TAG = "mlflow.parentRunId"
-# MLflow's UI reads this experiment tag to tell a GenAI experiment (opens on traces) from a model-training one (opens
-# on its runs) where the kind is read from the experiment (MLflow 3.17 picks by its GenAI / Model training switch
-# instead: open RUNS_PAGE there). equiv's experiments hold runs, never traces.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_EXPERIMENT = "custom_model_development"
 T = TypeVar("T")
-
-
-class Verdict(enum.Enum):
-    """What a run concluded: PASS when every check that applies holds."""
-
-    PASS = "PASS"
-    FAIL = "FAIL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +65,17 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRun:
+    """A finished (or failed, or killed) run as read back from the store: ``status`` is MLflow's (FINISHED, FAILED,
+    KILLED), ``tags`` its tags by key (:class:`~equiv_core.tracking.schema.Tag`)."""
+
+    run_id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """One run as listed by ``equiv runs``: ``start_ms`` in ms since the epoch, ``parent`` "" for a top-level
     run, ``orphaned`` the reason its owner is gone ("" when it is not orphaned)."""
@@ -93,7 +86,7 @@ class RunSummary:
     start_ms: int
     parent: str
     orphaned: str
-    verdict: str = ""  # the VERDICT_TAG, "" when the run has none
+    verdict: str = ""  # the Tag.VERDICT, "" when the run has none
 
     @property
     def reached_verdict(self) -> bool:
@@ -361,11 +354,11 @@ class Tracker:
         A run ended by bad user input is also deleted (soft, restorable): bad input leaves nothing behind.
         """
         run_tags = {key: _text(value) for key, value in (tags or {}).items()}
-        run_tags[OWNER_TAG] = this_process().to_tag()
-        run_tags[HEARTBEAT_TAG] = str(now_ms())
+        run_tags[Tag.OWNER] = this_process().to_tag()
+        run_tags[Tag.HEARTBEAT] = str(now_ms())
         created_tags = dict(run_tags)
         if parent is not None and parent.run_id:
-            created_tags[PARENT_TAG] = parent.run_id
+            created_tags[Tag.PARENT] = parent.run_id
         created = self.write(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=created_tags))
         run_id = created.info.run_id if created is not None else ""
         spooled = self.journal.open_run(name, parent.key if parent is not None else None, run_tags, run_id)
@@ -400,9 +393,9 @@ class Tracker:
     def _conclude(self, run: TrackedRun, spooled: SpooledRun, outcome: Outcome) -> str:
         """Rename a run that ended with ``outcome`` and tag it (a top-level run's verdict tag is written here, only
         once it is known; a child's carries the finding's own verdict); the status it ends with."""
-        tags = {} if run.parent is not None else {VERDICT_TAG: outcome.verdict.value}
+        tags: dict[str, Any] = {} if run.parent is not None else {Tag.VERDICT: outcome.verdict.value}
         if outcome.failed:
-            tags[END_REASON_TAG] = f"verdict FAIL: {', '.join(outcome.failed)} failed"
+            tags[Tag.END_REASON] = f"verdict FAIL: {', '.join(outcome.failed)} failed"
         if tags:
             run.log(tags=tags)
         run.name = spooled.name = f"{run.name} {outcome.label}"
@@ -414,7 +407,7 @@ class Tracker:
         def beat(stamp: int) -> None:
             if not self.failure:
                 with suppress(Exception):  # a missed heartbeat is harmless; the next log call reports failures
-                    _retry_locked(lambda: self.client.set_tag(run_id, HEARTBEAT_TAG, str(stamp)))
+                    _retry_locked(lambda: self.client.set_tag(run_id, Tag.HEARTBEAT, str(stamp)))
 
         return beat
 
@@ -431,17 +424,42 @@ class Tracker:
                 run.info.run_name or run.info.run_id,
                 run.info.status,
                 run.info.start_time or 0,
-                run.data.tags.get(PARENT_TAG, ""),
+                run.data.tags.get(Tag.PARENT, ""),
                 orphan_reason(run.info.status, run.data.tags),
-                run.data.tags.get(VERDICT_TAG, ""),
+                run.data.tags.get(Tag.VERDICT, ""),
             )
             for run in found
         ]
         return [summary for summary in summaries if not (top_level and summary.parent)]
 
+    def ended_runs(self, kind: RunKind, limit: int = 5000) -> list[StoredRun]:
+        """The experiment's runs of ``kind`` that are no longer RUNNING, newest first, with their tags."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.{Tag.KIND} = '{kind}' and attributes.status != 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+        return [
+            StoredRun(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status, dict(run.data.tags))
+            for run in found
+        ]
+
+    def artifact_names(self, run_id: str) -> frozenset[str]:
+        """The names of a run's top-level artifacts."""
+        return frozenset(item.path for item in self.client.list_artifacts(run_id))
+
+    def download_artifact(self, run_id: str, artifact: str, directory: Path) -> Path:
+        """Download one artifact of a run into ``directory``; returns the local path."""
+        from mlflow.artifacts import download_artifacts
+
+        return Path(
+            download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(directory), tracking_uri=self.uri)
+        )
+
     def end_orphan(self, run: RunSummary) -> None:
         """Mark an orphaned run FAILED, saying why in the ``equiv.end_reason`` tag."""
-        _retry_locked(lambda: self.client.set_tag(run.run_id, END_REASON_TAG, f"orphaned: {run.orphaned}"))
+        _retry_locked(lambda: self.client.set_tag(run.run_id, Tag.END_REASON, f"orphaned: {run.orphaned}"))
         _retry_locked(lambda: self.client.set_terminated(run.run_id, "FAILED"))
 
     def upload(self, spooled: Spooled) -> list[str]:
@@ -450,9 +468,9 @@ class Tracker:
         ids of the top-level runs."""
         ids: dict[str, str] = {}
         for spooled_run in spooled.runs:
-            tags = {**spooled_run.tags, UPLOADED_FROM_TAG: spooled.directory.name}
+            tags = {**spooled_run.tags, Tag.UPLOADED_FROM: spooled.directory.name}
             if spooled_run.parent is not None:
-                tags[PARENT_TAG] = ids[spooled_run.parent]
+                tags[Tag.PARENT] = ids[spooled_run.parent]
             created = _retry_locked(
                 partial(self.client.create_run, self.experiment_id, run_name=spooled_run.name, tags=tags), self.say
             )
@@ -470,7 +488,7 @@ class Tracker:
     def _end_replaced(self, run_id: str, replacement: str) -> None:
         with suppress(Exception):  # the original may be gone, or in another experiment: nothing to end
             if self.client.get_run(run_id).info.status == "RUNNING":
-                self.client.set_tag(run_id, END_REASON_TAG, f"store failed mid-run; uploaded as {replacement}")
+                self.client.set_tag(run_id, Tag.END_REASON, f"store failed mid-run; uploaded as {replacement}")
                 self.client.set_terminated(run_id, "FAILED")
 
     def settle(self) -> Path | None:
@@ -484,25 +502,27 @@ class Tracker:
 
 def experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
     """The id of experiment ``name``, created if missing, marked a model-training experiment (runs, not traces: see
-    :data:`EXPERIMENT_KIND_TAG`) if it has no kind yet. Cells on several machines may create it at the same moment
+    :data:`Tag.EXPERIMENT_KIND`) if it has no kind yet. Cells on several machines may create it at the same moment
     on a fresh server: the loser of that race gets RESOURCE_ALREADY_EXISTS and reads the winner's id."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return str(client.create_experiment(name, artifact_location, {EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT}))
+            return str(
+                client.create_experiment(name, artifact_location, {Tag.EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING})
+            )
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
-    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older equiv, or by hand; a kind set by hand stays
+    if Tag.EXPERIMENT_KIND not in experiment.tags:  # made by an older equiv, or by hand; a kind set by hand stays
         # A hint for UIs that read it (MLflow 3.17 itself picks by its switch): never worth failing a read-only
         # command on a store this user may not write to.
         with suppress(MlflowException):
-            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
+            client.set_experiment_tag(experiment.experiment_id, Tag.EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
     return str(experiment.experiment_id)
 
 

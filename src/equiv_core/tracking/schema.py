@@ -1,0 +1,60 @@
+"""Every MLflow tag and param key equiv writes and reads back, declared once (the writers in
+:mod:`equiv_core.tracking.run_logging`, :mod:`equiv_core.jobs` and :mod:`equiv_core.audit.cell`; the readers
+``equiv compare``, ``equiv runs`` and ``equiv audit-report --tracking-uri``). Metric names and the per-finding
+evidence keys are written only; they are made where they are logged."""
+
+from __future__ import annotations
+
+import enum
+
+
+class RunKind(enum.StrEnum):
+    """What a run is (its :attr:`Tag.KIND`)."""
+
+    RUN = "run"  # equiv run (parent of one FINDING run per finding)
+    BENCH = "bench"  # equiv bench (parent of one BENCH_CELL run per arm and size, and of FINDING runs)
+    FINDING = "finding"
+    BENCH_CELL = "bench-cell"
+    AUDIT_CELL = "audit-cell"
+    AUDIT_REPORT = "audit-report"
+
+
+class Tag(enum.StrEnum):
+    """Tag keys that are read back, or that MLflow itself reads."""
+
+    KIND = "kind"  # a RunKind
+    VERDICT = "verdict"  # a Verdict: PASS / FAIL on a top-level run; a finding's run may also be NOT APPLICABLE ...
+    PARENT = "mlflow.parentRunId"  # MLflow's own: the parent of a child run
+    # MLflow's UI reads this experiment tag to tell a GenAI experiment (opens on traces) from a model-training one
+    # (opens on its runs); MLflow 3.17 picks by its GenAI / Model training switch instead (catalog.RUNS_PAGE).
+    EXPERIMENT_KIND = "mlflow.experimentKind"
+    OWNER = "equiv.owner"  # host, pid and start time of the process that owns a RUNNING run
+    HEARTBEAT = "equiv.heartbeat"  # ms since the epoch, renewed while the owner lives
+    END_REASON = "equiv.end_reason"  # why a run was ended FAILED by someone else than its owner
+    UPLOADED_FROM = "equiv.uploaded_from"  # the spool directory a run was uploaded from
+    CELL = "cell"  # an audit cell's id, e.g. nnsight='0.7.0'
+    AUDIT_SOURCE = "audit_source"  # "matrix", or the release search an audit cell is a probe of
+    STATUS = "status"  # an audit cell's CellStatus; a bench cell's status
+    REASON = "reason"  # why an audit cell is unsupported or an error
+    MESSAGE = "message"  # a finding's one-line message
+    BLOCK_OUTPUT_FORM = "block_output_form"
+    LAYERS_PATH = "layers_path"
+    FINGERPRINT = "fingerprint"
+    FINDINGS_FINGERPRINT = "findings_fingerprint"
+    IDS_SHA256 = "ids_sha256"
+    LOGITS_SHA256 = "logits_sha256"
+
+
+class Param(enum.StrEnum):
+    """Param keys that are read back (the rest of a run's params mirror its config's fields)."""
+
+    FINDING = "finding"
+    ARM = "arm"
+    NEW_TOKENS = "new_tokens"
+    CELL = "cell"
+
+
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  # Tag.EXPERIMENT_KIND's value for a model-training experiment
+PIN_SUFFIX = "_pin"  # "<package>_pin": the version an audit cell pinned ("latest": the newest)
+VERSION_SUFFIX = "_version"  # "<package>_version": the version installed
+HASH_SUFFIX = "_sha256"  # "<observable>_sha256": a SHA-256 of token ids or logits bytes
