@@ -52,7 +52,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """Versions, GPU and determinism flags in pytest-benchmark's JSON, so numbers can be compared honestly."""
     device = resolve_device(config.getoption("--bench-device"))
     machine_info["equiv"] = {
-        **environment_info(device),
+        **environment_info(device).to_dict(),
         "dtype": config.getoption("--bench-dtype"),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

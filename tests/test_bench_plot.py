@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from bench_helpers import bench_report
 from matplotlib.container import ErrorbarContainer
 
 from equiv_core.bench.budget import plan_timing
@@ -16,9 +17,7 @@ from equiv_core.bench.statistics import summarize
 from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.bench.timer import Measurement
 from equiv_core.config.bench import BenchConfig
-from equiv_core.support.machine_load import MachineLoad
 
-QUIET = MachineLoad(2, 2, loadavg_start=(0.1, 0.1, 0.1), loadavg_end=(0.1, 0.1, 0.1), others_share=0.0, seconds=1)
 ARMS = ("plain", "hook", "unsteered")
 FACTORS = {"plain": 1.1, "hook": 1.0, "unsteered": 0.9}
 
@@ -47,18 +46,7 @@ def _cell(arm: str, new_tokens: int, rounds: int) -> ArmResult:
 def _report(rounds: int, **extra: object) -> BenchReport:
     config = BenchConfig(model="tiny-gpt2", arms=ARMS, new_tokens=(8, 32), rounds=rounds)
     results = tuple(_cell(arm, size, rounds) for size in (1, 8, 32) for arm in ARMS)
-    return BenchReport(
-        config,
-        results,
-        {"device": "cpu"},
-        {"timing": {}},
-        {},
-        4,
-        QUIET,
-        "linux-vmhwm",
-        1.0,
-        **extra,
-    )
+    return bench_report(config, results, **extra)
 
 
 def test_the_table_labels_a_three_round_ci_as_a_75_percent_range() -> None:

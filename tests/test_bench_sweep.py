@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from bench_helpers import QUIET, bench_report
 
 from equiv_core.arms.steering import GenerationRecord
 from equiv_core.bench import sweep
@@ -27,10 +28,6 @@ from equiv_core.support.machine_load import MachineLoad
 from equiv_core.support.progress import Progress
 from equiv_core.support.registry import Registry
 
-QUIET = MachineLoad(
-    cores=2, threads=2, loadavg_start=(0.1, 0.1, 0.1), loadavg_end=(0.2, 0.1, 0.1), others_share=0.01, seconds=1
-)
-
 
 def _cell(arm: str, new_tokens: int, median_s: float, rounds: tuple[float, ...] = ()) -> ArmResult:
     walls = rounds or (median_s,) * 5
@@ -41,7 +38,7 @@ def _cell(arm: str, new_tokens: int, median_s: float, rounds: tuple[float, ...] 
 
 
 def _report(config: BenchConfig, results: tuple[ArmResult, ...]) -> BenchReport:
-    return BenchReport(config, results, {"device": "cpu"}, {"timing": {}}, {}, 4, QUIET, "linux-vmhwm", 1.0)
+    return bench_report(config, results)
 
 
 def test_prefill_and_decode_split_from_one_token_and_longest_runs() -> None:

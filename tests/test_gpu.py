@@ -29,7 +29,7 @@ pytestmark = pytest.mark.gpu
 def test_all_findings_hold_on_cuda(device: torch.device, model: str) -> None:
     report = run_findings(RunConfig(model=model, device=str(device)))
     assert {finding.id: finding.message for finding in report.findings if not finding.holds} == {}
-    assert report.environment["device"] == str(device)
+    assert report.environment.device == str(device)
 
 
 def test_every_steered_arm_matches_the_hook_on_cuda(device: torch.device) -> None:
@@ -49,7 +49,7 @@ def test_bench_times_cuda_arms_and_names_the_gpu(device: torch.device) -> None:
     config = BenchConfig(model="tiny-gpt2", device=str(device), new_tokens=(2, 4), rounds=2, max_rounds=2, warmup=1)
     report = run_bench(config, progress=False)
     assert report.all_correct
-    assert report.environment["gpu_name"] == torch.cuda.get_device_name(device)
+    assert report.environment.gpu_name == torch.cuda.get_device_name(device)
     assert all(cell.stats.median_s > 0 for cell in report.results)
     assert report.memory_method == "cuda-max-allocated"
     assert all(cell.peak_bytes > 0 for cell in report.results)  # every generation allocates on the GPU
@@ -75,8 +75,8 @@ def test_cuda_peak_memory_counts_what_the_call_allocates(device: torch.device) -
 
 def test_provenance_records_gpu_name_and_memory(device: torch.device) -> None:
     info = environment_info(device)
-    assert info["gpu_name"] == torch.cuda.get_device_name(device)
-    assert info["gpu_memory_gib"] > 0 and info["cuda"] == torch.version.cuda
+    assert info.gpu_name == torch.cuda.get_device_name(device)
+    assert info.gpu_memory_gib is not None and info.gpu_memory_gib > 0 and info.cuda == torch.version.cuda
 
 
 def test_determinism_sets_cublas_workspace_before_cuda_starts(device: torch.device) -> None:

@@ -2,10 +2,10 @@
 changed (issue 19, commit a4ddf25): a refactoring that moves code must not move a byte of what a run reports.
 
 What may differ between two runs of the same code is left out: wall times, the machine's load, the MLflow run,
-the git commit and the interpreter's path. Logits hashes, the fingerprint and float differences depend on the CPU,
-the thread count and the library versions (README, "Determinism"): they are compared where the environment recorded
-in the snapshot is this one, and said to be skipped (with what differs) elsewhere. To take a deliberate change,
-rewrite a snapshot with the command in SNAPSHOTS and say why in the commit.
+the git commit and whether the checkout was modified, the interpreter's path. Logits hashes, the fingerprint and
+float differences depend on the CPU, the thread count and the library versions (README, "Determinism"): they are
+compared where the environment recorded in the snapshot is this one, and said to be skipped (with what differs)
+elsewhere. To take a deliberate change, rewrite a snapshot with the command in SNAPSHOTS and say why in the commit.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SNAPSHOTS = {
 }
 # Keys whose values differ between two runs of the same code on the same machine.
 VOLATILE = re.compile(
-    r"(^|\.)(seconds|load_seconds|timings|time_breakdown|machine_load|mlflow|git_commit|executable)(\.|\[|$)"
+    r"(^|\.)(seconds|load_seconds|timings|time_breakdown|machine_load|mlflow|git_commit|git_dirty|executable)(\.|\[|$)"
 )
 # Values that follow from float arithmetic: the same code gives other bits on another CPU, thread count or release.
 MACHINE_DEPENDENT = re.compile(

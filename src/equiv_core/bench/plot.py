@@ -96,8 +96,7 @@ def sweep_figure(report: BenchReport) -> Figure:
         ratio_axes.set_ylim(min(0.8, min(medians) * 0.9), max(1.25, max(medians) * 1.15))
     ratio_axes.set_xticks(sizes_seen, [str(size) for size in sizes_seen])
     ratio_axes.minorticks_off()
-    environment = report.environment
-    device = environment.get("gpu_name") or environment.get("device")
+    device = report.environment.gpu_name or report.environment.device
     busy = " (machine busy: not reliable)" if report.load.busy else ""
     figure.suptitle(f"{report.config.model}, {report.config.dtype} on {device}: cost of steering{busy}", fontsize=10)
     figure.tight_layout()

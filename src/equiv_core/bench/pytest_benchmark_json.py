@@ -38,7 +38,7 @@ def _benchmark(report: BenchReport, cell: ArmResult) -> dict[str, Any]:
             "layer": config.layer,
             "model": config.model,
             "dtype": config.dtype,
-            "device": report.environment.get("device"),
+            "device": report.environment.device,
             "ids_match_hook": cell.ids_match_hook,
             "logits_sha256": cell.logits_sha256,
             "cpu_s": [measurement.cpu_s for measurement in cell.measurements],
@@ -68,9 +68,9 @@ def pytest_benchmark_document(report: BenchReport) -> dict[str, Any]:
 
     machine_info = pytest_benchmark_generate_machine_info()
     machine_info["equiv"] = {
-        **report.environment,
+        **report.environment.to_dict(),
         "dtype": report.config.dtype,
-        "determinism": report.determinism["timing"],
+        "determinism": report.determinism.timing.to_dict(),
         "machine_load": report.load.to_dict(),
         "timing_mode": "default kernels (correctness checked first with deterministic kernels)",
     }

@@ -110,7 +110,7 @@ def render_table(report: BenchReport) -> str:
         "is 1 - 2^(1-n) (75% at 3)"
     )
     lines.append(
-        f"machine: {report.environment.get('torch_threads')} torch threads on {load.cores} cores; load average "
+        f"machine: {report.environment.compute.torch_threads} torch threads on {load.cores} cores; load average "
         f"{load.loadavg_start[0]:.2f} -> {load.loadavg_end[0]:.2f}; other processes used {load.others_cores:.1f} "
         f"cores while timing; CPU s is this process's CPU time per run (all threads)"
     )

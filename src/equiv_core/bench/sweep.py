@@ -46,9 +46,10 @@ from equiv_core.config.catalog import (
 )
 from equiv_core.config.validation import check_fits_context, check_layer, check_prompt_length
 from equiv_core.findings.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
-from equiv_core.models.determinism import configure_determinism
+from equiv_core.models.architecture import Architecture
+from equiv_core.models.determinism import DeterminismReport, configure_determinism
 from equiv_core.models.load import resolve_device
-from equiv_core.models.provenance import environment_info
+from equiv_core.models.provenance import Environment, environment_info
 from equiv_core.support.machine_load import LoadMonitor, MachineLoad
 from equiv_core.support.progress import Progress
 
@@ -154,14 +155,26 @@ class ArmResult:
 
 
 @dataclass(frozen=True, slots=True)
+class BenchDeterminism:
+    """The determinism settings of the two passes: ``correctness`` (deterministic kernels) and ``timing`` (default
+    kernels)."""
+
+    correctness: DeterminismReport
+    timing: DeterminismReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"correctness": self.correctness.to_dict(), "timing": self.timing.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
 class BenchReport:
     """All cells of one benchmark run, with growth exponents and provenance."""
 
     config: BenchConfig
     results: tuple[ArmResult, ...]
-    environment: dict[str, Any]
-    determinism: dict[str, Any]
-    architecture: dict[str, Any]
+    environment: Environment
+    determinism: BenchDeterminism
+    architecture: Architecture
     prompt_length: int
     load: MachineLoad
     memory_method: str
@@ -171,7 +184,6 @@ class BenchReport:
     plans: tuple[TimingPlan, ...] = ()  # the budget's plans, in the order they were made (see bench/budget.py)
     not_timed: dict[int, str] = field(default_factory=dict)  # new_tokens -> why that size has no timings
     budget_notes: tuple[str, ...] = ()  # sizes the budget ended before their planned rounds, one line each
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, arm: str, new_tokens: int) -> ArmResult | None:
         return next((r for r in self.results if r.arm == arm and r.new_tokens == new_tokens), None)
@@ -217,14 +229,14 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.config.model,
-            "device": self.environment.get("device"),
+            "device": self.environment.device,
             "dtype": self.config.dtype,
             "prompt": self.config.prompt,
             "prompt_length": self.prompt_length,
             "config": self.config.to_dict(),
-            "architecture": self.architecture,
-            "environment": self.environment,
-            "determinism": self.determinism,
+            "architecture": self.architecture.to_dict(),
+            "environment": self.environment.to_dict(),
+            "determinism": self.determinism.to_dict(),
             "growth_exponents": {arm: value.to_dict() for arm, value in self.growth_exponents().items()},
             "machine_load": self.load.to_dict(),
             "memory_method": self.memory_method,
@@ -235,11 +247,10 @@ class BenchReport:
             "timing_plans": [plan.to_dict() for plan in self.plans],
             "sizes_not_timed": {str(size): reason for size, reason in self.not_timed.items()},
             "budget_notes": list(self.budget_notes),
-            "torch_threads": self.environment.get("torch_threads"),
+            "torch_threads": self.environment.compute.torch_threads,
             "prefill_split": self.prefill_split(),
             "all_correct": self.all_correct,
             "records": [result.to_dict() for result in self.results],
-            **self.extra,
         }
 
 
@@ -536,8 +547,8 @@ def _run_bench(
         config=timed_config,
         results=tuple(results),
         environment=environment_info(device),
-        determinism={"correctness": correctness_determinism.to_dict(), "timing": timing_determinism.to_dict()},
-        architecture=context.architecture.to_dict(),
+        determinism=BenchDeterminism(correctness_determinism, timing_determinism),
+        architecture=context.architecture,
         prompt_length=prompt_length,
         load=load,
         memory_method=method,

@@ -9,20 +9,20 @@ from equiv_core.findings.runner import RunReport
 
 def render(report: RunReport) -> str:
     """The report as printed by ``equiv run``."""
-    environment = report.environment
+    versions = report.environment.versions
     architecture = report.architecture
     lines = [
         "equiv-bench: steering-equivalence findings" if report.spec is None else "equiv-bench: steering spec findings",
-        f"model    {report.config.model}: {architecture['num_layers']} layers at {architecture['layers_path']}, "
-        f"hidden {architecture['hidden_size']}, block output is a {architecture['block_output_form']}",
+        f"model    {report.config.model}: {architecture.num_layers} layers at {architecture.layers_path}, "
+        f"hidden {architecture.hidden_size}, block output is a {architecture.block_output_form}",
         f"         {report.model_source}",
         *_prompt(report),
         f"decoding {_decoding(report)}, {report.config.max_new_tokens} new tokens; "
         + ("edit: zero the hidden state; " if report.spec is None else "")
         + f"seed {report.determinism.seed}, deterministic kernels {report.determinism.deterministic_algorithms}",
         *_steering(report),
-        f"versions nnsight {environment['nnsight_version']}, transformers {environment['transformers_version']}, "
-        f"torch {environment['torch_version']} on {environment['device']} ({report.config.dtype})",
+        f"versions nnsight {versions.version('nnsight')}, transformers {versions.version('transformers')}, "
+        f"torch {versions.version('torch')} on {report.environment.device} ({report.config.dtype})",
         "",
     ]
     for index, finding in enumerate(report.findings, start=1):

@@ -35,10 +35,11 @@ from equiv_core.findings.spec.registered import SPEC_FINDINGS
 from equiv_core.findings.spec.spec_finding import SpecFindingConfig
 from equiv_core.findings.spec.spec_run import SpecRun, run_spec
 from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport
 from equiv_core.models.inputs import PromptBatch, default_bos_note, encode_prompts
 from equiv_core.models.load import resolve_device, weights_sha256
-from equiv_core.models.provenance import environment_info
+from equiv_core.models.provenance import Environment, environment_info
 from equiv_core.support.errors import UserInputError, error_line
 from equiv_core.support.machine_load import LoadMonitor, MachineLoad
 from equiv_core.support.walltime import RunTimings
@@ -55,9 +56,9 @@ class RunReport:
     model_source: str
     prompt_ids: tuple[int, ...]
     prompt_tokens: tuple[str, ...]
-    architecture: dict[str, Any]
+    architecture: Architecture
     determinism: DeterminismReport
-    environment: dict[str, Any]
+    environment: Environment
     load_seconds: float
     weights_sha256: str
     findings: tuple[FindingResult, ...]
@@ -93,9 +94,9 @@ class RunReport:
             "prompt_tokens": list(self.prompt_tokens),
             "config": self.config.to_dict(),
             **spec,
-            "architecture": self.architecture,
+            "architecture": self.architecture.to_dict(),
             "determinism": self.determinism.to_dict(),
-            "environment": self.environment,
+            "environment": self.environment.to_dict(),
             "load_seconds": self.load_seconds,
             "timings": self.timings.to_dict(),
             "machine_load": self.machine_load.to_dict() if self.machine_load is not None else None,
@@ -266,7 +267,7 @@ def run_findings(
         model_source=context.loaded.source,
         prompt_ids=prompt_ids,
         prompt_tokens=tuple(context.loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
-        architecture=context.architecture.to_dict(),
+        architecture=context.architecture,
         determinism=prepared.determinism,
         environment=environment_info(prepared.device),
         load_seconds=context.loaded.load_seconds,

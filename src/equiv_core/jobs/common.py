@@ -30,7 +30,7 @@ def early_tags() -> dict[str, Any]:
     from equiv_core.models.provenance import version_info
     from equiv_core.tracking.run_logging import environment_tags
 
-    return environment_tags(version_info())
+    return environment_tags(version_info().to_dict())
 
 
 def mlflow_info(tracker: Tracker, run: TrackedRun) -> dict[str, Any] | None:

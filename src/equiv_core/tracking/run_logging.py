@@ -192,10 +192,10 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
     run.log(
         metrics=metrics,
         tags={
-            **environment_tags(report.environment),
+            **environment_tags(report.environment.to_dict()),
             **determinism_tags(report.determinism.to_dict()),
-            Tag.BLOCK_OUTPUT_FORM: report.architecture["block_output_form"],
-            Tag.LAYERS_PATH: report.architecture["layers_path"],
+            Tag.BLOCK_OUTPUT_FORM: report.architecture.block_output_form,
+            Tag.LAYERS_PATH: report.architecture.layers_path,
             "weights_sha256": report.weights_sha256,
             Tag.FINGERPRINT: report.fingerprint(),
         },
@@ -294,10 +294,10 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
         tags={
             "machine_busy": str(load.busy).lower(),
             "memory_method": report.memory_method,
-            **environment_tags(report.environment),
-            **determinism_tags(report.determinism["timing"], "timing"),
-            **determinism_tags(report.determinism["correctness"], "correctness"),
-            "block_output_form": report.architecture["block_output_form"],
+            **environment_tags(report.environment.to_dict()),
+            **determinism_tags(report.determinism.timing.to_dict(), "timing"),
+            **determinism_tags(report.determinism.correctness.to_dict(), "correctness"),
+            Tag.BLOCK_OUTPUT_FORM: report.architecture.block_output_form,
         },
     )
     run.log_json(payload, "bench.json")
