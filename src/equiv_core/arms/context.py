@@ -11,6 +11,7 @@ from equiv_core.arms.model_work import ModelWork, tensor_key
 from equiv_core.arms.nnsight import NnsightSteering
 from equiv_core.arms.reference import hook_forward_logits, hook_generate
 from equiv_core.arms.steering import Edit, GenerationRecord, When
+from equiv_core.config.catalog import ArmName
 from equiv_core.models.architecture import Architecture, describe
 from equiv_core.models.load import LoadedModel
 
@@ -80,7 +81,7 @@ class SteeringContext:
             self.loaded.tokenizer.pad_token_id,
             None,
             use_cache=use_cache,
-            arm="unsteered",
+            arm=ArmName.UNSTEERED,
         )
         return self.work.run(("unsteered", tensor_key(input_ids), max_new_tokens, use_cache), call)
 

@@ -28,6 +28,7 @@ from equiv_core.arms.steering import (
     records_from_output,
     seed_sampling,
 )
+from equiv_core.config.catalog import ArmName
 from equiv_core.models.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
 
 
@@ -67,7 +68,7 @@ def hook_generate(
     edit: Edit | None,
     when: When = "prompt",
     use_cache: bool = True,
-    arm: str = "hook",
+    arm: str = ArmName.HOOK,
 ) -> GenerationRecord:
     """Greedy ``generate`` with the edit applied by a raw hook (``edit=None``: unsteered generation)."""
     kwargs = generation_kwargs(max_new_tokens, pad_token_id, use_cache)

@@ -1,12 +1,8 @@
-"""The benchmark arms: one way of generating each, all the same edit (zero layer L at the last prompt token).
-
-- ``plain``: nnsight plain invoke at position -1, fires on the prompt pass;
-- ``iter0``: nnsight ``iter[0]`` at position n-1;
-- ``recompute``: nnsight with ``use_cache=False``, the edit re-applied at n-1 at every step;
-- ``hook``: the same edit with a raw PyTorch forward hook + Hugging Face ``generate`` (the reference);
-- ``floor``: the same edit inside a ``torch.compile``d forward with a static KV cache (:mod:`equiv_core.arms.floor`):
-  the fastest honest way to run it, so the cost of tracing shows against it;
-- ``unsteered``: plain Hugging Face ``generate`` with no edit (the cost of generation itself).
+"""The benchmark arms (:data:`~equiv_core.config.catalog.BENCH_ARMS`; the names are
+:class:`~equiv_core.config.catalog.ArmName`'s): one way of generating each, all the same edit (zero layer L at the
+last prompt token): ``plain`` at position -1, ``iter0`` and ``recompute`` at n-1, ``hook`` (the reference),
+``floor`` (:mod:`equiv_core.arms.floor`, so the cost of tracing shows against the fastest honest way), and
+``unsteered`` (the cost of generation itself).
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import torch
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import Edit, GenerationRecord
-from equiv_core.config.catalog import BENCH_ARMS
+from equiv_core.config.catalog import BENCH_ARMS, ArmName
 from equiv_core.support.registry import Registry
 
 ArmFunction = Callable[[SteeringContext, torch.Tensor, int, int], GenerationRecord]
@@ -28,7 +24,7 @@ ArmFunction = Callable[[SteeringContext, torch.Tensor, int, int], GenerationReco
 class Arm:
     """A named way to generate ``new_tokens`` tokens from ``input_ids`` with the edit at ``layer``."""
 
-    name: str
+    name: ArmName
     steered: bool
     description: str
     run: ArmFunction
@@ -43,16 +39,16 @@ def _last(input_ids: torch.Tensor) -> int:
 
 
 def _plain(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
-    return context.nnsight.generate(input_ids, new_tokens, Edit(layer, -1), "prompt", arm="plain")
+    return context.nnsight.generate(input_ids, new_tokens, Edit(layer, -1), "prompt", arm=ArmName.PLAIN)
 
 
 def _iter0(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
-    return context.nnsight.generate(input_ids, new_tokens, Edit(layer, _last(input_ids)), "step0", arm="iter0")
+    return context.nnsight.generate(input_ids, new_tokens, Edit(layer, _last(input_ids)), "step0", arm=ArmName.ITER0)
 
 
 def _recompute(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
     edit = Edit(layer, _last(input_ids))
-    return context.nnsight.generate(input_ids, new_tokens, edit, "every_step", use_cache=False, arm="recompute")
+    return context.nnsight.generate(input_ids, new_tokens, edit, "every_step", use_cache=False, arm=ArmName.RECOMPUTE)
 
 
 def _hook(context: SteeringContext, input_ids: torch.Tensor, new_tokens: int, layer: int) -> GenerationRecord:
@@ -70,12 +66,18 @@ def _unsteered(context: SteeringContext, input_ids: torch.Tensor, new_tokens: in
 
 
 for _arm in (
-    Arm("plain", True, "nnsight plain invoke, position -1, prompt pass only", _plain),
-    Arm("iter0", True, "nnsight iter[0], position n-1", _iter0),
-    Arm("recompute", True, "nnsight, use_cache=False, edit at n-1 on every step", _recompute),
-    Arm("hook", True, "raw PyTorch forward hook + HF generate (the reference)", _hook),
+    Arm(ArmName.PLAIN, True, "nnsight plain invoke, position -1, prompt pass only", _plain),
+    Arm(ArmName.ITER0, True, "nnsight iter[0], position n-1", _iter0),
+    Arm(ArmName.RECOMPUTE, True, "nnsight, use_cache=False, edit at n-1 on every step", _recompute),
+    Arm(ArmName.HOOK, True, "raw PyTorch forward hook + HF generate (the reference)", _hook),
     # Compiled once, with default kernels: Dynamo would recompile when the deterministic flag flips.
-    Arm("floor", True, "torch.compile + static KV cache, the edit inside the graph", _floor, deterministic_check=False),
-    Arm("unsteered", False, "HF generate, no edit", _unsteered),
+    Arm(
+        ArmName.FLOOR,
+        True,
+        "torch.compile + static KV cache, the edit inside the graph",
+        _floor,
+        deterministic_check=False,
+    ),
+    Arm(ArmName.UNSTEERED, False, "HF generate, no edit", _unsteered),
 ):
     ARMS.add(_arm.name, _arm)

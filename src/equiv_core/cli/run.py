@@ -64,7 +64,7 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
 
 def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:
     from equiv_core.config.decoding import Decoding
-    from equiv_core.config.run import RunConfig
+    from equiv_core.config.run import RunConfig, padding_side
     from equiv_core.jobs.run import run_job
 
     decoding = Decoding(
@@ -91,7 +91,7 @@ def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:
         experiments=csv(arguments.only) if arguments.only else None,
         spec=steering_spec(arguments),
         prompts=read_prompts(arguments.prompts) if arguments.prompts is not None else (),
-        padding=arguments.padding,
+        padding=None if arguments.padding is None else padding_side(arguments.padding),
         add_special_tokens=arguments.add_special_tokens,
         chat_template=arguments.chat_template,
         decoding=decoding,

@@ -3,6 +3,7 @@ dtype names, the defaults. The command line's ``--help``, ``equiv models`` and e
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -27,7 +28,46 @@ STUDY_FINDINGS = (
     "steered_differs",
 )
 SPEC_FINDING_IDS = ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
-BENCH_ARMS = ("plain", "iter0", "recompute", "hook", "floor", "unsteered")
+
+
+class ArmName(enum.StrEnum):
+    """Every way of generating that equiv-bench runs, one name each, in the study's five findings, spec mode and
+    the benchmark alike (README, "Arms"). An arm's name is what a report, the JSON and MLflow call it.
+
+    ``unsteered``: Hugging Face ``generate``, no edit. ``hook``: the edit with a raw PyTorch forward hook and HF
+    ``generate``, the independent reference of every nnsight arm (the study's evidence calls it ``reference``).
+    ``plain``: nnsight, the edit in a plain ``tracer.invoke``: it fires once, on the prompt pass. ``iter0``:
+    nnsight ``tracer.iter[0]``, the same single firing written as a step selector. ``iter``: the step selector a
+    spec asks for (``iter[0]``, ``iter[K:M]``, every step); ``iter_per_invoke``: the same with one
+    ``tracer.invoke`` per prompt of a batch. ``iter_all``: nnsight ``iter[:N]`` with the KV cache, the edit at
+    every step (the study's finding 4). ``recompute``: nnsight with ``use_cache=False``, the edit re-applied at
+    every step over the whole sequence. ``hook_recompute`` / ``unsteered_recompute``: the hook and unsteered arms
+    without the KV cache. ``floor``: the edit inside a ``torch.compile``d forward with a static KV cache, the
+    fastest honest way to run it (benchmark only).
+    """
+
+    UNSTEERED = "unsteered"
+    HOOK = "hook"
+    PLAIN = "plain"
+    ITER0 = "iter0"
+    ITER = "iter"
+    ITER_PER_INVOKE = "iter_per_invoke"
+    ITER_ALL = "iter_all"
+    RECOMPUTE = "recompute"
+    HOOK_RECOMPUTE = "hook_recompute"
+    UNSTEERED_RECOMPUTE = "unsteered_recompute"
+    FLOOR = "floor"
+
+
+# The benchmark's arms, in report order (equiv_core.bench.arms registers them).
+BENCH_ARMS: tuple[ArmName, ...] = (
+    ArmName.PLAIN,
+    ArmName.ITER0,
+    ArmName.RECOMPUTE,
+    ArmName.HOOK,
+    ArmName.FLOOR,
+    ArmName.UNSTEERED,
+)
 DEFAULT_SWEEP_PLOT = "results/bench-sweep.png"  # where `equiv bench` draws its sweep plot unless told
 # The oldest release equiv_core can drive (equiv_core.arms.nnsight.MIN_SUPPORTED reads it): the audit's release
 # searches record older ones as unsupported without building an environment. Before nnsight 0.5.13, appending to a

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from equiv_core.config.catalog import (
     BUILTIN_MODEL_INFO,
@@ -34,6 +34,17 @@ from equiv_core.spec.vector_files import check_vector_shape, header_shape
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.registry import check_name
 
+Padding = Literal["left", "right"]  # which side of a batch's shorter rows the pad tokens go
+PADDINGS: tuple[Padding, ...] = ("left", "right")
+
+
+def padding_side(text: str) -> Padding:
+    """``text`` as a :data:`Padding`; raises UserInputError naming the valid sides for anything else."""
+    for side in PADDINGS:
+        if text == side:
+            return side
+    raise UserInputError(f"--padding {text!r}: valid: {', '.join(PADDINGS)}")
+
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -50,7 +61,7 @@ class RunConfig:
     experiments: tuple[str, ...] | None = None  # None: every finding of the mode
     spec: SteeringSpec | None = None  # None: the original study's five findings
     prompts: tuple[str, ...] = ()  # a batch (spec mode); empty: ``prompt`` alone
-    padding: str | None = None  # left / right; None: the tokenizer's side (left for nnsight-wrapped models)
+    padding: Padding | None = None  # None: the tokenizer's side (left for nnsight-wrapped models)
     add_special_tokens: bool = False
     chat_template: bool = False
     decoding: Decoding = GREEDY
@@ -103,8 +114,6 @@ def validate_config(config: RunConfig) -> None:
             )
     if len(config.prompt_list) > MAX_BATCH:
         raise UserInputError(f"{len(config.prompt_list)} prompts: valid: at most {MAX_BATCH} per run (split the file)")
-    if config.padding is not None and config.padding not in ("left", "right"):
-        raise UserInputError(f"--padding {config.padding!r}: valid: left, right")
     if config.spec is None:
         for flag, used in (
             ("--prompts", len(config.prompt_list) > 1),

@@ -338,7 +338,7 @@ def _run_mode(
             context.loaded.tokenizer,
             config.prompt_list,
             context.device,
-            config.padding,  # type: ignore[arg-type]
+            config.padding,
             config.add_special_tokens,
             config.chat_template,
         )

@@ -10,14 +10,12 @@ with right padding columns ``0 .. n_r-1`` followed by pad tokens; generated toke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from equiv_core.config.run import Padding, padding_side
 from equiv_core.support.errors import UserInputError
-
-Padding = Literal["left", "right"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +134,7 @@ def encode_prompts(
     for index, prompt in enumerate(prompts):
         if not prompt.strip():
             raise UserInputError(f"prompt {index + 1} is empty; give one non-empty prompt per line")
-    side = padding or str(tokenizer.padding_side)
-    if side not in ("left", "right"):
-        raise UserInputError(f"--padding {side!r}: valid: left, right")
+    side = padding or padding_side(str(tokenizer.padding_side))
     if chat_template and not getattr(tokenizer, "chat_template", None):
         raise UserInputError("--chat-template: this model's tokenizer has no chat template")
     texts = [_user_text(tokenizer, prompt, chat_template) for prompt in prompts]
@@ -161,7 +157,7 @@ def encode_prompts(
         torch.tensor(padded, device=device),
         torch.tensor(masks, device=device),
         tuple(len(row) for row in rows),
-        side,  # type: ignore[arg-type]
+        side,
         tuple(added for _ids, added in encoded),
         add_special_tokens,
         chat_template,

@@ -42,8 +42,10 @@ POSITION_KINDS: dict[str, str] = {
     "generated token: every generated token is predicted from a steered position",
     "all": "every position of every forward pass: the prompt and every generated token",
 }
+NAMED_POSITIONS: tuple[PositionKind, ...] = ("prompt", "generated", "last+generated", "all")  # POSITION_KINDS' keys
 Indexing = Literal["absolute", "literal"]
 StepKind = Literal["auto", "prompt-pass", "window", "every"]
+NAMED_STEPS: tuple[StepKind, ...] = ("auto", "prompt-pass", "every")  # the step kinds written as a word
 
 
 def _ascii_int(text: str) -> int:
@@ -149,8 +151,9 @@ class Positions:
     @classmethod
     def parse(cls, text: str) -> Positions:
         text = text.strip()
-        if text in POSITION_KINDS:
-            return cls(text, ())  # type: ignore[arg-type]
+        for kind in NAMED_POSITIONS:
+            if text == kind:
+                return cls(kind, ())
         try:
             indices = tuple(_ascii_int(part) for part in text.split(","))
         except ValueError:
@@ -205,8 +208,9 @@ class Steps:
     @classmethod
     def parse(cls, text: str) -> Steps:
         text = text.strip()
-        if text in ("auto", "prompt-pass", "every"):
-            return cls(text)  # type: ignore[arg-type]
+        for kind in NAMED_STEPS:
+            if text == kind:
+                return cls(kind)
         match = re.fullmatch(r"([0-9]+)(:([0-9]+)?)?", text)
         if match is None:
             raise UserInputError(f"--steps {text!r}: give prompt-pass, K, K:M (0 <= K < M), K: or every")

@@ -24,17 +24,25 @@ from equiv_core.arms.nnsight import SpecStyle
 from equiv_core.arms.reference import spec_hook_generate
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import GenerationRecord, NotExpressible, SpecGeneration
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.coverage_map import CoverageCheck, intended_touches
 
-NNSIGHT_ARMS: tuple[str, ...] = ("plain", "iter", "iter_per_invoke", "recompute")
-STEERED_ARMS: tuple[str, ...] = (*NNSIGHT_ARMS, "hook", "hook_recompute")
+NNSIGHT_ARMS: tuple[ArmName, ...] = (ArmName.PLAIN, ArmName.ITER, ArmName.ITER_PER_INVOKE, ArmName.RECOMPUTE)
+STEERED_ARMS: tuple[ArmName, ...] = (*NNSIGHT_ARMS, ArmName.HOOK, ArmName.HOOK_RECOMPUTE)
 CACHED = {
-    "plain": True,
-    "iter": True,
-    "iter_per_invoke": True,
-    "recompute": False,
-    "hook": True,
-    "hook_recompute": False,
+    ArmName.PLAIN: True,
+    ArmName.ITER: True,
+    ArmName.ITER_PER_INVOKE: True,
+    ArmName.RECOMPUTE: False,
+    ArmName.HOOK: True,
+    ArmName.HOOK_RECOMPUTE: False,
+}
+# How each nnsight arm writes the spec (iter_per_invoke: iter's code, one invoke per prompt).
+STYLES: dict[ArmName, SpecStyle] = {
+    ArmName.PLAIN: "plain",
+    ArmName.ITER: "iter",
+    ArmName.ITER_PER_INVOKE: "iter",
+    ArmName.RECOMPUTE: "recompute",
 }
 
 
@@ -42,7 +50,7 @@ CACHED = {
 class ArmRun:
     """One steered arm: what it is, whether it could be written, what it generated and touched (per row)."""
 
-    name: str
+    name: ArmName
     description: str
     cached: bool
     generation: SpecGeneration | None  # None: not expressible
@@ -167,9 +175,9 @@ def run_spec(
         return _run_spec(context, resolved, progress or (lambda _line: None), f" (batch of {rows})" if rows > 1 else "")
 
 
-def _arm_names(resolved: ResolvedSpec) -> tuple[str, ...]:
+def _arm_names(resolved: ResolvedSpec) -> tuple[ArmName, ...]:
     """The arms a spec runs: one prompt has no ``iter_per_invoke`` (one invoke per prompt is ``iter``'s code)."""
-    return tuple(name for name in STEERED_ARMS if name != "iter_per_invoke" or resolved.batch.size > 1)
+    return tuple(name for name in STEERED_ARMS if name != ArmName.ITER_PER_INVOKE or resolved.batch.size > 1)
 
 
 def _run_spec(context: SteeringContext, resolved: ResolvedSpec, say: Callable[[str], None], where: str = "") -> SpecRun:
@@ -186,8 +194,8 @@ def _run_spec(context: SteeringContext, resolved: ResolvedSpec, say: Callable[[s
                 if name.startswith("hook"):
                     generation = work.timed(partial(spec_hook_generate, model, pad, resolved, cached))
                 else:
-                    style: SpecStyle = "iter" if name == "iter_per_invoke" else name  # type: ignore[assignment]
-                    generation = context.nnsight.generate_spec(resolved, style, per_invoke=name == "iter_per_invoke")
+                    per_invoke = name == ArmName.ITER_PER_INVOKE
+                    generation = context.nnsight.generate_spec(resolved, STYLES[name], per_invoke=per_invoke)
             except NotExpressible as error:
                 reason = str(error)
         coverage = () if generation is None else _coverage(name, cached, generation, resolved)

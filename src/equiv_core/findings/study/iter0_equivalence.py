@@ -7,6 +7,7 @@ from typing import Any
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import Edit
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.comparison import steering_problems, tensor_sha256
 from equiv_core.findings.finding import (
     Evidence,
@@ -68,10 +69,10 @@ def iter0_equivalence(context: SteeringContext, config: ExperimentConfig) -> Fin
     input_ids = context.encode(config.prompt)
     absolute = absolute_position(config.position, input_ids.shape[1])
     plain = context.nnsight.generate(
-        input_ids, config.max_new_tokens, Edit(config.layer, config.position), "prompt", arm="plain"
+        input_ids, config.max_new_tokens, Edit(config.layer, config.position), "prompt", arm=ArmName.PLAIN
     )
     iter0 = context.nnsight.generate(
-        input_ids, config.max_new_tokens, Edit(config.layer, absolute), "step0", arm="iter0"
+        input_ids, config.max_new_tokens, Edit(config.layer, absolute), "step0", arm=ArmName.ITER0
     )
     reference = context.reference(input_ids, config.max_new_tokens, Edit(config.layer, absolute))
     unsteered = context.unsteered(input_ids, config.max_new_tokens)

@@ -11,6 +11,7 @@ from typing import Any
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import Edit
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.finding import (
     Evidence,
     ExperimentConfig,
@@ -80,17 +81,17 @@ def iter_all_out_of_bounds(context: SteeringContext, config: ExperimentConfig) -
     edit = Edit(config.layer, prompt_length - 1)
 
     cached = context.nnsight.generate(
-        input_ids, config.max_new_tokens, edit, "every_step", catch_index_errors=True, arm="iter_all"
+        input_ids, config.max_new_tokens, edit, "every_step", catch_index_errors=True, arm=ArmName.ITER_ALL
     )
     uncaught_error: str | None = None
     try:
-        context.nnsight.generate(input_ids, config.max_new_tokens, edit, "every_step", arm="iter_all")
+        context.nnsight.generate(input_ids, config.max_new_tokens, edit, "every_step", arm=ArmName.ITER_ALL)
     except IndexError as error:
         # nnsight < 0.8 wraps it (NNsightException, still an IndexError) with a traceback: keep the last line.
         last_line = (str(error).strip().splitlines() or [""])[-1]
         uncaught_error = last_line if last_line.startswith("IndexError") else f"IndexError: {last_line}"
     recomputed = context.nnsight.generate(
-        input_ids, config.max_new_tokens, edit, "every_step", use_cache=False, arm="recompute"
+        input_ids, config.max_new_tokens, edit, "every_step", use_cache=False, arm=ArmName.RECOMPUTE
     )
 
     shapes = _without_batch(cached.step_shapes)

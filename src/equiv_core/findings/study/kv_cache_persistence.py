@@ -20,6 +20,7 @@ import torch
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import Edit
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.comparison import TensorComparison, compare_tensors, rounding_allowance, steering_problems
 from equiv_core.findings.finding import (
     Evidence,
@@ -103,7 +104,7 @@ def kv_cache_persistence(context: SteeringContext, config: ExperimentConfig) -> 
     input_ids = context.encode(config.prompt)
     prompt_length = input_ids.shape[1]
     edit = Edit(config.layer, absolute_position(config.position, prompt_length))
-    generated = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "step0", arm="iter0")
+    generated = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "step0", arm=ArmName.ITER0)
     reference = context.reference(input_ids, config.max_new_tokens, edit)
     unsteered = context.unsteered(input_ids, config.max_new_tokens)
 

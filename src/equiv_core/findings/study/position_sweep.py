@@ -12,6 +12,7 @@ from typing import Any
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import Edit
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.finding import (
     Evidence,
     ExperimentConfig,
@@ -96,7 +97,7 @@ def position_sweep(context: SteeringContext, config: ExperimentConfig) -> Findin
     outcomes: list[PositionOutcome] = []
     for position in range(prompt_length):
         edit = Edit(config.layer, position)
-        steered = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "prompt", arm="plain")
+        steered = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "prompt", arm=ArmName.PLAIN)
         reference = context.reference(input_ids, config.max_new_tokens, edit)
         changed = steered.generated_ids != unsteered.generated_ids
         outcomes.append(

@@ -7,6 +7,7 @@ from typing import Any
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.steering import Edit
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.comparison import steering_problems
 from equiv_core.findings.finding import (
     Evidence,
@@ -58,7 +59,7 @@ def steered_differs(context: SteeringContext, config: ExperimentConfig) -> Findi
     """Plain-invoke steering vs plain generation, with the raw hook as referee."""
     input_ids = context.encode(config.prompt)
     edit = Edit(config.layer, config.position)
-    steered = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "prompt", arm="plain")
+    steered = context.nnsight.generate(input_ids, config.max_new_tokens, edit, "prompt", arm=ArmName.PLAIN)
     reference = context.reference(input_ids, config.max_new_tokens, edit)
     unsteered = context.unsteered(input_ids, config.max_new_tokens)
     problems = steering_problems(steered, reference, unsteered)
