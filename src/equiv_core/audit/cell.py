@@ -36,6 +36,7 @@ from equiv_core.audit.probes import (
 from equiv_core.audit.record import (
     ArmOutcome,
     CellRecord,
+    CellStatus,
     FindingVerdict,
     LiteralEdit,
     ModelRecord,
@@ -233,7 +234,7 @@ def run_cell(
             arrays |= {f"{model}/{arm}": values for arm, values in tensors.items()}
         record = CellRecord(
             cell=cell,
-            status="ran",
+            status=CellStatus.RAN,
             pins=dict(pins or {}),
             versions=versions,
             models=results,

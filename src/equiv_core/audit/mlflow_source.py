@@ -71,6 +71,7 @@ def _from_tags(cell: str, run: StoredRun) -> CellRecord:
     }
     if run.status != "FINISHED":
         reason = f"its newest run on the server ended {run.status} (run {run.run_id})"
-        return CellRecord(cell, "error", reason, pins, mlflow_run_id=run.run_id)
-    status: CellStatus = "unsupported" if run.tags.get(Tag.STATUS) == "unsupported" else "error"
+        return CellRecord(cell, CellStatus.ERROR, reason, pins, mlflow_run_id=run.run_id)
+    unsupported = run.tags.get(Tag.STATUS) == CellStatus.UNSUPPORTED
+    status = CellStatus.UNSUPPORTED if unsupported else CellStatus.ERROR
     return CellRecord(cell, status, run.tags.get(Tag.REASON), pins, mlflow_run_id=run.run_id)

@@ -17,13 +17,12 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from equiv_core.findings.verdict import Verdict
 from equiv_core.support.outputs import write_json
 
 CELL_FORMAT = 2  # version of the cell file; 1 was the untyped dict of the first audit
-CellStatus = Literal["ran", "unsupported", "error"]
 LITERAL_EDIT = "literal_output0_last"  # the observable: what `block.output[0][-1] = 0.0` edits (an MLflow-safe name)
 
 
@@ -59,6 +58,15 @@ class ArmOutcome:
     steering_applied: bool | None = None  # ids differ from the unsteered arm's (None: unsteered arm itself)
     ids_match_hook: bool | None = None  # ids equal the raw hook's (None: unsteered arm, or hook failed)
     error: str | None = None
+
+
+class CellStatus(enum.StrEnum):
+    """How far a cell got: it ``ran``; its pins could not be installed or imported on this Python
+    (``unsupported``); or its process crashed (``error``)."""
+
+    RAN = "ran"
+    UNSUPPORTED = "unsupported"
+    ERROR = "error"
 
 
 class Pitfall(enum.StrEnum):
@@ -167,7 +175,7 @@ class CellRecord:
             raise ValueError(f"cell file format {found!r}, expected {CELL_FORMAT}: written by another version")
         return cls(
             cell=data["cell"],
-            status=data["status"],
+            status=CellStatus(data["status"]),
             reason=data.get("reason"),
             pins=dict(data.get("pins", {})),
             versions=dict(data.get("versions", {})),

@@ -16,7 +16,7 @@ import numpy as np
 
 from equiv_core.audit.bisect import Bisection, Change, read_searches
 from equiv_core.audit.matrix import REFERENCE_CELL
-from equiv_core.audit.record import CellRecord, Pitfall, cell_slug, read_cells
+from equiv_core.audit.record import CellRecord, CellStatus, Pitfall, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
 from equiv_core.config.catalog import STUDY_FINDINGS
 from equiv_core.findings.verdict import Verdict
@@ -90,7 +90,7 @@ def build_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[str,
             "transformers": versions.get("transformers", "-"),
             "torch": versions.get("torch", "-"),
         }
-        if cell.status != "ran":
+        if cell.status != CellStatus.RAN:
             rows.append(
                 {
                     **base,
@@ -202,12 +202,12 @@ def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
     """Do nnsight 0.7.0 and 0.8.1 give what 0.6.3 gives (same weights, so any difference is nnsight's)?"""
     by_id = {cell.cell: cell for cell in cells}
     base = by_id.get("nnsight='0.6.3'")
-    if base is None or base.status != "ran":
+    if base is None or base.status != CellStatus.RAN:
         return ["No `nnsight='0.6.3'` cell ran; nothing to compare."]
     lines = []
     for cell_id in ("nnsight='0.5.15'", "nnsight='0.7.0'", "nnsight='0.8.1'"):
         cell = by_id.get(cell_id)
-        if cell is None or cell.status != "ran":
+        if cell is None or cell.status != CellStatus.RAN:
             lines.append(f"- `{cell_id}`: {'not run' if cell is None else f'{cell.status}: {cell.reason}'}")
             continue
         for model in cell.models:

@@ -50,8 +50,9 @@ def render_table(report: BenchReport) -> str:
     for result in sorted(report.results, key=lambda r: (r.new_tokens, report.config.arms.index(r.arm))):
         stats = result.stats
         diff = "-" if result.logits_vs_hook is None else f"{result.logits_vs_hook.max_abs_diff:.2g}"
+        status: str
         if result.precise:
-            status = result.status
+            status = str(result.status)
         elif stats.ci_level < MEDIAN_CI_CONFIDENCE:
             status = f"{result.status}; too few rounds for a 95% CI"
         else:

@@ -16,6 +16,7 @@ before the timing and outside its budget; each says when it starts and how long 
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Callable
@@ -54,6 +55,20 @@ from equiv_core.support.machine_load import LoadMonitor, MachineLoad
 from equiv_core.support.progress import Progress
 
 _now = time.monotonic  # the clock of the budget (a name of its own so tests can script it)
+
+
+class BenchStatus(enum.StrEnum):
+    """Whether a benchmark cell's timing is the cost of correct steering: ``ok`` (a steered arm that matched the
+    hook), ``baseline`` (an unsteered arm), or why not."""
+
+    OK = "ok"
+    BASELINE = "baseline"
+    NOT_APPLIED = "steering not applied"  # its output equals unsteered generation: the edit did nothing
+    IDS_DIFFER = "ids differ from hook"  # its token ids are not the raw hook's
+
+    @property
+    def correct(self) -> bool:
+        return self in (BenchStatus.OK, BenchStatus.BASELINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +117,13 @@ class ArmResult:
         return f"{label} +-{self.stats.ci_half_width:.1%} (target: a 95% CI within +-{self.target:.0%})"
 
     @property
-    def status(self) -> str:
+    def status(self) -> BenchStatus:
         """``ok``, or why this arm's speed must not be read as the cost of correct steering."""
         if self.steering_applied is False:
-            return "steering not applied"
+            return BenchStatus.NOT_APPLIED
         if self.ids_match_hook is False:
-            return "ids differ from hook"
-        return "ok" if ARMS.get(self.arm).steered else "baseline"
+            return BenchStatus.IDS_DIFFER
+        return BenchStatus.OK if ARMS.get(self.arm).steered else BenchStatus.BASELINE
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,9 +233,7 @@ class BenchReport:
 
     def incorrect_cells(self) -> tuple[str, ...]:
         """``<arm> x<new tokens>`` of every cell whose arm is not correct (status other than ok or baseline)."""
-        return tuple(
-            f"{result.arm} x{result.new_tokens}" for result in self.results if result.status not in ("ok", "baseline")
-        )
+        return tuple(f"{result.arm} x{result.new_tokens}" for result in self.results if not result.status.correct)
 
     @property
     def all_correct(self) -> bool:

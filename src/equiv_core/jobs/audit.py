@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from equiv_core.audit.record import CellStatus
 from equiv_core.config.tracking import TrackingOptions
 from equiv_core.findings.verdict import Verdict
 from equiv_core.jobs.common import open_tracker, say, settle
@@ -83,7 +84,7 @@ def _log_unsupported_cells(tracker: Tracker, directory: Path, cells: list[CellRe
     from dataclasses import replace
 
     for cell in cells:
-        if cell.status == "ran" or cell.mlflow_run_id:
+        if cell.status == CellStatus.RAN or cell.mlflow_run_id:
             continue
         with tracker.run(f"audit {cell.cell}", tags={Tag.KIND: RunKind.AUDIT_CELL, Tag.CELL: cell.cell}) as run:
             run.log(
