@@ -24,7 +24,7 @@ class PreparedRun:
 
 def prepare_run(
     model: str,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     dtype: str = "float32",
     seed: int = 0,
     deterministic: bool = True,
@@ -36,7 +36,7 @@ def prepare_run(
     """
     report = say or (lambda _message: None)
     determinism = configure_determinism(seed, deterministic=deterministic)  # before anything touches CUDA
-    torch_device = resolve_device(device)
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     report(f"loading {model} on {torch_device} ({dtype})")
     loaded = load_model(model, torch_device, dtype)
     context = build_context(loaded)

@@ -44,7 +44,7 @@ from equiv_core.audit.record import (
     PitfallOutcome,
 )
 from equiv_core.bench.arms import ARMS
-from equiv_core.config.run import RunConfig
+from equiv_core.config.run import RunConfig, validate_config
 from equiv_core.findings.comparison import tensor_sha256
 from equiv_core.findings.runner import run_findings
 from equiv_core.findings.verdict import Verdict
@@ -159,7 +159,7 @@ def audit_recipes(model: str, progress: Callable[[str], None]) -> dict[str, dict
     coverage finding is expected to FAIL, and a release where it passes has stopped catching them)."""
     verdicts = {}
     for name in RECIPES.names():
-        report = run_findings(RunConfig(model=model, device="cpu", spec=RECIPES.get(name).spec()))
+        report = run_findings(validate_config(RunConfig(model=model, device="cpu", spec=RECIPES.get(name).spec())))
         verdicts[name] = {f.id: FindingVerdict(f.verdict, f.message) for f in report.findings}
         progress(f"recipe {name}: {', '.join(f'{f}={v.verdict}' for f, v in verdicts[name].items())}")
     return verdicts
@@ -167,7 +167,7 @@ def audit_recipes(model: str, progress: Callable[[str], None]) -> dict[str, dict
 
 def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecord, dict[str, Any]]:
     """Findings, block form, literal-edit meaning, arm outputs and pitfalls of one model in this environment."""
-    report = run_findings(RunConfig(model=model, device="cpu"), progress=progress)
+    report = run_findings(validate_config(RunConfig(model=model, device="cpu")), progress=progress)
     context = prepare_run(model, "cpu").context
     input_ids = context.encode(RunConfig().prompt)
     prompt_length = int(input_ids.shape[1])

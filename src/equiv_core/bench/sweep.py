@@ -41,7 +41,7 @@ from equiv_core.bench.statistics import (
     summarize,
 )
 from equiv_core.bench.timer import Measurement, measure, memory_method
-from equiv_core.config.bench import BenchConfig, validate_bench_config
+from equiv_core.config.bench import BenchConfig, ValidBenchConfig
 from equiv_core.config.catalog import (
     DEFAULT_MODEL,
 )
@@ -49,7 +49,6 @@ from equiv_core.config.validation import check_fits_context, check_layer, check_
 from equiv_core.findings.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport, configure_determinism
-from equiv_core.models.load import resolve_device
 from equiv_core.models.provenance import Environment, environment_info
 from equiv_core.support.machine_load import LoadMonitor, MachineLoad
 from equiv_core.support.progress import Progress
@@ -472,10 +471,11 @@ def _budget_shares(sizes: tuple[int, ...]) -> dict[int, float]:
 
 
 def run_bench(
-    config: BenchConfig,
+    config: ValidBenchConfig,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
     on_cells: Callable[[list[ArmResult]], None] | None = None,
+    device: torch.device | None = None,
 ) -> BenchReport:
     """Load the model, check every arm against the hook, then time the sweep one size at a time.
 
@@ -485,17 +485,17 @@ def run_bench(
     """
     shown = Progress.for_stderr(say, progress)
     with shown.watchdog():
-        return _run_bench(config, shown, on_cells)
+        return _run_bench(config, shown, on_cells, device)
 
 
 def _run_bench(
-    config: BenchConfig,
+    config: ValidBenchConfig,
     shown: Progress,
     on_cells: Callable[[list[ArmResult]], None] | None,
+    device: torch.device | None,
 ) -> BenchReport:
-    validate_bench_config(config)
-    config = config.resolved(cuda=resolve_device(config.device).type == "cuda")
-    prepared = prepare_run(config.model or DEFAULT_MODEL, config.device, config.dtype, config.seed, say=shown.line)
+    where = device if device is not None else config.device
+    prepared = prepare_run(config.model or DEFAULT_MODEL, where, config.dtype, config.seed, say=shown.line)
     correctness_determinism, device, context = prepared.determinism, prepared.device, prepared.context
     input_ids = context.encode(config.prompt)
     prompt_length = int(input_ids.shape[1])

@@ -4,7 +4,7 @@ argument is answered (one line, exit 2) in well under a second."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NewType
 
 from equiv_core.config.catalog import (
     BENCH_ARMS,
@@ -64,8 +64,18 @@ class BenchConfig:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def validate_bench_config(config: BenchConfig) -> None:
-    """Reject bad arguments before any model work, naming the valid range."""
+# A BenchConfig that validate_bench_config returned, its device-dependent defaults filled (for_device): what run_bench
+# takes, so it is checked once, at the edge.
+ValidBenchConfig = NewType("ValidBenchConfig", BenchConfig)
+
+
+def for_device(config: ValidBenchConfig, cuda: bool) -> ValidBenchConfig:
+    """``config`` with its device-dependent defaults filled (``cuda``: the device resolved to CUDA)."""
+    return ValidBenchConfig(config.resolved(cuda))
+
+
+def validate_bench_config(config: BenchConfig) -> ValidBenchConfig:
+    """``config``, checked before any model work (raises UserInputError naming the valid range)."""
     for arm in config.arms:
         check_name("arm", arm, BENCH_ARMS)
     if not config.arms:
@@ -94,3 +104,4 @@ def validate_bench_config(config: BenchConfig) -> None:
         if config.new_tokens:
             check_new_tokens_fit(max(config.new_tokens), config.model or "", shape.max_positions, "--new-tokens")
     check_device_name(config.device)
+    return ValidBenchConfig(config)

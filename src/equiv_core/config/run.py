@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NewType
 
 from equiv_core.config.catalog import (
     BUILTIN_MODEL_INFO,
@@ -103,8 +103,14 @@ STUDY_REFUSES = "applies to steering specs (give one, e.g. --recipe original-zer
 MAX_BATCH = 64  # each prompt also runs alone, every arm, and keeps [steps, vocab] logits per arm
 
 
-def validate_config(config: RunConfig) -> None:
-    """Reject what can be rejected before loading a model (cheap checks first, one clear message each)."""
+# A RunConfig that validate_config returned: the type run_findings takes, so a run's config is checked once, at the
+# edge, and never again below it (the checks that need the loaded model are the runner's own).
+ValidRunConfig = NewType("ValidRunConfig", RunConfig)
+
+
+def validate_config(config: RunConfig) -> ValidRunConfig:
+    """``config``, checked for all that can be checked before loading a model (cheap checks first; raises
+    UserInputError with one clear message naming the valid range)."""
     for index, prompt in enumerate(config.prompt_list):
         if not prompt.strip():
             raise UserInputError(
@@ -144,6 +150,7 @@ def validate_config(config: RunConfig) -> None:
         check_layers(config, shape.num_layers)
         _check_known_shape(config, shape)
     check_device_name(config.device)
+    return ValidRunConfig(config)
 
 
 def _check_known_shape(config: RunConfig, shape: ModelShape) -> None:

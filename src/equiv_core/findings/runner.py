@@ -17,13 +17,16 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import torch
+
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import NNSIGHT_VERSION
 from equiv_core.arms.prepare import prepare_run
 from equiv_core.arms.resolution import resolve_spec
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import NotExpressible
-from equiv_core.config.run import RunConfig, check_layers, validate_config
+from equiv_core.config.catalog import known_shape
+from equiv_core.config.run import RunConfig, ValidRunConfig, check_layers
 from equiv_core.config.validation import (
     check_fits_context,
     check_layer,
@@ -38,7 +41,7 @@ from equiv_core.findings.study.registered import EXPERIMENTS
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport
 from equiv_core.models.inputs import PromptBatch, default_bos_note, encode_prompts
-from equiv_core.models.load import resolve_device, weights_sha256
+from equiv_core.models.load import weights_sha256
 from equiv_core.models.provenance import Environment, environment_info
 from equiv_core.support.errors import UserInputError, error_line
 from equiv_core.support.machine_load import LoadMonitor, MachineLoad
@@ -114,7 +117,8 @@ def _check_input(config: RunConfig, context: SteeringContext, prompt_length: int
     """The checks that need the loaded model and tokenizer."""
     check_prompt_length(config.prompt, prompt_length)
     check_fits_context(prompt_length, config.max_new_tokens, context.architecture.max_positions)
-    check_layers(config, context.architecture.num_layers)
+    if known_shape(config.model) is None:  # a built-in model's layers were checked with the config
+        check_layers(config, context.architecture.num_layers)
     if config.spec is None:
         check_prompt_position(config.position, prompt_length)
 
@@ -218,25 +222,27 @@ def _spec_findings(
 
 
 def run_findings(
-    config: RunConfig,
+    config: ValidRunConfig,
     progress: Progress | None = None,
     on_finding: FindingDone | None = None,
     load: LoadMonitor | None = None,
+    device: torch.device | None = None,
 ) -> RunReport:
-    """Validate, prepare the model and run each chosen finding in registry order.
+    """Prepare the model and run each chosen finding of ``config`` (checked at the edge: :func:`validate_config`)
+    in registry order, on ``device`` (None: ``config.device``, resolved here).
 
     ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
     ``load`` (``equiv run``'s, started with the command) watches how busy the machine is: a busy machine is said
     early in the run, with what to do, and recorded in the report; without it (the bench's findings, the audit:
-    they judge the machine their own way) nothing is watched. Raises UserInputError for bad input, before any
+    they judge the machine their own way) nothing is watched. Raises UserInputError for input that only the loaded
+    model can refuse (a layer of a model whose shape is not in the catalogue, a prompt too long), before any
     generation.
     """
-    validate_config(config)
-    resolve_device(config.device)  # CUDA asked for where there is none: exit 2, before loading
     watch = _BusyWatch(load, progress or (lambda _message: None))
     say = watch.say
     preparing = time.perf_counter()
-    prepared = prepare_run(config.model, config.device, config.dtype, config.seed, say=say)
+    where = device if device is not None else config.device
+    prepared = prepare_run(config.model, where, config.dtype, config.seed, say=say)
     context = prepared.context
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}

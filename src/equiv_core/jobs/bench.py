@@ -33,9 +33,9 @@ def bench_job(
     config: BenchConfig, outputs: BenchOutputs, with_findings: bool, progress: bool, tracking: TrackingOptions
 ) -> int:
     """``equiv bench``: every arm checked against the hook, then timed; table, JSON, sweep plot, MLflow."""
-    from equiv_core.config.bench import validate_bench_config
+    from equiv_core.config.bench import for_device, validate_bench_config
 
-    validate_bench_config(config)  # torch-free: a bad argument is answered before the heavy imports below
+    valid = validate_bench_config(config)  # torch-free: a bad argument is answered before the heavy imports below
     json_path = check_output(outputs.json, "--json")
     plot_path = check_output(outputs.plot, "--plot", default=DEFAULT_SWEEP_PLOT)
     pytest_benchmark_path = check_output(outputs.pytest_benchmark_json, "--pytest-benchmark-json")
@@ -47,7 +47,7 @@ def bench_job(
     from equiv_core.tracking import run_logging
 
     device = resolve_device(config.device)
-    resolved = config.resolved(cuda=device.type == "cuda")
+    resolved = for_device(valid, cuda=device.type == "cuda")
     tracker = open_tracker(tracking)  # before any model work: an unreachable store fails fast
     tags = early_tags()
     with tracker.run(
@@ -60,6 +60,7 @@ def bench_job(
             progress=progress,
             say=say,
             on_cells=partial(run_logging.log_bench_cells, tracker, parent),
+            device=device,
         )
         print(render_table(report))
         payload = {
@@ -93,7 +94,7 @@ def bench_job(
 
 def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -> RunReport:
     """The five findings on the model the benchmark will time, printed first and logged as child runs."""
-    from equiv_core.config.run import RunConfig
+    from equiv_core.config.run import RunConfig, validate_config
     from equiv_core.findings.report import render
     from equiv_core.findings.runner import run_findings
     from equiv_core.support.progress import Progress
@@ -110,7 +111,9 @@ def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -
     lines = Progress(say, bar=False)
     with lines.watchdog():
         report = run_findings(
-            run_config, progress=lines.line, on_finding=partial(run_logging.log_finding, tracker, parent)
+            validate_config(run_config),
+            progress=lines.line,
+            on_finding=partial(run_logging.log_finding, tracker, parent),
         )
     parent.log(
         tags={

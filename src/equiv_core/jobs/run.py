@@ -33,7 +33,7 @@ def run_job(
     one line saying where the wall time went (:mod:`equiv_core.support.walltime`)."""
     from equiv_core.config.run import validate_config
 
-    validate_config(config)  # torch-free: a bad argument is answered before the heavy imports below
+    valid = validate_config(config)  # torch-free: a bad argument is answered before the heavy imports below
     json_path = check_output(json_out, "--json")
     plot_path = check_output(plot_out, "--plot")
     if plot_path is not None and config.spec is None:
@@ -51,7 +51,7 @@ def run_job(
     imports_done = time.time()
     start = start or CommandStart(imports_done, imports_done)
     load = LoadMonitor(threads=torch.get_num_threads())  # is the machine busy? said early in the run if so
-    resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
+    device = resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
     tracker = open_tracker(tracking)  # before any model work: an unreachable store fails fast
 
     with tracker.run(run_logging.run_name(config), tags={Tag.KIND: RunKind.RUN}) as parent:
@@ -61,7 +61,11 @@ def run_job(
         lines = Progress(say, bar=False)  # one line per step, and a watchdog line in a long one (issue 18)
         with lines.watchdog():
             report = run_findings(
-                config, progress=lines.line, on_finding=partial(run_logging.log_finding, tracker, parent), load=load
+                valid,
+                progress=lines.line,
+                on_finding=partial(run_logging.log_finding, tracker, parent),
+                load=load,
+                device=device,
             )
         payload = {**report.to_dict(), "mlflow": mlflow_info(tracker, parent)}
         if report.spec is not None:
