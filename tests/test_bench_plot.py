@@ -12,9 +12,9 @@ from matplotlib.container import ErrorbarContainer
 
 from equiv_core.bench.budget import plan_timing
 from equiv_core.bench.plot import plot_sweep, sweep_figure
-from equiv_core.bench.report import render_table
 from equiv_core.bench.statistics import summarize
 from equiv_core.bench.sweep import ArmResult, BenchReport
+from equiv_core.bench.table import render_table
 from equiv_core.bench.timer import Measurement
 from equiv_core.config.bench import BenchConfig
 

@@ -69,10 +69,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
 def test_run_json_keeps_every_key_and_every_machine_independent_value(
     runs: dict[str, dict[str, Any]], name: str
 ) -> None:
-    """Same keys, and the same token ids, verdicts, shapes, settings and provenance, on any machine."""
+    """Same keys in the same order, and the same token ids, verdicts, shapes, settings and provenance, on any
+    machine."""
     before, now = _kept(json.loads((HERE / name).read_text())), _kept(runs[name])
     assert before, f"{name}: the snapshot holds nothing to compare"
-    assert sorted(now) == sorted(before)
+    assert list(now) == list(before)  # the same keys in the same order
     independent = [key for key in before if not MACHINE_DEPENDENT.search(key) and not key.startswith("environment.")]
     assert len(independent) > 100, "too few values left to compare: the filters above are too wide"
     assert {key: now[key] for key in independent} == {key: before[key] for key in independent}

@@ -171,7 +171,11 @@ def spec_hook_generate(
     seed_sampling(decoding)
     with torch.no_grad(), spec_hooks(model, resolved, cached, touched, passes) if steer else nullcontext():
         output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)  # type: ignore[operator]
-    name = ("hook" if steer else "unsteered") + ("" if cached else "_recompute")
+    name = (
+        (ArmName.HOOK if steer else ArmName.UNSTEERED)
+        if cached
+        else (ArmName.HOOK_RECOMPUTE if steer else ArmName.UNSTEERED_RECOMPUTE)
+    )
     prompts = tuple(batch.row_ids(row) for row in range(batch.size))
     eos = resolved.eos_ids if decoding.stop_at_eos else ()
     rows = records_from_output(name, prompts, batch.padded_length, output.sequences, output.logits, eos)

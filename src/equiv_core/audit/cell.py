@@ -44,6 +44,7 @@ from equiv_core.audit.record import (
     PitfallOutcome,
 )
 from equiv_core.bench.arms import ARMS
+from equiv_core.config.catalog import ArmName
 from equiv_core.config.run import RunConfig, validate_config
 from equiv_core.findings.comparison import tensor_sha256
 from equiv_core.findings.runner import run_findings
@@ -81,7 +82,7 @@ def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[di
             records[arm] = ARMS.get(arm).run(context, input_ids, max_new_tokens, layer)
         except Exception as error:  # noqa: BLE001 - an arm that cannot run on this version is a result
             records[arm] = error_line(error)[:300]
-    hook, unsteered = records["hook"], records["unsteered"]
+    hook, unsteered = records[ArmName.HOOK], records[ArmName.UNSTEERED]
     summary: dict[str, ArmOutcome] = {}
     for arm, record in records.items():
         if isinstance(record, str):
@@ -186,7 +187,7 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecor
         )
     arms, tensors = _arms(context, RunConfig().max_new_tokens, layer=0)
     # The hook and unsteered arms are the same edit and prompt at layer 0: their ids are the probe's references.
-    hook_ids, unsteered_ids = arms["hook"].ids, arms["unsteered"].ids
+    hook_ids, unsteered_ids = arms[ArmName.HOOK].ids, arms[ArmName.UNSTEERED].ids
     pitfalls = probe_pitfalls(context, RunConfig().max_new_tokens, hook_ids or (), unsteered_ids or ())
     record = ModelRecord(
         block_output_form=context.architecture.block_output_form,

@@ -41,7 +41,7 @@ from equiv_core.bench.statistics import (
     summarize,
 )
 from equiv_core.bench.timer import Measurement, measure, memory_method
-from equiv_core.config.bench import BenchConfig, ValidBenchConfig
+from equiv_core.config.bench import BenchConfig, ValidBenchConfig, for_device
 from equiv_core.config.catalog import (
     DEFAULT_MODEL,
 )
@@ -49,6 +49,7 @@ from equiv_core.config.validation import check_fits_context, check_layer, check_
 from equiv_core.findings.comparison import LOGITS_TOLERANCE, TensorComparison, compare_tensors, tensor_sha256
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport, configure_determinism
+from equiv_core.models.load import resolve_device
 from equiv_core.models.provenance import Environment, environment_info
 from equiv_core.support.machine_load import LoadMonitor, MachineLoad
 from equiv_core.support.progress import Progress
@@ -494,7 +495,8 @@ def _run_bench(
     on_cells: Callable[[list[ArmResult]], None] | None,
     device: torch.device | None,
 ) -> BenchReport:
-    where = device if device is not None else config.device
+    where = device if device is not None else resolve_device(config.device)
+    config = for_device(config, cuda=where.type == "cuda")  # the job has done it; a library caller may not have
     prepared = prepare_run(config.model or DEFAULT_MODEL, where, config.dtype, config.seed, say=shown.line)
     correctness_determinism, device, context = prepared.determinism, prepared.device, prepared.context
     input_ids = context.encode(config.prompt)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equiv_core.cli.options import AddCommand, add_tracking_options, csv, tracking_options
+from equiv_core.cli.arguments import AddCommand, add_tracking_options, tracking_options
 from equiv_core.config.catalog import AUDIT_EXPERIMENT
+from equiv_core.config.options import csv
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
 

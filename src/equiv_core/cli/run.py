@@ -6,8 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from equiv_core.cli.options import AddCommand, add_model_options, add_tracking_options, csv, tracking_options
-from equiv_core.config.catalog import DEFAULT_EXPERIMENT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT
+from equiv_core.cli.arguments import (
+    AddCommand,
+    add_declared_options,
+    add_tracking_options,
+    declared_values,
+    tracking_options,
+)
+from equiv_core.config.catalog import DEFAULT_EXPERIMENT
+from equiv_core.config.decoding import GENERATION, Decoding
+from equiv_core.config.options import csv
+from equiv_core.config.run import RunConfig
 from equiv_core.spec.steering_spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
@@ -63,37 +72,19 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
 
 
 def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:
-    from equiv_core.config.decoding import Decoding
-    from equiv_core.config.run import RunConfig, padding_side
     from equiv_core.jobs.run import run_job
 
-    decoding = Decoding(
-        arguments.do_sample,
-        1.0 if arguments.temperature is None else arguments.temperature,
-        0 if arguments.top_k is None else arguments.top_k,
-        1.0 if arguments.top_p is None else arguments.top_p,
-        arguments.seed,
-        arguments.stop_at_eos,
-    )
+    decoding = Decoding(**declared_values(arguments, Decoding), seed=arguments.seed)
     if arguments.prompts is not None and arguments.prompt is not None:
         raise UserInputError("give --prompt or --prompts, not both")
     if arguments.padding is not None and arguments.prompts is None:
         raise UserInputError("--padding applies to a batch; give --prompts FILE too")
     config = RunConfig(
-        model=arguments.model,
-        device=arguments.device,
-        dtype=arguments.dtype,
-        prompt=DEFAULT_PROMPT if arguments.prompt is None else arguments.prompt,
-        max_new_tokens=arguments.max_new_tokens,
-        layer=arguments.layer,
-        position=-1 if arguments.position is None else arguments.position,
-        seed=arguments.seed,
+        **declared_values(arguments, RunConfig),
         experiments=csv(arguments.only) if arguments.only else None,
         spec=steering_spec(arguments),
         prompts=read_prompts(arguments.prompts) if arguments.prompts is not None else (),
-        padding=None if arguments.padding is None else padding_side(arguments.padding),
-        add_special_tokens=arguments.add_special_tokens,
-        chat_template=arguments.chat_template,
+        padding=arguments.padding,  # checked by validate_config, like every other entry point's
         decoding=decoding,
     )
     return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
@@ -135,7 +126,10 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
+def add_spec_and_generation_groups(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The steering spec's options, then the generation settings' group with ``--prompts`` and ``--padding`` (the
+    configs' own generation options join it); returns that group."""
+    add_spec_options(parser)
     group = parser.add_argument_group(
         "generation settings (checked by the spec findings; without a spec option they use the original zeroing "
         "edit as a spec)"
@@ -147,34 +141,18 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
         help="run the prompts of FILE (one per line; - for stdin) as one batch",
     )
     group.add_argument("--padding", default=None, help="left or right, for --prompts (default: left)")
-    group.add_argument(
-        "--add-special-tokens", action="store_true", help="encode with the tokenizer's special tokens (e.g. BOS)"
-    )
-    group.add_argument(
-        "--chat-template", action="store_true", help="wrap each prompt as a user message in the model's chat template"
-    )
-    group.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding (seeded by --seed)")
-    group.add_argument("--temperature", type=float, default=None, help="sampling temperature (> 0, default 1)")
-    group.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default 0: off)")
-    group.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1] (default 1)")
-    group.add_argument("--stop-at-eos", action="store_true", help="let generation end at EOS before --max-new-tokens")
+    return group
 
 
 def add_parser(command: AddCommand) -> None:
     """``equiv run`` and its options."""
     run = command("run", "run the five findings (or a steering spec's findings) and print a report")
-    add_model_options(run, DEFAULT_MODEL, "built-in name (see `equiv models`), directory or hub id", None)
-    run.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to generate (>= 1)")
-    run.add_argument(
-        "--layer", type=int, default=None, help="decoder layer of findings 2-5 (default 0); finding 1 uses the last"
-    )
-    run.add_argument(
-        "--position", type=int, default=None, help="prompt position edited in findings 2, 3, 5 (default -1)"
-    )
+    add_declared_options(run, RunConfig)
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
     run.add_argument("--plot", default=None, metavar="PATH", help="draw a steering spec's coverage map (PNG) here")
-    add_spec_options(run)
-    add_generation_options(run)
+    generation = add_spec_and_generation_groups(run)
+    add_declared_options(run, RunConfig, {GENERATION: generation})
+    add_declared_options(run, Decoding, {GENERATION: generation})
     add_tracking_options(run, DEFAULT_EXPERIMENT)
     run.set_defaults(handler=run_command)

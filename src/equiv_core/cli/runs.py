@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from equiv_core.cli.options import AddCommand, add_tracking_options, tracking_options
+from equiv_core.cli.arguments import AddCommand, add_tracking_options, tracking_options
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart

@@ -18,6 +18,7 @@ from equiv_core.config.catalog import (
     TARGET_CI_HALF_WIDTH,
     known_shape,
 )
+from equiv_core.config.options import DEVICE_HELP, SEED_HELP, csv, csv_ints, option, percent
 from equiv_core.config.validation import (
     check_device_name,
     check_layer,
@@ -38,20 +39,56 @@ GPU_DEFAULT_MODEL = "gpt2-small-random"
 class BenchConfig:
     """What ``equiv bench`` measures. ``None`` model / new_tokens mean "the default for the device"."""
 
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "float32"
-    arms: tuple[str, ...] = BENCH_ARMS
-    new_tokens: tuple[int, ...] | None = None
-    rounds: int = DEFAULT_MIN_ROUNDS  # the minimum; more are added until the target or the budget
-    warmup: int = 1
-    prompt: str = DEFAULT_PROMPT
-    layer: int = 0
-    seed: int = 0
+    model: str | None = option(
+        None, "--model", f"model (default: {DEFAULT_MODEL} on CPU, gpt2-small-random when CUDA is used)"
+    )
+    device: str = option("auto", "--device", DEVICE_HELP)
+    dtype: str = option("float32", "--dtype", "model dtype (default: float32)", choices=DTYPE_NAMES)
+    arms: tuple[str, ...] = option(
+        BENCH_ARMS, "--arms", f"comma-separated arms (default: all: {','.join(BENCH_ARMS)})", parse=csv
+    )
+    new_tokens: tuple[int, ...] | None = option(
+        None,
+        "--new-tokens",
+        "comma-separated sweep of new tokens (default: 8,16,32 on CPU; 8,32,128,512 on GPU)",
+        parse=csv_ints,
+    )
+    # the minimum; more are added until the target or the budget
+    rounds: int = option(
+        DEFAULT_MIN_ROUNDS,
+        "--rounds",
+        f"at least this many timed rounds per cell (>= 1, default {DEFAULT_MIN_ROUNDS}: the fewest that give a "
+        "95%% CI of the median); more are added until --target-ci or --budget-s",
+        parse=int,
+    )
+    warmup: int = option(1, "--warmup", "untimed warm-up rounds per cell (default 1)", parse=int)
+    prompt: str = option(DEFAULT_PROMPT, "--prompt", f"prompt (default: {DEFAULT_PROMPT!r})")
+    layer: int = option(0, "--layer", "decoder layer edited (default 0; negatives from the end)", parse=int)
+    seed: int = option(0, "--seed", SEED_HELP, parse=int)
     measure_prefill: bool = True  # also time 1-token runs, to split prefill from per-token decode
-    max_rounds: int = DEFAULT_MAX_ROUNDS
-    target: float = TARGET_CI_HALF_WIDTH  # wanted half-width of the median's 95% CI, as a fraction of the median
-    budget_s: float = DEFAULT_BUDGET_S
+    max_rounds: int = option(
+        DEFAULT_MAX_ROUNDS,
+        "--max-rounds",
+        f"at most this many timed rounds per cell (>= --rounds, default {DEFAULT_MAX_ROUNDS})",
+        parse=int,
+    )
+    # wanted half-width of the median's 95% CI, as a fraction of the median (written in percent)
+    target: float = option(
+        TARGET_CI_HALF_WIDTH,
+        "--target-ci",
+        "stop adding rounds to a cell once its median's 95%% CI is within +-PERCENT of the median "
+        f"(0 < PERCENT < 100, default {TARGET_CI_HALF_WIDTH:.0%})".replace("%)", "%%)"),
+        parse=percent,
+        metavar="PERCENT",
+    )
+    budget_s: float = option(
+        DEFAULT_BUDGET_S,
+        "--budget-s",
+        f"seconds of timing rounds for the whole sweep, shared by size (> 0, default {DEFAULT_BUDGET_S:.0f}); "
+        "cells still short of the target are flagged with the CI they reached",
+        parse=float,
+        metavar="SECONDS",
+    )
 
     def resolved(self, cuda: bool) -> BenchConfig:
         """Fill the device-dependent defaults: on CUDA (``cuda``: the device resolved to one), gpt2-small-random
@@ -64,13 +101,14 @@ class BenchConfig:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-# A BenchConfig that validate_bench_config returned, its device-dependent defaults filled (for_device): what run_bench
-# takes, so it is checked once, at the edge.
+# A BenchConfig that validate_bench_config returned (its device-dependent defaults filled by for_device once the
+# device is known): what run_bench takes, so it is checked once, at the edge.
 ValidBenchConfig = NewType("ValidBenchConfig", BenchConfig)
 
 
 def for_device(config: ValidBenchConfig, cuda: bool) -> ValidBenchConfig:
-    """``config`` with its device-dependent defaults filled (``cuda``: the device resolved to CUDA)."""
+    """``config`` with its device-dependent defaults filled (``cuda``: the device resolved to CUDA); a config that
+    has them is returned as it is."""
     return ValidBenchConfig(config.resolved(cuda))
 
 

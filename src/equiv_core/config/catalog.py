@@ -17,9 +17,10 @@ EXPERIMENTS_PAGE = "{url}/#/experiments?workflowType=machine_learning"
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
 DEFAULT_MAX_NEW_TOKENS = 5
-# The ids of the findings and arms, in report order, known without importing torch so that arguments are checked
-# in well under a second. equiv_core.findings.study, equiv_core.findings.spec and equiv_core.bench.arms register
-# the implementations: their registries refuse an id not listed here, and a test checks the order.
+
+# The ids of the findings, in report order, known without importing torch so that --only is checked in well under
+# a second. equiv_core.findings.study.registered and .spec.registered register the implementations: their
+# registries refuse an id not listed here, and a test checks the order.
 STUDY_FINDINGS = (
     "position_sweep",
     "kv_cache_persistence",

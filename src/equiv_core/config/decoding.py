@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from equiv_core.config.options import option
 from equiv_core.support.errors import UserInputError
+
+# The help section of the generation settings (spec findings check them).
+GENERATION = "generation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +21,27 @@ class Decoding:
     random numbers). ``stop_at_eos``: a row may end at EOS before the requested number of new tokens.
     """
 
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    stop_at_eos: bool = False
+    do_sample: bool = option(
+        False, "--do-sample", "sample instead of greedy decoding (seeded by --seed)", switch=True, group=GENERATION
+    )
+    temperature: float = option(
+        1.0, "--temperature", "sampling temperature (> 0, default 1)", parse=float, given_only=True, group=GENERATION
+    )
+    top_k: int = option(
+        0,
+        "--top-k",
+        "sample from the k most likely tokens (default 0: off)",
+        parse=int,
+        given_only=True,
+        group=GENERATION,
+    )
+    top_p: float = option(
+        1.0, "--top-p", "nucleus sampling mass, in (0, 1] (default 1)", parse=float, given_only=True, group=GENERATION
+    )
+    seed: int = 0  # the run's --seed
+    stop_at_eos: bool = option(
+        False, "--stop-at-eos", "let generation end at EOS before --max-new-tokens", switch=True, group=GENERATION
+    )
 
     def __post_init__(self) -> None:
         if not self.do_sample:

@@ -19,7 +19,8 @@ from equiv_core.config.catalog import (
     ModelShape,
     known_shape,
 )
-from equiv_core.config.decoding import GREEDY, Decoding
+from equiv_core.config.decoding import GENERATION, GREEDY, Decoding
+from equiv_core.config.options import DEVICE_HELP, SEED_HELP, option
 from equiv_core.config.validation import (
     check_device_name,
     check_layer,
@@ -50,20 +51,37 @@ def padding_side(text: str) -> Padding:
 class RunConfig:
     """What ``equiv run`` runs: one model, one prompt, the five findings or one steering spec's findings."""
 
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    dtype: str = "float32"
-    prompt: str = DEFAULT_PROMPT
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    layer: int | None = None  # layer of findings 2-5 (default 0); finding 1 always uses the last layer
-    position: int = -1
-    seed: int = 0
+    model: str = option(DEFAULT_MODEL, "--model", "built-in name (see `equiv models`), directory or hub id")
+    device: str = option("auto", "--device", DEVICE_HELP)
+    dtype: str = option("float32", "--dtype", "model dtype (default: float32)", choices=DTYPE_NAMES)
+    prompt: str = option(DEFAULT_PROMPT, "--prompt", f"prompt (default: {DEFAULT_PROMPT!r})", given_only=True)
+    max_new_tokens: int = option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", "tokens to generate (>= 1)", parse=int)
+    # layer of findings 2-5 (default 0); finding 1 always uses the last layer
+    layer: int | None = option(
+        None, "--layer", "decoder layer of findings 2-5 (default 0); finding 1 uses the last", parse=int
+    )
+    position: int = option(
+        -1, "--position", "prompt position edited in findings 2, 3, 5 (default -1)", parse=int, given_only=True
+    )
+    seed: int = option(0, "--seed", SEED_HELP, parse=int)
     experiments: tuple[str, ...] | None = None  # None: every finding of the mode
     spec: SteeringSpec | None = None  # None: the original study's five findings
     prompts: tuple[str, ...] = ()  # a batch (spec mode); empty: ``prompt`` alone
     padding: Padding | None = None  # None: the tokenizer's side (left for nnsight-wrapped models)
-    add_special_tokens: bool = False
-    chat_template: bool = False
+    add_special_tokens: bool = option(
+        False,
+        "--add-special-tokens",
+        "encode with the tokenizer's special tokens (e.g. BOS)",
+        switch=True,
+        group=GENERATION,
+    )
+    chat_template: bool = option(
+        False,
+        "--chat-template",
+        "wrap each prompt as a user message in the model's chat template",
+        switch=True,
+        group=GENERATION,
+    )
     decoding: Decoding = GREEDY
 
     @property
@@ -120,6 +138,8 @@ def validate_config(config: RunConfig) -> ValidRunConfig:
             )
     if len(config.prompt_list) > MAX_BATCH:
         raise UserInputError(f"{len(config.prompt_list)} prompts: valid: at most {MAX_BATCH} per run (split the file)")
+    if config.padding is not None:
+        padding_side(config.padding)  # typed as a Padding; the command line and library callers pass strings
     if config.spec is None:
         for flag, used in (
             ("--prompts", len(config.prompt_list) > 1),

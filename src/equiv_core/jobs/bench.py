@@ -41,8 +41,8 @@ def bench_job(
     pytest_benchmark_path = check_output(outputs.pytest_benchmark_json, "--pytest-benchmark-json")
     attachments = [existing_file(path, "--attach") for path in outputs.attach]
 
-    from equiv_core.bench.report import render_table
     from equiv_core.bench.sweep import run_bench
+    from equiv_core.bench.table import render_table
     from equiv_core.models.load import resolve_device
     from equiv_core.tracking import run_logging
 

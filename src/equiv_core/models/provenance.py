@@ -18,27 +18,6 @@ if TYPE_CHECKING:
 # Variables that set the CPU thread pools torch's kernels use (OpenMP, MKL); the reduction order of a matmul,
 # and so its last bits, can depend on the thread count (https://pytorch.org/docs/stable/notes/randomness.html).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# Environment fields recorded as tags on every parent run; `equiv compare` names those that differ.
-ENVIRONMENT_TAGS = (
-    "device",
-    "nnsight_version",
-    "transformers_version",
-    "torch_version",
-    "python",
-    "cuda",
-    "cudnn",
-    "gpu_name",
-    "git_commit",
-    "git_dirty",
-    "platform",
-    "torch_threads",
-    "torch_interop_threads",
-    "omp_num_threads",
-    "mkl_num_threads",
-    "cpu_model",
-    "cpu_capability",
-    "cpu_count",
-)
 _PACKAGES = ("nnsight", "torch", "transformers", "numpy", "tokenizers", "accelerate", "gguf", "mlflow")
 
 

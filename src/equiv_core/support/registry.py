@@ -15,7 +15,7 @@ T = TypeVar("T")
 def check_name(kind: str, name: str, valid: tuple[str, ...]) -> str:
     """``name`` if it is one of ``valid``; else :class:`UserInputError` naming the valid ones (and the closest)."""
     if name not in valid:
-        close = difflib.get_close_matches(name, list(valid), n=1)
+        close = difflib.get_close_matches(name, [str(option) for option in valid], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserInputError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
     return name

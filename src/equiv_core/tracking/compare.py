@@ -15,29 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from equiv_core.findings.study.registered import EXPERIMENTS
-from equiv_core.models.provenance import ENVIRONMENT_TAGS
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.tables import text_table
 from equiv_core.tracking.orphans import orphan_reason
-from equiv_core.tracking.schema import HASH_SUFFIX, Param, RunKind, Tag
+from equiv_core.tracking.schema import ENVIRONMENT_TAGS, HASH_SUFFIX, HEADER_TAGS, Metric, Param, RunKind, Tag
 from equiv_core.tracking.store import RunSummary, Tracker
 
-HEADER_TAGS = (
-    "model",
-    "command",
-    "prompt",
-    "layer",
-    "seed",
-    "edit",
-    "device",
-    "dtype",
-    "nnsight_version",
-    "transformers_version",
-    "torch_version",
-    Tag.BLOCK_OUTPUT_FORM,
-    "git_commit",
-    "verdict",
-)
 # Short names for the environment fields a difference is explained by.
 _SHORT = {
     "torch_threads": "threads",
@@ -162,8 +145,8 @@ def _load(tracker: Tracker, run_id: str) -> RunView:
                     hashes[f"{params[Param.FINDING]} / {key}"] = value
         elif tags.get(Tag.KIND) == RunKind.BENCH_CELL:
             cell = f"{params[Param.ARM]} x{params[Param.NEW_TOKENS]}"
-            if "ratio_to_hook" in metrics:
-                ratios[cell] = metrics["ratio_to_hook"]
+            if Metric.RATIO_TO_HOOK in metrics:
+                ratios[cell] = metrics[Metric.RATIO_TO_HOOK]
             for key in (Tag.IDS_SHA256, Tag.LOGITS_SHA256):
                 if key in tags:
                     hashes[f"{cell} / {key}"] = tags[key]

@@ -18,8 +18,7 @@ from equiv_core.config.bench import BenchConfig
 from equiv_core.config.run import RunConfig
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.runner import RunReport
-from equiv_core.models.provenance import ENVIRONMENT_TAGS
-from equiv_core.tracking.schema import Param, RunKind, Tag
+from equiv_core.tracking.schema import ENVIRONMENT_TAGS, Metric, Param, RunKind, Tag
 from equiv_core.tracking.store import Outcome, TrackedRun, Tracker
 
 FINDINGS_FAILED_METRIC = "findings_failed"  # a numeric column to sort and filter runs by in the MLflow UI
@@ -243,7 +242,7 @@ def log_bench_cells(tracker: Tracker, parent: TrackedRun, cells: list[ArmResult]
                     "ci_half_width",
                     "cpu_median_s",
                     "peak_memory_bytes",
-                    "ratio_to_hook",
+                    Metric.RATIO_TO_HOOK,
                     "ratio_to_unsteered",
                     "logits_max_abs_diff",
                 )

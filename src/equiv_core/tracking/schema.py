@@ -1,6 +1,6 @@
-"""Every MLflow tag and param key equiv writes and reads back, declared once (the writers in
+"""Every MLflow tag, param and metric key equiv reads back, and the tag sets it compares, declared once (the writers in
 :mod:`equiv_core.tracking.run_logging`, :mod:`equiv_core.jobs` and :mod:`equiv_core.audit.cell`; the readers
-``equiv compare``, ``equiv runs`` and ``equiv audit-report --tracking-uri``). Metric names and the per-finding
+``equiv compare``, ``equiv runs`` and ``equiv audit-report --tracking-uri``). Other metric names and the per-finding
 evidence keys are written only; they are made where they are logged."""
 
 from __future__ import annotations
@@ -58,3 +58,49 @@ EXPERIMENT_KIND_TRAINING = "custom_model_development"  # Tag.EXPERIMENT_KIND's v
 PIN_SUFFIX = "_pin"  # "<package>_pin": the version an audit cell pinned ("latest": the newest)
 VERSION_SUFFIX = "_version"  # "<package>_version": the version installed
 HASH_SUFFIX = "_sha256"  # "<observable>_sha256": a SHA-256 of token ids or logits bytes
+
+
+class Metric(enum.StrEnum):
+    """Metric names that are read back (the rest are written only)."""
+
+    RATIO_TO_HOOK = "ratio_to_hook"  # a bench cell's median time over the hook's
+
+
+# Environment fields recorded as tags on every parent run; `equiv compare` names those that differ.
+ENVIRONMENT_TAGS = (
+    "device",
+    "nnsight_version",
+    "transformers_version",
+    "torch_version",
+    "python",
+    "cuda",
+    "cudnn",
+    "gpu_name",
+    "git_commit",
+    "git_dirty",
+    "platform",
+    "torch_threads",
+    "torch_interop_threads",
+    "omp_num_threads",
+    "mkl_num_threads",
+    "cpu_model",
+    "cpu_capability",
+    "cpu_count",
+)
+# What `equiv compare` shows at the head of each run's column: a parent run's params and tags.
+HEADER_TAGS = (
+    "model",
+    "command",
+    "prompt",
+    "layer",
+    "seed",
+    "edit",
+    "device",
+    "dtype",
+    "nnsight_version",
+    "transformers_version",
+    "torch_version",
+    Tag.BLOCK_OUTPUT_FORM,
+    "git_commit",
+    Tag.VERDICT,
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.comparison import TensorComparison, compare_tensors
 from equiv_core.findings.finding import FindingResult, ids_text
 from equiv_core.findings.spec.spec_finding import (
@@ -86,7 +87,7 @@ def arms_agree(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
         arm = run.arms[name]
         if not arm.expressible:
             continue
-        reference = "hook" if arm.cached else "hook_recompute"
+        reference = ArmName.HOOK if arm.cached else ArmName.HOOK_RECOMPUTE
         for row, (record, expected) in enumerate(zip(arm.rows, run.arms[reference].rows, strict=True)):
             if row not in judged:
                 continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from equiv_core.arms.steering import GenerationRecord
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import (
     SpecEvidence,
@@ -109,7 +110,7 @@ def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             (False, run.unsteered_recompute[row], alone.unsteered_recompute[0]),
         ):
             baseline = RowInvariance(
-                "unsteered" if cached else "unsteered_recompute",
+                ArmName.UNSTEERED if cached else ArmName.UNSTEERED_RECOMPUTE,
                 row,
                 batched.generated_ids,
                 solo.generated_ids,
@@ -119,7 +120,7 @@ def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             if baseline.ids_equal:
                 comparable[cached].append(row)
         for name, arm in run.arms.items():
-            alone_arm = alone.arms["iter" if name == "iter_per_invoke" else name]
+            alone_arm = alone.arms[ArmName.ITER if name == ArmName.ITER_PER_INVOKE else name]
             if not arm.expressible or not alone_arm.expressible:
                 continue
             batched, solo = arm.rows[row], alone_arm.rows[0]
@@ -127,8 +128,8 @@ def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
                 RowInvariance(name, row, batched.generated_ids, solo.generated_ids, _logits_diff(batched, solo))
             )
     cache_mode = {name: arm.cached for name, arm in run.arms.items()} | {
-        "unsteered": True,
-        "unsteered_recompute": False,
+        ArmName.UNSTEERED: True,
+        ArmName.UNSTEERED_RECOMPUTE: False,
     }
     problems = [
         f"{c.arm}: row {c.row} gives {list(c.batched_ids)} in the batch but {list(c.alone_ids)} alone"

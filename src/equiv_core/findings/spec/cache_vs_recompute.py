@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.comparison import FLOOR_MARGIN
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import (
@@ -82,8 +83,8 @@ class CacheVsRecomputeEvidence(SpecEvidence):
         lines = []
         batch = len(self.prompts) > 1
         for comparison in self.rows_compared:
-            hook = self.arms["hook"].rows[comparison.row].generation
-            recompute = self.arms["hook_recompute"].rows[comparison.row].generation
+            hook = self.arms[ArmName.HOOK].rows[comparison.row].generation
+            recompute = self.arms[ArmName.HOOK_RECOMPUTE].rows[comparison.row].generation
             label = f"row {comparison.row} " if batch else ""
             lines += [
                 f"{label}hook (KV cache)     {list(hook.generated_ids)} {hook.text!r}",
@@ -105,7 +106,11 @@ class CacheVsRecomputeEvidence(SpecEvidence):
 
 def _compare_row(run: SpecRun, row: int) -> RowComparison:
     """Row ``row``'s floor, steered difference, effect and allowance, each over its own same-input steps."""
-    cached, recomputed, unsteered = run.arms["hook"].rows[row], run.arms["hook_recompute"].rows[row], run.unsteered[row]
+    cached, recomputed, unsteered = (
+        run.arms[ArmName.HOOK].rows[row],
+        run.arms[ArmName.HOOK_RECOMPUTE].rows[row],
+        run.unsteered[row],
+    )
     floor, allowed = row_allowance(run, row, cached, recomputed)
     return RowComparison(
         row,
@@ -135,7 +140,8 @@ def cache_vs_recompute(run: SpecRun, config: SpecFindingConfig) -> FindingResult
         c.row
         for c in compared
         if min(
-            len(run.arms["hook"].rows[c.row].generated_ids), len(run.arms["hook_recompute"].rows[c.row].generated_ids)
+            len(run.arms[ArmName.HOOK].rows[c.row].generated_ids),
+            len(run.arms[ArmName.HOOK_RECOMPUTE].rows[c.row].generated_ids),
         )
         >= 2
     ]

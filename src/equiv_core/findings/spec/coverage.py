@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from equiv_core.arms.steering import Touch
+from equiv_core.config.catalog import ArmName
 from equiv_core.findings.coverage_map import CoverageCheck
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import (
@@ -57,7 +58,7 @@ class CoverageEvidence(SpecEvidence):
         lines = []
         batch = len(self.prompts) > 1
         for name, arm in self.arms.items():
-            if name.startswith("unsteered"):
+            if name in (ArmName.UNSTEERED, ArmName.UNSTEERED_RECOMPUTE):
                 continue
             if not arm.expressible:
                 lines.append(f"{name:<15} not expressible: {arm.not_expressible}")
@@ -72,7 +73,7 @@ class CoverageEvidence(SpecEvidence):
             lines.append(f"{name:<15} {arm.description}: {verdict}")
         for name, checks in self.checks.items():
             for check in checks:
-                if name == "iter" or not check.matches:
+                if name == ArmName.ITER or not check.matches:
                     where = f", row {check.row}" if batch else ""
                     lines += ["", f"{name}: {self.arms[name].description}{where}"]
                     lines += self.grid(name, check.row)
@@ -94,7 +95,7 @@ def coverage(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
         for problem in check.problems()
     ]
     evidence = CoverageEvidence(arms_evidence(run), run.resolved.batch.prompts, checks, run.resolved.new_tokens)
-    cached_edits = sum(len(check.intended) for check in checks["hook"])
+    cached_edits = sum(len(check.intended) for check in checks[ArmName.HOOK])
     left_out = ended_before_intent(run)
     success = f"{', '.join(checks)} touched exactly the intended edits ({cached_edits} with the KV cache)" + (
         f"; {left_out}" if left_out else ""

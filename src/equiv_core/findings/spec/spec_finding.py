@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from equiv_core.arms.steering import GenerationRecord, IndexFault, Touch
-from equiv_core.config.catalog import SPEC_FINDING_IDS
+from equiv_core.config.catalog import SPEC_FINDING_IDS, ArmName
 from equiv_core.findings.comparison import rounding_allowance
 from equiv_core.findings.finding import Evidence, FindingConfig, FindingResult, GenerationSummary
 from equiv_core.findings.spec.spec_run import ArmRun, SpecRun
@@ -107,8 +107,8 @@ def arms_evidence(run: SpecRun) -> dict[str, ArmEvidence]:
     """Every steered arm's evidence, plus the two unsteered generations (no edits, nothing touched)."""
     arms = {name: ArmEvidence.of(arm, run.decode) for name, arm in run.arms.items()}
     for name, records, cached in (
-        ("unsteered", run.unsteered, True),
-        ("unsteered_recompute", run.unsteered_recompute, False),
+        (ArmName.UNSTEERED, run.unsteered, True),
+        (ArmName.UNSTEERED_RECOMPUTE, run.unsteered_recompute, False),
     ):
         rows = tuple(RowEvidence(GenerationSummary.of(record, run.decode), (), (), ()) for record in records)
         description = f"HF generate, no edit, {'with' if cached else 'without'} the KV cache"
@@ -252,7 +252,7 @@ def row_allowance(run: SpecRun, row: int, steered: GenerationRecord, other: Gene
 def non_finite_problems(run: SpecRun) -> list[str]:
     """Arms whose logits hold NaN or infinity: nothing about them can be compared."""
     records = {name: arm.rows for name, arm in run.arms.items() if arm.expressible}
-    records |= {"unsteered": run.unsteered, "unsteered_recompute": run.unsteered_recompute}
+    records |= {ArmName.UNSTEERED: run.unsteered, ArmName.UNSTEERED_RECOMPUTE: run.unsteered_recompute}
     return [
         f"{name}: logits hold NaN or infinity, so nothing can be compared"
         for name, rows in records.items()
@@ -263,7 +263,7 @@ def non_finite_problems(run: SpecRun) -> list[str]:
 def rows_with_intent(run: SpecRun) -> list[int]:
     """Rows that had something to steer in the steps they ran (a row that ended at EOS before its first intended
     position had nothing, and its tokens say nothing about steering)."""
-    return [check.row for check in run.arms["hook"].coverage if check.intended]
+    return [check.row for check in run.arms[ArmName.HOOK].coverage if check.intended]
 
 
 def ended_before_intent(run: SpecRun) -> str:
@@ -282,7 +282,7 @@ def row_label(run: SpecRun, row: int) -> str:
 
 def written_arm_missing(run: SpecRun) -> str:
     """Why the spec as written (the ``iter`` arm) could not be generated, or ''."""
-    arm = run.arms["iter"]
+    arm = run.arms[ArmName.ITER]
     return (
         "" if arm.expressible else f"the spec as written ({arm.description}) is not expressible: {arm.not_expressible}"
     )

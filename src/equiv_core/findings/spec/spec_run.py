@@ -93,7 +93,7 @@ class SpecRun:
         return [arm for arm in self.arms.values() if arm.expressible]
 
 
-def _description(name: str, resolved: ResolvedSpec) -> str:
+def _description(name: ArmName, resolved: ResolvedSpec) -> str:
     literal = " (literal indices)" if resolved.spec.indexing == "literal" else ""
     written = (
         "nnsight plain invoke (as written: --steps prompt-pass)"
@@ -101,16 +101,16 @@ def _description(name: str, resolved: ResolvedSpec) -> str:
         else f"nnsight {resolved.steps.describe()}{literal}"
     )
     return {
-        "plain": "nnsight plain invoke (fires on the prompt pass)",
-        "iter": written + (", one batched invoke" if resolved.batch.size > 1 else ""),
-        "iter_per_invoke": written + ", one invoke per prompt",
-        "recompute": "nnsight iter[:N] without the KV cache, absolute positions re-edited every step",
-        "hook": "raw PyTorch forward hook + HF generate, with the KV cache",
-        "hook_recompute": "raw PyTorch forward hook + HF generate, without the KV cache",
+        ArmName.PLAIN: "nnsight plain invoke (fires on the prompt pass)",
+        ArmName.ITER: written + (", one batched invoke" if resolved.batch.size > 1 else ""),
+        ArmName.ITER_PER_INVOKE: written + ", one invoke per prompt",
+        ArmName.RECOMPUTE: "nnsight iter[:N] without the KV cache, absolute positions re-edited every step",
+        ArmName.HOOK: "raw PyTorch forward hook + HF generate, with the KV cache",
+        ArmName.HOOK_RECOMPUTE: "raw PyTorch forward hook + HF generate, without the KV cache",
     }[name]
 
 
-def _not_expressible(name: str, resolved: ResolvedSpec) -> str:
+def _not_expressible(name: ArmName, resolved: ResolvedSpec) -> str:
     if name != "plain" or resolved.prompt_only:
         return ""
     generated = sorted(

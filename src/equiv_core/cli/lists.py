@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from equiv_core.cli.options import AddCommand
+from equiv_core.cli.arguments import AddCommand
 from equiv_core.config.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL
 from equiv_core.support.errors import ExitStatus
 from equiv_core.support.walltime import CommandStart
