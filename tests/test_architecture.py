@@ -8,6 +8,7 @@ import pytest
 import torch
 from nnsight import NNsight
 from torch import nn
+from toy_models import TupleModel
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import hidden_of_envoy
@@ -19,37 +20,6 @@ from equiv_core.models.architecture import (
     hidden_states_of,
     output_form_of,
 )
-
-
-class TupleBlock(nn.Module):
-    """A decoder-like block that returns ``(hidden, extra)``, as GPT-2 did up to transformers 5.2."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.mix = nn.Linear(width, width)
-
-    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, None]:
-        # A causal running mean, so an edit at one position reaches later positions, as attention would.
-        mixed = torch.cumsum(self.mix(hidden), dim=1) / torch.arange(1, hidden.shape[1] + 1).view(1, -1, 1)
-        return hidden + torch.tanh(mixed), None
-
-
-class TupleModel(nn.Module):
-    """Blocks at ``transformer.h`` that return tuples; the model unpacks them like old transformers did."""
-
-    def __init__(self, width: int = 8, depth: int = 3) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = nn.Embedding(16, width)
-        self.transformer = nn.Module()
-        self.transformer.h = nn.ModuleList(TupleBlock(width) for _ in range(depth))
-        self.head = nn.Linear(width, 16)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.embed(input_ids)
-        for block in self.transformer.h:
-            hidden = block(hidden)[0]
-        return self.head(hidden)
 
 
 class Unusual(nn.Module):
@@ -122,7 +92,7 @@ def test_reference_hook_edits_batch0_position_in_tuple_form(position: int) -> No
 
 
 def test_nnsight_edit_in_tuple_form_matches_the_reference_hook() -> None:
-    """The compat module's hidden-state access, used inside a real nnsight trace, on a tuple-returning block."""
+    """The nnsight arms' hidden-state access (arms/nnsight.py) in a real nnsight trace, on a tuple-returning block."""
     model = TupleModel()
     input_ids = torch.tensor([[1, 2, 3, 4]])
     edit = Edit(0, -1)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow_helpers import artifact_paths, parent_and_children
 from nnsight import NNsight
-from test_architecture import TupleModel
+from toy_models import TupleModel
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import NnsightSteering

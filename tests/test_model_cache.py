@@ -1,5 +1,5 @@
 """The converted-model cache: used when intact, rebuilt once when partial, truncated, corrupted or stale, and
-never left half-written (model_cache.ensure_converted with a stand-in conversion that writes two small files)."""
+never left half-written (models.cache.ensure_converted with a stand-in conversion that writes two small files)."""
 
 from __future__ import annotations
 

@@ -328,11 +328,11 @@ def test_non_finite_logits_fail_every_comparison(context_for: Callable[[str], St
 def test_an_identity_spec_whose_arm_still_steers_fails(
     context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import equiv_core.arms.nnsight as compat
+    import equiv_core.arms.nnsight as nnsight_arms
 
-    original = compat.apply_op
+    original = nnsight_arms.apply_op
     monkeypatch.setattr(
-        compat, "apply_op", lambda op, scale, selected, vector: original(op, scale + 1, selected, vector)
+        nnsight_arms, "apply_op", lambda op, scale, selected, vector: original(op, scale + 1, selected, vector)
     )
     run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="0", positions="all")
     verdict, message = _verdicts(run)["steered_differs"]
@@ -344,11 +344,11 @@ def test_arms_agree_fails_on_logits_alone(
     context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An nnsight arm whose edit is off by a hair: same tokens, logits beyond the model's own rounding."""
-    import equiv_core.arms.nnsight as compat
+    import equiv_core.arms.nnsight as nnsight_arms
 
-    original = compat.apply_op
+    original = nnsight_arms.apply_op
     monkeypatch.setattr(
-        compat, "apply_op", lambda op, scale, selected, vector: original(op, scale * 1.001, selected, vector)
+        nnsight_arms, "apply_op", lambda op, scale, selected, vector: original(op, scale * 1.001, selected, vector)
     )
     run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
     verdict, message = _verdicts(run)["arms_agree"]

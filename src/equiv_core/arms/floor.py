@@ -13,7 +13,7 @@ Compilation happens on the first calls (a prefill graph and a decode graph per s
 recompiles when a guard fails, e.g. when the deterministic-algorithms flag changes, so the benchmark runs this arm
 with default kernels throughout): the seconds of every call that compiled a graph (``torch._dynamo`` counters) add
 up in ``compile_seconds``, reported apart from the timings, which come after. Where it cannot compile (no C++
-compiler for inductor, an unsupported model), :class:`~equiv_core.arms.nnsight.NotExpressible` says why, and the
+compiler for inductor, an unsupported model), :class:`~equiv_core.arms.steering.NotExpressible` says why, and the
 benchmark reports the arm as not expressible.
 """
 

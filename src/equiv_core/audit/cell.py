@@ -44,7 +44,7 @@ from equiv_core.audit.record import (
     PitfallOutcome,
 )
 from equiv_core.bench.arms import ARMS
-from equiv_core.config.catalog import ArmName
+from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, ArmName
 from equiv_core.config.run import RunConfig, validate_config
 from equiv_core.findings.comparison import tensor_sha256
 from equiv_core.findings.runner import run_findings
@@ -72,7 +72,7 @@ def literal_meaning(effect: LiteralEffect, prompt_length: int) -> str:
 
 def _arms(context: SteeringContext, max_new_tokens: int, layer: int) -> tuple[dict[str, ArmOutcome], dict[str, Any]]:
     """Every benchmark arm once: ids, logits hash, did it steer, does it match the hook; plus the logits."""
-    input_ids = context.encode(RunConfig().prompt)
+    input_ids = context.encode(DEFAULT_PROMPT)
     records: dict[str, Any] = {}
     tensors: dict[str, Any] = {}
     for arm in ARMS.names():
@@ -108,7 +108,7 @@ def probe_pitfalls(
 ) -> dict[str, PitfallOutcome]:
     """Run each known-bad pattern and say what this version does with it: raise (good), or return ids that
     are steered (``hook``: the raw-hook ids of the same edit) or silently ``unsteered`` (the dangerous case)."""
-    input_ids = context.encode(RunConfig().prompt)
+    input_ids = context.encode(DEFAULT_PROMPT)
     edit = Edit(0, int(input_ids.shape[1]) - 1)
     outcomes: dict[str, PitfallOutcome] = {}
     for pitfall, description in PITFALLS.items():
@@ -129,7 +129,7 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
     """What runs, and when, in two step-loop patterns (:data:`~equiv_core.audit.probes.CONTROL_PITFALLS`): ``correct``,
     ``silently skipped`` (the code never ran, no error), ``wrong steps [..]`` (a window fired elsewhere, no error)
     or ``raises``. The edit is at index -1, valid at every step with the KV cache."""
-    input_ids = context.encode(RunConfig().prompt)
+    input_ids = context.encode(DEFAULT_PROMPT)
     edit = Edit(0, -1)
     outcomes: dict[str, PitfallOutcome] = {}
     description = CONTROL_PITFALLS["code_after_unbounded_iter"]
@@ -170,7 +170,7 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecor
     """Findings, block form, literal-edit meaning, arm outputs and pitfalls of one model in this environment."""
     report = run_findings(validate_config(RunConfig(model=model, device="cpu")), progress=progress)
     context = prepare_run(model, "cpu").context
-    input_ids = context.encode(RunConfig().prompt)
+    input_ids = context.encode(DEFAULT_PROMPT)
     prompt_length = int(input_ids.shape[1])
     last_layer = context.architecture.num_layers - 1
     literal = []
@@ -185,10 +185,10 @@ def audit_model(model: str, progress: Callable[[str], None]) -> tuple[ModelRecor
                 meaning=literal_meaning(effect, prompt_length),
             )
         )
-    arms, tensors = _arms(context, RunConfig().max_new_tokens, layer=0)
+    arms, tensors = _arms(context, DEFAULT_MAX_NEW_TOKENS, layer=0)
     # The hook and unsteered arms are the same edit and prompt at layer 0: their ids are the probe's references.
     hook_ids, unsteered_ids = arms[ArmName.HOOK].ids, arms[ArmName.UNSTEERED].ids
-    pitfalls = probe_pitfalls(context, RunConfig().max_new_tokens, hook_ids or (), unsteered_ids or ())
+    pitfalls = probe_pitfalls(context, DEFAULT_MAX_NEW_TOKENS, hook_ids or (), unsteered_ids or ())
     record = ModelRecord(
         block_output_form=context.architecture.block_output_form,
         layers_path=context.architecture.layers_path,

@@ -30,6 +30,15 @@ SWEEP_PER_MINOR = {"nnsight": False, "transformers": True}
 # The bisection runs one small model (seconds per environment): GPT-2 shape, where the block output form changed.
 BISECT_MODELS = ("tiny-gpt2",)
 
+# The report's nnsight section compares the other nnsight cells of DEFAULT_CELLS with this one (0.6.3: the first
+# release with the for-loop form of iter, so every later form has a baseline written the same way).
+NNSIGHT_BASE_CELL = "nnsight='0.6.3'"
+
+
+def nnsight_cells() -> tuple[str, ...]:
+    """The cells of :data:`DEFAULT_CELLS` that pin nnsight, in matrix order."""
+    return tuple(cell for cell, pins in DEFAULT_CELLS.items() if "nnsight" in pins)
+
 
 def cell_id(package: str, version: str | None) -> str:
     """The id of the cell that pins ``package`` to ``version`` (None: the newest), e.g. ``nnsight='0.7.0'``."""

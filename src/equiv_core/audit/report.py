@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from equiv_core.audit.bisect import Bisection, Change, read_searches
-from equiv_core.audit.matrix import REFERENCE_CELL
+from equiv_core.audit.matrix import NNSIGHT_BASE_CELL, REFERENCE_CELL, nnsight_cells
 from equiv_core.audit.record import CellRecord, CellStatus, Pitfall, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
 from equiv_core.config.catalog import STUDY_FINDINGS
@@ -165,7 +165,7 @@ def _markdown(
         "# equiv-bench audit report",
         "",
         f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} from {len(cells)} cells in `{directory}`. "
-        f"Reference cell: `{reference}`. Findings: {', '.join(f'{SHORT[f]} = {f}' for f in STUDY_FINDINGS)}. "
+        f"Reference cell: `{reference}`. Findings: {', '.join(f'{SHORT.get(f, f)} = {f}' for f in STUDY_FINDINGS)}. "
         "`literal_output0[-1]` is what the original study's `block.output[0][-1] = 0.0` edits at the last layer.",
         "",
         "| " + " | ".join(header) + " |",
@@ -201,11 +201,11 @@ def _pitfall_section(cells: list[CellRecord]) -> list[str]:
 def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
     """Do nnsight 0.7.0 and 0.8.1 give what 0.6.3 gives (same weights, so any difference is nnsight's)?"""
     by_id = {cell.cell: cell for cell in cells}
-    base = by_id.get("nnsight='0.6.3'")
+    base = by_id.get(NNSIGHT_BASE_CELL)
     if base is None or base.status != CellStatus.RAN:
-        return ["No `nnsight='0.6.3'` cell ran; nothing to compare."]
+        return [f"No `{NNSIGHT_BASE_CELL}` cell ran; nothing to compare."]
     lines = []
-    for cell_id in ("nnsight='0.5.15'", "nnsight='0.7.0'", "nnsight='0.8.1'"):
+    for cell_id in (cell for cell in nnsight_cells() if cell != NNSIGHT_BASE_CELL):
         cell = by_id.get(cell_id)
         if cell is None or cell.status != CellStatus.RAN:
             lines.append(f"- `{cell_id}`: {'not run' if cell is None else f'{cell.status}: {cell.reason}'}")

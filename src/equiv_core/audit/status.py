@@ -91,7 +91,7 @@ def status_records(cells: list[CellRecord], source: str, reference: CellRecord |
     rows = []
     for cell in cells:
         versions = {name: cell.versions.get(name) for name in ("nnsight", "transformers", "torch", "python")}
-        if cell.status != "ran":
+        if cell.status != CellStatus.RAN:
             rows.append(
                 StatusRecord(
                     cell.cell,
@@ -127,7 +127,7 @@ def status_records(cells: list[CellRecord], source: str, reference: CellRecord |
 def build_status(directory: Path, reference: str) -> AuditStatus:
     """The status of the default matrix in ``directory`` and of every release search under ``releases/``."""
     cells = read_cells(directory)
-    reference_cell = next((cell for cell in cells if cell.cell == reference and cell.status == "ran"), None)
+    reference_cell = next((cell for cell in cells if cell.cell == reference and cell.status == CellStatus.RAN), None)
     records = status_records(cells, "matrix", reference_cell)
     searches = read_searches(directory)
     for search in searches:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from equiv_core.audit.matrix import REFERENCE_CELL
 from equiv_core.cli.arguments import AddCommand, add_tracking_options, tracking_options
 from equiv_core.config.catalog import AUDIT_EXPERIMENT
 from equiv_core.config.options import csv
@@ -51,6 +52,6 @@ def add_parsers(command: AddCommand) -> None:
 
     audit_report = command("audit-report", "Markdown report + MLflow table of all audit cells")
     audit_report.add_argument("--results", default="results/audit", help="directory of cell results")
-    audit_report.add_argument("--reference", default="nnsight='0.8.1'", help="cell the others are compared with")
+    audit_report.add_argument("--reference", default=REFERENCE_CELL, help="cell the others are compared with")
     add_tracking_options(audit_report, AUDIT_EXPERIMENT)
     audit_report.set_defaults(handler=audit_report_command)

@@ -21,6 +21,7 @@ from equiv_core.config.catalog import (
 from equiv_core.config.options import DEVICE_HELP, SEED_HELP, csv, csv_ints, option, percent
 from equiv_core.config.validation import (
     check_device_name,
+    check_dtype,
     check_layer,
     check_model_name,
     check_new_tokens_fit,
@@ -132,8 +133,7 @@ def validate_bench_config(config: BenchConfig) -> ValidBenchConfig:
         raise UserInputError(f"new tokens must each be >= 1, got {list(config.new_tokens)}")
     check_prompt(config.prompt)
     check_seed(config.seed)
-    if config.dtype not in DTYPE_NAMES:
-        raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    check_dtype(config.dtype)
     if config.model is not None:
         check_model_name(config.model, BUILTIN_MODEL_INFO)
     shape = known_shape(config.model or "")

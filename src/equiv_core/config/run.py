@@ -23,6 +23,7 @@ from equiv_core.config.decoding import GENERATION, GREEDY, Decoding
 from equiv_core.config.options import DEVICE_HELP, SEED_HELP, option
 from equiv_core.config.validation import (
     check_device_name,
+    check_dtype,
     check_layer,
     check_model_name,
     check_new_tokens,
@@ -162,8 +163,7 @@ def validate_config(config: RunConfig) -> ValidRunConfig:
     repeated = sorted({name for name in config.findings if config.findings.count(name) > 1})
     if repeated:
         raise UserInputError(f"--only lists {repeated[0]} more than once; give each finding once")
-    if config.dtype not in DTYPE_NAMES:
-        raise UserInputError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    check_dtype(config.dtype)
     check_model_name(config.model, BUILTIN_MODEL_INFO)
     shape = known_shape(config.model)
     if shape is not None:

@@ -11,10 +11,18 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from equiv_core.config.catalog import DTYPE_NAMES
 from equiv_core.support.errors import UserInputError
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch and random accept it too
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hugging Face hub spells a repository id
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is one of :data:`~equiv_core.config.catalog.DTYPE_NAMES`; else UserInputError naming them."""
+    if dtype not in DTYPE_NAMES:
+        raise UserInputError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
+    return dtype
 
 
 def check_model_name(name: str, builtin: Iterable[str]) -> None:

@@ -38,7 +38,7 @@ from equiv_core.config.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_N
 from equiv_core.config.validation import check_device_name, check_model_name
 from equiv_core.models.cache import ensure_converted
 from equiv_core.models.offline_tokenizer import offline_tokenizer
-from equiv_core.support.errors import EnvironmentFault, UserInputError
+from equiv_core.support.errors import EnvironmentFault, UserInputError, first_line
 
 RANDOM_MODEL_SEED = 1234
 
@@ -278,8 +278,7 @@ def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     except UserInputError:
         raise
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserInputError(f"cannot load model {name!r}: {first_line}") from None
+        raise UserInputError(f"cannot load model {name!r}: {first_line(error, limit=10_000)}") from None
     return model, tokenizer, f"local directory {source}" if local else f"hub id {name}"
 
 

@@ -30,6 +30,13 @@ class EnvironmentFault(RuntimeError):
     """
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of ``error``'s message (its type's name when the message is empty), cut at ``limit``
+    characters with an ellipsis."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def error_line(error: BaseException) -> str:
     """``Type: message`` on one line. Some libraries put a whole traceback in the message (nnsight 0.5's
     NNsightException): then the last line naming an error, which is the original one."""

@@ -24,7 +24,7 @@ busy machine): the watchdog then says what is still running (issue 18: no phase 
 
 
 class Progress:
-    """Where the bench's progress goes: ``say`` for lines (jobs.py's ``say``: ``equiv: ...`` on stderr), and a
+    """Where the bench's progress goes: ``say`` for lines (``equiv_core.jobs.common.say``: ``equiv: ...`` on stderr), and a
     tqdm bar when ``bar`` is True. ``heartbeats``: in line mode, also a line every ``heartbeat_s`` seconds of a
     running step. ``clock`` (seconds, monotonic) is injectable so tests can script it."""
 

@@ -30,7 +30,7 @@ import filelock
 
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT
 from equiv_core.findings.verdict import Verdict
-from equiv_core.support.errors import UserInputError
+from equiv_core.support.errors import UserInputError, first_line
 from equiv_core.support.interrupts import deferred
 from equiv_core.tracking.orphans import (
     Heartbeat,
@@ -169,15 +169,10 @@ def _root_cause(error: BaseException) -> BaseException:
         error = inner
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def _failure_line(error: BaseException, limit: int = 160) -> str:
     """One line naming what failed: the root cause's first line, with its type where the text does not name it."""
     cause = _root_cause(error)
-    line = _first_line(cause, limit)
+    line = first_line(cause, limit)
     name = type(cause).__name__
     return line if line.startswith(name) else f"{name}: {line}"
 
@@ -313,7 +308,7 @@ class Tracker:
                 self.experiment_id = experiment_id(self.client, self.experiment_name, self._artifact_location())
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot use this store"
             raise UserInputError(
-                f"cannot reach the MLflow tracking store {self.uri}: {_first_line(error)} "
+                f"cannot reach the MLflow tracking store {self.uri}: {first_line(error)} "
                 "(start the server, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-mlflow)"
             ) from None
         finally:

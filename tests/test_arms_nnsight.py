@@ -1,4 +1,4 @@
-"""The nnsight compatibility layer: each timing of an edit does what it says, checked against the raw hook."""
+"""The nnsight arms (arms/nnsight.py): each timing of an edit does what it says, checked against the raw hook."""
 
 from __future__ import annotations
 
@@ -82,10 +82,12 @@ def test_an_nnsight_older_than_the_harness_can_drive_is_refused_with_the_reason(
     """nnsight 0.5.1-0.5.12 cannot append to a Python list inside a trace (release bisection of 2026-11-30)."""
     from packaging.version import Version
 
-    from equiv_core.arms import nnsight as compat
+    from equiv_core.arms import nnsight as nnsight_arms
 
-    monkeypatch.setattr(compat, "NNSIGHT_VERSION", Version("0.5.12"))
-    with pytest.raises(compat.UnsupportedNnsightVersion, match=r"nnsight 0.5.12 is not supported \(need >= 0.5.13"):
-        compat.check_supported()
-    monkeypatch.setattr(compat, "NNSIGHT_VERSION", Version("0.5.13"))
-    compat.check_supported()
+    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.5.12"))
+    with pytest.raises(
+        nnsight_arms.UnsupportedNnsightVersion, match=r"nnsight 0.5.12 is not supported \(need >= 0.5.13"
+    ):
+        nnsight_arms.check_supported()
+    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.5.13"))
+    nnsight_arms.check_supported()
