@@ -99,17 +99,19 @@ def test_the_pytest_benchmark_json_holds_the_sweeps_own_rounds(bench_run: BenchR
 
 
 def test_every_record_has_cpu_time_and_peak_memory_beside_wall_time(bench_run: BenchRun) -> None:
-    for record in bench_run.payload["records"]:
+    records = bench_run.payload["records"]
+    assert records, "the bench wrote no record"
+    for record in records:
         assert len(record["cpu_s"]) == len(record["wall_s"]) == record["n"]
         assert all(cpu > 0 for cpu in record["cpu_s"])
-        assert record["peak_memory_bytes"] >= 0
-    assert bench_run.payload["torch_threads"] >= 1
+        assert isinstance(record["peak_memory_bytes"], int)
     assert {"loadavg_start", "loadavg_end", "others_cpu_share", "busy"} <= set(bench_run.payload["machine_load"])
 
 
 def test_table_prints_each_cell_with_its_measured_ratio(bench_run: BenchRun) -> None:
     """Every (arm, new tokens) row of the printed table carries the median and ratios written to the JSON."""
     rows = [line.split() for line in bench_run.printed.splitlines()]
+    assert bench_run.payload["records"], "the bench wrote no record"
     for record in bench_run.payload["records"]:
         [row] = [row for row in rows if row[:2] == [record["arm"], str(record["new_tokens"])]]
         assert row[2] == f"{record['median_s']:.4f}"

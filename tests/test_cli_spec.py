@@ -56,6 +56,7 @@ def test_spec_json_names_the_arms_their_ids_and_touches(tmp_path: Path) -> None:
     payload = json.loads(target.read_text())
     assert payload["spec"]["resolved_positions"] == [3, 4, 5, 6, 7, 8]
     assert payload["spec"]["resolved_steps"] == "iter[:N]"
+    assert payload["findings"], "the run reported no finding"
     for finding in payload["findings"]:
         arms = finding["evidence"]["arms"]
         assert set(arms) == set(ARMS)

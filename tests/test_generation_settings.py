@@ -11,43 +11,31 @@ from typing import Any
 
 import pytest
 import torch
+from spec_helpers import spec_run, spec_verdicts
 from tokenizers.processors import TemplateProcessing
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import NnsightSteering
-from equiv_core.arms.resolution import resolve_spec
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.cli.main import main
-from equiv_core.config.decoding import GREEDY, Decoding
+from equiv_core.config.decoding import Decoding
 from equiv_core.findings.spec.registered import SPEC_FINDINGS
 from equiv_core.findings.spec.spec_finding import SpecFindingConfig
-from equiv_core.findings.spec.spec_run import SpecRun, run_spec
+from equiv_core.findings.spec.spec_run import SpecRun
 from equiv_core.models.inputs import default_bos_note, encode_prompts
 from equiv_core.models.offline_tokenizer import offline_tokenizer
-from equiv_core.spec.steering_spec import spec_from_options
 
 PROMPTS = ("The weather today is", "The weather", "It is a good day. It was a bad day.")
 ADD = {"op": "add", "vector": "random:5", "scale": "8", "positions": "last+generated"}
 ZERO = {"op": "zero", "positions": "-1"}
 
 
-def _run(
-    context: SteeringContext,
-    prompts: tuple[str, ...] = PROMPTS,
-    padding: str = "left",
-    decoding: Decoding = GREEDY,
-    new_tokens: int = 6,
-    **options: str,
-) -> SpecRun:
-    batch = encode_prompts(context.loaded.tokenizer, prompts, context.device, padding)  # type: ignore[arg-type]
-    return run_spec(context, resolve_spec(spec_from_options(None, **options), context, batch, new_tokens, decoding))
+def _run(context: SteeringContext, prompts: tuple[str, ...] = PROMPTS, padding: str = "left", **how: object) -> SpecRun:
+    """The spec run of these tests: a batch of PROMPTS, left-padded, 6 new tokens unless told."""
+    return spec_run(context, prompts=prompts, padding=padding, **how)
 
 
-def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
-    config = SpecFindingConfig(run.resolved.batch.prompts, run.resolved.new_tokens, run.resolved.spec)
-    names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
-    results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
-    return {name: (result.verdict, result.message) for name, result in results.items()}
+_verdicts = spec_verdicts
 
 
 def test_left_padding_puts_each_row_after_its_pads() -> None:

@@ -9,36 +9,26 @@ from typing import Any
 
 import pytest
 import torch
+from spec_helpers import NEW_TOKENS, PROMPT, resolved_spec, spec_run, spec_verdicts
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import NnsightSteering
-from equiv_core.arms.resolution import resolve_spec
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import SpecGeneration
 from equiv_core.findings.spec.registered import SPEC_FINDINGS
 from equiv_core.findings.spec.spec_finding import SpecFindingConfig
-from equiv_core.findings.spec.spec_run import SpecRun, run_spec
-from equiv_core.models.inputs import encode_prompts
-from equiv_core.spec.steering_spec import OPS, Steps, spec_from_options
+from equiv_core.findings.spec.spec_run import run_spec
+from equiv_core.spec.steering_spec import OPS, Steps
 
-PROMPT, NEW_TOKENS = "The weather today is", 6
 VECTOR_OPS = {"add": "6", "set": None, "ablate": "1"}
 
 
 def _resolved(context: SteeringContext, new_tokens: int = NEW_TOKENS, **options: str) -> ResolvedSpec:
-    batch = encode_prompts(context.loaded.tokenizer, (PROMPT,), context.device)
-    return resolve_spec(spec_from_options(None, **options), context, batch, new_tokens)
+    return resolved_spec(context, new_tokens=new_tokens, **options)
 
 
-def _run(context: SteeringContext, **options: str) -> SpecRun:
-    return run_spec(context, _resolved(context, **options))
-
-
-def _verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
-    config = SpecFindingConfig((PROMPT,), NEW_TOKENS, run.resolved.spec)
-    names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
-    results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
-    return {name: (result.verdict, result.message) for name, result in results.items()}
+_run = spec_run
+_verdicts = spec_verdicts
 
 
 def _op_options(op: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ takes (:mod:`equiv_core.arms.resolved`)."""
 from __future__ import annotations
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.resolved import ResolvedSpec
+from equiv_core.arms.resolved import ResolvedSpec, prompt_only
 from equiv_core.arms.vectors import resolve_vectors
 from equiv_core.config.decoding import GREEDY, Decoding
 from equiv_core.models.inputs import PromptBatch
@@ -27,8 +27,7 @@ def resolve_spec(
                 raise
             raise UserInputError(f"prompt {row + 1} ({length} tokens): {error}") from None
     vectors = None if spec.vector is None else resolve_vectors(spec.vector, context, layers)
-    prompt_only = all(p < batch.lengths[row] for row, row_positions in enumerate(positions) for p in row_positions)
-    steps = spec.steps.concrete(prompt_only)
+    steps = spec.steps.concrete(prompt_only(tuple(positions), batch.lengths))
     return ResolvedSpec(
         spec, layers, tuple(positions), steps, vectors, batch, new_tokens, decoding, context.eos_token_ids()
     )

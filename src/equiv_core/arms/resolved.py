@@ -14,6 +14,12 @@ from equiv_core.models.inputs import PromptBatch
 from equiv_core.spec.steering_spec import SteeringSpec, Steps
 
 
+def prompt_only(positions: tuple[tuple[int, ...], ...], lengths: tuple[int, ...]) -> bool:
+    """Every position of every row (``positions[r]``, row-relative) is before that row's prompt length: the spec
+    touches only the prompt, which a plain invoke can express."""
+    return all(position < lengths[row] for row, row_positions in enumerate(positions) for position in row_positions)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ResolvedSpec:
     """``spec`` for ``batch`` and ``new_tokens`` generated tokens.
@@ -44,9 +50,7 @@ class ResolvedSpec:
     @property
     def prompt_only(self) -> bool:
         """Every intended position of every row is a prompt position: a plain invoke can express the spec."""
-        return all(
-            position < self.batch.lengths[row] for row, positions in enumerate(self.positions) for position in positions
-        )
+        return prompt_only(self.positions, self.batch.lengths)
 
     @property
     def literal_indices(self) -> tuple[int, ...]:

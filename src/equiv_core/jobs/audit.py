@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 from equiv_core.audit.record import CellStatus
 from equiv_core.config.tracking import TrackingOptions
 from equiv_core.findings.verdict import Verdict
-from equiv_core.jobs.common import open_tracker, say, settle
+from equiv_core.jobs.common import open_tracker, settle
 from equiv_core.support.errors import ExitStatus, UserInputError
+from equiv_core.support.progress import say
 from equiv_core.tracking.schema import PIN_SUFFIX, Param, RunKind, Tag
 
 if TYPE_CHECKING:

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from equiv_core.config.catalog import DEFAULT_SWEEP_PLOT
 from equiv_core.config.tracking import TrackingOptions
-from equiv_core.jobs.common import early_tags, existing_file, mlflow_info, open_tracker, say, settle
+from equiv_core.jobs.common import early_tags, existing_file, mlflow_info, open_tracker, settle
 from equiv_core.support.errors import ExitStatus
 from equiv_core.support.outputs import check_output, write_json, write_with
+from equiv_core.support.progress import say
 from equiv_core.tracking.schema import RunKind, Tag
 
 if TYPE_CHECKING:

@@ -3,18 +3,13 @@ version tags known before a model loads, and how a command ends (where its run w
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from equiv_core.config.tracking import TrackingOptions
 from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserInputError
+from equiv_core.support.progress import say
 from equiv_core.tracking.store import TrackedRun, Tracker
-
-
-def say(message: str) -> None:
-    """Progress and status lines go to stderr, so stdout holds only the report."""
-    print(f"equiv: {message}", file=sys.stderr, flush=True)
 
 
 def existing_file(value: str, flag: str) -> Path:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equiv_core.config.tracking import TrackingOptions
-from equiv_core.jobs.common import early_tags, mlflow_info, open_tracker, say, settle
+from equiv_core.jobs.common import early_tags, mlflow_info, open_tracker, settle
 from equiv_core.support.errors import ExitStatus, UserInputError
 from equiv_core.support.outputs import check_output, write_json, write_with
+from equiv_core.support.progress import say
 from equiv_core.support.walltime import CommandStart, breakdown
 from equiv_core.tracking.schema import RunKind, Tag
 

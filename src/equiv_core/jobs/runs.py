@@ -8,8 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from equiv_core.config.tracking import TrackingOptions
-from equiv_core.jobs.common import open_tracker, say
+from equiv_core.jobs.common import open_tracker
 from equiv_core.support.errors import ExitStatus, UserInputError
+from equiv_core.support.progress import say
 
 
 def compare_job(run_ids: list[str], tracking: TrackingOptions) -> int:

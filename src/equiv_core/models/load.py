@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import os
 import socket
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from equiv_core.config.validation import check_device_name, check_model_name
 from equiv_core.models.cache import ensure_converted
 from equiv_core.models.offline_tokenizer import offline_tokenizer
 from equiv_core.support.errors import EnvironmentFault, UserInputError, first_line
+from equiv_core.support.progress import say
 
 RANDOM_MODEL_SEED = 1234
 
@@ -126,10 +126,6 @@ def smollm2_cache_path() -> Path:
     return cache_dir() / f"smollm2-135m-fp32-{key}"
 
 
-def _say(message: str) -> None:
-    print(f"equiv: {message}", file=sys.stderr, flush=True)
-
-
 def _dequantize(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the GGUF file as an fp32 model (~20 s), ready to save: a GGUF-loaded model refuses save_pretrained
     while it still looks quantized, although its weights are plain fp32."""
@@ -143,19 +139,19 @@ def _dequantize(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
 def _convert_smollm2(gguf: Path, directory: Path) -> None:
     """De-quantize the GGUF and save it as fp32 safetensors in ``directory`` (a staging directory of the cache)."""
-    _say(f"one-time conversion of {gguf.name} to fp32 safetensors (about 20 s)")
+    say(f"one-time conversion of {gguf.name} to fp32 safetensors (about 20 s)")
     started = time.perf_counter()
     model, tokenizer = _dequantize(gguf)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    _say(f"conversion done in {time.perf_counter() - started:.1f} s")
+    say(f"conversion done in {time.perf_counter() - started:.1f} s")
 
 
 def _smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     gguf = smollm2_gguf_path()
-    cached = ensure_converted(smollm2_cache_path(), gguf, partial(_convert_smollm2, gguf), _say)
+    cached = ensure_converted(smollm2_cache_path(), gguf, partial(_convert_smollm2, gguf), say)
     if cached is None:
-        _say(
+        say(
             f"cannot write the model cache in {cache_dir()}; converting in memory for this run (about 20 s); set "
             "EQUIV_CACHE_DIR to a writable directory to keep the conversion"
         )

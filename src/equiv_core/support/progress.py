@@ -23,8 +23,13 @@ QUIET_S = 20.0
 busy machine): the watchdog then says what is still running (issue 18: no phase silent for more than 30 s)."""
 
 
+def say(message: str) -> None:
+    """A progress or status line on stderr (``equiv: ...``), so stdout holds only the report."""
+    print(f"equiv: {message}", file=sys.stderr, flush=True)
+
+
 class Progress:
-    """Where the bench's progress goes: ``say`` for lines (``equiv_core.jobs.common.say``: ``equiv: ...`` on stderr), and a
+    """Where the bench's progress goes: ``say`` for lines (:func:`say`: ``equiv: ...`` on stderr), and a
     tqdm bar when ``bar`` is True. ``heartbeats``: in line mode, also a line every ``heartbeat_s`` seconds of a
     running step. ``clock`` (seconds, monotonic) is injectable so tests can script it."""
 

@@ -111,7 +111,7 @@ def _description(name: ArmName, resolved: ResolvedSpec) -> str:
 
 
 def _not_expressible(name: ArmName, resolved: ResolvedSpec) -> str:
-    if name != "plain" or resolved.prompt_only:
+    if name != ArmName.PLAIN or resolved.prompt_only:
         return ""
     generated = sorted(
         position
