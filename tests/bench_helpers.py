@@ -3,7 +3,7 @@ the provenance around the cells is fixed and plausible (CPU, 2 threads, a 2-laye
 
 from __future__ import annotations
 
-from equiv_core.bench.sweep import ArmResult, BenchDeterminism, BenchReport
+from equiv_core.bench.results import ArmResult, BenchDeterminism, BenchReport
 from equiv_core.config.bench import BenchConfig
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport

@@ -12,8 +12,8 @@ from matplotlib.container import ErrorbarContainer
 
 from equiv_core.bench.budget import plan_timing
 from equiv_core.bench.plot import plot_sweep, sweep_figure
-from equiv_core.bench.statistics import summarize
-from equiv_core.bench.sweep import ArmResult, BenchReport
+from equiv_core.bench.results import ArmResult, BenchReport
+from equiv_core.bench.statistics import summarize, summarize_ratios
 from equiv_core.bench.table import render_table
 from equiv_core.bench.timer import Measurement
 from equiv_core.config.bench import BenchConfig
@@ -26,7 +26,7 @@ def _cell(arm: str, new_tokens: int, rounds: int) -> ArmResult:
     """``rounds`` rounds of ``FACTORS[arm]`` x 10 ms per token, each 1% apart, paired with the hook's."""
     walls = [FACTORS[arm] * 0.01 * new_tokens * (1 + 0.01 * index) for index in range(rounds)]
     hook = [0.01 * new_tokens * (1 + 0.01 * index) for index in range(rounds)]
-    paired = None if arm == "hook" else summarize([w / h for w, h in zip(walls, hook, strict=True)])
+    paired = None if arm == "hook" else summarize_ratios([w / h for w, h in zip(walls, hook, strict=True)])
     return ArmResult(
         arm,
         new_tokens,
@@ -92,7 +92,7 @@ def test_the_sweep_plot_is_written_as_a_png(tmp_path: Path) -> None:
 def test_the_ratio_axis_is_scaled_to_the_medians_not_to_a_busy_machines_widest_bar() -> None:
     """Ratios of 0.9-1.1 with one CI reaching 14x: the axis still shows the few percent the question is about."""
     report = _report(6)
-    wide = dataclasses.replace(report.results[0].paired_to_hook, ci95_high_s=14.0)  # type: ignore[type-var]
+    wide = dataclasses.replace(report.results[0].paired_to_hook, ci95_high=14.0)  # type: ignore[type-var]
     results = (dataclasses.replace(report.results[0], paired_to_hook=wide), *report.results[1:])
     _time_axes, ratio_axes = sweep_figure(dataclasses.replace(report, results=results)).axes
     low, high = ratio_axes.get_ylim()

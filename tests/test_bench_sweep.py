@@ -17,11 +17,12 @@ import torch
 from bench_helpers import QUIET, bench_report
 
 from equiv_core.arms.steering import GenerationRecord
-from equiv_core.bench import sweep
+from equiv_core.bench import results as bench_results
+from equiv_core.bench import timing as bench_timing
 from equiv_core.bench.arms import Arm
 from equiv_core.bench.pytest_benchmark_json import pytest_benchmark_document
+from equiv_core.bench.results import ArmResult, BenchReport
 from equiv_core.bench.statistics import summarize
-from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.bench.timer import Measurement
 from equiv_core.config.bench import BenchConfig
 from equiv_core.support.machine_load import MachineLoad
@@ -102,178 +103,159 @@ def _lines(script: _Script, said: list[str]) -> Progress:
 
 
 def _time(
-    monkeypatch: pytest.MonkeyPatch,
     script: _Script,
     config: BenchConfig,
     budget_s: float,
-    window: sweep._Window | None = None,
+    window: bench_timing.Window | None = None,
     said: list[str] | None = None,
-) -> sweep._SizeTiming:
+) -> bench_timing.SizeTiming:
     """Time size 2 on the script; ``window`` defaults to at least ``config.rounds`` rounds within ``budget_s``."""
-    monkeypatch.setattr(sweep, "ARMS", script.arms())
-    monkeypatch.setattr(sweep, "measure", script.measure)
-    monkeypatch.setattr(sweep, "_now", script.monotonic)
     expected = {(arm, 2): _RECORD for arm in config.arms}
     context = _Context()
-    window = window or sweep._Window(config.rounds, budget_s, budget_s)
+    window = window or bench_timing.Window(config.rounds, budget_s, budget_s)
     progress = _lines(script, [] if said is None else said)
-    return sweep._time_size(context, torch.zeros(1, 3), config, 2, expected, window, "rss-delta", progress)  # type: ignore[arg-type]
+    runner = bench_timing.Runner(script.arms(), script.measure, script.monotonic)
+    return bench_timing.time_size(
+        context, torch.zeros(1, 3), config, 2, expected, window, "rss-delta", progress, runner
+    )  # type: ignore[arg-type]
 
 
 def _alternating(low: float, high: float) -> Iterator[float]:
     return itertools.cycle([low, high])
 
 
-def test_a_steady_arm_stops_at_the_minimum_and_a_noisy_one_runs_to_max_rounds(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_steady_arm_stops_at_the_minimum_and_a_noisy_one_runs_to_max_rounds() -> None:
     config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=20, warmup=1)
     script = _Script({"hook": itertools.repeat(0.1), "recompute": _alternating(0.1, 0.2)})
-    timing = _time(monkeypatch, script, config, budget_s=1e6)
+    timing = _time(script, config, budget_s=1e6)
     assert len(timing.measurements["hook"]) == 6
     assert len(timing.measurements["recompute"]) == 20
 
 
-def test_a_noisy_arm_that_settles_stops_once_its_ci_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_noisy_arm_that_settles_stops_once_its_ci_meets_the_target() -> None:
     settling = itertools.chain([0.1, 0.2, 0.1, 0.2, 0.1, 0.2], itertools.repeat(0.15))
     config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=0)
-    timing = _time(monkeypatch, _Script({"hook": settling}), config, budget_s=1e6)
+    timing = _time(_Script({"hook": settling}), config, budget_s=1e6)
     rounds = len(timing.measurements["hook"])
     assert 6 < rounds < 200
     assert summarize([m.wall_s for m in timing.measurements["hook"]]).meets(0.02)
 
 
-def test_the_budget_stops_rounds_before_the_next_would_overrun(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_budget_stops_rounds_before_the_next_would_overrun() -> None:
     """Rounds of 1 s (two arms x 0.5 s) never converge; a 10.5 s budget allows the 1 s warm-up and 9 rounds."""
     config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=200, warmup=1)
     script = _Script({"hook": _alternating(0.4, 0.6), "recompute": _alternating(0.6, 0.4)})
-    timing = _time(monkeypatch, script, config, budget_s=10.5)
+    timing = _time(script, config, budget_s=10.5)
     assert len(timing.measurements["hook"]) == 9
     assert script.now <= 10.5
 
 
-def test_no_round_starts_that_would_end_past_the_budget_even_below_the_minimum(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_no_round_starts_that_would_end_past_the_budget_even_below_the_minimum() -> None:
     """Rounds of 1 s, 6 wanted after the warm-up, 3.5 s of budget: the warm-up and 2 rounds, ending at 3 s."""
     config = BenchConfig(arms=("hook", "recompute"), rounds=6, max_rounds=200, warmup=1)
     script = _Script({"hook": _alternating(0.4, 0.6), "recompute": _alternating(0.6, 0.4)})
-    timing = _time(monkeypatch, script, config, budget_s=3.5)
+    timing = _time(script, config, budget_s=3.5)
     assert (timing.timed_rounds, script.now) == (2, 3.0)
 
 
-def test_a_size_cut_below_its_minimum_by_the_budget_is_marked_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_size_cut_below_its_minimum_by_the_budget_is_marked_so() -> None:
     config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=1)
-    timing = _time(monkeypatch, _Script({"hook": itertools.repeat(1.0)}), config, budget_s=3.5)
+    timing = _time(_Script({"hook": itertools.repeat(1.0)}), config, budget_s=3.5)
     assert timing.stopped_by_budget
 
 
-def test_the_first_round_of_a_size_is_not_started_when_its_estimate_would_overrun(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_first_round_of_a_size_is_not_started_when_its_estimate_would_overrun() -> None:
     config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=1)
     script = _Script({"hook": itertools.repeat(1.0)})
-    window = sweep._Window(min_rounds=6, extra_until=10.0, budget_end=10.0, first_round_s=12.0)
-    timing = _time(monkeypatch, script, config, budget_s=10.0, window=window)
+    window = bench_timing.Window(min_rounds=6, extra_until=10.0, budget_end=10.0, first_round_s=12.0)
+    timing = _time(script, config, budget_s=10.0, window=window)
     assert (timing.timed_rounds, script.now) == (0, 0.0)
 
 
-def test_rounds_beyond_the_minimum_stop_at_the_sizes_share_not_the_whole_budget(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_rounds_beyond_the_minimum_stop_at_the_sizes_share_not_the_whole_budget() -> None:
     """A never-settling arm with 6 rounds' minimum, a share ending at 8.5 s of a 100 s budget: 1 warm-up + 7."""
     config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=1)
     script = _Script({"hook": _alternating(0.5, 1.5)})
-    window = sweep._Window(min_rounds=6, extra_until=8.5, budget_end=100.0)
-    timing = _time(monkeypatch, script, config, budget_s=100.0, window=window)
+    window = bench_timing.Window(min_rounds=6, extra_until=8.5, budget_end=100.0)
+    timing = _time(script, config, budget_s=100.0, window=window)
     assert timing.timed_rounds == 7
 
 
-def test_in_line_mode_a_long_size_says_where_it_stands_every_ten_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_line_mode_a_long_size_says_where_it_stands_every_ten_seconds() -> None:
     """Rounds of 4 s, 10 of them: lines after rounds ending at 12, 24 and 36 s (each 10 s after the last line)."""
     config = BenchConfig(arms=("hook",), rounds=10, max_rounds=10, warmup=0)
     said: list[str] = []
-    _time(monkeypatch, _Script({"hook": itertools.repeat(4.0)}), config, budget_s=1e6, said=said)
+    _time(_Script({"hook": itertools.repeat(4.0)}), config, budget_s=1e6, said=said)
     assert [line.split(",")[0] for line in said] == [f"timing 2 new tokens: round {n}" for n in (3, 6, 9)]
 
 
-def _planner(script: _Script, sizes: tuple[int, ...], budget_s: float, said: list[str]) -> sweep._Planner:
+def _planner(script: _Script, sizes: tuple[int, ...], budget_s: float, said: list[str]) -> bench_timing.Planner:
     config = BenchConfig(arms=("hook", "plain"), rounds=6, warmup=1, budget_s=budget_s)
-    return sweep._Planner(config, sizes, budget_s, _lines(script, said))
+    return bench_timing.Planner(config, sizes, budget_s, _lines(script, said), script.monotonic)
 
 
-def _timed(size: int, round_s: float, rounds: int) -> sweep._SizeTiming:
+def _timed(size: int, round_s: float, rounds: int) -> bench_timing.SizeTiming:
     """``rounds`` timed rounds at ``size``, each arm taking half of ``round_s``."""
     walls = [Measurement(round_s / 2, 0.0, 0)] * rounds
-    return sweep._SizeTiming({"hook": list(walls), "plain": list(walls)}, {"hook": 0, "plain": 0})
+    return bench_timing.SizeTiming({"hook": list(walls), "plain": list(walls)}, {"hook": 0, "plain": 0})
 
 
-def test_the_first_size_runs_before_any_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_size_runs_before_any_plan() -> None:
     script, said = _Script({}), list[str]()
-    monkeypatch.setattr(sweep, "_now", script.monotonic)
     window = _planner(script, (1, 8, 32), 300.0, said).window(1)
     assert window is not None and window.first_round_s == 0.0 and said == []
 
 
-def test_after_the_first_size_a_plan_line_says_what_the_rest_needs_before_it_runs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_after_the_first_size_a_plan_line_says_what_the_rest_needs_before_it_runs() -> None:
     """1 s per round at 1 token; 8 and 32 at 7 rounds need 7 * (8 + 32) = 280 s, more than the 290 s - 20 s left."""
     script, said = _Script({}), list[str]()
-    monkeypatch.setattr(sweep, "_now", script.monotonic)
     planner = _planner(script, (1, 8, 32), 290.0, said)
     planner.window(1)
-    planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 290.0))
+    planner.record(1, _timed(1, 1.0, 6), bench_timing.Window(6, 0.0, 290.0))
     script.now = 20.0
     planner.window(8)
     assert said == [planner.plans[0].describe()]
     assert "8, 32 new tokens need ~280 s" in said[0] and "270 s of the budget left: capping rounds at 5" in said[0]
 
 
-def test_a_size_the_plan_drops_gets_no_window_and_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_size_the_plan_drops_gets_no_window_and_a_reason() -> None:
     """At 1 s per new token per round, 8 and 32 tokens at 1 warm-up + 3 rounds need 160 s; 100 s are left."""
     script, said = _Script({}), list[str]()
-    monkeypatch.setattr(sweep, "_now", script.monotonic)
     planner = _planner(script, (1, 8, 32), 101.0, said)
     planner.window(1)
-    planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 101.0))
+    planner.record(1, _timed(1, 1.0, 6), bench_timing.Window(6, 0.0, 101.0))
     script.now = 1.0
     assert planner.window(8) is not None
     assert planner.window(32) is None and 32 in planner.not_timed
 
 
-def test_a_size_an_early_plan_drops_is_planned_again_at_its_turn_from_the_pace_measured_by_then(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_size_an_early_plan_drops_is_planned_again_at_its_turn_from_the_pace_measured_by_then() -> None:
     """The 1-token pace (1 s per token: the whole prefill) drops 32; 8 tokens then run at 0.2 s per token, and 32
     fits after all: 4 x 32 x 0.2 = 25.6 s of the 62 s left."""
     script, said = _Script({}), list[str]()
-    monkeypatch.setattr(sweep, "_now", script.monotonic)
     planner = _planner(script, (1, 8, 32), 101.0, said)
     planner.window(1)
-    planner.record(1, _timed(1, 1.0, 6), sweep._Window(6, 0.0, 101.0))
+    planner.record(1, _timed(1, 1.0, 6), bench_timing.Window(6, 0.0, 101.0))
     script.now = 1.0
     assert planner.window(8) is not None and "dropping 32 new tokens" in said[-1] and 32 not in planner.not_timed
-    planner.record(8, _timed(8, 1.6, 6), sweep._Window(6, 0.0, 101.0))
+    planner.record(8, _timed(8, 1.6, 6), bench_timing.Window(6, 0.0, 101.0))
     script.now = 40.0
     window = planner.window(32)
     assert window is not None and 32 not in planner.not_timed and said[-1].endswith("fits")
 
 
-def test_a_size_slower_than_its_plan_stops_at_three_rounds_to_leave_the_larger_sizes_theirs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_size_slower_than_its_plan_stops_at_three_rounds_to_leave_the_larger_sizes_theirs() -> None:
     """Planned at 1 s per round, the size takes 10 s per round (the machine got busier): from 3 rounds on, no round
     ends past ``reserve_from`` (35 s here), where the budget the next size's fewest rounds need begins."""
     config = BenchConfig(arms=("hook",), rounds=6, max_rounds=200, warmup=0)
     script = _Script({"hook": itertools.repeat(10.0)})
-    window = sweep._Window(min_rounds=6, extra_until=60.0, budget_end=200.0, first_round_s=1.0, reserve_from=35.0)
-    timing = _time(monkeypatch, script, config, budget_s=200.0, window=window)
+    window = bench_timing.Window(min_rounds=6, extra_until=60.0, budget_end=200.0, first_round_s=1.0, reserve_from=35.0)
+    timing = _time(script, config, budget_s=200.0, window=window)
     assert (timing.timed_rounds, script.now, timing.stopped_by_budget) == (3, 30.0, True)
 
 
 def test_budget_shares_grow_with_the_tokens_generated() -> None:
-    shares = sweep._budget_shares((1, 8, 32))
+    shares = bench_timing.budget_shares((1, 8, 32))
     assert shares == pytest.approx({1: 2 / 44, 8: 9 / 44, 32: 33 / 44})
 
 
@@ -320,15 +302,15 @@ def test_a_slow_spell_of_the_machine_cancels_in_the_paired_ratio() -> None:
     spell = [1.0, 1.0, 1.3, 1.3, 1.0, 1.0, 1.0, 1.0, 1.3, 1.0]
     hook = [Measurement(factor * 1.0, 0.0, 0) for factor in spell]
     plain = [Measurement(factor * 1.1, 0.0, 0) for factor in spell]
-    paired = sweep._paired_ratios({"hook": hook, "plain": plain}, "plain", "hook")
+    paired = bench_results.paired_ratios({"hook": hook, "plain": plain}, "plain", "hook")
     assert paired is not None and paired.n == 10
-    assert paired.median_s == pytest.approx(1.1) and paired.ci_half_width < 1e-9
+    assert paired.median == pytest.approx(1.1) and paired.ci_half_width < 1e-9
     assert summarize([m.wall_s for m in plain]).ci_half_width > 0.2
 
 
 def test_paired_ratios_use_only_the_rounds_both_arms_ran() -> None:
     hook = [Measurement(1.0, 0.0, 0)] * 6
     plain = [Measurement(2.0, 0.0, 0)] * 9  # kept getting rounds after the hook met its target
-    paired = sweep._paired_ratios({"hook": hook, "plain": plain}, "plain", "hook")
-    assert paired is not None and (paired.n, paired.median_s) == (6, 2.0)
-    assert sweep._paired_ratios({"hook": hook}, "hook", "hook") is None
+    paired = bench_results.paired_ratios({"hook": hook, "plain": plain}, "plain", "hook")
+    assert paired is not None and (paired.n, paired.median) == (6, 2.0)
+    assert bench_results.paired_ratios({"hook": hook}, "hook", "hook") is None

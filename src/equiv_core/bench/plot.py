@@ -9,16 +9,25 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # the Figure API: no pyplot state, no backend to choose (files only)
 
-from equiv_core.bench.statistics import TimingStats, ci_label, median_ci_level
-from equiv_core.bench.sweep import BenchReport
+from equiv_core.bench.results import BenchReport
+from equiv_core.bench.statistics import RatioStats, TimingStats, ci_label, median_ci_level
 
 
-def _error_bars(stats: list[TimingStats]) -> list[list[float]]:
-    """Distances below and above each median to its CI's ends (matplotlib's ``yerr`` layout)."""
-    return [[cell.median_s - cell.ci95_low_s for cell in stats], [cell.ci95_high_s - cell.median_s for cell in stats]]
+def _error_bars(bounds: list[tuple[float, float, float]]) -> list[list[float]]:
+    """Distances below and above each median to its CI's ends, from (median, low, high) (matplotlib's ``yerr``
+    layout)."""
+    return [[median - low for median, low, _high in bounds], [high - median for median, _low, high in bounds]]
 
 
-def _levels(stats: list[TimingStats]) -> str:
+def _seconds(stats: list[TimingStats]) -> list[tuple[float, float, float]]:
+    return [(cell.median_s, cell.ci95_low_s, cell.ci95_high_s) for cell in stats]
+
+
+def _ratios(stats: list[RatioStats]) -> list[tuple[float, float, float]]:
+    return [(cell.median, cell.ci95_low, cell.ci95_high) for cell in stats]
+
+
+def _levels(stats: list[TimingStats] | list[RatioStats]) -> str:
     """What the error bars are, for a caption: the CIs' real levels (lowest to highest; the level depends on n, not
     monotonically) and the rounds behind them, e.g. ``96.0% to 99.2%, n = 6-9``; a range below 95% is named as
     one (``range 75% to 96.8%, n = 3-6``)."""
@@ -47,7 +56,7 @@ def sweep_figure(report: BenchReport) -> Figure:
     time_axes, ratio_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     colors = {arm: f"C{index}" for index, arm in enumerate(report.config.arms)}
     timed: list[TimingStats] = []
-    paired: list[TimingStats] = []
+    paired: list[RatioStats] = []
     for arm in report.config.arms:
         cells = sorted((r for r in report.results if r.arm == arm), key=lambda r: r.new_tokens)
         if not cells:
@@ -59,7 +68,7 @@ def sweep_figure(report: BenchReport) -> Figure:
         sizes = [cell.new_tokens for cell in cells]
         medians = [cell.median_s for cell in stats]
         time_axes.errorbar(
-            sizes, medians, yerr=_error_bars(stats), marker="o", capsize=3, label=label, color=colors[arm]
+            sizes, medians, yerr=_error_bars(_seconds(stats)), marker="o", capsize=3, label=label, color=colors[arm]
         )
         ratios = [(cell.new_tokens, cell.paired_to_hook) for cell in cells if cell.paired_to_hook is not None]
         if ratios:
@@ -67,8 +76,8 @@ def sweep_figure(report: BenchReport) -> Figure:
             paired.extend(ratio_stats)
             ratio_axes.errorbar(
                 [size for size, _ratio in ratios],
-                [ratio.median_s for ratio in ratio_stats],
-                yerr=_error_bars(ratio_stats),
+                [ratio.median for ratio in ratio_stats],
+                yerr=_error_bars(_ratios(ratio_stats)),
                 marker="o",
                 capsize=3,
                 label=arm,
@@ -92,7 +101,7 @@ def sweep_figure(report: BenchReport) -> Figure:
     if paired:
         # The question is a few percent around 1.00x: scale the axis to the medians, not to the widest bar of a
         # busy machine (bars that reach past it are cut at the edge, and the caption says they are CIs).
-        medians = [ratio.median_s for ratio in paired]
+        medians = [ratio.median for ratio in paired]
         ratio_axes.set_ylim(min(0.8, min(medians) * 0.9), max(1.25, max(medians) * 1.15))
     ratio_axes.set_xticks(sizes_seen, [str(size) for size in sizes_seen])
     ratio_axes.minorticks_off()

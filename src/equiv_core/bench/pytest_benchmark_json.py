@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from equiv_core.bench.sweep import ArmResult, BenchReport
+from equiv_core.bench.results import ArmResult, BenchReport
 
 SUITE_TEST = "bench/test_steering_cost.py::test_arm_cost"
 

@@ -58,6 +58,37 @@ class TimingStats:
         return {**asdict(self), "ci_half_width": self.ci_half_width}
 
 
+@dataclass(frozen=True, slots=True)
+class RatioStats:
+    """A dimensionless ratio over ``n`` paired rounds (e.g. an arm's time over the hook's in the same round): the
+    median and the bounds of its order-statistic CI, whose real level is :attr:`ci_level`."""
+
+    n: int
+    median: float
+    ci95_low: float
+    ci95_high: float
+
+    @property
+    def ci_level(self) -> float:
+        return median_ci_level(self.n)
+
+    @property
+    def ci_half_width(self) -> float:
+        """The CI's larger distance from the median, as a fraction of the median."""
+        if self.median <= 0:
+            return math.inf
+        return max(self.median - self.ci95_low, self.ci95_high - self.median) / self.median
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "median": self.median,
+            "ci95_low": self.ci95_low,
+            "ci95_high": self.ci95_high,
+            "ci_level": self.ci_level,
+            "n": self.n,
+        }
+
+
 def median_ci_ranks(n: int, confidence: float = MEDIAN_CI_CONFIDENCE) -> tuple[int, int]:
     """The 0-based ranks ``(low, high)`` of the order statistics that :func:`median_ci` returns for ``n`` samples.
 
@@ -133,6 +164,12 @@ def summarize(samples: list[float]) -> TimingStats:
         ci95_low_s=low,
         ci95_high_s=high,
     )
+
+
+def summarize_ratios(ratios: list[float]) -> RatioStats:
+    """The median of ``ratios`` with the 95% CI of the median (as :func:`summarize` gives for seconds)."""
+    stats = summarize(ratios)
+    return RatioStats(stats.n, stats.median_s, stats.ci95_low_s, stats.ci95_high_s)
 
 
 def growth_exponent(sizes: list[int], seconds: list[float]) -> float | None:

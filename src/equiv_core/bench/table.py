@@ -3,8 +3,8 @@ correctness; then growth exponents, the prefill/decode split and how busy the ma
 
 from __future__ import annotations
 
+from equiv_core.bench.results import ArmResult, BenchReport
 from equiv_core.bench.statistics import MEDIAN_CI_CONFIDENCE, TimingStats, ci_label
-from equiv_core.bench.sweep import ArmResult, BenchReport
 from equiv_core.support.tables import text_table
 
 
@@ -17,7 +17,7 @@ def _paired(result: ArmResult) -> str:
     paired = result.paired_to_hook
     if paired is None:
         return "1.00x" if result.arm == "hook" else "-"
-    return f"{paired.median_s:.2f}x [{paired.ci95_low_s:.2f}, {paired.ci95_high_s:.2f}] {ci_label(paired.n)}"
+    return f"{paired.median:.2f}x [{paired.ci95_low:.2f}, {paired.ci95_high:.2f}] {ci_label(paired.n)}"
 
 
 def _ci(stats: TimingStats) -> str:

@@ -13,7 +13,7 @@ import json
 import threading
 from typing import Any
 
-from equiv_core.bench.sweep import ArmResult, BenchReport
+from equiv_core.bench.results import ArmResult, BenchReport
 from equiv_core.config.bench import BenchConfig
 from equiv_core.config.run import RunConfig
 from equiv_core.findings.finding import FindingResult
