@@ -15,5 +15,5 @@ def test_all_five_findings_hold_on_gpt2_small_random() -> None:
     report = run_findings(RunConfig(model="gpt2-small-random", device="cpu"))
     assert {f.id: f.message for f in report.findings if not f.holds} == {}
     architecture = report.architecture
-    shape = ModelShape(architecture["num_layers"], architecture["hidden_size"], architecture["max_positions"])
+    shape = ModelShape(architecture.num_layers, architecture.hidden_size, architecture.max_positions)
     assert known_shape("gpt2-small-random") == shape
