@@ -309,7 +309,7 @@ def test_conflicting_batch_options_are_one_line_and_exit_2(
 def test_a_prompts_file_with_a_byte_order_mark_and_crlf_reads_clean() -> None:
     import tempfile
 
-    from equiv_core.cli.run import read_prompts
+    from equiv_core.config.run import read_prompts
 
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
         handle.write("\ufeffThe weather\r\n\r\nIt is a good day.\r\n".encode())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from equiv_core.cli.arguments import (
     AddCommand,
@@ -16,7 +14,7 @@ from equiv_core.cli.arguments import (
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT
 from equiv_core.config.decoding import GENERATION, Decoding
 from equiv_core.config.options import csv
-from equiv_core.config.run import RunConfig
+from equiv_core.config.run import RunConfig, read_prompts
 from equiv_core.spec.steering_spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
@@ -29,46 +27,22 @@ def _generation_asked(arguments: argparse.Namespace) -> bool:
     return any(getattr(arguments, name) not in (None, False) for name in GENERATION_FLAGS)
 
 
-def read_prompts(source: str) -> tuple[str, ...]:
-    """The prompts of ``source`` (a file, or ``-`` for stdin): one per line, blank lines skipped.
-
-    Raises UserInputError for a file that cannot be read or holds no prompt.
-    """
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserInputError(f"--prompts {source!r}: cannot read it: {type(error).__name__}") from None
-    prompts = tuple(line for line in text.removeprefix("\ufeff").splitlines() if line.strip())
-    if not prompts:
-        raise UserInputError(f"--prompts {source!r} holds no prompt; give one prompt per line")
-    return prompts
-
-
 def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
-    """The spec the options describe: ``--recipe``, then ``--spec FILE``, then single options, each overriding the
-    last; None when no steering option is given (the original study's five findings). Generation settings
-    (``--prompts``, sampling, ...) without a spec mean the default spec: the original study's zeroing edit."""
-    from equiv_core.spec.recipes import RECIPES
-    from equiv_core.spec.steering_spec import load_spec_file, spec_from_options
+    """The spec the options describe (``--recipe``, then ``--spec FILE``, then single options:
+    :func:`~equiv_core.spec.recipes.spec_from_sources`); None when no steering option is given (the original
+    study's five findings). Generation settings (``--prompts``, sampling, ...) without a spec mean the default spec:
+    the original study's zeroing edit."""
+    from equiv_core.spec.recipes import spec_from_sources
 
     options = {name: getattr(arguments, name) for name in SPEC_FIELDS}
-    file_options = load_spec_file(Path(arguments.spec)) if arguments.spec is not None else {}
-    file_recipe = file_options.pop("recipe", None)
-    if arguments.recipe is not None and file_recipe is not None and file_recipe != arguments.recipe:
-        raise UserInputError(
-            f"two recipes: --recipe {arguments.recipe} and recipe = {file_recipe!r} in {arguments.spec}; give one"
-        )
-    recipe_name = arguments.recipe if arguments.recipe is not None else file_recipe
-    if recipe_name is None and arguments.spec is None and all(value is None for value in options.values()):
+    spec = spec_from_sources(arguments.recipe, arguments.spec, options)
+    if spec is None:
         return SteeringSpec() if _generation_asked(arguments) else None
     if arguments.layer is not None or arguments.position is not None:
         raise UserInputError(
             "--layer and --position set the original study's edit; with a steering spec use --layers and --positions"
         )
-    base = RECIPES.get(str(recipe_name)).spec() if recipe_name is not None else None
-    if file_options:
-        base = spec_from_options(base, **file_options)
-    return spec_from_options(base, **options)
+    return spec
 
 
 def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:

@@ -4,6 +4,7 @@ is answered (one line, exit 2) in well under a second, before torch, nnsight or 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NewType
@@ -120,6 +121,21 @@ class RunConfig:
 
 STUDY_REFUSES = "applies to steering specs (give one, e.g. --recipe original-zero); the five findings use"
 MAX_BATCH = 64  # each prompt also runs alone, every arm, and keeps [steps, vocab] logits per arm
+
+
+def read_prompts(source: str) -> tuple[str, ...]:
+    """The prompts of ``source`` (a file, or ``-`` for stdin): one per line, blank lines skipped.
+
+    Raises UserInputError for a file that cannot be read or holds no prompt.
+    """
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"--prompts {source!r}: cannot read it: {type(error).__name__}") from None
+    prompts = tuple(line for line in text.removeprefix("\ufeff").splitlines() if line.strip())
+    if not prompts:
+        raise UserInputError(f"--prompts {source!r} holds no prompt; give one prompt per line")
+    return prompts
 
 
 # A RunConfig that validate_config returned: the type run_findings takes, so a run's config is checked once, at the

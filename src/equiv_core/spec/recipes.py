@@ -7,9 +7,12 @@ it (its ``coverage`` finding fails with the message in ``flags``), never pass it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from equiv_core.spec.steering_spec import SteeringSpec, spec_from_options
+from equiv_core.spec.steering_spec import SteeringSpec, load_spec_file, spec_from_options
+from equiv_core.support.errors import UserInputError
 from equiv_core.support.registry import Registry
 
 # Contrast pairs: their residual-stream difference is a real direction of the model (a random one is mostly
@@ -109,3 +112,24 @@ for _recipe in (
     ),
 ):
     RECIPES.add(_recipe.name, _recipe)
+
+
+def spec_from_sources(
+    recipe: str | None, spec_file: str | None, options: Mapping[str, str | float | None]
+) -> SteeringSpec | None:
+    """The spec given by a recipe (``--recipe``, or ``recipe = ...`` in the file), a spec file (``--spec``) and
+    single options (``--op``, ...; None: not given), each overriding the one before; None when none is given.
+
+    Raises UserInputError for two different recipes, an unknown recipe, a bad spec file or a bad value.
+    """
+    file_options = load_spec_file(Path(spec_file)) if spec_file is not None else {}
+    file_recipe = file_options.pop("recipe", None)
+    if recipe is not None and file_recipe is not None and file_recipe != recipe:
+        raise UserInputError(f"two recipes: --recipe {recipe} and recipe = {file_recipe!r} in {spec_file}; give one")
+    name = recipe if recipe is not None else file_recipe
+    if name is None and spec_file is None and all(value is None for value in options.values()):
+        return None
+    base = RECIPES.get(str(name)).spec() if name is not None else None
+    if file_options:
+        base = spec_from_options(base, **file_options)
+    return spec_from_options(base, **options)
