@@ -13,18 +13,10 @@ from equiv_core.bench.results import BenchReport
 from equiv_core.bench.statistics import RatioStats, TimingStats, ci_label, median_ci_level
 
 
-def _error_bars(bounds: list[tuple[float, float, float]]) -> list[list[float]]:
-    """Distances below and above each median to its CI's ends, from (median, low, high) (matplotlib's ``yerr``
-    layout)."""
+def _error_bars(stats: list[TimingStats] | list[RatioStats]) -> list[list[float]]:
+    """Distances below and above each median to its CI's ends (matplotlib's ``yerr`` layout)."""
+    bounds = [cell.bounds for cell in stats]
     return [[median - low for median, low, _high in bounds], [high - median for median, _low, high in bounds]]
-
-
-def _seconds(stats: list[TimingStats]) -> list[tuple[float, float, float]]:
-    return [(cell.median_s, cell.ci95_low_s, cell.ci95_high_s) for cell in stats]
-
-
-def _ratios(stats: list[RatioStats]) -> list[tuple[float, float, float]]:
-    return [(cell.median, cell.ci95_low, cell.ci95_high) for cell in stats]
 
 
 def _levels(stats: list[TimingStats] | list[RatioStats]) -> str:
@@ -68,7 +60,7 @@ def sweep_figure(report: BenchReport) -> Figure:
         sizes = [cell.new_tokens for cell in cells]
         medians = [cell.median_s for cell in stats]
         time_axes.errorbar(
-            sizes, medians, yerr=_error_bars(_seconds(stats)), marker="o", capsize=3, label=label, color=colors[arm]
+            sizes, medians, yerr=_error_bars(stats), marker="o", capsize=3, label=label, color=colors[arm]
         )
         ratios = [(cell.new_tokens, cell.paired_to_hook) for cell in cells if cell.paired_to_hook is not None]
         if ratios:
@@ -77,7 +69,7 @@ def sweep_figure(report: BenchReport) -> Figure:
             ratio_axes.errorbar(
                 [size for size, _ratio in ratios],
                 [ratio.median for ratio in ratio_stats],
-                yerr=_error_bars(_ratios(ratio_stats)),
+                yerr=_error_bars(ratio_stats),
                 marker="o",
                 capsize=3,
                 label=arm,

@@ -24,6 +24,13 @@ EXPONENT_CI_MAX_WIDTH = 0.5
 BOOTSTRAP_RESAMPLES = 2000
 
 
+def relative_half_width(median: float, low: float, high: float) -> float:
+    """The larger distance from ``median`` to a CI's end, as a fraction of the median (inf for a median <= 0)."""
+    if median <= 0:
+        return math.inf
+    return max(median - low, high - median) / median
+
+
 @dataclass(frozen=True, slots=True)
 class TimingStats:
     """Seconds per call over ``n`` timed rounds. ``ci95_low_s`` / ``ci95_high_s`` (names kept for the JSON and
@@ -38,11 +45,14 @@ class TimingStats:
     ci95_high_s: float
 
     @property
+    def bounds(self) -> tuple[float, float, float]:
+        """``(median, CI low, CI high)``, seconds."""
+        return self.median_s, self.ci95_low_s, self.ci95_high_s
+
+    @property
     def ci_half_width(self) -> float:
         """The CI's larger distance from the median, as a fraction of the median (0.02 = +-2%)."""
-        if self.median_s <= 0:
-            return math.inf
-        return max(self.median_s - self.ci95_low_s, self.ci95_high_s - self.median_s) / self.median_s
+        return relative_half_width(*self.bounds)
 
     @property
     def ci_level(self) -> float:
@@ -69,15 +79,18 @@ class RatioStats:
     ci95_high: float
 
     @property
+    def bounds(self) -> tuple[float, float, float]:
+        """``(median, CI low, CI high)``."""
+        return self.median, self.ci95_low, self.ci95_high
+
+    @property
     def ci_level(self) -> float:
         return median_ci_level(self.n)
 
     @property
     def ci_half_width(self) -> float:
         """The CI's larger distance from the median, as a fraction of the median."""
-        if self.median <= 0:
-            return math.inf
-        return max(self.median - self.ci95_low, self.ci95_high - self.median) / self.median
+        return relative_half_width(*self.bounds)
 
     def to_dict(self) -> dict[str, Any]:
         return {
