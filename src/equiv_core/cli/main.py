@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from equiv_core.cli import audit, bench, lists, run, runs
-from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserInputError
+from equiv_core.cli import audit, bench, check, lists, run, runs
+from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserCodeRaised, UserInputError
 from equiv_core.support.interrupts import interrupts_handled
 from equiv_core.support.walltime import CommandStart, process_started
 
@@ -101,11 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, parents=[common])
 
     run.add_parser(command)
+    check.add_parser(command)
     bench.add_parser(command)
     runs.add_parsers(command)
     audit.add_parsers(command)
     lists.add_parsers(command)
     return parser
+
+
+def _user_traceback(error: Exception) -> None:
+    """The lines of the traceback in the user's own file (``equiv check``), after our one line."""
+    lines = getattr(error, "user_traceback", ())
+    if lines:
+        print("your code (most recent call last):", file=sys.stderr)
+        for line in lines:
+            print(line, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             return int(arguments.handler(arguments, started))
     except UserInputError as error:
         print(f"equiv: error: {error}", file=sys.stderr)
+        _user_traceback(error)
         return ExitStatus.BAD_INPUT
+    except UserCodeRaised as error:
+        print(f"equiv: {error}", file=sys.stderr)
+        _user_traceback(error)
+        return ExitStatus.FINDING_FAILED
     except EnvironmentFault as error:
         if arguments.debug:
             traceback.print_exc()

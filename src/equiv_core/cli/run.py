@@ -12,6 +12,7 @@ from equiv_core.cli.arguments import (
     tracking_options,
 )
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT
+from equiv_core.config.check import UserTarget
 from equiv_core.config.decoding import GENERATION, Decoding
 from equiv_core.config.options import csv
 from equiv_core.config.run import RunConfig, read_prompts
@@ -48,6 +49,12 @@ def steering_spec(arguments: argparse.Namespace) -> SteeringSpec | None:
 def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:
     from equiv_core.jobs.run import run_job
 
+    config = run_config(arguments)
+    return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
+
+
+def run_config(arguments: argparse.Namespace, check: UserTarget | None = None) -> RunConfig:
+    """The RunConfig of ``equiv run``'s options (and of ``equiv check``'s, with ``check`` the user's code)."""
     decoding = Decoding(**declared_values(arguments, Decoding), seed=arguments.seed)
     if arguments.prompts is not None and arguments.prompt is not None:
         raise UserInputError("give --prompt or --prompts, not both")
@@ -60,8 +67,9 @@ def run_command(arguments: argparse.Namespace, started: CommandStart) -> int:
         prompts=read_prompts(arguments.prompts) if arguments.prompts is not None else (),
         padding=arguments.padding,  # checked by validate_config, like every other entry point's
         decoding=decoding,
+        check=check,
     )
-    return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
+    return config
 
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +129,12 @@ def add_spec_and_generation_groups(parser: argparse.ArgumentParser) -> argparse.
 def add_parser(command: AddCommand) -> None:
     """``equiv run`` and its options."""
     run = command("run", "run the five findings (or a steering spec's findings) and print a report")
+    add_run_options(run)
+    run.set_defaults(handler=run_command)
+
+
+def add_run_options(run: argparse.ArgumentParser) -> None:
+    """``equiv run``'s options (``equiv check`` takes them too, the spec being the intent)."""
     add_declared_options(run, RunConfig)
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
@@ -129,4 +143,3 @@ def add_parser(command: AddCommand) -> None:
     add_declared_options(run, RunConfig, {GENERATION: generation})
     add_declared_options(run, Decoding, {GENERATION: generation})
     add_tracking_options(run, DEFAULT_EXPERIMENT)
-    run.set_defaults(handler=run_command)

@@ -29,6 +29,8 @@ STUDY_FINDINGS = (
     "steered_differs",
 )
 SPEC_FINDING_IDS = ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
+# `equiv check`: the findings about a user's own steering code (equiv_core.findings.user).
+USER_FINDING_IDS = ("coverage", "matches_reference", "steered_differs", "hooks_removed")
 
 
 class ArmName(enum.StrEnum):
@@ -44,7 +46,9 @@ class ArmName(enum.StrEnum):
     every step (the study's finding 4). ``recompute``: nnsight with ``use_cache=False``, the edit re-applied at
     every step over the whole sequence. ``hook_recompute`` / ``unsteered_recompute``: the hook and unsteered arms
     without the KV cache. ``floor``: the edit inside a ``torch.compile``d forward with a static KV cache, the
-    fastest honest way to run it (benchmark only).
+    fastest honest way to run it (benchmark only). ``user``: the steering code ``equiv check`` was given, run the
+    way it runs itself; ``unsteered_after``: HF ``generate`` with no edit after that code returned (it must equal
+    ``unsteered``).
     """
 
     UNSTEERED = "unsteered"
@@ -58,6 +62,8 @@ class ArmName(enum.StrEnum):
     HOOK_RECOMPUTE = "hook_recompute"
     UNSTEERED_RECOMPUTE = "unsteered_recompute"
     FLOOR = "floor"
+    USER = "user"
+    UNSTEERED_AFTER = "unsteered_after"
 
 
 # The benchmark's arms, in report order (equiv_core.bench.arms registers them).

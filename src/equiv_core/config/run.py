@@ -17,9 +17,11 @@ from equiv_core.config.catalog import (
     DTYPE_NAMES,
     SPEC_FINDING_IDS,
     STUDY_FINDINGS,
+    USER_FINDING_IDS,
     ModelShape,
     known_shape,
 )
+from equiv_core.config.check import UserTarget
 from equiv_core.config.decoding import GENERATION, GREEDY, Decoding
 from equiv_core.config.options import DEVICE_HELP, SEED_HELP, option
 from equiv_core.config.validation import (
@@ -85,6 +87,7 @@ class RunConfig:
         group=GENERATION,
     )
     decoding: Decoding = GREEDY
+    check: UserTarget | None = None  # `equiv check`: the user's steering code, judged against ``spec`` (the intent)
 
     @property
     def prompt_list(self) -> tuple[str, ...]:
@@ -98,17 +101,20 @@ class RunConfig:
         names = self.finding_ids
         return (
             names
-            if self.spec is None or len(self.prompt_list) > 1
+            if self.spec is None or self.check is not None or len(self.prompt_list) > 1
             else tuple(n for n in names if n != "batch_invariance")
         )
 
     @property
     def finding_ids(self) -> tuple[str, ...]:
-        """Every finding id of this run's mode, in report order: the study's five, or the spec findings."""
+        """Every finding id of this run's mode, in report order: the study's five, the spec findings, or the
+        findings about the user's code (``equiv check``)."""
+        if self.check is not None:
+            return USER_FINDING_IDS
         return STUDY_FINDINGS if self.spec is None else SPEC_FINDING_IDS
 
     def to_dict(self) -> dict[str, Any]:
-        skip = ("experiments", "spec", "prompts", "decoding")
+        skip = ("experiments", "spec", "prompts", "decoding", "check")
         values = {name: getattr(self, name) for name in self.__slots__ if name not in skip}
         return {
             **values,
@@ -116,6 +122,7 @@ class RunConfig:
             "decoding": self.decoding.to_dict(),
             "experiments": list(self.findings),
             "spec": None if self.spec is None else self.spec.to_dict(),
+            **({} if self.check is None else {"check": self.check.to_dict()}),
         }
 
 
@@ -157,6 +164,10 @@ def validate_config(config: RunConfig) -> ValidRunConfig:
         raise UserInputError(f"{len(config.prompt_list)} prompts: valid: at most {MAX_BATCH} per run (split the file)")
     if config.padding is not None:
         padding_side(config.padding)  # typed as a Padding; the command line and library callers pass strings
+    if config.check is not None and config.spec is None:
+        raise UserInputError(
+            "equiv check needs the intent: what the code is meant to do, as a spec (--recipe, --spec or --op ...)"
+        )
     if config.spec is None:
         for flag, used in (
             ("--prompts", len(config.prompt_list) > 1),

@@ -11,8 +11,15 @@ def render(report: RunReport) -> str:
     """The report as printed by ``equiv run``."""
     versions = report.environment.versions
     architecture = report.architecture
+    title = (
+        "equiv-bench: steering-equivalence findings"
+        if report.spec is None
+        else f"equiv-bench: checking {report.checked}"
+        if report.checked
+        else "equiv-bench: steering spec findings"
+    )
     lines = [
-        "equiv-bench: steering-equivalence findings" if report.spec is None else "equiv-bench: steering spec findings",
+        title,
         f"model    {report.config.model}: {architecture.num_layers} layers at {architecture.layers_path}, "
         f"hidden {architecture.hidden_size}, block output is a {architecture.block_output_form}",
         f"         {report.model_source}",
@@ -45,7 +52,7 @@ def _steering(report: RunReport) -> list[str]:
     if report.spec is None:
         return []
     resolved = report.spec
-    lines = [f"steering {resolved.spec.describe()}"]
+    lines = [f"{'intent  ' if report.checked else 'steering'} {resolved.spec.describe()}"]
     if resolved.batch.size == 1:
         where = f"positions {ranges(resolved.positions[0])}"
     else:

@@ -36,16 +36,20 @@ from equiv_core.config.validation import (
 from equiv_core.findings.finding import ExperimentConfig, FindingConfig, FindingResult, NoEvidence
 from equiv_core.findings.spec.registered import SPEC_FINDINGS
 from equiv_core.findings.spec.spec_finding import SpecFindingConfig
-from equiv_core.findings.spec.spec_run import SpecRun, run_spec
+from equiv_core.findings.spec.spec_run import run_spec
 from equiv_core.findings.study.registered import EXPERIMENTS
+from equiv_core.findings.user.registered import USER_FINDINGS
+from equiv_core.findings.user.user_finding import UserFindingConfig
+from equiv_core.findings.user.user_run import run_user
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport
 from equiv_core.models.inputs import PromptBatch, default_bos_note, encode_prompts
 from equiv_core.models.load import weights_sha256
 from equiv_core.models.provenance import Environment, environment_info
-from equiv_core.support.errors import UserInputError, error_line
+from equiv_core.support.errors import UserCodeRaised, UserInputError, error_line
 from equiv_core.support.machine_load import LoadMonitor, MachineLoad
 from equiv_core.support.walltime import RunTimings
+from equiv_core.usercode.forms import UserSteering
 
 Progress = Callable[[str], None]
 FindingDone = Callable[[FindingResult, float], None]
@@ -67,7 +71,8 @@ class RunReport:
     findings: tuple[FindingResult, ...]
     finding_seconds: dict[str, float]
     timings: RunTimings
-    spec: ResolvedSpec | None = None  # the resolved spec, in spec mode
+    spec: ResolvedSpec | None = None  # the resolved spec, in spec mode (in check mode: the intent)
+    checked: str = ""  # check mode: the user's steering, as "FILE.py:NAME (FORM form)"
     notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
     machine_load: MachineLoad | None = None  # how busy the machine was from the start to the end of the run
 
@@ -87,7 +92,9 @@ class RunReport:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        spec = {"spec": self.spec.to_dict()} if self.spec is not None else {}
+        spec: dict[str, Any] = {"spec": self.spec.to_dict()} if self.spec is not None else {}
+        if self.checked:
+            spec["checked"] = self.checked
         return {
             "model": self.config.model,
             "model_source": self.model_source,
@@ -198,25 +205,72 @@ def _spec_findings(
 ) -> Iterator[tuple[FindingResult, float]]:
     """Generate every arm once, then judge each spec finding; a failure to generate fails every finding."""
     finding_config = SpecFindingConfig(config.prompt_list, config.max_new_tokens, resolved.spec)
+    return _judged(
+        config.findings,
+        finding_config,
+        "generating the arms",
+        partial(run_spec, context, resolved, say),
+        lambda name, run: partial(SPEC_FINDINGS.get(name).judge, run, finding_config),
+        lambda name: SPEC_FINDINGS.get(name).title,
+        say,
+    )
+
+
+def _user_findings(
+    config: RunConfig, context: SteeringContext, resolved: ResolvedSpec, steering: UserSteering, say: Progress
+) -> Iterator[tuple[FindingResult, float]]:
+    """Generate unsteered, the reference and the user's steering (observed) once, then judge each user finding.
+
+    The user's steering raising is not a finding's failure: :class:`~equiv_core.support.errors.UserCodeRaised` and
+    :class:`~equiv_core.support.errors.UserCodeError` go up to the command (exit 1 and 2)."""
+    target = steering.target
+    finding_config = UserFindingConfig(
+        config.prompt_list, config.max_new_tokens, resolved.spec, target.describe(), str(steering.form)
+    )
+    return _judged(
+        config.findings,
+        finding_config,
+        "generating",
+        partial(run_user, context, resolved, steering, say),
+        lambda name, run: partial(USER_FINDINGS.get(name).judge, run, finding_config),
+        lambda name: USER_FINDINGS.get(name).title,
+        say,
+        passes_through=(UserCodeRaised,),
+    )
+
+
+def _judged(
+    names: tuple[str, ...],
+    finding_config: FindingConfig,
+    what: str,
+    generate: Callable[[], Any],
+    judge: Callable[[str, Any], Callable[[], FindingResult]],
+    title: Callable[[str], str],
+    say: Progress,
+    passes_through: tuple[type[Exception], ...] = (),
+) -> Iterator[tuple[FindingResult, float]]:
+    """Run ``generate`` once, then each finding's judge on its result, with the seconds each took (generating
+    counts towards the first); a failure to generate fails every finding with its cause."""
     started = time.perf_counter()
-    spec_run: SpecRun | None = None
+    run: Any = None
     failure = ""
     try:
-        spec_run = run_spec(context, resolved, say)
+        run = generate()
     except UserInputError:
         raise
+    except passes_through:
+        raise
     except Exception as error:  # noqa: BLE001 - every finding fails with the cause
-        failure = f"generating the arms {_raised(error)}"
+        failure = f"{what} {_raised(error)}"
     generating = time.perf_counter() - started
-    for index, name in enumerate(config.findings, start=1):
-        finding = SPEC_FINDINGS.get(name)
-        say(f"[{index}/{len(config.findings)}] {name} ...")
+    for index, name in enumerate(names, start=1):
+        say(f"[{index}/{len(names)}] {name} ...")
         started = time.perf_counter()
-        if spec_run is None:
+        if run is None:
             evidence = NoEvidence("exception", failure)
-            result = FindingResult(name, finding.title, False, failure, evidence, finding_config)
+            result = FindingResult(name, title(name), False, failure, evidence, finding_config)
         else:
-            result = _guarded(name, finding.title, finding_config, partial(finding.judge, spec_run, finding_config))
+            result = _guarded(name, title(name), finding_config, judge(name, run))
         yield result, time.perf_counter() - started + generating
         generating = 0.0
 
@@ -227,6 +281,7 @@ def run_findings(
     on_finding: FindingDone | None = None,
     load: LoadMonitor | None = None,
     device: torch.device | None = None,
+    steering: UserSteering | None = None,
 ) -> RunReport:
     """Prepare the model and run each chosen finding of ``config`` (checked at the edge: :func:`validate_config`)
     in registry order, on ``device`` (None: ``config.device``, resolved here).
@@ -234,7 +289,8 @@ def run_findings(
     ``on_finding`` is called as each finding completes (e.g. to log it at once, so it survives a later crash).
     ``load`` (``equiv run``'s, started with the command) watches how busy the machine is: a busy machine is said
     early in the run, with what to do, and recorded in the report; without it (the bench's findings, the audit:
-    they judge the machine their own way) nothing is watched. Raises UserInputError for input that only the loaded
+    they judge the machine their own way) nothing is watched. ``steering``: check mode (``config.check``), the
+    user's steering as loaded, judged against ``config.spec``. Raises UserInputError for input that only the loaded
     model can refuse (a layer of a model whose shape is not in the catalogue, a prompt too long), before any
     generation.
     """
@@ -257,7 +313,7 @@ def run_findings(
         say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
 
     with context.work.shared():  # a generation several findings need is made once (see model_work)
-        notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say)
+        notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say, steering)
     machine_load = watch.finish()
     timings = RunTimings(
         load_s=context.loaded.load_seconds,
@@ -281,6 +337,7 @@ def run_findings(
         findings=tuple(findings),
         finding_seconds=seconds,
         spec=resolved,
+        checked="" if steering is None else steering.describe(),
         timings=timings,
         notes=notes,
         machine_load=machine_load,
@@ -325,6 +382,7 @@ def _run_mode(
     names: tuple[str, ...],
     done: Callable[[int, FindingResult, float], None],
     say: Progress,
+    steering: UserSteering | None = None,
 ) -> tuple[tuple[str, ...], tuple[int, ...], ResolvedSpec | None, float | None]:
     """Run the findings of the run's mode; returns the notes, the prompt ids shown, the resolved spec and (spec
     mode) the seconds of the spec findings' loop."""
@@ -354,9 +412,14 @@ def _run_mode(
         notes = _batch_notes(context, batch)
         resolved = resolve_spec(config.spec, context, batch, config.max_new_tokens, config.decoding)
         prompt_ids = batch.row_ids(0)
-        say(f"steering: {config.spec.describe()}; generating every arm once")
         started = time.perf_counter()
-        for index, (finding, elapsed) in enumerate(_spec_findings(config, context, resolved, say), start=1):
+        if steering is not None:
+            say(f"checking {steering.describe()} against the intent: {config.spec.describe()}")
+            judged = _user_findings(config, context, resolved, steering, say)
+        else:
+            say(f"steering: {config.spec.describe()}; generating every arm once")
+            judged = _spec_findings(config, context, resolved, say)
+        for index, (finding, elapsed) in enumerate(judged, start=1):
             done(index, finding, elapsed)
         spec_s = time.perf_counter() - started
     return notes, prompt_ids, resolved, spec_s

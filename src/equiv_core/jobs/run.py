@@ -42,6 +42,12 @@ def run_job(
 
     import torch
 
+    steering = None
+    if config.check is not None:  # the user's file imports before any model loads: its faults are exit 2 at once
+        from equiv_core.usercode.forms import load_user_steering
+
+        steering = load_user_steering(config.check)
+
     from equiv_core.findings.report import render
     from equiv_core.findings.runner import run_findings
     from equiv_core.models.load import resolve_device
@@ -67,6 +73,7 @@ def run_job(
                 on_finding=partial(run_logging.log_finding, tracker, parent),
                 load=load,
                 device=device,
+                steering=steering,
             )
         payload = {**report.to_dict(), "mlflow": mlflow_info(tracker, parent)}
         if report.spec is not None:
@@ -87,8 +94,10 @@ def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun
     """The coverage map as a picture (to ``plot_path`` and MLflow) and as data (MLflow ``coverage.json``)."""
     from equiv_core.findings.coverage_plot import plot_coverage
     from equiv_core.findings.spec.coverage import CoverageEvidence
+    from equiv_core.findings.user.coverage import UserCoverageEvidence
 
-    evidence = next((f.evidence for f in report.findings if isinstance(f.evidence, CoverageEvidence)), None)
+    kinds = (CoverageEvidence, UserCoverageEvidence)
+    evidence = next((f.evidence for f in report.findings if isinstance(f.evidence, kinds)), None)
     if evidence is None or (plot_path is None and not run.run_id):
         return  # nothing asked for the picture: drawing it costs about a second
     descriptions = {name: arm.description for name, arm in evidence.arms.items()}

@@ -30,6 +30,25 @@ class EnvironmentFault(RuntimeError):
     """
 
 
+class UserCodeError(UserInputError):
+    """The user's own steering code (``equiv check``) is at fault before it runs: its file raises on import, the
+    name is missing, the signature fits no form, it hands back the wrong thing. ``str`` is one line of ours; the CLI
+    prints ``user_traceback`` (the traceback lines in the user's file) after it; exit 2."""
+
+    def __init__(self, message: str, user_traceback: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
+class UserCodeRaised(RuntimeError):
+    """The user's own steering code raised while it ran (``equiv check``): one line of ours naming the step, then
+    ``user_traceback``; exit 1, as a failed check."""
+
+    def __init__(self, message: str, user_traceback: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of ``error``'s message (its type's name when the message is empty), cut at ``limit``
     characters with an ellipsis."""

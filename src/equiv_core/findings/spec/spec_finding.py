@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from equiv_core.arms.steering import GenerationRecord, IndexFault, Touch
 from equiv_core.config.catalog import SPEC_FINDING_IDS, ArmName
 from equiv_core.findings.comparison import rounding_allowance
@@ -238,13 +240,24 @@ def row_allowance(run: SpecRun, row: int, steered: GenerationRecord, other: Gene
     """``(floor, allowance)`` for comparing two steered generations of row ``row`` on their identical-input steps:
     the unsteered model's own cached-vs-recompute difference on that row, in this run, scaled to the steered
     logits (:func:`equiv_core.findings.comparison.rounding_allowance`)."""
-    unsteered, unsteered_recompute = run.unsteered[row], run.unsteered_recompute[row]
+    return floor_allowance(run.unsteered[row], run.unsteered_recompute[row], steered, other, run.dtype)
+
+
+def floor_allowance(
+    unsteered: GenerationRecord,
+    unsteered_recompute: GenerationRecord,
+    steered: GenerationRecord,
+    other: GenerationRecord,
+    dtype: torch.dtype,
+) -> tuple[float, float]:
+    """``(floor, allowance)``: the noise floor (``unsteered`` with vs without the KV cache, on identical inputs) and
+    how far ``steered`` and ``other`` may differ in logits for it (:func:`rounding_allowance`)."""
     floor = same_input_diff(unsteered, unsteered_recompute)
     allowance = rounding_allowance(
         floor,
         _largest(steered, same_input_steps(steered, other)),
         _largest(unsteered, same_input_steps(unsteered, unsteered_recompute)),
-        run.dtype,
+        dtype,
     )
     return floor, allowance
 

@@ -1,0 +1,38 @@
+"""``equiv check FILE.py:NAME``: the user's own steering code against its intent (a spec), with ``equiv run``'s
+model, generation, output and tracking options."""
+
+from __future__ import annotations
+
+import argparse
+
+from equiv_core.cli.arguments import AddCommand, tracking_options
+from equiv_core.cli.run import add_run_options, run_config
+from equiv_core.config.check import FORMS, TARGET_HELP, UserTarget
+from equiv_core.support.walltime import CommandStart
+
+
+def check_command(arguments: argparse.Namespace, started: CommandStart) -> int:
+    from equiv_core.jobs.run import run_job
+
+    target = UserTarget.parse(arguments.target, arguments.form)
+    config = run_config(arguments, check=target)
+    return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
+
+
+def add_parser(command: AddCommand) -> None:
+    """``equiv check`` and its options."""
+    check = command(
+        "check",
+        "check your own steering code: what it touched (observed at every block, step and position) and whether it "
+        "gives the raw-hook reference of what it is meant to do (the intent: --recipe, --spec or --op ...)",
+    )
+    check.add_argument("target", metavar="FILE.py:NAME", help=TARGET_HELP)
+    check.add_argument(
+        "--form",
+        default=None,
+        choices=FORMS,
+        help="hooks: steer(model) -> context manager; generate: steer(model, tokenizer, input_ids, attention_mask, "
+        "max_new_tokens, generation_kwargs) -> ids (default: told by the signature)",
+    )
+    add_run_options(check)
+    check.set_defaults(handler=check_command)

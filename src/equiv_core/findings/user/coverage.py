@@ -1,0 +1,114 @@
+"""User finding ``coverage``: what the user's code was *observed* to touch equals what the intent steers.
+
+The touches are the observer's (:mod:`equiv_core.observe.observer`): every (step, layer, position, row) where a
+block's output differs from what the block computes from the input it received. The intended touches come from the
+spec alone (:func:`equiv_core.findings.coverage_map.intended_touches`), with or without the KV cache as the user's
+passes ran. A change at a pad column (no token there) is reported on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from equiv_core.config.catalog import ArmName
+from equiv_core.findings.coverage_map import CoverageCheck, ranges
+from equiv_core.findings.finding import FindingResult
+from equiv_core.findings.spec.spec_finding import SpecEvidence
+from equiv_core.findings.user.user_finding import (
+    UserFindingConfig,
+    row_label,
+    user_arms_evidence,
+    user_finding,
+    user_verdict,
+)
+from equiv_core.findings.user.user_run import PadChange, UserRun
+
+ID = "coverage"
+LEGEND = (
+    "# touched as intended, o intended but not touched, x touched but not intended, . computed and left alone, "
+    "blank: not computed in that pass (KV cache)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserCoverageEvidence(SpecEvidence):
+    checks: dict[str, tuple[CoverageCheck, ...]]  # user (observed) and hook (the reference's own record), per row
+    pad_changes: tuple[PadChange, ...]
+    new_tokens: int
+    receiver: str  # where the last block's output was read
+    largest_change: float
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "observed": {
+                "pad_changes": [change.to_list() for change in self.pad_changes],  # [step, layer, column, row]
+                "last_block_output_read_at": self.receiver,
+                "largest_change": self.largest_change,
+            },
+            "problems": {arm: [check.problems() for check in checks] for arm, checks in self.checks.items()},
+            "grids": {arm: [self.grid(arm, check.row) for check in checks] for arm, checks in self.checks.items()},
+        }
+
+    def grid(self, arm: str, row: int = 0) -> list[str]:
+        check = self.checks[arm][row]
+        return check.grid(check.prompt_length, check.steps_run or self.new_tokens)
+
+    def lines(self) -> list[str]:
+        batch = len(self.prompts) > 1
+        lines = []
+        for check in self.checks[ArmName.USER]:
+            where = f", row {check.row}" if batch else ""
+            lines += [f"{ArmName.USER}: observed{where} (layers {ranges({t.layer for t in check.touched}) or 'none'})"]
+            lines += self.grid(ArmName.USER, check.row)
+        if self.pad_changes:
+            lines.append(f"pad columns changed: {_pad_summary(self.pad_changes)}")
+        lines += ["", LEGEND]
+        return lines
+
+
+def _pad_summary(pads: tuple[PadChange, ...]) -> str:
+    rows = sorted({pad.row for pad in pads})
+    return "; ".join(
+        f"row {row} columns {ranges({p.column for p in pads if p.row == row})} at steps "
+        f"{ranges({p.step for p in pads if p.row == row})} (layers {ranges({p.layer for p in pads if p.row == row})})"
+        for row in rows
+    )
+
+
+@user_finding(ID, "the user's steering touched exactly the steps, layers and positions the intent steers (observed)")
+def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
+    problems = [f"{row_label(run, check.row)}{problem}" for check in run.coverage for problem in check.problems()]
+    if run.pad_changes:
+        problems.append(
+            f"touched pad positions, which hold no token ({_pad_summary(run.pad_changes)}): the steering ignores the "
+            "attention mask"
+        )
+    reference_checks = tuple(
+        CoverageCheck(
+            ArmName.HOOK,
+            run.cached,
+            check.intended,
+            frozenset(t for t in run.reference.touched if t.row == check.row and t.step < check.steps_run),
+            (),
+            (),
+            check.prompt_length,
+            check.row,
+            check.padded_length,
+            check.steps_run,
+        )
+        for check in run.coverage
+    )
+    evidence = UserCoverageEvidence(
+        user_arms_evidence(run),
+        run.batch.prompts,
+        {ArmName.USER: run.coverage, ArmName.HOOK: reference_checks},
+        run.pad_changes,
+        run.resolved.new_tokens,
+        run.observation.receiver,
+        run.observation.largest,
+    )
+    intended = sum(len(check.intended) for check in run.coverage)
+    success = f"touched exactly the {intended} intended edits ({'with' if run.cached else 'without'} the KV cache)"
+    applicable = "" if intended else "nothing to steer in the steps generated (every row ended before its intent)"
+    return user_verdict(ID, config, problems, success, evidence, applicable=applicable)

@@ -1,0 +1,91 @@
+"""User finding ``steered_differs``: the user's steering changes the output (its tokens, or its logits beyond the
+model's own rounding), or, for an intent that changes nothing (scale 0), gives exactly the unsteered output.
+Steering that silently did nothing is a failure here, never "equivalent"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from equiv_core.config.catalog import ArmName
+from equiv_core.findings.finding import FindingResult, ids_text
+from equiv_core.findings.spec.spec_finding import SpecEvidence, same_input_diff
+from equiv_core.findings.user.user_finding import (
+    UserFindingConfig,
+    noise_allowance,
+    row_label,
+    user_arms_evidence,
+    user_finding,
+    user_verdict,
+)
+from equiv_core.findings.user.user_run import UserRun
+
+ID = "steered_differs"
+
+
+@dataclass(frozen=True, slots=True)
+class UserDiffersEvidence(SpecEvidence):
+    identity: bool
+    changed: tuple[bool, ...]  # per row: the user's output differs from unsteered
+    reference_changed: tuple[bool, ...]  # per row: the reference's does
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "identity_spec": self.identity,
+            "changed": list(self.changed),
+            "reference_changed": list(self.reference_changed),
+        }
+
+    def lines(self) -> list[str]:
+        batch = len(self.prompts) > 1
+        lines = []
+        for row, changed in enumerate(self.changed):
+            label = f"row {row} " if batch else ""
+            for name in (ArmName.UNSTEERED, ArmName.USER):
+                generation = self.arms[name].rows[row].generation
+                lines.append(f"{label}{name:<9} {ids_text(generation.generated_ids)} {generation.text!r}")
+            lines.append(f"{label}user output {'differs from' if changed else 'EQUALS'} unsteered")
+        return lines
+
+
+def _changed(run: UserRun, row: int, which: str) -> bool:
+    mine = run.user[row] if which == ArmName.USER else run.reference.rows[row]
+    unsteered = run.unsteered[row]
+    if mine.generated_ids != unsteered.generated_ids:
+        return True
+    if torch.equal(mine.step_logits, unsteered.step_logits):
+        return False
+    _floor, allowance = noise_allowance(run, row, mine, unsteered)
+    return not same_input_diff(mine, unsteered) <= allowance
+
+
+@user_finding(ID, "the user's steering changes the output (an intent that changes nothing leaves it exactly as it was)")
+def steered_differs(run: UserRun, config: UserFindingConfig) -> FindingResult:
+    identity = run.resolved.spec.is_identity
+    rows = range(run.batch.size)
+    changed = tuple(_changed(run, row, ArmName.USER) for row in rows)
+    reference_changed = tuple(_changed(run, row, ArmName.HOOK) for row in rows)
+    problems = []
+    for row in rows:
+        where = row_label(run, row)
+        same_bits = run.user[row].generated_ids == run.unsteered[row].generated_ids and torch.equal(
+            run.user[row].step_logits, run.unsteered[row].step_logits
+        )
+        if identity and not same_bits:
+            problems.append(f"{where}an intent that changes nothing must give exactly the unsteered output")
+        elif not identity and not reference_changed[row]:
+            problems.append(
+                f"{where}the intent does not change the output even in the raw-hook reference, so no comparison can "
+                "tell steering from no steering (choose a larger scale, another layer or more new tokens)"
+            )
+        elif not identity and not changed[row]:
+            problems.append(f"{where}steering not applied (ids equal the unsteered ids, logits within rounding)")
+    evidence = UserDiffersEvidence(user_arms_evidence(run), run.batch.prompts, identity, changed, reference_changed)
+    success = (
+        "the intent changes nothing and the user's steering gives exactly the unsteered output"
+        if identity
+        else "the user's steering changes the output"
+    )
+    return user_verdict(ID, config, problems, success, evidence)

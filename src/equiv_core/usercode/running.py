@@ -1,0 +1,155 @@
+"""Running the user's steering under the block observer, in its form, and checking what it hands back.
+
+Hooks form: ``steer(model)`` is entered, then the observer, then Hugging Face ``generate`` (the observer's
+pre-hooks are registered after the user's, so they see what the user's pre-hooks hand on). Generate form: the
+observer is on before the call, and the function generates its own way. Either way the observer sees every forward
+pass of every decoder block and the logits the model returned (:mod:`equiv_core.observe.observer`).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from equiv_core.arms.steering import generation_kwargs, seed_sampling
+from equiv_core.config.check import Form, UserTarget
+from equiv_core.config.decoding import Decoding
+from equiv_core.models.inputs import PromptBatch
+from equiv_core.observe.observer import BlockObserver, Observation
+from equiv_core.support.errors import UserCodeError, UserCodeRaised, error_line
+from equiv_core.usercode.forms import UserSteering
+from equiv_core.usercode.loading import user_frames
+
+# What generate form gets as ``generation_kwargs``: how to choose tokens, nothing about what generate returns.
+_RESULT_KEYS = ("max_new_tokens", "use_cache", "output_logits", "return_dict_in_generate")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UserGeneration:
+    """What the user's steering generated: ``sequences`` [batch, padded prompt + new] (CPU, int64) and the
+    observation of every forward pass it ran (changes, pass shapes, per-pass logits)."""
+
+    sequences: torch.Tensor
+    observation: Observation
+
+
+def user_generation_kwargs(new_tokens: int, pad_token_id: int | None, decoding: Decoding) -> dict[str, object]:
+    """The ``generation_kwargs`` a generate-form function gets: sampling, ``min_new_tokens`` and the pad id, as the
+    reference uses them (:func:`equiv_core.arms.steering.generation_kwargs`), without the keys that change what
+    ``generate`` returns."""
+    kwargs = generation_kwargs(new_tokens, pad_token_id, True, decoding)
+    return {key: value for key, value in kwargs.items() if key not in _RESULT_KEYS}
+
+
+def run_user_steering(
+    steering: UserSteering,
+    model: nn.Module,
+    tokenizer: Any,
+    batch: PromptBatch,
+    new_tokens: int,
+    decoding: Decoding,
+    observer: BlockObserver,
+) -> UserGeneration:
+    """Generate ``new_tokens`` tokens for ``batch`` with the user's steering, observed.
+
+    Raises UserCodeRaised (exit 1) when the user's code raises, naming the forward pass it was in, and
+    UserCodeError (exit 2) when it hands back something of the wrong kind or shape.
+    """
+    pad, target = tokenizer.pad_token_id, steering.target
+    try:
+        if steering.form is Form.HOOKS:
+            sequences = _hooks_form(steering, model, tokenizer, batch, new_tokens, pad, decoding, observer)
+        else:
+            sequences = _generate_form(steering, model, tokenizer, batch, new_tokens, pad, decoding, observer)
+    except (UserCodeError, UserCodeRaised):
+        raise
+    except Exception as error:  # noqa: BLE001 - the user's steering is the only new code in this generation
+        step = observer.passes_so_far - 1
+        when = (
+            "before the first forward pass" if step < 0 else f"at step {step} ({'prefill' if step == 0 else 'decode'})"
+        )
+        raise UserCodeRaised(
+            f"{target.describe()} raised {when}: {error_line(error)}", user_frames(error, target.path)
+        ) from error
+    _check_sequences(sequences, target, batch, new_tokens, decoding)
+    steps = int(sequences.shape[1]) - batch.padded_length
+    return UserGeneration(sequences.detach().to("cpu", torch.int64), observer.observation(steps))
+
+
+def _hooks_form(
+    steering: UserSteering,
+    model: nn.Module,
+    tokenizer: Any,
+    batch: PromptBatch,
+    new_tokens: int,
+    pad: int | None,
+    decoding: Decoding,
+    observer: BlockObserver,
+) -> torch.Tensor:
+    target = steering.target
+    manager = steering.steer(model, tokenizer) if steering.takes_tokenizer else steering.steer(model)
+    if not isinstance(manager, AbstractContextManager) and not (
+        hasattr(manager, "__enter__") and hasattr(manager, "__exit__")
+    ):
+        raise UserCodeError(
+            f"{target.describe()}(model) returned {type(manager).__name__}, not a context manager; the hooks form "
+            "returns one that installs the steering on enter and removes it on exit"
+        )
+    kwargs = generation_kwargs(new_tokens, pad, True, decoding)
+    with manager, observer.watching(), torch.no_grad():
+        seed_sampling(decoding)
+        output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)  # type: ignore[operator]
+    return torch.as_tensor(output.sequences)
+
+
+def _generate_form(
+    steering: UserSteering,
+    model: nn.Module,
+    tokenizer: Any,
+    batch: PromptBatch,
+    new_tokens: int,
+    pad: int | None,
+    decoding: Decoding,
+    observer: BlockObserver,
+) -> torch.Tensor:
+    kwargs = user_generation_kwargs(new_tokens, pad, decoding)
+    with observer.watching(), torch.no_grad():
+        seed_sampling(decoding)
+        ids, mask = batch.input_ids.clone(), batch.attention_mask.clone()
+        result = steering.steer(model, tokenizer, ids, mask, new_tokens, kwargs)
+    sequences = getattr(result, "sequences", result)  # a GenerateOutput is taken too
+    if not isinstance(sequences, torch.Tensor):
+        raise UserCodeError(
+            f"{steering.target.describe()} returned {type(result).__name__}; the generate form returns token ids "
+            f"[batch, prompt + new] (a LongTensor)"
+        )
+    return sequences
+
+
+def _check_sequences(
+    sequences: torch.Tensor, target: UserTarget, batch: PromptBatch, new_tokens: int, decoding: Decoding
+) -> None:
+    """The ids are [batch, padded prompt + new] integers starting with the prompt as given; fewer new tokens only
+    when generation may stop at EOS. UserCodeError otherwise."""
+    where = target.describe()
+    expected = batch.padded_length + new_tokens
+    if sequences.is_floating_point() or sequences.dim() != 2 or sequences.shape[0] != batch.size:
+        raise UserCodeError(
+            f"{where} returned a {sequences.dtype} tensor of shape {tuple(sequences.shape)}; expected token ids "
+            f"[{batch.size}, {expected}] (batch, prompt + new)"
+        )
+    columns = int(sequences.shape[1])
+    new = columns - batch.padded_length
+    if new < new_tokens and not (decoding.stop_at_eos and new >= 1):
+        raise UserCodeError(f"{where} returned {max(new, 0)} new tokens per row; asked for {new_tokens}")
+    if new > new_tokens:
+        raise UserCodeError(f"{where} returned {new} new tokens per row; asked for {new_tokens}")
+    if not torch.equal(sequences[:, : batch.padded_length].to(batch.input_ids.device), batch.input_ids):
+        raise UserCodeError(
+            f"{where} returned ids whose first {batch.padded_length} columns are not the prompt it was given "
+            "(return the whole sequence, prompt included, as generate does)"
+        )
