@@ -93,6 +93,17 @@ class _Call:
     cache_slot: tuple[str, int | str] | None = None  # ("arg", i) or ("kwarg", name) of the cache argument
     cache_before: Any = None
 
+    def replay_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments with the cache replaced by the copy taken before the pass."""
+        args, kwargs = self.args, dict(self.kwargs)
+        if self.cache_slot is not None:
+            kind, where = self.cache_slot
+            if kind == "arg":
+                args = tuple(self.cache_before if index == where else value for index, value in enumerate(args))
+            else:
+                kwargs[str(where)] = self.cache_before
+        return args, kwargs
+
 
 @dataclass(slots=True)
 class _Trace:
@@ -282,13 +293,9 @@ class BlockObserver:
         return Observation(frozenset(changes), tuple(passes), largest, self.receiver_name, logits, setup)
 
     def _replay(self, layer: int, call: _Call) -> torch.Tensor:
-        args, kwargs = call.args, dict(call.kwargs)
-        if call.cache_slot is not None:
-            kind, where = call.cache_slot
-            if kind == "arg":
-                args = tuple(call.cache_before if index == where else value for index, value in enumerate(args))
-            else:
-                kwargs[str(where)] = call.cache_before
+        """What block ``layer`` computes from what it received in ``call``: its class ``forward`` (as it was when
+        the observer was built), every hook suspended, on its own copy of its cache layer."""
+        args, kwargs = call.replay_arguments()
         block = self.blocks[layer]
         with torch.no_grad(), suspended_hooks(block):
             output = self.forwards[layer](block, *args, **kwargs)

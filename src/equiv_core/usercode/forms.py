@@ -76,10 +76,11 @@ def load_user_steering(target: UserTarget) -> UserSteering:
     theirs (:func:`~equiv_core.usercode.loading.load_steering`, :func:`detect_form`)."""
     steer = load_steering(target)
     form = detect_form(steer, target)
-    return UserSteering(target, steer, form, form is Form.HOOKS and _takes_tokenizer(steer))
+    return UserSteering(target, steer, form, form is Form.HOOKS and takes_tokenizer(steer))
 
 
-def _takes_tokenizer(steer: Callable[..., Any]) -> bool:
+def takes_tokenizer(steer: Callable[..., Any]) -> bool:
+    """Whether a hooks-form ``steer`` can be called as ``steer(model, tokenizer)``."""
     try:
         return _takes(inspect.signature(steer), 2)
     except (TypeError, ValueError):

@@ -68,12 +68,15 @@ class UserCoverageEvidence(SpecEvidence):
 
 
 def _pad_summary(pads: tuple[PadChange, ...]) -> str:
-    rows = sorted({pad.row for pad in pads})
-    return "; ".join(
-        f"row {row} columns {ranges({p.column for p in pads if p.row == row})} at steps "
-        f"{ranges({p.step for p in pads if p.row == row})} (layers {ranges({p.layer for p in pads if p.row == row})})"
-        for row in rows
-    )
+    def some(word: str, values: set[int]) -> str:
+        return f"{word}{'s' if len(values) > 1 else ''} {ranges(values)}"
+
+    parts = []
+    for row in sorted({pad.row for pad in pads}):
+        mine = [pad for pad in pads if pad.row == row]
+        columns, steps, layers = ({getattr(p, key) for p in mine} for key in ("column", "step", "layer"))
+        parts.append(f"row {row} {some('column', columns)} at {some('step', steps)} ({some('layer', layers)})")
+    return "; ".join(parts)
 
 
 @user_finding(ID, "the user's steering touched exactly the steps, layers and positions the intent steers (observed)")

@@ -1,0 +1,165 @@
+"""``check_steering``: ``equiv check`` for notebooks, scripts and test suites: hand over the steering function itself.
+
+    from equiv_core import check_steering
+    result = check_steering(steer, intent="actadd-all", model="tiny-llama")
+    result            # in Jupyter: the verdicts and the step x position grid of what the code touched
+    assert result.holds, result
+
+The same findings, evidence and fingerprint as ``equiv check FILE.py:NAME``; nothing is logged to MLflow (use the
+command for that).
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, ArmName
+from equiv_core.config.check import Form, UserTarget
+from equiv_core.config.decoding import GREEDY, Decoding
+from equiv_core.spec.steering_spec import SteeringSpec
+
+if TYPE_CHECKING:
+    from equiv_core.findings.finding import FindingResult
+    from equiv_core.findings.runner import RunReport
+
+Intent = str | SteeringSpec | Mapping[str, str | float]
+
+_VERDICT_COLOURS = {"PASS": "#2e8b57", "FAIL": "#d62728"}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckResult:
+    """What one check found: ``holds`` (every finding that applies holds), the findings, and the report.
+
+    Printed, it is ``equiv check``'s report; in Jupyter it shows as a table of verdicts with the grid of what the
+    user's code touched (``#`` as intended, ``o`` missed, ``x`` not intended).
+    """
+
+    report: RunReport
+
+    @property
+    def holds(self) -> bool:
+        return self.report.all_hold
+
+    @property
+    def findings(self) -> tuple[FindingResult, ...]:
+        return self.report.findings
+
+    def finding(self, id: str) -> FindingResult:
+        """The finding ``id`` (KeyError naming the ones run)."""
+        for finding in self.findings:
+            if finding.id == id:
+                return finding
+        raise KeyError(f"no finding {id!r}; this check ran {', '.join(f.id for f in self.findings)}")
+
+    def touched(self, row: int = 0) -> list[list[int]]:
+        """What the user's code was observed to touch in batch row ``row``: ``[step, layer, position, row]``."""
+        evidence = self.finding("coverage").evidence.to_dict()
+        arm = evidence["arms"][ArmName.USER] if "rows" not in evidence else evidence["rows"][row]["arms"][ArmName.USER]
+        return [list(touch) for touch in arm["touched"]]
+
+    def grid(self, row: int = 0) -> str:
+        """The step x position grid of the user's observed touches in row ``row``."""
+        grids = self.finding("coverage").evidence.to_dict().get("grids", {})
+        return "\n".join(grids[ArmName.USER][row]) if grids else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report.to_dict()
+
+    def __str__(self) -> str:
+        from equiv_core.findings.report import render
+
+        return render(self.report)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's plain-text display
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:  # Jupyter's rich display
+        rows = "".join(
+            f"<tr><td style='color:{_VERDICT_COLOURS.get(str(f.verdict), '#555')};font-weight:bold'>{f.verdict}</td>"
+            f"<td>{html.escape(f.id)}</td><td>{html.escape(f.message)}</td></tr>"
+            for f in self.findings
+        )
+        head = html.escape(f"{self.report.checked} on {self.report.config.model}")
+        grid = html.escape(self.grid()) if any(f.id == "coverage" for f in self.findings) else ""
+        return (
+            f"<div><b>equiv check</b>: {head}<table>{rows}</table>"
+            + (f"<pre>{grid}\n\n# as intended, o missed, x not intended</pre>" if grid else "")
+            + "</div>"
+        )
+
+
+def _spec(intent: Intent) -> SteeringSpec:
+    from equiv_core.spec.recipes import spec_from_sources
+    from equiv_core.support.errors import UserInputError
+
+    if isinstance(intent, SteeringSpec):
+        return intent
+    if isinstance(intent, str):
+        found = spec_from_sources(intent, None, {})
+    else:
+        found = spec_from_sources(None, None, {key: value for key, value in intent.items()})
+    if found is None:
+        raise UserInputError("intent: give a recipe name, a SteeringSpec or spec options such as {'op': 'add', ...}")
+    return found
+
+
+def _target(steer: Callable[..., Any], form: Form | str | None) -> UserTarget:
+    try:
+        path = inspect.getsourcefile(steer) or "<unknown>"
+    except TypeError:
+        path = "<unknown>"
+    name = getattr(steer, "__qualname__", getattr(steer, "__name__", type(steer).__name__))
+    return UserTarget(path, name, Form(form) if form is not None else None)
+
+
+def check_steering(
+    steer: Callable[..., Any],
+    intent: Intent,
+    model: str = DEFAULT_MODEL,
+    prompts: tuple[str, ...] | list[str] = (DEFAULT_PROMPT,),
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    form: Form | str | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    seed: int = 0,
+    padding: str | None = None,
+    decoding: Decoding = GREEDY,
+    progress: Callable[[str], None] | None = None,
+) -> CheckResult:
+    """Check ``steer`` (hooks form ``steer(model[, tokenizer]) -> context manager``, or generate form
+    ``steer(model, tokenizer, input_ids, attention_mask, max_new_tokens, generation_kwargs) -> ids``) against
+    ``intent`` (a recipe name such as ``"actadd-all"``, a SteeringSpec, or spec options as on the command line:
+    ``{"op": "add", "vector": "actadd:A|B", "layers": "1", "positions": "all"}``) on ``model`` (a built-in name, a
+    directory or a hub id), generating ``max_new_tokens`` tokens for ``prompts`` (several: one padded batch).
+
+    Raises UserInputError for a bad argument or a steering function of no known form (UserCodeError), and
+    UserCodeRaised when ``steer`` raises while generating (with the step and the lines of its traceback).
+    """
+    from equiv_core.config.run import RunConfig, validate_config
+    from equiv_core.findings.runner import run_findings
+    from equiv_core.usercode.forms import UserSteering, detect_form, takes_tokenizer
+
+    batch = tuple(prompts)
+    target = _target(steer, form)
+    config = RunConfig(
+        model=model,
+        device=device,
+        dtype=dtype,
+        prompt=batch[0] if batch else "",
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        spec=_spec(intent),
+        prompts=batch if len(batch) > 1 else (),
+        padding=padding,  # type: ignore[arg-type]  # checked by validate_config
+        decoding=decoding,
+        check=target,
+    )
+    valid = validate_config(config)
+    detected = detect_form(steer, target)
+    steering = UserSteering(target, steer, detected, detected is Form.HOOKS and takes_tokenizer(steer))
+    return CheckResult(run_findings(valid, progress=progress, steering=steering))
