@@ -103,7 +103,8 @@ def test_a_hook_that_ignores_the_attention_mask_is_reported_touching_pad_positio
     prompts.write_text("The weather today is\nHi\n")
     code, payload = check(tmp_path, "hook_every_pass", *ACTADD_ALL, "--prompts", str(prompts))
     assert code == 1
-    assert "touched pad positions, which hold no token (row 1 columns 0-1 at step 0 (layer 1))" in message(payload, "coverage")
+    expected = "touched pad positions, which hold no token (row 1 columns 0-1 at step 0 (layer 1))"
+    assert expected in message(payload, "coverage")
     assert verdicts(payload)["matches_reference"] == "PASS"  # the mask hides the pads from every other position
 
 
