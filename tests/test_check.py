@@ -271,3 +271,12 @@ def test_the_pytest_fixture_fails_a_test_with_the_grid(steering_check: Any) -> N
     with pytest.raises(pytest.fail.Exception, match="touched step 0 only") as failure:
         steering_check(prompt_only, intent, model="tiny-llama")
     assert "step 4" in str(failure.value)
+
+
+def test_only_coverage_generates_nothing_besides_the_users_steering(tmp_path: Path) -> None:
+    code, payload = check(tmp_path, "hook_every_pass", *ACTADD_ALL, "--only", "coverage")
+    assert code == 0
+    assert list(payload["findings"][0]["evidence"]["arms"]) == ["user"]
+    cost = payload["check_cost"]
+    assert (cost["unsteered_s"], cost["reference_s"], cost["after_s"], cost["floor_s"]) == (0.0, 0.0, 0.0, 0.0)
+    assert cost["observer_bytes"] > 0

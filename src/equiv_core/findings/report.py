@@ -45,6 +45,8 @@ def render(report: RunReport) -> str:
         + (f" ({skipped} not applicable to this input)" if skipped else "")
         + f". Run fingerprint (ids + logits hashes): {report.fingerprint()[:16]}"
     )
+    if report.check_cost is not None:
+        lines.append(report.check_cost.render())
     return "\n".join(lines)
 
 

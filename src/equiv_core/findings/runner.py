@@ -40,7 +40,7 @@ from equiv_core.findings.spec.spec_run import run_spec
 from equiv_core.findings.study.registered import EXPERIMENTS
 from equiv_core.findings.user.registered import USER_FINDINGS
 from equiv_core.findings.user.user_finding import UserFindingConfig
-from equiv_core.findings.user.user_run import run_user
+from equiv_core.findings.user.user_run import CheckCost, Phase, UserRun, run_user
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport
 from equiv_core.models.inputs import PromptBatch, default_bos_note, encode_prompts
@@ -73,6 +73,7 @@ class RunReport:
     timings: RunTimings
     spec: ResolvedSpec | None = None  # the resolved spec, in spec mode (in check mode: the intent)
     checked: str = ""  # check mode: the user's steering, as "FILE.py:NAME (FORM form)"
+    check_cost: CheckCost | None = None  # check mode: where the model work went (not part of the fingerprint)
     notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
     machine_load: MachineLoad | None = None  # how busy the machine was from the start to the end of the run
 
@@ -95,6 +96,8 @@ class RunReport:
         spec: dict[str, Any] = {"spec": self.spec.to_dict()} if self.spec is not None else {}
         if self.checked:
             spec["checked"] = self.checked
+        if self.check_cost is not None:
+            spec["check_cost"] = self.check_cost.to_dict()
         return {
             "model": self.config.model,
             "model_source": self.model_source,
@@ -217,7 +220,12 @@ def _spec_findings(
 
 
 def _user_findings(
-    config: RunConfig, context: SteeringContext, resolved: ResolvedSpec, steering: UserSteering, say: Progress
+    config: RunConfig,
+    context: SteeringContext,
+    resolved: ResolvedSpec,
+    steering: UserSteering,
+    say: Progress,
+    cost: Callable[[CheckCost], None],
 ) -> Iterator[tuple[FindingResult, float]]:
     """Generate unsteered, the reference and the user's steering (observed) once, then judge each user finding.
 
@@ -231,12 +239,24 @@ def _user_findings(
         config.findings,
         finding_config,
         "generating",
-        partial(run_user, context, resolved, steering, say),
+        partial(_costed, cost, partial(run_user, context, resolved, steering, say, _phases(config.findings))),
         lambda name, run: partial(USER_FINDINGS.get(name).judge, run, finding_config),
         lambda name: USER_FINDINGS.get(name).title,
         say,
         passes_through=(UserCodeRaised,),
     )
+
+
+def _phases(names: tuple[str, ...]) -> frozenset[Phase]:
+    """The generations the chosen user findings read (``equiv check --only coverage`` makes none of them)."""
+    return frozenset(phase for name in names for phase in USER_FINDINGS.get(name).needs)
+
+
+def _costed(cost: Callable[[CheckCost], None], generate: Callable[[], UserRun]) -> UserRun:
+    run = generate()
+    if run.cost is not None:
+        cost(run.cost)
+    return run
 
 
 def _judged(
@@ -313,7 +333,8 @@ def run_findings(
         say(f"[{index}/{len(names)}] {finding.id}: {finding.verdict} ({elapsed:.1f} s)")
 
     with context.work.shared():  # a generation several findings need is made once (see model_work)
-        notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say, steering)
+        costs: list[CheckCost] = []  # check mode: where the check's model work went
+        notes, prompt_ids, resolved, spec_s = _run_mode(config, context, names, done, say, steering, costs.append)
     machine_load = watch.finish()
     timings = RunTimings(
         load_s=context.loaded.load_seconds,
@@ -338,6 +359,7 @@ def run_findings(
         finding_seconds=seconds,
         spec=resolved,
         checked="" if steering is None else steering.describe(),
+        check_cost=costs[0] if costs else None,
         timings=timings,
         notes=notes,
         machine_load=machine_load,
@@ -383,6 +405,7 @@ def _run_mode(
     done: Callable[[int, FindingResult, float], None],
     say: Progress,
     steering: UserSteering | None = None,
+    cost: Callable[[CheckCost], None] = lambda _cost: None,
 ) -> tuple[tuple[str, ...], tuple[int, ...], ResolvedSpec | None, float | None]:
     """Run the findings of the run's mode; returns the notes, the prompt ids shown, the resolved spec and (spec
     mode) the seconds of the spec findings' loop."""
@@ -415,7 +438,7 @@ def _run_mode(
         started = time.perf_counter()
         if steering is not None:
             say(f"checking {steering.describe()} against the intent: {config.spec.describe()}")
-            judged = _user_findings(config, context, resolved, steering, say)
+            judged = _user_findings(config, context, resolved, steering, say, cost)
         else:
             say(f"steering: {config.spec.describe()}; generating every arm once")
             judged = _spec_findings(config, context, resolved, say)

@@ -75,6 +75,7 @@ class Observation:
     receiver: str
     step_logits: tuple[torch.Tensor, ...]  # per model forward pass: the last column's logits [batch, vocab], float32
     setup_passes: int = 0  # passes before the generation's, left out (a function computing its vector first)
+    held_bytes: int = 0  # what the observer kept alive until the replay: inputs, cache-layer copies, outputs seen
 
     @property
     def steps(self) -> int:
@@ -258,6 +259,7 @@ class BlockObserver:
         changes: set[Change] = set()
         passes: list[PassShape] = []
         largest = 0.0
+        held = self.held_bytes()
         ran = len(self._trace.calls[0])
         if steps is not None and (ran < steps or len(self._trace.logits) < steps):
             raise ObservationError(
@@ -290,7 +292,32 @@ class BlockObserver:
                         largest = max(largest, float((computed - got).abs()[finite].max()))
         logits = tuple(self._trace.logits[len(self._trace.logits) - keep :])
         setup = ran - keep
-        return Observation(frozenset(changes), tuple(passes), largest, self.receiver_name, logits, setup)
+        return Observation(frozenset(changes), tuple(passes), largest, self.receiver_name, logits, setup, held)
+
+    def held_bytes(self) -> int:
+        """Bytes of the distinct tensor storages the current trace keeps alive (hidden states received, the copies
+        of the cache layers, the logits): the observer's memory cost, which grows with layers x passes x the cache
+        length (a cache layer's state before pass k holds k-1 more columns than the prefill's)."""
+        storages: dict[int, int] = {}
+
+        def add(value: Any) -> None:
+            if isinstance(value, torch.Tensor):
+                storage = value.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+
+        for calls in self._trace.calls:
+            for call in calls:
+                add(call.hidden)
+                layers = getattr(call.cache_before, "layers", None)
+                for state in layers or ():
+                    add(getattr(state, "keys", None))
+                    add(getattr(state, "values", None))
+        for received in self._trace.received:
+            for tensor in received:
+                add(tensor)
+        for tensor in self._trace.logits:
+            add(tensor)
+        return sum(storages.values())
 
     def _replay(self, layer: int, call: _Call) -> torch.Tensor:
         """What block ``layer`` computes from what it received in ``call``: its class ``forward`` (as it was when

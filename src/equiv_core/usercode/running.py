@@ -8,6 +8,7 @@ pass of every decoder block and the logits the model returned (:mod:`equiv_core.
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ class UserGeneration:
 
     sequences: torch.Tensor
     observation: Observation
+    generate_s: float  # the user's generation, observed (the observer's hooks included)
+    replay_s: float  # replaying every block call and comparing
 
 
 def user_generation_kwargs(new_tokens: int, pad_token_id: int | None, decoding: Decoding) -> dict[str, object]:
@@ -60,6 +63,7 @@ def run_user_steering(
     UserCodeError (exit 2) when it hands back something of the wrong kind or shape.
     """
     pad, target = tokenizer.pad_token_id, steering.target
+    started = time.perf_counter()
     try:
         if steering.form is Form.HOOKS:
             sequences = _hooks_form(steering, model, tokenizer, batch, new_tokens, pad, decoding, observer)
@@ -75,9 +79,13 @@ def run_user_steering(
         raise UserCodeRaised(
             f"{target.describe()} raised {when}: {error_line(error)}", user_frames(error, target.path)
         ) from error
+    generated = time.perf_counter()
     _check_sequences(sequences, target, batch, new_tokens, decoding)
     steps = int(sequences.shape[1]) - batch.padded_length
-    return UserGeneration(sequences.detach().to("cpu", torch.int64), observer.observation(steps))
+    observation = observer.observation(steps)
+    replayed = time.perf_counter()
+    ids = sequences.detach().to("cpu", torch.int64)
+    return UserGeneration(ids, observation, generated - started, replayed - generated)
 
 
 def _hooks_form(

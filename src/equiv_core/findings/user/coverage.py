@@ -79,7 +79,11 @@ def _pad_summary(pads: tuple[PadChange, ...]) -> str:
     return "; ".join(parts)
 
 
-@user_finding(ID, "the user's steering touched exactly the steps, layers and positions the intent steers (observed)")
+@user_finding(
+    ID,
+    "the user's steering touched exactly the steps, layers and positions the intent steers (observed)",
+    needs=frozenset(),
+)
 def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
     problems = [f"{row_label(run, check.row)}{problem}" for check in run.coverage for problem in check.problems()]
     if run.pad_changes:
@@ -87,25 +91,28 @@ def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
             f"touched pad positions, which hold no token ({_pad_summary(run.pad_changes)}): the steering ignores the "
             "attention mask"
         )
-    reference_checks = tuple(
-        CoverageCheck(
-            ArmName.HOOK,
-            run.cached,
-            check.intended,
-            frozenset(t for t in run.reference.touched if t.row == check.row and t.step < check.steps_run),
-            (),
-            (),
-            check.prompt_length,
-            check.row,
-            check.padded_length,
-            check.steps_run,
+    checks: dict[str, tuple[CoverageCheck, ...]] = {ArmName.USER: run.coverage}
+    if run.reference is not None:  # the reference's own record of its edits, for the plot and the JSON
+        touched = run.reference.touched
+        checks[ArmName.HOOK] = tuple(
+            CoverageCheck(
+                ArmName.HOOK,
+                run.cached,
+                check.intended,
+                frozenset(t for t in touched if t.row == check.row and t.step < check.steps_run),
+                (),
+                (),
+                check.prompt_length,
+                check.row,
+                check.padded_length,
+                check.steps_run,
+            )
+            for check in run.coverage
         )
-        for check in run.coverage
-    )
     evidence = UserCoverageEvidence(
         user_arms_evidence(run),
         run.batch.prompts,
-        {ArmName.USER: run.coverage, ArmName.HOOK: reference_checks},
+        checks,
         run.pad_changes,
         run.resolved.new_tokens,
         run.observation.receiver,

@@ -19,7 +19,7 @@ from equiv_core.findings.user.user_finding import (
     user_finding,
     user_verdict,
 )
-from equiv_core.findings.user.user_run import UserRun
+from equiv_core.findings.user.user_run import Phase, UserRun
 
 ID = "hooks_removed"
 
@@ -44,7 +44,11 @@ class HooksRemovedEvidence(SpecEvidence):
         return lines + [f"left behind: {item}" for item in self.left_behind]
 
 
-@user_finding(ID, "after the user's steering returned, nothing of it is left: generation is as unsteered, bit for bit")
+@user_finding(
+    ID,
+    "after the user's steering returned, nothing of it is left: generation is as unsteered, bit for bit",
+    frozenset({Phase.UNSTEERED, Phase.AFTER}),
+)
 def hooks_removed(run: UserRun, config: UserFindingConfig) -> FindingResult:
     identical = tuple(
         after.generated_ids == before.generated_ids and torch.equal(after.step_logits, before.step_logits)

@@ -19,7 +19,7 @@ from equiv_core.findings.user.user_finding import (
     user_finding,
     user_verdict,
 )
-from equiv_core.findings.user.user_run import UserRun
+from equiv_core.findings.user.user_run import Phase, UserRun
 
 ID = "matches_reference"
 
@@ -65,9 +65,14 @@ class MatchesReferenceEvidence(SpecEvidence):
         return lines
 
 
-@user_finding(ID, "the user's steering gives the raw-hook reference of the intent: token ids, and logits")
+@user_finding(
+    ID,
+    "the user's steering gives the raw-hook reference of the intent: token ids, and logits",
+    frozenset({Phase.REFERENCE}),
+)
 def matches_reference(run: UserRun, config: UserFindingConfig) -> FindingResult:
     matches, problems = [], []
+    assert run.reference is not None, "matches_reference needs the reference generation"
     for row, (mine, expected) in enumerate(zip(run.user, run.reference.rows, strict=True)):
         ids_equal = mine.generated_ids == expected.generated_ids
         exact = compare_tensors(mine.step_logits, expected.step_logits, 0.0, 0.0).bit_identical

@@ -20,7 +20,7 @@ from equiv_core.findings.user.user_finding import (
     user_finding,
     user_verdict,
 )
-from equiv_core.findings.user.user_run import UserRun
+from equiv_core.findings.user.user_run import Phase, UserRun
 
 ID = "steered_differs"
 
@@ -51,6 +51,7 @@ class UserDiffersEvidence(SpecEvidence):
 
 
 def _changed(run: UserRun, row: int, which: str) -> bool:
+    assert run.reference is not None, "steered_differs needs the reference generation"
     mine = run.user[row] if which == ArmName.USER else run.reference.rows[row]
     unsteered = run.unsteered[row]
     if mine.generated_ids != unsteered.generated_ids:
@@ -61,7 +62,11 @@ def _changed(run: UserRun, row: int, which: str) -> bool:
     return not same_input_diff(mine, unsteered) <= allowance
 
 
-@user_finding(ID, "the user's steering changes the output (an intent that changes nothing leaves it exactly as it was)")
+@user_finding(
+    ID,
+    "the user's steering changes the output (an intent that changes nothing leaves it exactly as it was)",
+    frozenset({Phase.UNSTEERED, Phase.REFERENCE}),
+)
 def steered_differs(run: UserRun, config: UserFindingConfig) -> FindingResult:
     identity = run.resolved.spec.is_identity
     rows = range(run.batch.size)

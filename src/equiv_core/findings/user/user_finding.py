@@ -16,7 +16,7 @@ from equiv_core.arms.steering import GenerationRecord
 from equiv_core.config.catalog import USER_FINDING_IDS, ArmName
 from equiv_core.findings.finding import FindingResult, GenerationSummary
 from equiv_core.findings.spec.spec_finding import ArmEvidence, RowEvidence, SpecFindingConfig, floor_allowance
-from equiv_core.findings.user.user_run import UserRun
+from equiv_core.findings.user.user_run import Phase, UserRun
 from equiv_core.support.registry import Registry
 
 
@@ -49,14 +49,19 @@ def user_arms_evidence(run: UserRun) -> dict[str, ArmEvidence]:
         )
         for record, check in zip(run.user, run.coverage, strict=True)
     )
-    reference_rows = tuple(
-        RowEvidence(
-            GenerationSummary.of(record, run.decode),
-            tuple(sorted(t for t in run.reference.touched if t.row == row)),
-            (),
-            (),
+    reference = run.reference
+    reference_rows = (
+        ()
+        if reference is None
+        else tuple(
+            RowEvidence(
+                GenerationSummary.of(record, run.decode),
+                tuple(sorted(t for t in reference.touched if t.row == row)),
+                (),
+                (),
+            )
+            for row, record in enumerate(reference.rows)
         )
-        for row, record in enumerate(run.reference.rows)
     )
     kv = "with" if run.cached else "without"
     arms: dict[str, ArmEvidence] = {
@@ -85,6 +90,8 @@ def user_arms_evidence(run: UserRun) -> dict[str, ArmEvidence]:
             _rows(run.after, run),
         ),
     }
+    for name in [name for name, arm in arms.items() if name != ArmName.USER and not arm.rows]:
+        del arms[name]  # not generated: no finding of this check needed it
     if run.unsteered_recompute is not None:
         arms[ArmName.UNSTEERED_RECOMPUTE] = ArmEvidence(
             ArmName.UNSTEERED_RECOMPUTE,
@@ -115,20 +122,17 @@ class UserFinding:
     id: str
     title: str
     judge: UserJudge
+    needs: frozenset[Phase]  # the generations besides the user's that the judge reads
 
 
 USER_FINDINGS: Registry[UserFinding] = Registry("user finding", USER_FINDING_IDS)
 
 
-def user_finding(
-    id: str, title: str
-) -> Callable[
-    [Callable[[UserRun, UserFindingConfig], FindingResult]], Callable[[UserRun, UserFindingConfig], FindingResult]
-]:
-    """Register a user finding under a stable id."""
+def user_finding(id: str, title: str, needs: frozenset[Phase]) -> Callable[[UserJudge], UserJudge]:
+    """Register a user finding under a stable id, with the generations besides the user's it reads."""
 
     def register(function: UserJudge) -> UserJudge:
-        USER_FINDINGS.add(id, UserFinding(id, title, function))
+        USER_FINDINGS.add(id, UserFinding(id, title, function, needs))
         return function
 
     return register

@@ -10,13 +10,17 @@ reach it.
 
 from __future__ import annotations
 
+import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TypeVar
 
 import torch
 
 from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.model_work import ModelWork
 from equiv_core.arms.reference import spec_hook_generate
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import GenerationRecord, SpecGeneration, Touch, records_from_output
@@ -42,6 +46,52 @@ class PadChange:
         return [self.step, self.layer, self.column, self.row]
 
 
+@dataclass(frozen=True, slots=True)
+class CheckCost:
+    """Where one check's model work went, in seconds, and the observer's memory (bytes it kept until the replay).
+    ``user_s`` is the user's own generation as observed; the ratio of the whole to it is what a check costs over
+    running the steering alone (the observer's hooks make ``user_s`` itself a little slower than a bare run)."""
+
+    unsteered_s: float
+    reference_s: float
+    user_s: float
+    replay_s: float
+    after_s: float
+    floor_s: float  # 0: the noise floor was not needed
+    observer_bytes: int
+
+    @property
+    def total_s(self) -> float:
+        return self.unsteered_s + self.reference_s + self.user_s + self.replay_s + self.after_s + self.floor_s
+
+    def render(self) -> str:
+        parts = (
+            ("unsteered", self.unsteered_s),
+            ("reference", self.reference_s),
+            ("user (observed)", self.user_s),
+            ("replay", self.replay_s),
+            ("unsteered after", self.after_s),
+            ("noise floor", self.floor_s),
+        )
+        shown = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts if seconds or name == "replay")
+        return (
+            f"check cost: {self.total_s:.2f} s of model work = {shown}; {self.total_s / self.user_s:.1f}x the user's "
+            f"generation; the observer held {self.observer_bytes / 2**20:.1f} MiB until the replay"
+        )
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "unsteered_s": self.unsteered_s,
+            "reference_s": self.reference_s,
+            "user_s": self.user_s,
+            "replay_s": self.replay_s,
+            "after_s": self.after_s,
+            "floor_s": self.floor_s,
+            "total_s": self.total_s,
+            "observer_bytes": self.observer_bytes,
+        }
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class UserRun:
     """The generations of one ``equiv check`` and what the observer saw of the user's.
@@ -58,13 +108,14 @@ class UserRun:
     cached: bool
     coverage: tuple[CoverageCheck, ...]
     pad_changes: tuple[PadChange, ...]
-    reference: SpecGeneration
+    reference: SpecGeneration | None  # None, or () for the others: not generated (no finding asked for it)
     unsteered: tuple[GenerationRecord, ...]
     after: tuple[GenerationRecord, ...]
     left_behind: tuple[str, ...]
     unsteered_recompute: tuple[GenerationRecord, ...] | None
     decode: Callable[[tuple[int, ...]], str]
     dtype: torch.dtype
+    cost: CheckCost | None = None  # timings: kept out of every finding's evidence (the fingerprint is timing-free)
 
     @property
     def batch(self) -> PromptBatch:
@@ -132,54 +183,79 @@ def _records(generation: UserGeneration, resolved: ResolvedSpec) -> tuple[Genera
 
 def _needs_floor(user: tuple[GenerationRecord, ...], others: tuple[tuple[GenerationRecord, ...], ...]) -> bool:
     """Some row has the same ids as another generation but logits that are not bit-identical: only then does a
-    verdict need the model's own rounding noise."""
+    verdict need the model's own rounding noise (``others``: each generation's rows, () where not generated)."""
     return any(
         mine.generated_ids == theirs.generated_ids and not torch.equal(mine.step_logits, theirs.step_logits)
         for rows in others
-        for mine, theirs in zip(user, rows, strict=True)
+        for mine, theirs in zip(user, rows, strict=False)
     )
+
+
+class Phase(enum.StrEnum):
+    """A generation besides the user's own that a user finding may need (the check makes only those asked for)."""
+
+    UNSTEERED = "unsteered"
+    REFERENCE = "reference"
+    AFTER = "unsteered_after"
 
 
 def run_user(
-    context: SteeringContext, resolved: ResolvedSpec, steering: UserSteering, say: Callable[[str], None]
+    context: SteeringContext,
+    resolved: ResolvedSpec,
+    steering: UserSteering,
+    say: Callable[[str], None],
+    phases: frozenset[Phase] = frozenset(Phase),
 ) -> UserRun:
-    """Generate unsteered, the reference of the intent, the user's steering (observed) and unsteered again."""
-    model, tokenizer, work = context.loaded.model, context.loaded.tokenizer, context.work
+    """Generate what ``phases`` ask for around the user's steering (observed): unsteered and the reference of the
+    intent before it, unsteered again after it; the noise floor only where a comparison needs it."""
+    model, tokenizer = context.loaded.model, context.loaded.tokenizer
     pad = tokenizer.pad_token_id
-    say("generating: unsteered (HF generate, no edit) ...")
-    unsteered = work.timed(partial(spec_hook_generate, model, pad, resolved, True, steer=False)).rows
-    say("generating: the intent with the raw-hook reference (HF generate with the KV cache) ...")
-    reference = work.timed(partial(spec_hook_generate, model, pad, resolved, True))
+    clock = _Clock(context.work)
+
+    def generate(phase: str, cached: bool, steer: bool) -> SpecGeneration:
+        return clock.timed(phase, partial(spec_hook_generate, model, pad, resolved, cached, steer=steer))
+
+    unsteered: tuple[GenerationRecord, ...] = ()
+    reference = None
+    if Phase.UNSTEERED in phases:
+        say("generating: unsteered (HF generate, no edit) ...")
+        unsteered = generate("unsteered", True, False).rows
+    if Phase.REFERENCE in phases:
+        say("generating: the intent with the raw-hook reference (HF generate with the KV cache) ...")
+        reference = generate("reference", True, True)
     observer = BlockObserver(model, resolved.batch.input_ids[:1, :2])
     say(f"generating: {steering.target.describe()} ({steering.form} form), observed at every block ...")
     before = ModelState.of(model)
-    generation = work.timed(
-        partial(
-            run_user_steering,
-            steering,
-            model,
-            tokenizer,
-            resolved.batch,
-            resolved.new_tokens,
-            resolved.decoding,
-            observer,
-        )
+    batch, new_tokens, decoding = resolved.batch, resolved.new_tokens, resolved.decoding
+    generation = clock.timed(
+        "user", partial(run_user_steering, steering, model, tokenizer, batch, new_tokens, decoding, observer)
     )
     left_behind = tuple(ModelState.of(model).left_behind(before))
-    say("generating: unsteered again, after the steering returned ...")
-    after = work.timed(partial(spec_hook_generate, model, pad, resolved, True, steer=False)).rows
-    after = tuple(replace(record, arm=ArmName.UNSTEERED_AFTER) for record in after)
+    after: tuple[GenerationRecord, ...] = ()
+    if Phase.AFTER in phases:
+        say("generating: unsteered again, after the steering returned ...")
+        after = tuple(replace(row, arm=ArmName.UNSTEERED_AFTER) for row in generate("after", True, False).rows)
     observation = generation.observation
     cached = uses_cache(observation)
-    if not cached:  # the user's code recomputes every position each step: so must the reference
+    if reference is not None and not cached:  # the user's code recomputes every position each step: so must it
         say("generating: the intent with the raw-hook reference, without the KV cache ...")
-        reference = work.timed(partial(spec_hook_generate, model, pad, resolved, False))
+        reference = generate("reference", False, True)
     user = _records(generation, resolved)
     touches, pads = _touches(observation.changes, resolved.batch)
     floor = None
-    if _needs_floor(user, (reference.rows, unsteered)):
+    if _needs_floor(user, (reference.rows if reference is not None else (), unsteered)):
         say("generating: unsteered without the KV cache (the model's own rounding, for the logits tolerance) ...")
-        floor = work.timed(partial(spec_hook_generate, model, pad, resolved, False, steer=False)).rows
+        floor = generate("floor", False, False).rows
+    spent = clock.seconds
+    cost = CheckCost(
+        unsteered_s=spent.get("unsteered", 0.0),
+        reference_s=spent.get("reference", 0.0),
+        user_s=generation.generate_s,
+        replay_s=generation.replay_s,
+        after_s=spent.get("after", 0.0),
+        floor_s=spent.get("floor", 0.0),
+        observer_bytes=observation.held_bytes,
+    )
     return UserRun(
         resolved=resolved,
         steering=steering,
@@ -195,4 +271,23 @@ def run_user(
         unsteered_recompute=floor,
         decode=context.decode,
         dtype=context.dtype,
+        cost=cost,
     )
+
+
+T = TypeVar("T")
+
+
+class _Clock:
+    """Each phase's seconds, counted as the context's model work too."""
+
+    def __init__(self, work: ModelWork) -> None:
+        self.work = work
+        self.seconds: dict[str, float] = {}
+
+    def timed(self, phase: str, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return self.work.timed(call)
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
