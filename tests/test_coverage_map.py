@@ -151,3 +151,32 @@ def test_the_coverage_plot_draws_one_panel_per_arm_and_steered_layer_with_its_ve
 def test_the_coverage_plot_is_written_as_a_png(tmp_path: Path) -> None:
     path = plot_coverage(_two_layers(), {}, N_NEW, "two layers", tmp_path / "coverage.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recorded_and_observed_touches_must_agree() -> None:
+    intended = frozenset({Touch(0, 1, 3), Touch(1, 1, 4)})
+    check = CoverageCheck(
+        "iter",
+        True,
+        intended,
+        frozenset({Touch(0, 1, 3), Touch(1, 1, 5)}),
+        prompt_length=4,
+        recorded=frozenset({Touch(0, 1, 3), Touch(1, 1, 4)}),
+    )
+    assert not check.matches
+    assert "recorded an edit at position 4 at step 1 (layer 1) that changed nothing" in check.problems()
+    assert "changed position 5 at step 1 (layer 1) without recording an edit there" in check.problems()
+
+
+def test_an_unobservable_edit_counts_as_touched_and_is_listed() -> None:
+    touch = Touch(0, 1, 3)
+    check = CoverageCheck(
+        "iter",
+        True,
+        frozenset({touch}),
+        frozenset({touch}),
+        prompt_length=4,
+        recorded=frozenset({touch}),
+        unobservable=frozenset({touch}),
+    )
+    assert check.matches and check.to_dict()["unobservable"] == [[0, 1, 3, 0]]

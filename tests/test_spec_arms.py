@@ -125,11 +125,12 @@ def test_a_mutated_arm_fails_coverage_saying_how(
     assert message.startswith(coverage_message)
 
 
-def test_an_arm_that_edits_a_copy_touches_the_right_cells_but_is_caught_by_the_hook(
+def test_an_arm_that_edits_a_copy_is_caught_by_observation_and_by_the_hook(
     context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Coverage is what the arm's code touched; an edit that lands on a copy changes nothing, and only the
-    comparison with the independent hook and with unsteered output can tell. Both must fail."""
+    """The arm's code records the right cells, but its edit lands on a copy and changes nothing: the block observer
+    sees no change (coverage: every intended edit missed, each recorded one "changed nothing"), and the comparisons
+    with the independent hook and with unsteered output fail too."""
     original = NnsightSteering.hidden
 
     def copy(self: NnsightSteering, block: Any) -> Any:
@@ -138,8 +139,11 @@ def test_an_arm_that_edits_a_copy_touches_the_right_cells_but_is_caught_by_the_h
     monkeypatch.setattr(NnsightSteering, "hidden", copy)
     run = _run(context_for("tiny-gpt2"), op="add", vector="random:5", scale="8", positions="all")
     verdicts = _verdicts(run)
-    assert verdicts["coverage"][0] == "PASS"
-    assert verdicts["arms_agree"][0] == "FAIL" and "iter: ids" in verdicts["arms_agree"][1]
+    assert verdicts["coverage"][0] == "FAIL"
+    assert "iter: touched nothing: steering not applied" in verdicts["coverage"][1]
+    assert "that changed nothing" in verdicts["coverage"][1]
+    assert verdicts["arms_agree"][0] == "FAIL"
+    assert "no nnsight arm touched what the spec intends" in verdicts["arms_agree"][1]
     assert verdicts["steered_differs"][0] == "FAIL"
     assert "iter: steering not applied" in verdicts["steered_differs"][1]
 

@@ -60,6 +60,14 @@ class ResolvedSpec:
     def vector_for(self, layer: int) -> torch.Tensor | None:
         return None if self.vectors is None else self.vectors[self.layers.index(layer)]
 
+    def leaves_unchanged(self, layer: int, value: torch.Tensor) -> bool:
+        """Whether the spec's edit at ``layer`` writes exactly ``value`` ([hidden]) back: zeroing a zero state,
+        adding a zero vector, ... (such an edit cannot be told from no edit)."""
+        from equiv_core.arms.steering import apply_op
+
+        edited = apply_op(self.op, self.scale, value.unsqueeze(0), self.vector_for(layer))[0]
+        return bool(torch.equal(edited, value))
+
     def alone(self, row: int) -> ResolvedSpec:
         """This spec for row ``row``'s prompt run alone (same vectors and decoding)."""
         return ResolvedSpec(

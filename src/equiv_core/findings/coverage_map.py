@@ -1,8 +1,9 @@
 """The coverage map: which (step, layer, position, row) each arm's edit touched, against what the spec intends.
 
-Three independent pieces meet here: the nnsight arms record what their code touched, the raw-hook reference
-records what it touched (it finds positions by counting tokens, not by the nnsight arms' translation), and
-:func:`intended_touches` derives what should be touched from the spec alone. A gap is reported in words
+Independent pieces meet here: the block observer sees what each generation changed, whoever wrote it
+(:mod:`equiv_core.observe`); the nnsight arms and the raw-hook reference record what their own code edited (the
+reference finds positions by counting tokens, not by the nnsight arms' translation), a cross-check of the
+observation; and :func:`intended_touches` derives what should be touched from the spec alone. A gap is reported in words
 ("touched step 0 only: generated tokens 1-7 were not steered") and drawn as a step x position grid.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from equiv_core.arms.steering import IndexFault, PassShape, Touch
+from equiv_core.observe.touches import PadChange
 
 
 def first_step(position: int, prompt_length: int) -> int:
@@ -93,9 +95,26 @@ def _summary(touches: frozenset[Touch], prompt_length: int) -> str:
     return "; ".join(parts) + more
 
 
+def pad_summary(pads: tuple[PadChange, ...]) -> str:
+    """``row 1 columns 0-2 at step 0 (layer 1)``, one part per row."""
+    parts = []
+    for row in sorted({pad.row for pad in pads}):
+        mine = [pad for pad in pads if pad.row == row]
+        columns, steps, layers = ({getattr(pad, key) for pad in mine} for key in ("column", "step", "layer"))
+        parts.append(f"row {row} {_plural('column', columns)} at {_plural('step', steps)} ({_plural('layer', layers)})")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class CoverageCheck:
-    """One arm's touches against the intended ones."""
+    """One arm's touches against the intended ones.
+
+    ``touched``: what the arm was observed to change (or, where it was not observed, what its code recorded);
+    ``recorded``: what its code recorded, when the touches are observed: the two must agree (an edit recorded that
+    changed nothing, or a change nobody recorded, is a problem of its own); ``pads``: changes at pad columns;
+    ``unobservable``: cells counted as touched although nothing changed there, because the intended edit writes the
+    value already there (observation cannot see it, and no output depends on it).
+    """
 
     arm: str
     cached: bool
@@ -107,6 +126,9 @@ class CoverageCheck:
     row: int = 0
     padded_length: int = 0  # the batch's padded prompt length (0: the same as prompt_length)
     steps_run: int = 0  # the steps this row generated (fewer than asked when it stopped at EOS; 0: unknown)
+    recorded: frozenset[Touch] | None = None  # what the arm's code recorded; None: no cross-check
+    pads: tuple[PadChange, ...] = ()
+    unobservable: frozenset[Touch] = frozenset()  # in ``touched``: the edit writes the value already there
 
     @property
     def missed(self) -> frozenset[Touch]:
@@ -126,8 +148,16 @@ class CoverageCheck:
         return tuple(shape for shape in self.passes if shape.length != self._expected_pass_length(shape.step))
 
     @property
+    def disagreements(self) -> tuple[frozenset[Touch], frozenset[Touch]]:
+        """``(recorded but not observed, observed but not recorded)``; both empty without a record to check."""
+        if self.recorded is None:
+            return frozenset(), frozenset()
+        return self.recorded - self.touched, self.touched - self.recorded
+
+    @property
     def matches(self) -> bool:
-        return not self.missed and not self.unintended and not self.faults and not self.unexpected_passes
+        clean = not self.faults and not self.unexpected_passes and not self.pads and not any(self.disagreements)
+        return clean and not self.missed and not self.unintended
 
     def problems(self) -> list[str]:
         """What went wrong, in the field's words; [] when the arm touched exactly what was intended."""
@@ -165,6 +195,16 @@ class CoverageCheck:
             problems.append(f"missed {_summary(missed, self.prompt_length)}")
         if self.unintended:
             problems.append(f"touched {_summary(self.unintended, self.prompt_length)}, which the spec does not steer")
+        if self.pads:
+            problems.append(
+                f"touched pad positions, which hold no token ({pad_summary(self.pads)}): the steering ignores the "
+                "attention mask"
+            )
+        unseen, unrecorded = self.disagreements
+        if unseen:
+            problems.append(f"recorded an edit at {_summary(unseen, self.prompt_length)} that changed nothing")
+        if unrecorded:
+            problems.append(f"changed {_summary(unrecorded, self.prompt_length)} without recording an edit there")
         return problems
 
     def grid(self, prompt_length: int, new_tokens: int) -> list[str]:
@@ -228,5 +268,8 @@ class CoverageCheck:
             "touched": [touch.to_list() for touch in sorted(self.touched)],
             "intended": [touch.to_list() for touch in sorted(self.intended)],
             "faults": [fault.to_dict() for fault in self.faults],
+            **({} if self.recorded is None else {"recorded": [touch.to_list() for touch in sorted(self.recorded)]}),
+            "pad_changes": [pad.to_list() for pad in self.pads],  # [step, layer, column, row]
+            "unobservable": [touch.to_list() for touch in sorted(self.unobservable)],
             "unexpected_passes": [[shape.step, shape.layer, shape.length] for shape in self.unexpected_passes],
         }

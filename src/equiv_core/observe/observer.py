@@ -197,6 +197,7 @@ class BlockObserver:
         self.receiver_name = f"{found[0]}'s input" if found else "the last block's forward hook"
         self.receiver = found[1] if found else None
         self._trace = _Trace([[] for _ in self.blocks], [[] for _ in self.blocks])
+        self._kept = 0
 
     @contextmanager
     def watching(self) -> Iterator[BlockObserver]:
@@ -290,9 +291,22 @@ class BlockObserver:
                     finite = differs & computed.isfinite() & got.isfinite()
                     if bool(finite.any()):
                         largest = max(largest, float((computed - got).abs()[finite].max()))
+        self._kept = keep
         logits = tuple(self._trace.logits[len(self._trace.logits) - keep :])
         setup = ran - keep
         return Observation(frozenset(changes), tuple(passes), largest, self.receiver_name, logits, setup, held)
+
+    def received_value(self, step: int, layer: int, column: int, row: int) -> torch.Tensor | None:
+        """What the module after block ``layer`` received at (``step``, ``column``, ``row``) in the last observed
+        generation ([hidden]; pass ``step`` counted as :meth:`observation` counted it), or None where that pass
+        did not hold ``column``. Valid until the next :meth:`watching`."""
+        calls, received = self._trace.calls[layer], self._trace.received[layer]
+        index = len(calls) - self._kept + step
+        if not 0 <= index < len(calls):
+            return None
+        local = column - calls[index].offset
+        tensor = received[index]
+        return tensor[row, local] if 0 <= local < tensor.shape[1] and row < tensor.shape[0] else None
 
     def held_bytes(self) -> int:
         """Bytes of the distinct tensor storages the current trace keeps alive (hidden states received, the copies

@@ -2,7 +2,8 @@
 
 Each spec finding is a function of one :class:`~equiv_core.findings.spec.spec_run.SpecRun` (every arm generated
 once). Its evidence always holds ``arms.<arm>.generated_ids`` and ``arms.<arm>.touched`` (a list of
-``[step, layer, position, row]``), the names other tools read.
+``[step, layer, position, row]``: what the block observer saw the arm change), the names other tools read, and
+``arms.<arm>.recorded`` (what the arm's own code recorded as it edited: the cross-check).
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ class RowEvidence:
     touched: tuple[Touch, ...]
     faults: tuple[IndexFault, ...]
     coverage_problems: tuple[str, ...]
+    recorded: tuple[Touch, ...] | None = None  # what the arm's code recorded, where ``touched`` was observed
 
     def to_dict(self) -> dict[str, Any]:
+        recorded = {} if self.recorded is None else {"recorded": [touch.to_list() for touch in self.recorded]}
         return {
             **self.generation.to_dict(),
             "touched": [touch.to_list() for touch in self.touched],
+            **recorded,
             "index_faults": [fault.to_dict() for fault in self.faults],
             "coverage_problems": list(self.coverage_problems),
         }
@@ -83,6 +87,7 @@ class ArmEvidence:
                 tuple(sorted(arm.coverage[row].touched)),  # over the steps the row ran (not after its EOS)
                 arm.coverage[row].faults,
                 tuple(arm.coverage[row].problems()),
+                _sorted(arm.coverage[row].recorded),
             )
             for row, record in enumerate(arm.generation.rows)
         )
@@ -103,6 +108,10 @@ class ArmEvidence:
             return {"description": self.description, "expressible": False, "not_expressible": self.not_expressible}
         head = {"description": self.description, "expressible": True, "kv_cache": self.cached}
         return {**head, **self.rows[0].to_dict()} if flat else head
+
+
+def _sorted(touches: frozenset[Touch] | None) -> tuple[Touch, ...] | None:
+    return None if touches is None else tuple(sorted(touches))
 
 
 def arms_evidence(run: SpecRun) -> dict[str, ArmEvidence]:

@@ -23,9 +23,11 @@ from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import SpecStyle
 from equiv_core.arms.reference import spec_hook_generate
 from equiv_core.arms.resolved import ResolvedSpec
-from equiv_core.arms.steering import GenerationRecord, NotExpressible, SpecGeneration
+from equiv_core.arms.steering import GenerationRecord, NotExpressible, SpecGeneration, Touch
 from equiv_core.config.catalog import ArmName
 from equiv_core.findings.coverage_map import CoverageCheck, intended_touches
+from equiv_core.observe.observer import BlockObserver
+from equiv_core.observe.touches import ObservedTouches, observed_touches, unobservable
 
 NNSIGHT_ARMS: tuple[ArmName, ...] = (ArmName.PLAIN, ArmName.ITER, ArmName.ITER_PER_INVOKE, ArmName.RECOMPUTE)
 STEERED_ARMS: tuple[ArmName, ...] = (*NNSIGHT_ARMS, ArmName.HOOK, ArmName.HOOK_RECOMPUTE)
@@ -125,20 +127,47 @@ def _not_expressible(name: ArmName, resolved: ResolvedSpec) -> str:
     )
 
 
-def _coverage(name: str, cached: bool, generation: SpecGeneration, resolved: ResolvedSpec) -> tuple[CoverageCheck, ...]:
-    """Each row's touches against its intent, over the steps the row ran (a row that stopped at EOS ran fewer)."""
+def _coverage(
+    name: str,
+    cached: bool,
+    generation: SpecGeneration,
+    resolved: ResolvedSpec,
+    observed: ObservedTouches | None,
+    observer: BlockObserver | None = None,
+) -> tuple[CoverageCheck, ...]:
+    """Each row's touches against its intent, over the steps the row ran (a row that stopped at EOS ran fewer).
+
+    The touches are the observed ones, with what the arm's code recorded as a cross-check; for a spec that changes
+    nothing (scale 0) nothing can be observed (an edit that writes the value already there is invisible), so there
+    the recorded touches are judged, as they are where no observation was made (``observed`` None).
+    """
     batch, checks = resolved.batch, []
     for row, record in enumerate(generation.rows):
         steps_run = len(record.generated_ids)
         intended = intended_touches(
             resolved.positions[row], resolved.layers, batch.lengths[row], steps_run, cached, row
         )
-        touched = frozenset(t for t in generation.touched if t.row == row and t.step < steps_run)
+        recorded = frozenset(t for t in generation.touched if t.row == row and t.step < steps_run)
         faults = tuple(f for f in generation.faults if f.row == row and f.step < steps_run)
         passes = generation.passes if row == 0 else ()  # passes are the whole batch's: checked once
+        fields = (intended, recorded, faults, passes, batch.lengths[row], row, batch.padded_length, steps_run)
+        if observed is None or resolved.spec.is_identity:
+            checks.append(CoverageCheck(name, cached, *fields))
+            continue
+        seen = observed.row(row, steps_run)
+        invisible: frozenset[Touch] = frozenset()
+        if observer is not None:  # recorded edits that write the value already there: unobservable, not missing
+            invisible = unobservable(recorded - seen.touches, batch, observer, resolved.leaves_unchanged)
         checks.append(
             CoverageCheck(
-                name, cached, intended, touched, faults, passes, batch.lengths[row], row, batch.padded_length, steps_run
+                name,
+                cached,
+                intended,
+                seen.touches | invisible,
+                *fields[2:],
+                recorded=recorded,
+                pads=seen.pads,
+                unobservable=invisible,
             )
         )
     return tuple(checks)
@@ -184,21 +213,26 @@ def _run_spec(context: SteeringContext, resolved: ResolvedSpec, say: Callable[[s
     model, pad, work = context.loaded.model, context.loaded.tokenizer.pad_token_id, context.work  # work: timed
     arms: dict[str, ArmRun] = {}
     names = _arm_names(resolved)
+    observer = BlockObserver(model, resolved.batch.input_ids[:1, :2])
     for index, name in enumerate(names, start=1):
         say(f"generating{where} arm {index}/{len(names)}: {name} ...")
         cached = CACHED[name]
         reason = _not_expressible(name, resolved)
         generation: SpecGeneration | None = None
+        observed: ObservedTouches | None = None
         if not reason:
             try:
-                if name.startswith("hook"):
-                    generation = work.timed(partial(spec_hook_generate, model, pad, resolved, cached))
-                else:
-                    per_invoke = name == ArmName.ITER_PER_INVOKE
-                    generation = context.nnsight.generate_spec(resolved, STYLES[name], per_invoke=per_invoke)
+                with observer.watching():
+                    if name.startswith("hook"):
+                        generation = work.timed(partial(spec_hook_generate, model, pad, resolved, cached))
+                    else:
+                        per_invoke = name == ArmName.ITER_PER_INVOKE
+                        generation = context.nnsight.generate_spec(resolved, STYLES[name], per_invoke=per_invoke)
+                observation = work.timed(observer.observation)
+                observed = observed_touches(observation.changes, resolved.batch)
             except NotExpressible as error:
                 reason = str(error)
-        coverage = () if generation is None else _coverage(name, cached, generation, resolved)
+        coverage = () if generation is None else _coverage(name, cached, generation, resolved, observed, observer)
         arms[name] = ArmRun(name, _description(name, resolved), cached, generation, coverage, reason)
     alone: tuple[SpecRun, ...] = ()
     rows = resolved.batch.size

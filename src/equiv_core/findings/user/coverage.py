@@ -3,7 +3,7 @@
 The touches are the observer's (:mod:`equiv_core.observe.observer`): every (step, layer, position, row) where a
 block's output differs from what the block computes from the input it received. The intended touches come from the
 spec alone (:func:`equiv_core.findings.coverage_map.intended_touches`), with or without the KV cache as the user's
-passes ran. A change at a pad column (no token there) is reported on its own.
+passes ran. A change at a pad column (no token there) is a problem of the row's check.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from equiv_core.findings.user.user_finding import (
     user_finding,
     user_verdict,
 )
-from equiv_core.findings.user.user_run import PadChange, UserRun
+from equiv_core.findings.user.user_run import UserRun
 
 ID = "coverage"
 LEGEND = (
@@ -34,7 +34,6 @@ LEGEND = (
 @dataclass(frozen=True, slots=True)
 class UserCoverageEvidence(SpecEvidence):
     checks: dict[str, tuple[CoverageCheck, ...]]  # user (observed) and hook (the reference's own record), per row
-    pad_changes: tuple[PadChange, ...]
     new_tokens: int
     receiver: str  # where the last block's output was read
     largest_change: float
@@ -42,9 +41,9 @@ class UserCoverageEvidence(SpecEvidence):
     def details(self) -> dict[str, Any]:
         return {
             "observed": {
-                "pad_changes": [change.to_list() for change in self.pad_changes],  # [step, layer, column, row]
                 "last_block_output_read_at": self.receiver,
                 "largest_change": self.largest_change,
+                "pad_changes": [pad.to_list() for check in self.checks[ArmName.USER] for pad in check.pads],
             },
             "problems": {arm: [check.problems() for check in checks] for arm, checks in self.checks.items()},
             "grids": {arm: [self.grid(arm, check.row) for check in checks] for arm, checks in self.checks.items()},
@@ -61,22 +60,8 @@ class UserCoverageEvidence(SpecEvidence):
             where = f", row {check.row}" if batch else ""
             lines += [f"{ArmName.USER}: observed{where} (layers {ranges({t.layer for t in check.touched}) or 'none'})"]
             lines += self.grid(ArmName.USER, check.row)
-        if self.pad_changes:
-            lines.append(f"pad columns changed: {_pad_summary(self.pad_changes)}")
         lines += ["", LEGEND]
         return lines
-
-
-def _pad_summary(pads: tuple[PadChange, ...]) -> str:
-    def some(word: str, values: set[int]) -> str:
-        return f"{word}{'s' if len(values) > 1 else ''} {ranges(values)}"
-
-    parts = []
-    for row in sorted({pad.row for pad in pads}):
-        mine = [pad for pad in pads if pad.row == row]
-        columns, steps, layers = ({getattr(p, key) for p in mine} for key in ("column", "step", "layer"))
-        parts.append(f"row {row} {some('column', columns)} at {some('step', steps)} ({some('layer', layers)})")
-    return "; ".join(parts)
 
 
 @user_finding(
@@ -86,11 +71,6 @@ def _pad_summary(pads: tuple[PadChange, ...]) -> str:
 )
 def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
     problems = [f"{row_label(run, check.row)}{problem}" for check in run.coverage for problem in check.problems()]
-    if run.pad_changes:
-        problems.append(
-            f"touched pad positions, which hold no token ({_pad_summary(run.pad_changes)}): the steering ignores the "
-            "attention mask"
-        )
     checks: dict[str, tuple[CoverageCheck, ...]] = {ArmName.USER: run.coverage}
     if run.reference is not None:  # the reference's own record of its edits, for the plot and the JSON
         touched = run.reference.touched
@@ -113,7 +93,6 @@ def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
         user_arms_evidence(run),
         run.batch.prompts,
         checks,
-        run.pad_changes,
         run.resolved.new_tokens,
         run.observation.receiver,
         run.observation.largest,

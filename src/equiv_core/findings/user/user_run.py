@@ -23,27 +23,15 @@ from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.model_work import ModelWork
 from equiv_core.arms.reference import spec_hook_generate
 from equiv_core.arms.resolved import ResolvedSpec
-from equiv_core.arms.steering import GenerationRecord, SpecGeneration, Touch, records_from_output
+from equiv_core.arms.steering import GenerationRecord, SpecGeneration, records_from_output
 from equiv_core.config.catalog import ArmName
 from equiv_core.findings.coverage_map import CoverageCheck, intended_touches
 from equiv_core.models.inputs import PromptBatch
 from equiv_core.observe.hooks import ModelState
-from equiv_core.observe.observer import BlockObserver, Change, Observation
+from equiv_core.observe.observer import BlockObserver, Observation
+from equiv_core.observe.touches import ObservedTouches, observed_touches, unobservable
 from equiv_core.usercode.forms import UserSteering
 from equiv_core.usercode.running import UserGeneration, run_user_steering
-
-
-@dataclass(frozen=True, slots=True)
-class PadChange:
-    """A hidden state the user's steering changed at a pad column of ``row`` (no token there)."""
-
-    step: int
-    layer: int
-    column: int
-    row: int
-
-    def to_list(self) -> list[int]:
-        return [self.step, self.layer, self.column, self.row]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +95,6 @@ class UserRun:
     observation: Observation
     cached: bool
     coverage: tuple[CoverageCheck, ...]
-    pad_changes: tuple[PadChange, ...]
     reference: SpecGeneration | None  # None, or () for the others: not generated (no finding asked for it)
     unsteered: tuple[GenerationRecord, ...]
     after: tuple[GenerationRecord, ...]
@@ -129,22 +116,11 @@ def uses_cache(observation: Observation) -> bool:
     return all(length == 1 for length in lengths[1:]) if len(lengths) > 1 else True
 
 
-def _touches(changes: frozenset[Change], batch: PromptBatch) -> tuple[frozenset[Touch], tuple[PadChange, ...]]:
-    """Observed changes as row-relative touches, and the ones at pad columns (no position to give them)."""
-    touches, pads = set(), []
-    for change in changes:
-        position = batch.position_of(change.row, change.column)
-        if position is None:
-            pads.append(PadChange(change.step, change.layer, change.column, change.row))
-        else:
-            touches.add(Touch(change.step, change.layer, position, change.row))
-    return frozenset(touches), tuple(sorted(pads, key=PadChange.to_list))
-
-
 def _coverage(
     records: tuple[GenerationRecord, ...],
-    touches: frozenset[Touch],
+    observed: ObservedTouches,
     observation: Observation,
+    observer: BlockObserver,
     resolved: ResolvedSpec,
     cached: bool,
 ) -> tuple[CoverageCheck, ...]:
@@ -154,20 +130,24 @@ def _coverage(
         intended = intended_touches(
             resolved.positions[row], resolved.layers, batch.lengths[row], steps_run, cached, row
         )
-        touched = frozenset(t for t in touches if t.row == row and t.step < steps_run)
+        mine = observed.row(row, steps_run)
+        # intended edits that would write the value already there: nothing to see, and nothing to miss
+        invisible = unobservable(intended - mine.touches, batch, observer, resolved.leaves_unchanged)
         passes = tuple(shape for shape in observation.passes if shape.layer == 0) if row == 0 else ()
         checks.append(
             CoverageCheck(
                 ArmName.USER,
                 cached,
                 intended,
-                touched,
+                mine.touches | invisible,
                 (),
                 passes,
                 batch.lengths[row],
                 row,
                 batch.padded_length,
                 steps_run,
+                pads=mine.pads,
+                unobservable=invisible,
             )
         )
     return tuple(checks)
@@ -241,7 +221,7 @@ def run_user(
         say("generating: the intent with the raw-hook reference, without the KV cache ...")
         reference = generate("reference", False, True)
     user = _records(generation, resolved)
-    touches, pads = _touches(observation.changes, resolved.batch)
+    observed = observed_touches(observation.changes, resolved.batch)
     floor = None
     if _needs_floor(user, (reference.rows if reference is not None else (), unsteered)):
         say("generating: unsteered without the KV cache (the model's own rounding, for the logits tolerance) ...")
@@ -262,8 +242,7 @@ def run_user(
         user=user,
         observation=observation,
         cached=cached,
-        coverage=_coverage(user, touches, observation, resolved, cached),
-        pad_changes=pads,
+        coverage=_coverage(user, observed, observation, observer, resolved, cached),
         reference=reference,
         unsteered=unsteered,
         after=after,
