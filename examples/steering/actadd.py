@@ -28,6 +28,14 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     return owner  # type: ignore[no-any-return]
 
 
+def block_envoys(lm: Any, model: nn.Module) -> Any:
+    """The decoder blocks of ``lm``, an nnsight wrapper of ``model``, as nnsight envoys (``lm.model.layers``)."""
+    envoys = lm
+    for name in layers_path(model).split("."):
+        envoys = getattr(envoys, name)
+    return envoys
+
+
 def hidden(output: Any) -> torch.Tensor:
     """The hidden states [batch, seq, hidden] of a block's output (a tensor, or a tuple in older transformers)."""
     return output[0] if isinstance(output, tuple) else output

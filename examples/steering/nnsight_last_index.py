@@ -3,21 +3,18 @@ is the last prompt token; with the KV cache every later pass holds one position,
 form. Meant: ``--op add --vector "actadd:I love this|I hate this" --scale 4 --layers 1 --positions -1``: FAILS, it
 touches the newest position at every step."""
 
+from actadd import block_envoys, love_hate
 from nnsight import TransformersModel
-
-from actadd import layers_path, love_hate
 
 
 def steer(model, tokenizer, input_ids, attention_mask, max_new_tokens, generation_kwargs):
     vector = love_hate(model, tokenizer, layer=1)
     lm = TransformersModel(model, tokenizer=tokenizer, task="text-generation")
-    block = lm
-    for name in layers_path(model).split("."):
-        block = getattr(block, name)
+    blocks = block_envoys(lm, model)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     with lm.generate(max_new_tokens=max_new_tokens, **generation_kwargs) as tracer:
         with tracer.invoke(inputs):
             for _step in tracer.iter[:max_new_tokens]:
-                block[1].output[:, -1] += vector
+                blocks[1].output[:, -1] += vector
             ids = tracer.result.save()
     return ids

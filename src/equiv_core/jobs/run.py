@@ -93,11 +93,9 @@ def run_job(
 def _coverage_outputs(report: RunReport, plot_path: Path | None, run: TrackedRun, payload: dict[str, Any]) -> None:
     """The coverage map as a picture (to ``plot_path`` and MLflow) and as data (MLflow ``coverage.json``)."""
     from equiv_core.findings.coverage_plot import plot_coverage
-    from equiv_core.findings.spec.coverage import CoverageEvidence
-    from equiv_core.findings.user.coverage import UserCoverageEvidence
+    from equiv_core.findings.spec.coverage import CoverageEvidence  # equiv check's is one too
 
-    kinds = (CoverageEvidence, UserCoverageEvidence)
-    evidence = next((f.evidence for f in report.findings if isinstance(f.evidence, kinds)), None)
+    evidence = next((f.evidence for f in report.findings if isinstance(f.evidence, CoverageEvidence)), None)
     if evidence is None or (plot_path is None and not run.run_id):
         return  # nothing asked for the picture: drawing it costs about a second
     descriptions = {name: arm.description for name, arm in evidence.arms.items()}

@@ -62,13 +62,11 @@ def run_user_steering(
     Raises UserCodeRaised (exit 1) when the user's code raises, naming the forward pass it was in, and
     UserCodeError (exit 2) when it hands back something of the wrong kind or shape.
     """
-    pad, target = tokenizer.pad_token_id, steering.target
+    target = steering.target
+    run = _Run(steering, model, tokenizer, batch, new_tokens, tokenizer.pad_token_id, decoding, observer)
     started = time.perf_counter()
     try:
-        if steering.form is Form.HOOKS:
-            sequences = _hooks_form(steering, model, tokenizer, batch, new_tokens, pad, decoding, observer)
-        else:
-            sequences = _generate_form(steering, model, tokenizer, batch, new_tokens, pad, decoding, observer)
+        sequences = _hooks_form(run) if steering.form is Form.HOOKS else _generate_form(run)
     except (UserCodeError, UserCodeRaised):
         raise
     except Exception as error:  # noqa: BLE001 - the user's steering is the only new code in this generation
@@ -88,18 +86,24 @@ def run_user_steering(
     return UserGeneration(ids, observation, generated - started, replayed - generated)
 
 
-def _hooks_form(
-    steering: UserSteering,
-    model: nn.Module,
-    tokenizer: Any,
-    batch: PromptBatch,
-    new_tokens: int,
-    pad: int | None,
-    decoding: Decoding,
-    observer: BlockObserver,
-) -> torch.Tensor:
+@dataclass(frozen=True, slots=True, eq=False)
+class _Run:
+    """One observed generation with the user's steering: what both forms take."""
+
+    steering: UserSteering
+    model: nn.Module
+    tokenizer: Any
+    batch: PromptBatch
+    new_tokens: int
+    pad: int | None
+    decoding: Decoding
+    observer: BlockObserver
+
+
+def _hooks_form(run: _Run) -> torch.Tensor:
+    steering, model, batch, decoding = run.steering, run.model, run.batch, run.decoding
     target = steering.target
-    manager = steering.steer(model, tokenizer) if steering.takes_tokenizer else steering.steer(model)
+    manager = steering.steer(model, run.tokenizer) if steering.takes_tokenizer else steering.steer(model)
     if not isinstance(manager, AbstractContextManager) and not (
         hasattr(manager, "__enter__") and hasattr(manager, "__exit__")
     ):
@@ -107,32 +111,23 @@ def _hooks_form(
             f"{target.describe()}(model) returned {type(manager).__name__}, not a context manager; the hooks form "
             "returns one that installs the steering on enter and removes it on exit"
         )
-    kwargs = generation_kwargs(new_tokens, pad, True, decoding)
-    with manager, observer.watching(), torch.no_grad():
+    kwargs = generation_kwargs(run.new_tokens, run.pad, True, decoding)
+    with manager, run.observer.watching(), torch.no_grad():
         seed_sampling(decoding)
         output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)  # type: ignore[operator]
     return torch.as_tensor(output.sequences)
 
 
-def _generate_form(
-    steering: UserSteering,
-    model: nn.Module,
-    tokenizer: Any,
-    batch: PromptBatch,
-    new_tokens: int,
-    pad: int | None,
-    decoding: Decoding,
-    observer: BlockObserver,
-) -> torch.Tensor:
-    kwargs = user_generation_kwargs(new_tokens, pad, decoding)
-    with observer.watching(), torch.no_grad():
-        seed_sampling(decoding)
-        ids, mask = batch.input_ids.clone(), batch.attention_mask.clone()
-        result = steering.steer(model, tokenizer, ids, mask, new_tokens, kwargs)
+def _generate_form(run: _Run) -> torch.Tensor:
+    kwargs = user_generation_kwargs(run.new_tokens, run.pad, run.decoding)
+    with run.observer.watching(), torch.no_grad():
+        seed_sampling(run.decoding)
+        ids, mask = run.batch.input_ids.clone(), run.batch.attention_mask.clone()
+        result = run.steering.steer(run.model, run.tokenizer, ids, mask, run.new_tokens, kwargs)
     sequences = getattr(result, "sequences", result)  # a GenerateOutput is taken too
     if not isinstance(sequences, torch.Tensor):
         raise UserCodeError(
-            f"{steering.target.describe()} returned {type(result).__name__}; the generate form returns token ids "
+            f"{run.steering.target.describe()} returned {type(result).__name__}; the generate form returns token ids "
             f"[batch, prompt + new] (a LongTensor)"
         )
     return sequences

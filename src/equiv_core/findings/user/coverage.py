@@ -14,7 +14,7 @@ from typing import Any
 from equiv_core.config.catalog import ArmName
 from equiv_core.findings.coverage_map import CoverageCheck, ranges
 from equiv_core.findings.finding import FindingResult
-from equiv_core.findings.spec.spec_finding import SpecEvidence
+from equiv_core.findings.spec.coverage import CoverageEvidence
 from equiv_core.findings.user.user_finding import (
     UserFindingConfig,
     row_label,
@@ -32,26 +32,20 @@ LEGEND = (
 
 
 @dataclass(frozen=True, slots=True)
-class UserCoverageEvidence(SpecEvidence):
-    checks: dict[str, tuple[CoverageCheck, ...]]  # user (observed) and hook (the reference's own record), per row
-    new_tokens: int
+class UserCoverageEvidence(CoverageEvidence):
+    """Spec mode's coverage evidence (``checks``: ``user``, observed, and ``hook``, the reference's own record),
+    with what the observer saw besides."""
+
     receiver: str  # where the last block's output was read
     largest_change: float
 
     def details(self) -> dict[str, Any]:
-        return {
-            "observed": {
-                "last_block_output_read_at": self.receiver,
-                "largest_change": self.largest_change,
-                "pad_changes": [pad.to_list() for check in self.checks[ArmName.USER] for pad in check.pads],
-            },
-            "problems": {arm: [check.problems() for check in checks] for arm, checks in self.checks.items()},
-            "grids": {arm: [self.grid(arm, check.row) for check in checks] for arm, checks in self.checks.items()},
+        observed = {
+            "last_block_output_read_at": self.receiver,
+            "largest_change": self.largest_change,
+            "pad_changes": [pad.to_list() for check in self.checks[ArmName.USER] for pad in check.pads],
         }
-
-    def grid(self, arm: str, row: int = 0) -> list[str]:
-        check = self.checks[arm][row]
-        return check.grid(check.prompt_length, check.steps_run or self.new_tokens)
+        return {**CoverageEvidence.details(self), "observed": observed}
 
     def lines(self) -> list[str]:
         batch = len(self.prompts) > 1
