@@ -3,6 +3,7 @@ row), intended against touched."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,13 +90,13 @@ def coverage_figure(
                 _draw_panel(axes, check, layer, new_tokens, colormap)
                 verdict = "OK" if layer_matches(check, layer) else "GAP"
                 row = f" row {check.row}" if len(batch_rows) > 1 else ""
-                axes.set_title(
-                    f"{arm}{row}, layer {layer} [{verdict}]\n{descriptions.get(arm, '')}", fontsize=8, wrap=True
-                )
+                described = textwrap.fill(descriptions.get(arm, ""), width=58)  # a panel is ~4 inches wide
+                axes.set_title(f"{arm}{row}, layer {layer} [{verdict}]\n{described}", fontsize=8)
+    # One legend row fits 3 panels or more; fewer (equiv check draws 2) take two rows.
     figure.legend(
         handles=[Patch(facecolor=color, edgecolor="grey", label=label) for label, color in CATEGORIES],
         loc="lower center",
-        ncol=len(CATEGORIES),
+        ncol=len(CATEGORIES) if len(checks) >= 3 else (len(CATEGORIES) + 1) // 2,
         fontsize=7,
         frameon=False,
     )

@@ -61,7 +61,8 @@ def run_job(
     device = resolve_device(config.device)  # CUDA asked for where there is none: exit 2 before an MLflow run exists
     tracker = open_tracker(tracking)  # before any model work: an unreachable store fails fast
 
-    with tracker.run(run_logging.run_name(config), tags={Tag.KIND: RunKind.RUN}) as parent:
+    kind = RunKind.RUN if config.check is None else RunKind.CHECK
+    with tracker.run(run_logging.run_name(config), tags={Tag.KIND: kind}) as parent:
         if parent.enabled:
             run_logging.prefetch_environment_manifest()
         parent.log(params=run_logging.run_params(config), tags=early_tags())

@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 from equiv_core.bench.results import ArmResult, BenchReport
@@ -40,10 +41,11 @@ def determinism_tags(determinism: dict[str, Any], prefix: str = "determinism") -
 def run_name(config: RunConfig) -> str:
     """What an ``equiv run`` ran, as its MLflow run name (the verdict is added when it ends, see
     :meth:`TrackedRun.conclude`): ``run smollm2-135m`` for the five findings, ``run actadd-all smollm2-135m`` for a
-    recipe, ``run add@L6 smollm2-135m`` for another spec, ``... 4 prompts`` for a batch."""
+    recipe, ``run add@L6 smollm2-135m`` for another spec, ``... 4 prompts`` for a batch; ``equiv check``'s:
+    ``check mine.py:steer actadd-all smollm2-135m``."""
     from equiv_core.spec.recipes import RECIPES
 
-    words = ["run"]
+    words = ["run"] if config.check is None else ["check", f"{Path(config.check.path).name}:{config.check.name}"]
     if config.spec is not None:
         recipe = next((name for name in RECIPES.names() if RECIPES.get(name).spec() == config.spec), None)
         words.append(recipe or f"{config.spec.op}@L{config.spec.layers.text}")
@@ -66,8 +68,10 @@ def input_params(prompts: tuple[str, ...]) -> dict[str, Any]:
 def run_params(config: RunConfig) -> dict[str, Any]:
     """The params of an ``equiv run`` parent run, known before any model work: everything that decides what it
     generates and judges."""
+    checked = {} if config.check is None else {"checked": config.check.describe(), "form": config.check.form}
     return {
-        "command": "run",
+        "command": "run" if config.check is None else "check",
+        **checked,
         "model": config.model,
         **input_params(config.prompt_list),
         "layer": config.layer,

@@ -12,6 +12,7 @@ class RunKind(enum.StrEnum):
     """What a run is (its :attr:`Tag.KIND`)."""
 
     RUN = "run"  # equiv run (parent of one FINDING run per finding)
+    CHECK = "check"  # equiv check (the same layout as RUN: the user's steering against its intent)
     BENCH = "bench"  # equiv bench (parent of one BENCH_CELL run per arm and size, and of FINDING runs)
     FINDING = "finding"
     BENCH_CELL = "bench-cell"

@@ -133,7 +133,8 @@ def _coverage(
         mine = observed.row(row, steps_run)
         # intended edits that would write the value already there: nothing to see, and nothing to miss
         invisible = unobservable(intended - mine.touches, batch, observer, resolved.leaves_unchanged)
-        passes = tuple(shape for shape in observation.passes if shape.layer == 0) if row == 0 else ()
+        # the passes of the intended layers (their lengths are checked against the KV cache's staircase)
+        passes = tuple(shape for shape in observation.passes if shape.layer in resolved.layers) if row == 0 else ()
         checks.append(
             CoverageCheck(
                 ArmName.USER,
