@@ -383,3 +383,16 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used_not_an_error
             raise MlflowException(f"Experiment(name={name}) already exists", error_code=RESOURCE_ALREADY_EXISTS)
 
     assert experiment_id(RacingClient(), "equiv-audit", None) == "7"
+
+
+def test_check_logs_a_check_run_with_a_child_per_finding_and_its_coverage_map(store: str) -> None:
+    target = str(Path(__file__).resolve().parents[1] / "examples" / "steering" / "hook_skips_decode.py") + ":steer"
+    assert main(["check", target, "--recipe", "actadd-all", "--model", "tiny-llama", "--max-new-tokens", "3"]) == 1
+    [(parent, children)] = parent_and_children(store)
+    assert parent.info.run_name == "check hook_skips_decode.py:steer actadd-all tiny-llama FAIL 2/4"
+    assert parent.info.status == "FAILED"  # a finding failed, as for `equiv run`
+    assert parent.data.tags[Tag.KIND] == "check" and parent.data.params["form"] == "hooks"
+    assert sorted(child.data.params["finding"] for child in children) == sorted(
+        ["coverage", "matches_reference", "steered_differs", "hooks_removed"]
+    )
+    assert {"coverage.png", "coverage.json"} <= artifact_paths(store, parent.info.run_id)

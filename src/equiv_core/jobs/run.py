@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ def run_job(
 ) -> int:
     """``equiv run``: the findings (five, or a steering spec's), printed, written as JSON, logged to MLflow; then
     one line saying where the wall time went (:mod:`equiv_core.support.walltime`)."""
-    from equiv_core.config.run import validate_config
+    from equiv_core.config.run import ValidRunConfig, validate_config
 
     valid = validate_config(config)  # torch-free: a bad argument is answered before the heavy imports below
     json_path = check_output(json_out, "--json")
@@ -47,6 +48,8 @@ def run_job(
         from equiv_core.usercode.forms import load_user_steering
 
         steering = load_user_steering(config.check)
+        # the form as told (by --form or the signature): what the run records
+        config = valid = ValidRunConfig(replace(config, check=replace(config.check, form=steering.form)))
 
     from equiv_core.findings.report import render
     from equiv_core.findings.runner import run_findings
