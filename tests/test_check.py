@@ -98,6 +98,7 @@ def test_steering_at_two_blocks_and_an_attention_projection_touches_exactly_thos
     user = next(f for f in payload["findings"] if f["id"] == "coverage")["evidence"]["arms"]["user"]
     assert {layer for _step, layer, _position, _row in user["touched"]} == {0, 1}
     assert verdicts(payload)["coverage"] == "PASS"
+    assert verdicts(payload)["matches_reference"] == "FAIL"  # an attention-site edit is not a block-output edit
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -166,6 +167,14 @@ def test_a_file_that_raises_on_import_shows_the_users_traceback(
     assert any('mine.py", line 2' in line for line in lines[1:])
 
 
+def test_a_file_that_exits_on_import_is_one_line_of_ours(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = _run(_write(tmp_path, "import sys\nsys.exit('usage: mine.py ARG')\n") + ":steer", capsys)
+    assert code == 2
+    assert lines[0].endswith(
+        "mine.py raised on import: SystemExit: usage: mine.py ARG (a script's argument parsing at import?)"
+    )
+
+
 def test_a_signature_of_neither_form_names_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines = _run(_write(tmp_path, "def steer(a, b, c):\n    pass\n") + ":steer", capsys)
     assert (code, len(lines)) == (2, 1)
@@ -200,6 +209,7 @@ def test_steering_that_raises_while_generating_exits_1_with_the_step(
     ("returned", "expected"),
     [
         ("input_ids", "returned 0 new tokens per row; asked for 5"),
+        ("torch.zeros(input_ids.shape[0], 5, dtype=torch.long)", "returned only the new tokens [1, 5]"),
         ("torch.zeros(1, 9)", "returned a torch.float32 tensor of shape (1, 9)"),
         ("'ids'", "returned str; the generate form returns token ids"),
     ],
@@ -280,3 +290,20 @@ def test_only_coverage_generates_nothing_besides_the_users_steering(tmp_path: Pa
     cost = payload["check_cost"]
     assert (cost["unsteered_s"], cost["reference_s"], cost["after_s"], cost["floor_s"]) == (0.0, 0.0, 0.0, 0.0)
     assert cost["observer_bytes"] > 0
+
+
+def test_the_pytest_fixture_returns_the_result_when_every_finding_holds(steering_check: Any) -> None:
+    @contextmanager
+    def random_direction(model: nn.Module) -> Iterator[None]:
+        from equiv_core.arms.vectors import random_unit_vector
+
+        vector = random_unit_vector(1, model.config.hidden_size)
+        handle = model.model.layers[1].register_forward_hook(lambda _m, _a, out: out + vector)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    intent = {"op": "add", "vector": "random:1", "scale": "1", "layers": "1", "positions": "all"}
+    result = steering_check(random_direction, intent, model="tiny-llama")
+    assert result.holds and result.finding("matches_reference").message.endswith("logits bit-identical")

@@ -218,3 +218,27 @@ def test_mutant_an_observer_that_replays_without_the_attention_mask_reports_touc
 
     monkeypatch.setattr(observer_module._Call, "replay_arguments", without_mask)
     assert not unsteered_is_empty(tiny_context)
+
+
+def test_passes_before_the_generation_are_left_out_even_one_stopped_early(tiny_context: SteeringContext) -> None:
+    """A function that reads its vector first (a whole forward pass, then one stopped after block 0) and then
+    generates: the generation's passes are the last ones, and they alone are judged."""
+    model, tokenizer = tiny_context.loaded.model, tiny_context.loaded.tokenizer
+    batch = encode_prompts(tokenizer, PROMPTS, tiny_context.device, "left")
+    observer = BlockObserver(model, batch.input_ids[:1, :2])
+    blocks = find_decoder_layers(model)[1]
+
+    def stop(_module: nn.Module, _args: Any, _output: Any) -> None:
+        raise StopIteration
+
+    kwargs = generation_kwargs(NEW_TOKENS, tokenizer.pad_token_id, True)
+    with observer.watching(), torch.no_grad():
+        model(input_ids=batch.input_ids[:1, :3], use_cache=False)
+        handle = blocks[0].register_forward_hook(stop)
+        with pytest.raises(StopIteration):
+            model(input_ids=batch.input_ids[:1, :3], use_cache=False)
+        handle.remove()
+        model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+    observation = observer.observation(NEW_TOKENS)
+    assert observation.setup_passes == 2 and observation.changes == frozenset()
+    assert [shape.length for shape in observation.passes if shape.layer == 0] == [batch.padded_length, 1, 1, 1]

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from equiv_core.arms.steering import apply_op
 from equiv_core.config.decoding import GREEDY, Decoding
 from equiv_core.models.inputs import PromptBatch
 from equiv_core.spec.steering_spec import SteeringSpec, Steps
@@ -63,8 +64,6 @@ class ResolvedSpec:
     def leaves_unchanged(self, layer: int, value: torch.Tensor) -> bool:
         """Whether the spec's edit at ``layer`` writes exactly ``value`` ([hidden]) back: zeroing a zero state,
         adding a zero vector, ... (such an edit cannot be told from no edit)."""
-        from equiv_core.arms.steering import apply_op
-
         edited = apply_op(self.op, self.scale, value.unsqueeze(0), self.vector_for(layer))[0]
         return bool(torch.equal(edited, value))
 

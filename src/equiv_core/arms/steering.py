@@ -35,6 +35,19 @@ class Touch:
 
 
 @dataclass(frozen=True, slots=True, order=True)
+class PadChange:
+    """A hidden state changed at a pad column of ``row`` (left padding: before the prompt; right: after it)."""
+
+    step: int
+    layer: int
+    column: int
+    row: int
+
+    def to_list(self) -> list[int]:
+        return [self.step, self.layer, self.column, self.row]
+
+
+@dataclass(frozen=True, slots=True, order=True)
 class IndexFault:
     """An index the arm's code used that the pass did not have (``kind`` "out_of_range": ``h[:, index]`` would
     raise IndexError) or that landed on a pad token of row ``row`` ("pad")."""

@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from equiv_core.arms.steering import IndexFault, PassShape, Touch
-from equiv_core.observe.touches import PadChange
+from equiv_core.arms.steering import IndexFault, PadChange, PassShape, Touch
 
 
 def first_step(position: int, prompt_length: int) -> int:

@@ -25,6 +25,7 @@ from equiv_core.spec.steering_spec import SteeringSpec
 if TYPE_CHECKING:
     from equiv_core.findings.finding import FindingResult
     from equiv_core.findings.runner import RunReport
+    from equiv_core.findings.user.coverage import UserCoverageEvidence
 
 Intent = str | SteeringSpec | Mapping[str, str | float]
 
@@ -58,14 +59,19 @@ class CheckResult:
 
     def touched(self, row: int = 0) -> list[list[int]]:
         """What the user's code was observed to touch in batch row ``row``: ``[step, layer, position, row]``."""
-        evidence = self.finding("coverage").evidence.to_dict()
-        arm = evidence["arms"][ArmName.USER] if "rows" not in evidence else evidence["rows"][row]["arms"][ArmName.USER]
-        return [list(touch) for touch in arm["touched"]]
+        return [touch.to_list() for touch in sorted(self._coverage().checks[ArmName.USER][row].touched)]
 
     def grid(self, row: int = 0) -> str:
         """The step x position grid of the user's observed touches in row ``row``."""
-        grids = self.finding("coverage").evidence.to_dict().get("grids", {})
-        return "\n".join(grids[ArmName.USER][row]) if grids else ""
+        return "\n".join(self._coverage().grid(ArmName.USER, row))
+
+    def _coverage(self) -> UserCoverageEvidence:
+        from equiv_core.findings.user.coverage import UserCoverageEvidence
+
+        evidence = self.finding("coverage").evidence
+        if not isinstance(evidence, UserCoverageEvidence):
+            raise KeyError(f"the coverage finding has no evidence: {self.finding('coverage').message}")
+        return evidence
 
     def to_dict(self) -> dict[str, Any]:
         return self.report.to_dict()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,7 @@ class _Call:
     offset: int  # columns already in this layer's cache
     cache_slot: tuple[str, int | str] | None = None  # ("arg", i) or ("kwarg", name) of the cache argument
     cache_before: Any = None
+    autocast: torch.dtype | None = None  # the autocast dtype the block ran under (None: autocast off)
 
     def replay_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments with the cache replaced by the copy taken before the pass."""
@@ -118,6 +119,14 @@ def _hidden_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Ten
     if not isinstance(hidden, torch.Tensor):
         raise ObservationError(f"a decoder block received {type(hidden).__name__} where hidden states were expected")
     return hidden
+
+
+def _autocast_state(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force for ``device_type`` (None: off): a replay must run under the same."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (RuntimeError, TypeError):  # a device type autocast does not know
+        return None
 
 
 def _find_cache(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[str, int | str], Any] | None:
@@ -197,18 +206,26 @@ class BlockObserver:
         self.receiver_name = f"{found[0]}'s input" if found else "the last block's forward hook"
         self.receiver = found[1] if found else None
         self._trace = _Trace([[] for _ in self.blocks], [[] for _ in self.blocks])
+        self._pending: list[_Call | None] = [None] * len(self.blocks)
+        self._begun = 0  # forward passes block 0 has begun in the current watching (finished or not)
         self._kept = 0
 
     @contextmanager
     def watching(self) -> Iterator[BlockObserver]:
-        """Record every block call inside the block (what the blocks received; nothing is edited)."""
+        """Record every block call inside the block (what the blocks received; nothing is edited).
+
+        Per block, a pre-hook that runs before any other keeps the state of the block's cache layer before the pass
+        (and the autocast state the block runs under); a forward hook keeps the arguments the block's ``forward``
+        actually got, after every pre-hook, whoever registered it and whenever."""
         self._trace = _Trace([[] for _ in self.blocks], [[] for _ in self.blocks])
-        handles = [
-            block.register_forward_pre_hook(self._pre_hook(layer), with_kwargs=True)
-            for layer, block in enumerate(self.blocks)
-        ]
+        self._pending = [None] * len(self.blocks)
+        self._begun = 0
+        handles = []
+        for layer, block in enumerate(self.blocks):
+            handles.append(block.register_forward_pre_hook(self._before(layer), prepend=True, with_kwargs=True))
+            handles.append(block.register_forward_hook(self._after(layer), with_kwargs=True))
         if self.receiver is not None:
-            handles.append(self.receiver.register_forward_pre_hook(self._receiver_hook, with_kwargs=True))
+            handles.append(self.receiver.register_forward_hook(self._receiver_hook, with_kwargs=True))
         else:
             handles.append(self.blocks[-1].register_forward_hook(self._last_output_hook))
         handles.append(self.model.register_forward_hook(self._logits_hook))
@@ -218,21 +235,34 @@ class BlockObserver:
             for handle in handles:
                 handle.remove()
 
-    def _pre_hook(self, layer: int) -> Callable[..., None]:
-        def record(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _before(self, layer: int) -> Callable[..., None]:
+        def keep_state(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             hidden = _hidden_argument(args, kwargs)
-            if layer > 0:
-                self._trace.received[layer - 1].append(hidden)
+            call = _Call((), {}, hidden, 0, autocast=_autocast_state(hidden.device.type))
             found = _find_cache(args, kwargs)
-            call = _Call(args, dict(kwargs), hidden, 0)
             if found is not None:
                 call.cache_slot, cache = found
                 call.cache_before, call.offset = _layer_state(cache, layer)
+            self._pending[layer] = call
+            if layer == 0:
+                self._begun += 1
+
+        return keep_state
+
+    def _after(self, layer: int) -> Callable[..., None]:
+        def keep_arguments(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], _output: Any) -> None:
+            call = self._pending[layer]
+            if call is None:
+                raise ObservationError(f"block {layer} ran without passing its pre-hooks")
+            self._pending[layer] = None
+            call.args, call.kwargs, call.hidden = args, dict(kwargs), _hidden_argument(args, kwargs)
+            if layer > 0:
+                self._trace.received[layer - 1].append(call.hidden)
             self._trace.calls[layer].append(call)
 
-        return record
+        return keep_arguments
 
-    def _receiver_hook(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _receiver_hook(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], _output: Any) -> None:
         self._trace.received[-1].append(_hidden_argument(args, kwargs))
 
     def _logits_hook(self, _module: nn.Module, _args: Any, output: Any) -> None:
@@ -245,7 +275,7 @@ class BlockObserver:
     @property
     def passes_so_far(self) -> int:
         """Forward passes block 0 has begun in the current :meth:`watching` (for "raised at step k")."""
-        return len(self._trace.calls[0])
+        return self._begun
 
     def _last_output_hook(self, _module: nn.Module, _args: Any, output: Any) -> None:
         self._trace.received[-1].append(hidden_states_of(output))
@@ -269,8 +299,10 @@ class BlockObserver:
             )
         keep = ran if steps is None else steps
         for layer, (all_calls, all_received) in enumerate(zip(self._trace.calls, self._trace.received, strict=True)):
+            # the generation's passes are the last ``keep`` of each list: a setup pass stopped early (a vector read
+            # at one layer) reached fewer blocks, so the lists may differ before them, never within them
             calls, received = all_calls[len(all_calls) - keep :], all_received[len(all_received) - keep :]
-            if len(all_calls) != len(all_received):
+            if len(calls) != keep or len(received) != keep or (steps is None and len(all_calls) != len(all_received)):
                 raise ObservationError(
                     f"block {layer} ran {len(all_calls)} times but its output was received {len(all_received)} times "
                     f"(by {'block ' + str(layer + 1) if layer + 1 < len(self.blocks) else self.receiver_name})"
@@ -309,8 +341,9 @@ class BlockObserver:
         return tensor[row, local] if 0 <= local < tensor.shape[1] and row < tensor.shape[0] else None
 
     def held_bytes(self) -> int:
-        """Bytes of the distinct tensor storages the current trace keeps alive (hidden states received, the copies
-        of the cache layers, the logits): the observer's memory cost, which grows with layers x passes x the cache
+        """Bytes of the distinct tensor storages the current trace keeps alive (every block's arguments: hidden
+        states, attention masks, position embeddings; the copies of the cache layers; the logits): the observer's
+        memory cost, which grows with layers x passes x the cache
         length (a cache layer's state before pass k holds k-1 more columns than the prefill's)."""
         storages: dict[int, int] = {}
 
@@ -321,7 +354,9 @@ class BlockObserver:
 
         for calls in self._trace.calls:
             for call in calls:
-                add(call.hidden)
+                for value in (*call.args, *call.kwargs.values()):  # hidden states, masks, position embeddings
+                    for item in value if isinstance(value, tuple) else (value,):
+                        add(item)
                 layers = getattr(call.cache_before, "layers", None)
                 for state in layers or ():
                     add(getattr(state, "keys", None))
@@ -338,6 +373,8 @@ class BlockObserver:
         the observer was built), every hook suspended, on its own copy of its cache layer."""
         args, kwargs = call.replay_arguments()
         block = self.blocks[layer]
-        with torch.no_grad(), suspended_hooks(block):
+        device = call.hidden.device.type
+        autocast = torch.autocast(device, call.autocast) if call.autocast is not None else nullcontext()
+        with torch.no_grad(), suspended_hooks(block), autocast:
             output = self.forwards[layer](block, *args, **kwargs)
         return hidden_states_of(output)

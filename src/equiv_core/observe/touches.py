@@ -8,22 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from equiv_core.arms.steering import Touch
+from equiv_core.arms.steering import PadChange, Touch
 from equiv_core.models.inputs import PromptBatch
 from equiv_core.observe.observer import BlockObserver, Change
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class PadChange:
-    """A hidden state changed at a pad column of ``row`` (left padding: before the prompt; right: after it)."""
-
-    step: int
-    layer: int
-    column: int
-    row: int
-
-    def to_list(self) -> list[int]:
-        return [self.step, self.layer, self.column, self.row]
 
 
 @dataclass(frozen=True, slots=True)

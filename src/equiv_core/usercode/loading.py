@@ -1,6 +1,6 @@
-"""Loading ``FILE.py:NAME`` as Python would run the file: its folder first on ``sys.path`` while it imports, so
-the helpers beside it import too. A file that raises on import is the user's fault: their traceback lines come back
-with one line of ours."""
+"""Loading ``FILE.py:NAME`` as Python would run the file: its folder first on ``sys.path`` (and left there, as for a
+script), so the helpers beside it import too, at import time or later. A file that raises on import is the user's
+fault: their traceback lines come back with one line of ours."""
 
 from __future__ import annotations
 
@@ -37,16 +37,16 @@ def load_steering(target: UserTarget) -> Callable[..., Any]:
         raise UserCodeError(f"{target.path}: cannot be imported as a Python file")
     module = importlib.util.module_from_spec(spec)
     folder = str(path.parent)
-    sys.path.insert(0, folder)
+    if folder not in sys.path:  # as when Python runs the file: its folder stays first for the whole run
+        sys.path.insert(0, folder)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:  # noqa: BLE001 - whatever the user's file raises is reported as theirs
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - whatever the user's file raises is reported as theirs
         sys.modules.pop(module_name, None)
-        raise UserCodeError(f"{target.path} raised on import: {error_line(error)}", user_frames(error, path)) from None
-    finally:
-        if sys.path and sys.path[0] == folder:
-            sys.path.pop(0)
+        hint = " (a script's argument parsing at import?)" if isinstance(error, SystemExit) else ""
+        message = f"{target.path} raised on import: {error_line(error)}{hint}"
+        raise UserCodeError(message, user_frames(error, path)) from None
     found = getattr(module, target.name, None)
     if found is None or not callable(found):
         callables = sorted(

@@ -20,7 +20,7 @@ from equiv_core.arms.steering import generation_kwargs, seed_sampling
 from equiv_core.config.check import Form, UserTarget
 from equiv_core.config.decoding import Decoding
 from equiv_core.models.inputs import PromptBatch
-from equiv_core.observe.observer import BlockObserver, Observation
+from equiv_core.observe.observer import BlockObserver, Observation, ObservationError
 from equiv_core.support.errors import UserCodeError, UserCodeRaised, error_line
 from equiv_core.usercode.forms import UserSteering
 from equiv_core.usercode.loading import user_frames
@@ -80,10 +80,23 @@ def run_user_steering(
     generated = time.perf_counter()
     _check_sequences(sequences, target, batch, new_tokens, decoding)
     steps = int(sequences.shape[1]) - batch.padded_length
-    observation = observer.observation(steps)
+    try:
+        observation = observer.observation(steps)
+    except ObservationError as error:
+        raise UserCodeError(f"{target.describe()}: equiv check cannot observe this code: {error}") from None
     replayed = time.perf_counter()
     ids = sequences.detach().to("cpu", torch.int64)
     return UserGeneration(ids, observation, generated - started, replayed - generated)
+
+
+def _when(steering: UserSteering, begun: int) -> str:
+    """Where in the generation the user's code raised: the step (hooks form: HF ``generate``'s passes are the steps);
+    the forward pass of its own run (generate form: passes before generating, e.g. for its vector, count too)."""
+    if begun == 0:
+        return "before the first forward pass"
+    if steering.form is Form.GENERATE:
+        return f"in forward pass {begun} of its run"
+    return f"at step {begun - 1} ({'prefill' if begun == 1 else 'decode'})"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -147,6 +160,11 @@ def _check_sequences(
         )
     columns = int(sequences.shape[1])
     new = columns - batch.padded_length
+    if columns == new_tokens and new_tokens < expected:
+        raise UserCodeError(
+            f"{where} returned only the new tokens [{batch.size}, {columns}]; return the prompt and the new tokens "
+            f"[{batch.size}, {expected}], as generate does"
+        )
     if new < new_tokens and not (decoding.stop_at_eos and new >= 1):
         raise UserCodeError(f"{where} returned {max(new, 0)} new tokens per row; asked for {new_tokens}")
     if new > new_tokens:

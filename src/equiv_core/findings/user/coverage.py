@@ -93,5 +93,8 @@ def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
     )
     intended = sum(len(check.intended) for check in run.coverage)
     success = f"touched exactly the {intended} intended edits ({'with' if run.cached else 'without'} the KV cache)"
-    applicable = "" if intended else "nothing to steer in the steps generated (every row ended before its intent)"
+    touched_any = any(check.touched or check.pads for check in run.coverage)
+    applicable = (
+        "" if intended or touched_any else "nothing to steer in the steps generated (every row ended before its intent)"
+    )
     return user_verdict(ID, config, problems, success, evidence, applicable=applicable)

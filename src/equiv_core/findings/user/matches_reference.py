@@ -15,6 +15,7 @@ from equiv_core.findings.user.user_finding import (
     UserFindingConfig,
     noise_allowance,
     row_label,
+    untrusted_reference,
     user_arms_evidence,
     user_finding,
     user_verdict,
@@ -71,8 +72,8 @@ class MatchesReferenceEvidence(SpecEvidence):
     frozenset({Phase.REFERENCE}),
 )
 def matches_reference(run: UserRun, config: UserFindingConfig) -> FindingResult:
-    matches, problems = [], []
     assert run.reference is not None, "matches_reference needs the reference generation"
+    matches, problems = [], untrusted_reference(run)
     for row, (mine, expected) in enumerate(zip(run.user, run.reference.rows, strict=True)):
         ids_equal = mine.generated_ids == expected.generated_ids
         exact = compare_tensors(mine.step_logits, expected.step_logits, 0.0, 0.0).bit_identical

@@ -16,6 +16,7 @@ from equiv_core.findings.user.user_finding import (
     UserFindingConfig,
     noise_allowance,
     row_label,
+    untrusted_reference,
     user_arms_evidence,
     user_finding,
     user_verdict,
@@ -72,14 +73,21 @@ def steered_differs(run: UserRun, config: UserFindingConfig) -> FindingResult:
     rows = range(run.batch.size)
     changed = tuple(_changed(run, row, ArmName.USER) for row in rows)
     reference_changed = tuple(_changed(run, row, ArmName.HOOK) for row in rows)
-    problems = []
+    problems = untrusted_reference(run)
+    # unsteered the way the user's code ran: with the KV cache, or without it (the floor run)
+    baseline = run.unsteered if run.cached else run.unsteered_recompute
+    if identity and baseline is None:
+        problems.append(
+            "the unsteered run without the KV cache, to compare an intent that changes nothing with, was not made"
+        )
     for row in rows:
         where = row_label(run, row)
-        same_bits = run.user[row].generated_ids == run.unsteered[row].generated_ids and torch.equal(
-            run.user[row].step_logits, run.unsteered[row].step_logits
-        )
-        if identity and not same_bits:
-            problems.append(f"{where}an intent that changes nothing must give exactly the unsteered output")
+        if identity and baseline is not None:
+            same_bits = run.user[row].generated_ids == baseline[row].generated_ids and torch.equal(
+                run.user[row].step_logits, baseline[row].step_logits
+            )
+            if not same_bits:
+                problems.append(f"{where}an intent that changes nothing must give exactly the unsteered output")
         elif not identity and not reference_changed[row]:
             problems.append(
                 f"{where}the intent does not change the output even in the raw-hook reference, so no comparison can "

@@ -148,5 +148,16 @@ def user_verdict(
     return FindingResult(id, title, not problems, "; ".join(problems) if problems else success, evidence, config)
 
 
+def untrusted_reference(run: UserRun) -> list[str]:
+    """The problem with a reference made after the user's steering (without the KV cache, as the user's code ran)
+    when that steering left anything behind; [] otherwise."""
+    if run.cached or not run.tainted or run.reference is None:
+        return []
+    return [
+        f"the reference without the KV cache had to run after the user's steering, and {run.tainted}: it cannot "
+        "be trusted (see hooks_removed)"
+    ]
+
+
 def row_label(run: UserRun, row: int) -> str:
     return f"row {row}: " if run.batch.size > 1 else ""

@@ -1,11 +1,14 @@
 """Everything ``equiv check`` generates for one piece of user steering, once, shared by the user findings.
 
-In this order: ``unsteered`` (HF ``generate``, no edit), ``hook`` (the intent applied by the independent raw-hook
-reference, :func:`equiv_core.arms.reference.spec_hook_generate`), ``user`` (the user's steering, observed by
-:class:`equiv_core.observe.observer.BlockObserver`), ``unsteered_after`` (HF ``generate`` again, after the user's
-steering returned) and, only when some logits differ without differing ids, ``unsteered_recompute`` (the model's own
-rounding noise floor). The reference runs before the user's code so that steering the user leaves behind cannot
-reach it.
+In this order: ``unsteered`` (HF ``generate``, no edit) and ``hook`` (the intent applied by the independent raw-hook
+reference, :func:`equiv_core.arms.reference.spec_hook_generate`, with the KV cache) before the user's code, so that
+steering it leaves behind cannot reach them; ``user`` (the user's steering, observed by
+:class:`equiv_core.observe.observer.BlockObserver`); ``unsteered_after`` (HF ``generate`` again, after the user's
+steering returned). Two generations can only come after it: the reference again without the KV cache, when the
+user's code recomputes every position each step, and ``unsteered_recompute`` (the model's own rounding noise floor),
+when some logits differ without differing ids or the intent changes nothing. Where the user's steering left anything
+behind (``tainted``), the floor is not measured (every comparison is then bit for bit) and a reference made after it
+is reported as untrusted. Each finding asks only for the generations it reads (:class:`Phase`).
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class UserRun:
     decode: Callable[[tuple[int, ...]], str]
     dtype: torch.dtype
     cost: CheckCost | None = None  # timings: kept out of every finding's evidence (the fingerprint is timing-free)
+    tainted: str = ""  # why generations made after the user's steering are not clean ('' when they are)
 
     @property
     def batch(self) -> PromptBatch:
@@ -180,6 +184,21 @@ class Phase(enum.StrEnum):
     AFTER = "unsteered_after"
 
 
+def _tainted(
+    left_behind: tuple[str, ...], after: tuple[GenerationRecord, ...], unsteered: tuple[GenerationRecord, ...]
+) -> str:
+    """Why a generation made after the user's steering returned would not be clean, or '': something was left
+    behind, or the plain generation after it differs from the one before it."""
+    if left_behind:
+        return f"the steering left state behind: {left_behind[0]}"
+    changed = [
+        row
+        for row, (later, earlier) in enumerate(zip(after, unsteered, strict=False))
+        if later.generated_ids != earlier.generated_ids or not torch.equal(later.step_logits, earlier.step_logits)
+    ]
+    return f"a plain generation after the steering differs from the one before it (rows {changed})" if changed else ""
+
+
 def run_user(
     context: SteeringContext,
     resolved: ResolvedSpec,
@@ -218,13 +237,16 @@ def run_user(
         after = tuple(replace(row, arm=ArmName.UNSTEERED_AFTER) for row in generate("after", True, False).rows)
     observation = generation.observation
     cached = uses_cache(observation)
+    tainted = _tainted(left_behind, after, unsteered)
     if reference is not None and not cached:  # the user's code recomputes every position each step: so must it
         say("generating: the intent with the raw-hook reference, without the KV cache ...")
         reference = generate("reference", False, True)
     user = _records(generation, resolved)
     observed = observed_touches(observation.changes, resolved.batch)
     floor = None
-    if _needs_floor(user, (reference.rows if reference is not None else (), unsteered)):
+    identity_uncached = resolved.spec.is_identity and not cached and Phase.UNSTEERED in phases
+    needed = identity_uncached or _needs_floor(user, (reference.rows if reference is not None else (), unsteered))
+    if needed and not tainted:  # a floor measured on a model still steered would be no floor
         say("generating: unsteered without the KV cache (the model's own rounding, for the logits tolerance) ...")
         floor = generate("floor", False, False).rows
     spent = clock.seconds
@@ -249,6 +271,7 @@ def run_user(
         after=after,
         left_behind=left_behind,
         unsteered_recompute=floor,
+        tainted=tainted,
         decode=context.decode,
         dtype=context.dtype,
         cost=cost,
