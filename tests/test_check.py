@@ -307,3 +307,37 @@ def test_the_pytest_fixture_returns_the_result_when_every_finding_holds(steering
     intent = {"op": "add", "vector": "random:1", "scale": "1", "layers": "1", "positions": "all"}
     result = steering_check(random_direction, intent, model="tiny-llama")
     assert result.holds and result.finding("matches_reference").message.endswith("logits bit-identical")
+
+
+def test_a_block_swapped_for_a_wrapper_is_observed_at_its_layer_and_must_be_put_back() -> None:
+    """repeng's ControlModel replaces decoder blocks with wrappers that add a vector; the observer, built on the
+    original blocks before the steering is entered, still sees the change at that layer."""
+
+    class Added(nn.Module):
+        def __init__(self, block: nn.Module, vector: torch.Tensor) -> None:
+            super().__init__()
+            self.block, self.vector = block, vector
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return self.block(*args, **kwargs) + self.vector
+
+    def swapping(put_back: bool) -> Any:
+        @contextmanager
+        def steer(model: nn.Module) -> Iterator[None]:
+            from equiv_core.arms.vectors import random_unit_vector
+
+            layers = model.model.layers
+            original = layers[1]
+            layers[1] = Added(original, random_unit_vector(1, model.config.hidden_size))
+            try:
+                yield
+            finally:
+                if put_back:
+                    layers[1] = original
+
+        return steer
+
+    intent = {"op": "add", "vector": "random:1", "scale": "1", "layers": "1", "positions": "all"}
+    assert check_steering(swapping(True), intent, model="tiny-llama").holds
+    left = check_steering(swapping(False), intent, model="tiny-llama").finding("hooks_removed")
+    assert left.verdict == "FAIL" and "module model.layers.1 was replaced and not put back" in left.message

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from equiv_core.cli.arguments import AddCommand, tracking_options
-from equiv_core.cli.run import add_run_options, run_config
+from equiv_core.cli.run import INTENT_GROUP, add_run_options, run_config
 from equiv_core.config.check import FORMS, TARGET_HELP, UserTarget
 from equiv_core.support.walltime import CommandStart
 
@@ -34,5 +34,5 @@ def add_parser(command: AddCommand) -> None:
         help="hooks: steer(model) -> context manager; generate: steer(model, tokenizer, input_ids, attention_mask, "
         "max_new_tokens, generation_kwargs) -> ids (default: told by the signature)",
     )
-    add_run_options(check)
+    add_run_options(check, INTENT_GROUP)
     check.set_defaults(handler=check_command)

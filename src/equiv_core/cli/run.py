@@ -72,11 +72,15 @@ def run_config(arguments: argparse.Namespace, check: UserTarget | None = None) -
     return config
 
 
-def add_spec_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "steering spec (any of these runs the spec findings coverage, arms_agree, cache_vs_recompute and "
-        "steered_differs instead of the original study's five)"
-    )
+SPEC_GROUP = (
+    "steering spec (any of these runs the spec findings coverage, arms_agree, cache_vs_recompute and "
+    "steered_differs instead of the original study's five)"
+)
+INTENT_GROUP = "the intent: what the checked code is meant to do, as a steering spec (one of these is required)"
+
+
+def add_spec_options(parser: argparse.ArgumentParser, title: str = SPEC_GROUP) -> None:
+    group = parser.add_argument_group(title)
     group.add_argument("--recipe", default=None, help="a named spec from the catalogue (`equiv recipes`)")
     group.add_argument("--spec", default=None, metavar="FILE.toml", help="a TOML file with the fields below")
     group.add_argument("--op", default=None, help=f"one of {', '.join(OPS)} (default: zero)")
@@ -108,10 +112,12 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_spec_and_generation_groups(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_spec_and_generation_groups(
+    parser: argparse.ArgumentParser, spec_title: str = SPEC_GROUP
+) -> argparse._ArgumentGroup:
     """The steering spec's options, then the generation settings' group with ``--prompts`` and ``--padding`` (the
     configs' own generation options join it); returns that group."""
-    add_spec_options(parser)
+    add_spec_options(parser, spec_title)
     group = parser.add_argument_group(
         "generation settings (checked by the spec findings; without a spec option they use the original zeroing "
         "edit as a spec)"
@@ -133,13 +139,13 @@ def add_parser(command: AddCommand) -> None:
     run.set_defaults(handler=run_command)
 
 
-def add_run_options(run: argparse.ArgumentParser) -> None:
-    """``equiv run``'s options (``equiv check`` takes them too, the spec being the intent)."""
+def add_run_options(run: argparse.ArgumentParser, spec_title: str = SPEC_GROUP) -> None:
+    """``equiv run``'s options (``equiv check`` takes them too, the spec being the intent: ``spec_title``)."""
     add_declared_options(run, RunConfig)
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
     run.add_argument("--plot", default=None, metavar="PATH", help="draw a steering spec's coverage map (PNG) here")
-    generation = add_spec_and_generation_groups(run)
+    generation = add_spec_and_generation_groups(run, spec_title)
     add_declared_options(run, RunConfig, {GENERATION: generation})
     add_declared_options(run, Decoding, {GENERATION: generation})
     add_tracking_options(run, DEFAULT_EXPERIMENT)
