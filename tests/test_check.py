@@ -341,3 +341,18 @@ def test_a_block_swapped_for_a_wrapper_is_observed_at_its_layer_and_must_be_put_
     assert check_steering(swapping(True), intent, model="tiny-llama").holds
     left = check_steering(swapping(False), intent, model="tiny-llama").finding("hooks_removed")
     assert left.verdict == "FAIL" and "module model.layers.1 was replaced and not put back" in left.message
+
+
+def test_a_word_given_to_the_studys_position_points_at_positions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["check", f"{EXAMPLES / 'hook_every_pass'}.py:steer", "--recipe", "actadd-all", "--position", "all"]) == 2
+    )
+    assert "a steering spec's positions are given with --positions" in capsys.readouterr().err
+
+
+def test_check_result_repr_is_one_line_of_verdicts() -> None:
+    intent = {"op": "add", "vector": "random:1", "scale": "1", "layers": "1", "positions": "all"}
+    shown = repr(check_steering(_adding_at_every_position(3.0), intent, model="tiny-llama"))
+    assert "\n" not in shown and shown.endswith(
+        "coverage: PASS, matches_reference: FAIL, steered_differs: PASS, hooks_removed: PASS)"
+    )

@@ -31,7 +31,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         where = f" (see `{self.prog} --help`)" if self.prog != "equiv" else " (see `equiv --help`)"
-        self.exit(ExitStatus.BAD_INPUT, f"equiv: error: {message}{_closest_choice(message)}{where}\n")
+        hint = _closest_choice(message) or _plural_option(message)
+        self.exit(ExitStatus.BAD_INPUT, f"equiv: error: {message}{hint}{where}\n")
+
+
+def _plural_option(message: str) -> str:
+    """``; a steering spec's positions are --positions`` where a word or list went to the original study's
+    integer --layer or --position."""
+    found = re.match(r"argument --(layer|position): invalid int value", message)
+    return f"; a steering spec's {found[1]}s are given with --{found[1]}s" if found else ""
 
 
 def _closest_choice(message: str) -> str:

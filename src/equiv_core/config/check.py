@@ -43,7 +43,7 @@ class UserTarget:
         """``FILE.py:NAME`` checked (file exists and is Python, NAME is an identifier); UserInputError otherwise."""
         file, colon, name = text.rpartition(":")
         if not colon or not file or not name:
-            raise UserInputError(f"{text!r}: give FILE.py:NAME, e.g. examples/steering/raw_hook_all.py:steer")
+            raise UserInputError(f"{text!r}: give FILE.py:NAME, e.g. examples/steering/hook_every_pass.py:steer")
         if not name.isidentifier():
             raise UserInputError(f"{text!r}: {name!r} is not a Python name; give FILE.py:NAME")
         path = Path(file)

@@ -32,7 +32,7 @@ Intent = str | SteeringSpec | Mapping[str, str | float]
 _VERDICT_COLOURS = {"PASS": "#2e8b57", "FAIL": "#d62728"}
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class CheckResult:
     """What one check found: ``holds`` (every finding that applies holds), the findings, and the report.
 
@@ -75,6 +75,10 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return self.report.to_dict()
+
+    def __repr__(self) -> str:
+        verdicts = ", ".join(f"{finding.id}: {finding.verdict}" for finding in self.findings)
+        return f"CheckResult({self.report.checked} on {self.report.config.model}: {verdicts})"
 
     def __str__(self) -> str:
         from equiv_core.findings.report import render

@@ -78,9 +78,10 @@ class TimeBreakdown:
 
     def render(self) -> str:
         """One line: ``time: 14.1 s = start-up 0.2 s, imports 3.0 s, ...; harness 38%``."""
+        calls = f"{self.model_calls} call{'' if self.model_calls == 1 else 's'}"
         return (
             f"time: {self.total_s:.1f} s = start-up {self.startup_s:.1f} s, imports {self.imports_s:.1f} s, "
-            f"model load {self.prepare_s:.1f} s, model work {self.model_work_s:.1f} s ({self.model_calls} calls, "
+            f"model load {self.prepare_s:.1f} s, model work {self.model_work_s:.1f} s ({calls}, "
             f"{self.shared_calls} shared), checks {self.checks_s:.1f} s, MLflow {self.mlflow_s:.1f} s, other "
             f"{self.other_s:.1f} s; harness (all but model work) {self.harness_share:.0%}"
         )
