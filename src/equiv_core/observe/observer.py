@@ -1,8 +1,10 @@
 """The block observer: which (step, layer, column, row) a generation's decoder blocks did not compute themselves.
 
-During the generation a forward pre-hook on every decoder block keeps what the block received (its arguments,
-the hidden states [batch, seq, hidden] among them) and the state of its own layer of the KV cache before the
-pass; a pre-hook on the module after the last block (the final norm, found by a probe) keeps what left it. After
+During the generation, on every decoder block, a forward hook (with kwargs) keeps the arguments the block's
+``forward`` got, after every pre-hook whoever registered it (the hidden states [batch, seq, hidden] among them),
+and a pre-hook that runs before all others keeps the state of the block's own layer of the KV cache before the
+pass and the autocast state; the module after the last block (the final norm, found by a probe) is read the same
+way. After
 the generation each block's class ``forward`` runs again on exactly what it received, with every hook suspended,
 and its result is compared bit for bit with what the next block (or the final norm) received in that pass. A
 difference is a *change* of that block: an edit of its output, of anything inside it (attention, MLP, one head),
@@ -15,7 +17,8 @@ as ``cache`` and the block appends to it; replaying on the live cache would appe
 
 Exactness: the replay is the same computation on the same inputs with the same shapes, so on deterministic
 kernels an unsteered generation gives no change at all (tests/test_observer.py checks it on every tiny model).
-What observation cannot see: an edit that writes the value already there.
+What observation cannot see: an edit that writes the value already there; an edit of block 0's input (the
+embeddings: nothing before block 0 is replayed); a change of dtype that keeps the values.
 """
 
 from __future__ import annotations
