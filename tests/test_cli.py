@@ -230,7 +230,8 @@ def test_a_misspelled_option_is_answered_with_the_closest_one(capsys: pytest.Cap
 def test_a_subcommand_usage_error_is_one_equiv_error_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--layer", "x"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "equiv: error: argument --layer: invalid int value: 'x' (see `equiv run --help`)"
+        "equiv: error: argument --layer: invalid int value: 'x'; a steering spec's layers are given with --layers "
+        "(see `equiv run --help`)"
     ]
 
 

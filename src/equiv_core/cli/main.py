@@ -31,15 +31,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         where = f" (see `{self.prog} --help`)" if self.prog != "equiv" else " (see `equiv --help`)"
-        hint = _closest_choice(message) or _plural_option(message)
+        hint = _closest_choice(message) or _plural_option(message, self)
         self.exit(ExitStatus.BAD_INPUT, f"equiv: error: {message}{hint}{where}\n")
 
 
-def _plural_option(message: str) -> str:
-    """``; a steering spec's positions are --positions`` where a word or list went to the original study's
-    integer --layer or --position."""
+def _plural_option(message: str, parser: argparse.ArgumentParser) -> str:
+    """``; a steering spec's positions are given with --positions`` where a word or list went to the original
+    study's integer --layer or --position, in a command that takes the spec's option."""
     found = re.match(r"argument --(layer|position): invalid int value", message)
-    return f"; a steering spec's {found[1]}s are given with --{found[1]}s" if found else ""
+    if found is None or f"--{found[1]}s" not in parser._option_string_actions:
+        return ""
+    return f"; a steering spec's {found[1]}s are given with --{found[1]}s"
 
 
 def _closest_choice(message: str) -> str:
