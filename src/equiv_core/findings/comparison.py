@@ -74,6 +74,11 @@ def compare_tensors(actual: torch.Tensor, expected: torch.Tensor, atol: float, r
     )
 
 
+def identical_generations(first: GenerationRecord, second: GenerationRecord) -> bool:
+    """The same token ids and bit-identical per-step logits (``torch.equal``)."""
+    return first.generated_ids == second.generated_ids and torch.equal(first.step_logits, second.step_logits)
+
+
 def steering_problems(arm: GenerationRecord, reference: GenerationRecord, unsteered: GenerationRecord) -> list[str]:
     """Why a steered arm cannot be trusted, or [] when it agrees with the raw-hook reference and did something.
 

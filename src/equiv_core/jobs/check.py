@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, ArmName
@@ -150,9 +150,9 @@ def check_steering(
     Raises UserInputError for a bad argument or a steering function of no known form (UserCodeError), and
     UserCodeRaised when ``steer`` raises while generating (with the step and the lines of its traceback).
     """
-    from equiv_core.config.run import RunConfig, validate_config
+    from equiv_core.config.run import RunConfig, ValidRunConfig, validate_config
     from equiv_core.findings.runner import run_findings
-    from equiv_core.usercode.forms import UserSteering, detect_form, takes_tokenizer
+    from equiv_core.usercode.forms import steering_of
 
     batch = tuple(prompts)
     target = _target(steer, form)
@@ -170,6 +170,6 @@ def check_steering(
         check=target,
     )
     valid = validate_config(config)
-    detected = detect_form(steer, target)
-    steering = UserSteering(target, steer, detected, detected is Form.HOOKS and takes_tokenizer(steer))
-    return CheckResult(run_findings(valid, progress=progress, steering=steering))
+    steering = steering_of(steer, target)
+    checked = ValidRunConfig(replace(valid, check=steering.target))  # the form as told, as equiv check records it
+    return CheckResult(run_findings(checked, progress=progress, steering=steering))

@@ -49,7 +49,7 @@ def run_job(
 
         steering = load_user_steering(config.check)
         # the form as told (by --form or the signature): what the run records
-        config = valid = ValidRunConfig(replace(config, check=replace(config.check, form=steering.form)))
+        config = valid = ValidRunConfig(replace(config, check=steering.target))
 
     from equiv_core.findings.report import render
     from equiv_core.findings.runner import run_findings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from equiv_core.config.check import Form, UserTarget
@@ -73,10 +73,15 @@ class UserSteering:
 
 def load_user_steering(target: UserTarget) -> UserSteering:
     """Import ``target``'s file, take the callable and tell its form; UserCodeError (exit 2) for any fault of
-    theirs (:func:`~equiv_core.usercode.loading.load_steering`, :func:`detect_form`)."""
-    steer = load_steering(target)
+    theirs (:func:`~equiv_core.usercode.loading.load_steering`, :func:`steering_of`)."""
+    return steering_of(load_steering(target), target)
+
+
+def steering_of(steer: Callable[..., Any], target: UserTarget) -> UserSteering:
+    """``steer`` with its form told (:func:`detect_form`), which its target then records; UserCodeError (exit 2)
+    for a signature of no form."""
     form = detect_form(steer, target)
-    return UserSteering(target, steer, form, form is Form.HOOKS and takes_tokenizer(steer))
+    return UserSteering(replace(target, form=form), steer, form, form is Form.HOOKS and takes_tokenizer(steer))
 
 
 def takes_tokenizer(steer: Callable[..., Any]) -> bool:

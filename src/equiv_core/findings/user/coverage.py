@@ -8,7 +8,7 @@ passes ran. A change at a pad column (no token there) is a problem of the row's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from equiv_core.config.catalog import ArmName
@@ -69,17 +69,13 @@ def coverage(run: UserRun, config: UserFindingConfig) -> FindingResult:
     if run.reference is not None:  # the reference's own record of its edits, for the plot and the JSON
         touched = run.reference.touched
         checks[ArmName.HOOK] = tuple(
-            CoverageCheck(
-                ArmName.HOOK,
-                run.cached,
-                check.intended,
-                frozenset(t for t in touched if t.row == check.row and t.step < check.steps_run),
-                (),
-                (),
-                check.prompt_length,
-                check.row,
-                check.padded_length,
-                check.steps_run,
+            replace(
+                check,
+                arm=ArmName.HOOK,
+                touched=frozenset(t for t in touched if t.row == check.row and t.step < check.steps_run),
+                passes=(),
+                pads=(),
+                unobservable=frozenset(),
             )
             for check in run.coverage
         )

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from equiv_core.config.catalog import ArmName
+from equiv_core.findings.comparison import identical_generations
 from equiv_core.findings.finding import FindingResult, ids_text
 from equiv_core.findings.spec.spec_finding import SpecEvidence
 from equiv_core.findings.user.user_finding import (
     UserFindingConfig,
+    generation_line,
     row_label,
     user_arms_evidence,
     user_finding,
@@ -38,8 +38,7 @@ class HooksRemovedEvidence(SpecEvidence):
         for row, same in enumerate(self.identical):
             label = f"row {row} " if batch else ""
             for name in (ArmName.UNSTEERED, ArmName.UNSTEERED_AFTER):
-                generation = self.arms[name].rows[row].generation
-                lines.append(f"{label}{name:<15} {ids_text(generation.generated_ids)} {generation.text!r}")
+                lines.append(generation_line(self, name, row, label, 15))
             lines.append(f"{label}after == before, ids and logits bit for bit: {same}")
         return lines + [f"left behind: {item}" for item in self.left_behind]
 
@@ -51,8 +50,7 @@ class HooksRemovedEvidence(SpecEvidence):
 )
 def hooks_removed(run: UserRun, config: UserFindingConfig) -> FindingResult:
     identical = tuple(
-        after.generated_ids == before.generated_ids and torch.equal(after.step_logits, before.step_logits)
-        for after, before in zip(run.after, run.unsteered, strict=True)
+        identical_generations(after, before) for after, before in zip(run.after, run.unsteered, strict=True)
     )
     problems = list(run.left_behind)
     for row, same in enumerate(identical):

@@ -9,10 +9,11 @@ from typing import Any
 
 from equiv_core.config.catalog import ArmName
 from equiv_core.findings.comparison import compare_tensors
-from equiv_core.findings.finding import FindingResult, ids_text
+from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import SpecEvidence, same_input_diff
 from equiv_core.findings.user.user_finding import (
     UserFindingConfig,
+    generation_line,
     noise_allowance,
     row_label,
     untrusted_reference,
@@ -56,8 +57,7 @@ class MatchesReferenceEvidence(SpecEvidence):
         for match in self.matches:
             label = f"row {match.row} " if batch else ""
             for name in (ArmName.USER, ArmName.HOOK):
-                generation = self.arms[name].rows[match.row].generation
-                lines.append(f"{label}{name:<6} {ids_text(generation.generated_ids)} {generation.text!r}")
+                lines.append(generation_line(self, name, match.row, label, 6))
             lines.append(
                 f"{label}ids {'identical' if match.ids_equal else 'DIFFERENT'}; logits bit-identical "
                 f"{match.bit_identical}, max abs diff {match.max_abs_diff:.3g}"

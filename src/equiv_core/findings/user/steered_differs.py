@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from equiv_core.config.catalog import ArmName
-from equiv_core.findings.finding import FindingResult, ids_text
+from equiv_core.findings.comparison import identical_generations
+from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import SpecEvidence, same_input_diff
 from equiv_core.findings.user.user_finding import (
     UserFindingConfig,
+    generation_line,
     noise_allowance,
     row_label,
     untrusted_reference,
@@ -45,8 +45,7 @@ class UserDiffersEvidence(SpecEvidence):
         for row, changed in enumerate(self.changed):
             label = f"row {row} " if batch else ""
             for name in (ArmName.UNSTEERED, ArmName.USER):
-                generation = self.arms[name].rows[row].generation
-                lines.append(f"{label}{name:<9} {ids_text(generation.generated_ids)} {generation.text!r}")
+                lines.append(generation_line(self, name, row, label, 9))
             lines.append(f"{label}user output {'differs from' if changed else 'EQUALS'} unsteered")
         return lines
 
@@ -57,7 +56,7 @@ def _changed(run: UserRun, row: int, which: str) -> bool:
     unsteered = run.unsteered[row]
     if mine.generated_ids != unsteered.generated_ids:
         return True
-    if torch.equal(mine.step_logits, unsteered.step_logits):
+    if identical_generations(mine, unsteered):
         return False
     _floor, allowance = noise_allowance(run, row, mine, unsteered)
     return not same_input_diff(mine, unsteered) <= allowance
@@ -83,10 +82,7 @@ def steered_differs(run: UserRun, config: UserFindingConfig) -> FindingResult:
     for row in rows:
         where = row_label(run, row)
         if identity and baseline is not None:
-            same_bits = run.user[row].generated_ids == baseline[row].generated_ids and torch.equal(
-                run.user[row].step_logits, baseline[row].step_logits
-            )
-            if not same_bits:
+            if not identical_generations(run.user[row], baseline[row]):
                 problems.append(f"{where}an intent that changes nothing must give exactly the unsteered output")
         elif not identity and not reference_changed[row]:
             problems.append(

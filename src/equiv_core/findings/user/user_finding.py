@@ -14,8 +14,14 @@ from typing import Any
 
 from equiv_core.arms.steering import GenerationRecord
 from equiv_core.config.catalog import USER_FINDING_IDS, ArmName
-from equiv_core.findings.finding import FindingResult, GenerationSummary
-from equiv_core.findings.spec.spec_finding import ArmEvidence, RowEvidence, SpecFindingConfig, floor_allowance
+from equiv_core.findings.finding import FindingResult, GenerationSummary, ids_text
+from equiv_core.findings.spec.spec_finding import (
+    ArmEvidence,
+    RowEvidence,
+    SpecEvidence,
+    SpecFindingConfig,
+    floor_allowance,
+)
 from equiv_core.findings.user.user_run import Phase, UserRun
 from equiv_core.support.registry import Registry
 
@@ -157,6 +163,12 @@ def untrusted_reference(run: UserRun) -> list[str]:
         f"the reference without the KV cache had to run after the user's steering, and {run.tainted}: it cannot "
         "be trusted (see hooks_removed)"
     ]
+
+
+def generation_line(evidence: SpecEvidence, name: str, row: int, label: str, width: int) -> str:
+    """``row 1 user   [ids] 'text'``: what arm ``name`` generated in ``row``, for an evidence's report lines."""
+    generation = evidence.arms[name].rows[row].generation
+    return f"{label}{name:<{width}} {ids_text(generation.generated_ids)} {generation.text!r}"
 
 
 def row_label(run: UserRun, row: int) -> str:

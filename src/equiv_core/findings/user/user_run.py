@@ -28,6 +28,7 @@ from equiv_core.arms.reference import spec_hook_generate
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import GenerationRecord, SpecGeneration, records_from_output
 from equiv_core.config.catalog import ArmName
+from equiv_core.findings.comparison import identical_generations
 from equiv_core.findings.coverage_map import CoverageCheck, intended_touches
 from equiv_core.models.inputs import PromptBatch
 from equiv_core.observe.hooks import ModelState
@@ -170,7 +171,7 @@ def _needs_floor(user: tuple[GenerationRecord, ...], others: tuple[tuple[Generat
     """Some row has the same ids as another generation but logits that are not bit-identical: only then does a
     verdict need the model's own rounding noise (``others``: each generation's rows, () where not generated)."""
     return any(
-        mine.generated_ids == theirs.generated_ids and not torch.equal(mine.step_logits, theirs.step_logits)
+        mine.generated_ids == theirs.generated_ids and not identical_generations(mine, theirs)
         for rows in others
         for mine, theirs in zip(user, rows, strict=False)
     )
@@ -194,7 +195,7 @@ def _tainted(
     changed = [
         row
         for row, (later, earlier) in enumerate(zip(after, unsteered, strict=False))
-        if later.generated_ids != earlier.generated_ids or not torch.equal(later.step_logits, earlier.step_logits)
+        if not identical_generations(later, earlier)
     ]
     return f"a plain generation after the steering differs from the one before it (rows {changed})" if changed else ""
 
