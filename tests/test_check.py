@@ -258,6 +258,7 @@ def test_check_steering_takes_the_function_itself_and_shows_the_grid() -> None:
     assert result.finding("matches_reference").verdict == "FAIL"
     assert "step 4" in result.grid() and "<pre>" in result._repr_html_()
     assert result.touched()[0] == [0, 1, 0, 0]
+    assert result.report.checked == f"{__file__}:_adding_at_every_position.<locals>.steer (hooks form)"
 
 
 def test_check_steering_refuses_a_function_of_no_form() -> None:

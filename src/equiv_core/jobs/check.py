@@ -119,8 +119,8 @@ def _spec(intent: Intent) -> SteeringSpec:
 
 
 def _target(steer: Callable[..., Any], form: Form | str | None) -> UserTarget:
-    try:
-        path = inspect.getsourcefile(steer) or "<unknown>"
+    try:  # the function as written, not a decorator's wrapper (@contextmanager's lives in contextlib)
+        path = inspect.getsourcefile(inspect.unwrap(steer)) or "<unknown>"
     except TypeError:
         path = "<unknown>"
     name = getattr(steer, "__qualname__", getattr(steer, "__name__", type(steer).__name__))
