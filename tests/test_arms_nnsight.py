@@ -79,15 +79,15 @@ def test_no_deprecation_warnings(tiny_context: SteeringContext) -> None:
 def test_an_nnsight_older_than_the_harness_can_drive_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """nnsight 0.5.1-0.5.12 cannot append to a Python list inside a trace (release bisection of 2026-11-30)."""
+    """nnsight 0.4 builds a graph of proxies from a trace's code; the arms are written for 0.5's Python execution."""
     from packaging.version import Version
 
     from equiv_core.arms import nnsight as nnsight_arms
 
-    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.5.12"))
+    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.4.11"))
     with pytest.raises(
-        nnsight_arms.UnsupportedNnsightVersion, match=r"nnsight 0.5.12 is not supported \(need >= 0.5.13"
+        nnsight_arms.UnsupportedNnsightVersion, match=r"nnsight 0.4.11 is not supported \(need >= 0.5.0: .*proxies"
     ):
         nnsight_arms.check_supported()
-    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.5.13"))
+    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.5.1"))
     nnsight_arms.check_supported()

@@ -3,10 +3,15 @@
 Experiments and benchmarks call :class:`NnsightSteering` and never nnsight directly. Supported:
 0.5.x (``LanguageModel``, ``with tracer.iter[...]:`` blocks), 0.6.x and 0.7.x (``LanguageModel``,
 ``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop form). Every generation
-reads ids with ``tracer.result`` *after* the iter loop and uses a bounded loop ``iter[:N]`` with
-``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3, 0.7.0 and 0.8.1
-(an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield *unsteered*
+reads ids with ``tracer.result`` (before 0.5.8: ``generator.output``) *after* the iter loop and uses a bounded
+loop ``iter[:N]`` with ``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3, 0.7.0 and
+0.8.1 (an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield *unsteered*
 ids without an error). Results are still checked against a raw hook by the caller, never trusted as is.
+
+What an arm records inside a trace (the shape each firing saw, the edits it made) goes into containers made
+*outside* the trace, which the trace's code only appends to: a container made inside a trace must be saved to
+outlive it, and before 0.5.13 nnsight could not save a list (``module 'nnsight' has no attribute 'append'``;
+release sweep of 2026-12-07), so the arms drive every release from 0.5.1 the same way.
 """
 
 from __future__ import annotations
@@ -43,9 +48,11 @@ from equiv_core.config.catalog import MIN_RELEASE
 from equiv_core.models.architecture import BlockOutputForm
 
 NNSIGHT_VERSION = Version(nnsight.__version__)
-# Every nnsight arm records what its edit saw by appending to a Python list inside the trace; before 0.5.13 that
-# fails, so every finding would FAIL for the harness's reasons, not nnsight's steering (config.catalog.MIN_RELEASE).
+# 0.4 and older build a graph of proxies from the trace's code (no Python control flow on values): equiv_core drives
+# the 0.5 rewrite and later (config.catalog.MIN_RELEASE says why).
 MIN_SUPPORTED = Version(MIN_RELEASE["nnsight"])
+# The generated ids inside a generation trace: `tracer.result` from 0.5.8, `generator.output` before (NOTES).
+TRACER_RESULT = Version("0.5.8") <= NNSIGHT_VERSION
 # 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
 # deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
 LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
@@ -61,10 +68,10 @@ class UnsupportedNnsightVersion(RuntimeError):
     """The installed nnsight cannot be used at all; the message says why."""
 
 
-def save_in_trace(value: Any) -> Any:
-    """Mark ``value`` to outlive the trace (``nnsight.save`` where it exists, else the ``.save()`` method)."""
-    save = getattr(nnsight, "save", None)
-    return save(value) if save is not None else value.save()
+def generated_output(wrapped: Any, tracer: Any) -> Any:
+    """Inside a generation trace: the saved ``generate`` output (``tracer.result``; ``generator.output`` before
+    nnsight 0.5.8, see :data:`TRACER_RESULT`), read after every step selector that should steer it."""
+    return tracer.result.save() if TRACER_RESULT else wrapped.generator.output.save()
 
 
 def _pass_offset(step: int, padded_length: int, cached: bool) -> int:
@@ -87,8 +94,8 @@ def check_supported() -> None:
     than :data:`MIN_SUPPORTED`."""
     if NNSIGHT_VERSION < MIN_SUPPORTED:
         raise UnsupportedNnsightVersion(
-            f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED}: before it, appending to a Python "
-            "list inside a trace fails, and every arm records what its edit saw that way)"
+            f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED}: before it, a trace's code builds a "
+            "graph of proxies, with no Python control flow on values, which the arms are written with)"
         )
 
 
@@ -193,12 +200,12 @@ class NnsightSteering:
         kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, use_cache)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         block = self.block(edit.layer)
+        shapes: list[tuple[int, ...]] = []  # made outside the trace, appended to inside it (module docstring)
+        errors: list[str | None] = []
         # nnsight re-executes the source of each `with` block: keep one context manager per statement.
         with torch.no_grad():
             with self.wrapped.generate(**kwargs) as tracer:
                 with tracer.invoke(inputs):
-                    shapes = save_in_trace([])
-                    errors = save_in_trace([])
                     if when == "prompt":
                         self._edit_step(block, edit, shapes, errors, catch_index_errors)
                     elif LOOP_ITER:
@@ -209,7 +216,7 @@ class NnsightSteering:
                         steps = slice(0, 1) if when == "step0" else slice(0, max_new_tokens)
                         with tracer.iter[steps]:
                             self._edit_step(block, edit, shapes, errors, catch_index_errors)
-                    result = tracer.result.save()
+                    result = generated_output(self.wrapped, tracer)
         return record_from_output(arm or when, input_ids, result.sequences, result.logits, tuple(shapes), tuple(errors))
 
     def _edit_step(
@@ -263,6 +270,10 @@ class NnsightSteering:
         # One invoke per prompt, or a step loop that generation may end early (nnsight 0.8 then skips the code after
         # the loop): the result is read in an empty invoke of its own.
         separate_result = per_invoke or resolved.decoding.stop_at_eos
+        # Made outside the trace, appended to inside it (module docstring).
+        log: list[Any] = []  # per edit: (actual step, layer, row, position, fault or None)
+        passes: list[Any] = []  # per block firing: (actual step, layer, positions in the pass)
+        firings: list[list[int]] = [[] for _ in invocations]  # nnsight 0.5: per invoke, the steps its block ran at
         counter = PassCounter(self.model)
         tokenizer = getattr(self.wrapped, "tokenizer", None)
         padding_side = getattr(tokenizer, "padding_side", None)
@@ -275,11 +286,8 @@ class NnsightSteering:
                     warnings.filterwarnings("ignore", message=".*was never reached.*", category=UserWarning)
                 with torch.no_grad():
                     with self.wrapped.generate(**kwargs) as tracer:
-                        log = save_in_trace([])  # per edit: (actual step, layer, row, position, fault or None)
-                        passes = save_in_trace([])  # per block firing: (actual step, layer, positions in the pass)
-                        for rows, inputs in invocations:
+                        for invoked, (rows, inputs) in enumerate(invocations):
                             with tracer.invoke(inputs):
-                                firings = save_in_trace([])
                                 fire = partial(self._spec_firing, blocks, resolved, rows, cached, literal, counter)
                                 if prompt_pass:
                                     fire(believed_step=0, log=log, passes=passes)
@@ -288,14 +296,14 @@ class NnsightSteering:
                                         fire(believed_step=int(step), log=log, passes=passes)
                                 else:  # nnsight 0.5: the with-block body runs once per step, no step variable
                                     with tracer.iter[selector]:
-                                        believed = window.start + len(firings)
-                                        firings.append(believed)
+                                        believed = window.start + len(firings[invoked])
+                                        firings[invoked].append(believed)
                                         fire(believed_step=believed, log=log, passes=passes)
                                 if not separate_result:
-                                    result = tracer.result.save()
+                                    result = generated_output(self.wrapped, tracer)
                         if separate_result:
                             with tracer.invoke():  # an empty invoke reads the whole batch's result
-                                result = tracer.result.save()
+                                result = generated_output(self.wrapped, tracer)
         finally:
             counter.close()
             if tokenizer is not None:

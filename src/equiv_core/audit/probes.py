@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from equiv_core.arms.nnsight import LOOP_ITER, NNSIGHT_VERSION, NnsightSteering, save_in_trace
+from equiv_core.arms.nnsight import LOOP_ITER, NNSIGHT_VERSION, NnsightSteering, generated_output
 from equiv_core.arms.steering import Edit, NotExpressible, PassCounter, generation_kwargs
 
 
@@ -61,7 +61,7 @@ def pitfall_generate(
         with torch.no_grad():
             with steering.wrapped.generate(**kwargs) as tracer:
                 with tracer.invoke(inputs):
-                    result = tracer.result.save()
+                    result = generated_output(steering.wrapped, tracer)
                     if pitfall == "result_before_iter_loop":
                         for _step in tracer.iter[0]:
                             edit.apply(steering.hidden(block))
@@ -80,13 +80,12 @@ def code_after_unbounded_iter(
     kwargs = generation_kwargs(max_new_tokens, steering.pad_token_id, True)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     block = steering.block(edit.layer)
-    after: list[int] = []  # stays empty unless the code after the loop runs
+    after: list[int] = []  # stays empty unless the code after the loop runs (made outside the trace: arms.nnsight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 0.8 warns that the loop's later iterations never came: the point
         with torch.no_grad():
             with steering.wrapped.generate(**kwargs) as tracer:
                 with tracer.invoke(inputs):
-                    after = save_in_trace([])
                     if LOOP_ITER:
                         for _step in tracer.iter[:]:
                             edit.apply(steering.hidden(block))
@@ -104,7 +103,7 @@ def step_window(steering: NnsightSteering, input_ids: torch.Tensor, max_new_toke
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     block = steering.block(edit.layer)
     counter = PassCounter(steering.model)
-    fired: list[int] = []
+    fired: list[int] = []  # made outside the trace, appended to inside it (arms.nnsight)
     window = slice(*STEP_WINDOW)
     try:
         with warnings.catch_warnings():
@@ -112,7 +111,6 @@ def step_window(steering: NnsightSteering, input_ids: torch.Tensor, max_new_toke
             with torch.no_grad():
                 with steering.wrapped.generate(**kwargs) as tracer:
                     with tracer.invoke(inputs):
-                        fired = save_in_trace([])
                         if LOOP_ITER:
                             for _step in tracer.iter[window]:
                                 edit.apply(steering.hidden(block))
