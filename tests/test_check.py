@@ -148,6 +148,17 @@ def test_a_missing_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert "no such file" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("options", "named"), [(("--steps", "every"), "--steps sets"), (("--layer", "1", "--position", "2"), "--layer and")]
+)
+def test_run_options_for_its_own_arms_are_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], options: tuple[str, ...], named: str
+) -> None:
+    code, lines = _run(str(EXAMPLES / "actadd.py:steer"), capsys, *options)
+    assert (code, len(lines)) == (2, 1)
+    assert named in lines[0] and "equiv check runs your code instead" in lines[0]
+
+
 def test_a_missing_name_lists_the_callables_the_file_defines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,18 +31,23 @@ def add_tracking_options(parser: argparse.ArgumentParser, experiment: str, off_s
 
 
 def add_declared_options(
-    parser: argparse.ArgumentParser, config_type: type, groups: Mapping[str, Any] | None = None
+    parser: argparse.ArgumentParser,
+    config_type: type,
+    groups: Mapping[str, Any] | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> None:
     """An argument for every field of ``config_type`` that declares an option, in field order: without ``groups``,
     the options that belong to no group; with them, each option of a group in ``groups`` added to that argparse
-    argument group (so a command lists its own options first, then its groups in the order it creates them)."""
+    argument group (so a command lists its own options first, then its groups in the order it creates them).
+    The fields named in ``hidden`` are parsed (the command refuses them itself) but left out of the help."""
     for declared in declared_options(config_type):
         how = declared.option
         if (how.group is None) != (groups is None) or (groups is not None and how.group not in groups):
             continue
         target = parser if groups is None or how.group is None else groups[how.group]
+        shown = argparse.SUPPRESS if declared.name in hidden else how.help
         if how.switch:
-            target.add_argument(how.flag, dest=declared.name, action="store_true", help=how.help)
+            target.add_argument(how.flag, dest=declared.name, action="store_true", help=shown)
             continue
         target.add_argument(
             how.flag,
@@ -51,7 +56,7 @@ def add_declared_options(
             default=None if how.given_only else declared.default,
             metavar=how.metavar,
             choices=None if how.choices is None else list(how.choices),
-            help=how.help,
+            help=shown,
         )
 
 

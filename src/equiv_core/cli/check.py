@@ -8,12 +8,24 @@ import argparse
 from equiv_core.cli.arguments import AddCommand, tracking_options
 from equiv_core.cli.run import INTENT_GROUP, add_run_options, run_config
 from equiv_core.config.check import FORMS, TARGET_HELP, UserTarget
+from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
+
+# equiv run's options that say how *its* arms are written (the study's edit, the step-selector arm): equiv check
+# runs the user's code in their place, so it refuses them (one line) and leaves them out of its help.
+RUN_ARM_OPTIONS = frozenset({"layer", "position", "steps"})
 
 
 def check_command(arguments: argparse.Namespace, started: CommandStart) -> int:
     from equiv_core.jobs.run import run_job
 
+    given = sorted(f"--{name}" for name in RUN_ARM_OPTIONS if getattr(arguments, name) is not None)
+    if given:
+        raise UserInputError(
+            f"{' and '.join(given)} {'set' if len(given) > 1 else 'sets'} how equiv run writes its own arms; "
+            "equiv check runs your code instead "
+            "(the intent's layers and positions: --layers, --positions)"
+        )
     target = UserTarget.parse(arguments.target, arguments.form)
     config = run_config(arguments, check=target)
     return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
@@ -34,5 +46,5 @@ def add_parser(command: AddCommand) -> None:
         help="hooks: steer(model) -> context manager; generate: steer(model, tokenizer, input_ids, attention_mask, "
         "max_new_tokens, generation_kwargs) -> ids (default: told by the signature)",
     )
-    add_run_options(check, INTENT_GROUP)
+    add_run_options(check, INTENT_GROUP, RUN_ARM_OPTIONS)
     check.set_defaults(handler=check_command)

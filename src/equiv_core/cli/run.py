@@ -79,7 +79,10 @@ SPEC_GROUP = (
 INTENT_GROUP = "the intent: what the checked code is meant to do, as a steering spec (one of these is required)"
 
 
-def add_spec_options(parser: argparse.ArgumentParser, title: str = SPEC_GROUP) -> None:
+def add_spec_options(
+    parser: argparse.ArgumentParser, title: str = SPEC_GROUP, hidden: frozenset[str] = frozenset()
+) -> None:
+    """The steering spec's options (those named in ``hidden`` parsed but left out of the help)."""
     group = parser.add_argument_group(title)
     group.add_argument("--recipe", default=None, help="a named spec from the catalogue (`equiv recipes`)")
     group.add_argument("--spec", default=None, metavar="FILE.toml", help="a TOML file with the fields below")
@@ -101,7 +104,9 @@ def add_spec_options(parser: argparse.ArgumentParser, title: str = SPEC_GROUP) -
     group.add_argument(
         "--steps",
         default=None,
-        help="how the step-selector arm is written: prompt-pass, K, K:M, K:, every (default "
+        help=argparse.SUPPRESS
+        if "steps" in hidden
+        else "how the step-selector arm is written: prompt-pass, K, K:M, K:, every (default "
         "auto: iter[0] for prompt positions only, else every)",
     )
     group.add_argument(
@@ -113,11 +118,11 @@ def add_spec_options(parser: argparse.ArgumentParser, title: str = SPEC_GROUP) -
 
 
 def add_spec_and_generation_groups(
-    parser: argparse.ArgumentParser, spec_title: str = SPEC_GROUP
+    parser: argparse.ArgumentParser, spec_title: str = SPEC_GROUP, hidden: frozenset[str] = frozenset()
 ) -> argparse._ArgumentGroup:
     """The steering spec's options, then the generation settings' group with ``--prompts`` and ``--padding`` (the
     configs' own generation options join it); returns that group."""
-    add_spec_options(parser, spec_title)
+    add_spec_options(parser, spec_title, hidden)
     group = parser.add_argument_group(
         "generation settings (checked by the spec findings; without a spec option they use the original zeroing "
         "edit as a spec)"
@@ -139,13 +144,16 @@ def add_parser(command: AddCommand) -> None:
     run.set_defaults(handler=run_command)
 
 
-def add_run_options(run: argparse.ArgumentParser, spec_title: str = SPEC_GROUP) -> None:
-    """``equiv run``'s options (``equiv check`` takes them too, the spec being the intent: ``spec_title``)."""
-    add_declared_options(run, RunConfig)
+def add_run_options(
+    run: argparse.ArgumentParser, spec_title: str = SPEC_GROUP, hidden: frozenset[str] = frozenset()
+) -> None:
+    """``equiv run``'s options (``equiv check`` takes them too, the spec being the intent: ``spec_title``; the
+    options named in ``hidden`` it parses to refuse them, and leaves out of its help)."""
+    add_declared_options(run, RunConfig, hidden=hidden)
     run.add_argument("--only", default=None, help="comma-separated finding ids to run (default: all)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the full results as JSON here")
     run.add_argument("--plot", default=None, metavar="PATH", help="draw a steering spec's coverage map (PNG) here")
-    generation = add_spec_and_generation_groups(run, spec_title)
+    generation = add_spec_and_generation_groups(run, spec_title, hidden)
     add_declared_options(run, RunConfig, {GENERATION: generation})
     add_declared_options(run, Decoding, {GENERATION: generation})
     add_tracking_options(run, DEFAULT_EXPERIMENT)
