@@ -71,16 +71,48 @@ def test_left_padded_batches_hold_every_finding(
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
 @pytest.mark.parametrize("options", [ZERO, ADD], ids=["zero", "add"])
-def test_right_padding_cannot_judge_padded_rows_and_names_the_pitfall(
+def test_right_padding_judges_only_the_unpadded_row_and_names_the_pitfall(
     context_for: Callable[[str], SteeringContext], model: str, options: dict[str, str]
 ) -> None:
-    """With right padding generate continues shorter rows from a pad token: unsteered already differs there, so no
-    padded row can be judged (NOT APPLICABLE), and the pitfall is named."""
+    """With right padding generate continues shorter rows from a pad token: unsteered already differs there, so the
+    padded rows are left out (named, with the pitfall) and only the unpadded row is judged."""
     run = _run(context_for(model), padding="right", **options)
     verdict, message = _verdicts(run)["batch_invariance"]
-    assert verdict == "NOT APPLICABLE"
-    assert message.startswith("no padded row's unsteered generation is the same as running alone")
+    assert verdict == "PASS"
+    assert message.startswith("every arm gives each prompt's ids alone, in rows 2 (rows 0, 1 not judged")
+    assert "no judged row was padded: this tested batching, not padding" in message
     assert "the last column (11) is a pad token for rows 0, 1" in message
+
+
+def test_a_batch_that_needs_no_padding_is_judged(context_for: Callable[[str], SteeringContext]) -> None:
+    """Three copies of one prompt: nothing is padded, and every row is still compared with the prompt alone."""
+    verdict, message = _verdicts(_run(context_for("tiny-gpt2"), prompts=(PROMPTS[0],) * 3, **ZERO))["batch_invariance"]
+    assert (verdict, message) == (
+        "PASS",
+        "every arm gives each prompt's ids alone, in rows 0, 1, 2; no judged row was padded: this tested batching, "
+        "not padding",
+    )
+
+
+def test_a_problem_in_an_unpadded_batch_is_a_fail_not_hidden(
+    context_for: Callable[[str], SteeringContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An arm whose row 1 changes only when batched: with no padded row the finding used to say NOT APPLICABLE and
+    exit 0; a problem in a judged row is a FAIL."""
+    original = NnsightSteering.generate_spec
+
+    def batch_dependent(self: NnsightSteering, resolved: ResolvedSpec, style: Any, per_invoke: bool = False) -> Any:
+        generation = original(self, resolved, style, per_invoke)
+        if style != "iter" or per_invoke or resolved.batch.size == 1:
+            return generation
+        rows = list(generation.rows)
+        first, *rest = rows[1].generated_ids
+        rows[1] = dataclasses.replace(rows[1], generated_ids=(first + 1, *rest))
+        return dataclasses.replace(generation, rows=tuple(rows))
+
+    monkeypatch.setattr(NnsightSteering, "generate_spec", batch_dependent)
+    verdict, message = _verdicts(_run(context_for("tiny-gpt2"), prompts=(PROMPTS[0],) * 3, **ZERO))["batch_invariance"]
+    assert verdict == "FAIL" and message.startswith("iter: row 1 gives [")
 
 
 def test_an_arm_that_forces_an_all_ones_mask_is_caught(

@@ -5,7 +5,8 @@ Padding must not change what a prompt generates: real attention masks hide the p
 row. Token ids must match exactly; logits are reported (batched kernels may round differently). A row whose
 *unsteered* generation already differs from running alone cannot be judged for steering: with right padding
 ``generate`` continues every row from the last column, a pad token for shorter rows (transformers warns about
-it), so such rows are reported and left out. One prompt: NOT APPLICABLE.
+it), so such rows are reported and left out. Rows that need no padding are judged too (batching alone can change a
+row). One prompt, sampling, or no row that can be judged: NOT APPLICABLE, never when a judged row shows a problem.
 """
 
 from __future__ import annotations
@@ -148,15 +149,14 @@ def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             "sampling draws one set of random numbers for the whole batch, so a row's sample depends on the batch: "
             "run batch invariance greedy"
         )
-    elif not any(row in padded for row in judged):
-        not_applicable = (
-            "no padded row's unsteered generation is the same as running alone, so padding cannot be judged"
-        )
+    elif not problems and not (comparable[True] or comparable[False]):
+        not_applicable = "no row's unsteered generation is the same as running alone, so no row can be judged"
         not_applicable += f"; {pitfall}" if pitfall else ""
     left_out = [row for row in range(run.batch_size) if row not in judged]
-    success = f"every arm gives each prompt's ids alone, in rows {', '.join(map(str, judged))}" + (
-        f" (rows {', '.join(map(str, left_out))} not judged: unsteered generation already differs there)"
-        if left_out
-        else ""
-    )
+    success = f"every arm gives each prompt's ids alone, in rows {', '.join(map(str, judged))}"
+    if left_out:
+        success += f" (rows {', '.join(map(str, left_out))} not judged: unsteered generation already differs there)"
+    if not any(row in padded for row in judged):
+        success += "; no judged row was padded: this tested batching, not padding"
+    success += f"; {pitfall}" if pitfall and left_out else ""
     return spec_verdict(ID, config, problems, success, evidence, applicable=not_applicable)
