@@ -224,8 +224,8 @@ def _nnsight_section(cells: list[CellRecord], directory: Path) -> list[str]:
 
 
 def headlines(searches: list[Bisection]) -> list[str]:
-    """The release facts the audit exists to pin down, where a search found them: the first nnsight release where
-    the deprecated with-block ``iter[0]`` after ``tracer.result`` stops raising and returns unsteered ids, the first
+    """The release facts the audit exists to pin down, where a search found them: the nnsight releases where the
+    deprecated with-block ``iter[0]`` after ``tracer.result`` starts or stops returning unsteered ids, the first
     where code after an unbounded ``iter[:]`` loop silently stops running, and the first transformers release where
     GPT-2's decoder block returns a tensor instead of a tuple. One line per fact, naming every search (bisect,
     sweep) that found it."""
@@ -238,6 +238,12 @@ def headlines(searches: list[Bisection]) -> list[str]:
                     f"- `tracer.result` read before a `with tracer.iter[0]:` block ({model}): {change.before} up to "
                     f"nnsight {change.last_before}, **returns unsteered ids without an error from nnsight "
                     f"{change.first_after}**{_gap(change)}"
+                )
+            elif change.observable.endswith("/pitfall.result_before_with_iter") and change.before == Pitfall.UNSTEERED:
+                line = (
+                    f"- `tracer.result` read before a `with tracer.iter[0]:` block ({model}): **returns unsteered ids "
+                    f"without an error up to nnsight {change.last_before}**, {change.after} from nnsight "
+                    f"{change.first_after}{_gap(change)}"
                 )
             elif change.observable.endswith("/block_output_form") and (change.before, change.after) == (
                 "tuple",
