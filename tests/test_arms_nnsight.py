@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.nnsight import wrap
@@ -79,15 +80,45 @@ def test_no_deprecation_warnings(tiny_context: SteeringContext) -> None:
 def test_an_nnsight_older_than_the_harness_can_drive_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """nnsight 0.4 builds a graph of proxies from a trace's code; the arms are written for 0.5's Python execution."""
+    """0.3 and older have another tracing API; 0.4 (graph) and 0.5 onwards (Python on real values) are driven."""
     from packaging.version import Version
 
     from equiv_core.arms import nnsight as nnsight_arms
 
-    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.4.11"))
-    with pytest.raises(
-        nnsight_arms.UnsupportedNnsightVersion, match=r"nnsight 0.4.11 is not supported \(need >= 0.5.0: .*proxies"
-    ):
+    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.3.7"))
+    with pytest.raises(nnsight_arms.UnsupportedNnsightVersion, match=r"nnsight 0.3.7 is not supported \(need >= 0.4.0"):
         nnsight_arms.check_supported()
-    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.5.1"))
+    monkeypatch.setattr(nnsight_arms, "NNSIGHT_VERSION", Version("0.4.0"))
     nnsight_arms.check_supported()
+
+
+def test_the_graph_arms_read_an_index_error_out_of_nnsight_04s_error() -> None:
+    """nnsight 0.4 raises NNsightError (an Exception) carrying the original traceback as text (0.4.11)."""
+    from equiv_core.arms.nnsight_graph import _index_error
+
+    class NNsightError(Exception):
+        def __init__(self, message: str, traceback_content: str) -> None:
+            super().__init__(message)
+            self.traceback_content = traceback_content
+
+    index = NNsightError("x", 'Traceback:\n  File "node.py"\nIndexError: index 3 is out of bounds for dimension 1\n')
+    other = NNsightError("x", "Traceback:\nRuntimeError: shapes do not match\n")
+    assert _index_error(index) == "IndexError: index 3 is out of bounds for dimension 1"
+    assert _index_error(other) is None
+    assert _index_error(ValueError("no traceback_content")) is None
+
+
+def test_block_shapes_records_each_pass_of_a_generation() -> None:
+    """The graph arms read pass lengths from a plain hook, not from the trace: prompt length, then 1 per step."""
+    from equiv_core.arms.nnsight_graph import BlockShapes
+    from equiv_core.models.load import load_model
+
+    loaded = load_model("tiny-gpt2")
+    recorder = BlockShapes(loaded.model.transformer.h[1], "tensor")
+    ids = torch.tensor([[10, 20, 30, 40]])
+    try:
+        loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, min_new_tokens=3)
+    finally:
+        recorder.close()
+    assert [shape[:2] for shape in recorder.shapes] == [(1, 4), (1, 1), (1, 1)]
+    assert loaded.model.transformer.h[1]._forward_hooks == {}

@@ -85,8 +85,8 @@ def test_an_empty_range_is_refused() -> None:
 
 
 def test_the_sweep_covers_every_nnsight_release_and_each_transformers_minor_newest_patch() -> None:
-    nnsight = ["0.8.1", "0.8.0", "0.5.1", "0.5.0", "0.4.11", "0.9.0rc1"]
-    assert sweep_versions("nnsight", nnsight) == ["0.5.0", "0.5.1", "0.8.0", "0.8.1"]
+    nnsight = ["0.8.1", "0.8.0", "0.5.1", "0.5.0", "0.4.11", "0.3.7", "0.9.0rc1"]
+    assert sweep_versions("nnsight", nnsight) == ["0.4.11", "0.5.0", "0.5.1", "0.8.0", "0.8.1"]
     transformers = ["5.10.1", "5.10.0", "5.9.0", "4.57.6", "4.57.1", "4.56.2", "5.0.0"]
     assert sweep_versions("transformers", transformers) == ["4.57.6", "5.0.0", "5.9.0", "5.10.1"]
 

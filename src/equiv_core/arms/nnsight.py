@@ -19,23 +19,31 @@ from __future__ import annotations
 import operator
 import warnings
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-import nnsight
 import torch
-from packaging.version import Version
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.arms.model_work import ModelWork, tensor_key
+from equiv_core.arms.nnsight_graph import graph_generate_spec
+from equiv_core.arms.nnsight_release import (
+    GRAPH_API,
+    LOOP_ITER,
+    MIN_SUPPORTED,
+    NNSIGHT_VERSION,
+    TRACE_OPTIONS,
+    TRACER_RESULT,
+    TRANSFORMERS_MODEL,
+    SpecStyle,
+)
 from equiv_core.arms.resolved import ResolvedSpec
+from equiv_core.arms.spec_edits import logged_edits, pass_offset, row_edits
 from equiv_core.arms.steering import (
     Edit,
     GenerationRecord,
-    IndexFault,
     PassCounter,
     PassShape,
     SpecGeneration,
-    Touch,
     When,
     apply_op,
     check_when,
@@ -44,24 +52,7 @@ from equiv_core.arms.steering import (
     records_from_output,
     seed_sampling,
 )
-from equiv_core.config.catalog import MIN_RELEASE
 from equiv_core.models.architecture import BlockOutputForm
-
-NNSIGHT_VERSION = Version(nnsight.__version__)
-# 0.4 and older build a graph of proxies from the trace's code (no Python control flow on values): equiv_core drives
-# the 0.5 rewrite and later (config.catalog.MIN_RELEASE says why).
-MIN_SUPPORTED = Version(MIN_RELEASE["nnsight"])
-# The generated ids inside a generation trace: `tracer.result` from 0.5.8, `generator.output` before (NOTES).
-TRACER_RESULT = Version("0.5.8") <= NNSIGHT_VERSION
-# 0.5 has only the with-block form of iter (the body runs once per step); 0.6 added the for-loop form and
-# deprecated the with-block; 0.8 replaced LanguageModel with TransformersModel.
-LOOP_ITER = Version("0.6.0") <= NNSIGHT_VERSION
-TRANSFORMERS_MODEL = Version("0.8.0") <= NNSIGHT_VERSION
-
-
-# How an nnsight arm writes a steering spec: a plain invoke, the spec's step selector, or the step selector over
-# every step without the KV cache (edits translated to absolute positions, re-applied at every step).
-SpecStyle = Literal["plain", "iter", "recompute"]
 
 
 class UnsupportedNnsightVersion(RuntimeError):
@@ -72,11 +63,6 @@ def generated_output(wrapped: Any, tracer: Any) -> Any:
     """Inside a generation trace: the saved ``generate`` output (``tracer.result``; ``generator.output`` before
     nnsight 0.5.8, see :data:`TRACER_RESULT`), read after every step selector that should steer it."""
     return tracer.result.save() if TRACER_RESULT else wrapped.generator.output.save()
-
-
-def _pass_offset(step: int, padded_length: int, cached: bool) -> int:
-    """Column of index 0 of the pass at ``step``: with the KV cache, ``L + step - 1`` after step 0."""
-    return padded_length + step - 1 if cached and step > 0 else 0
 
 
 def hidden_of_envoy(block: Any, form: BlockOutputForm) -> Any:
@@ -94,8 +80,8 @@ def check_supported() -> None:
     than :data:`MIN_SUPPORTED`."""
     if NNSIGHT_VERSION < MIN_SUPPORTED:
         raise UnsupportedNnsightVersion(
-            f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED}: before it, a trace's code builds a "
-            "graph of proxies, with no Python control flow on values, which the arms are written with)"
+            f"nnsight {NNSIGHT_VERSION} is not supported (need >= {MIN_SUPPORTED}: the arms are written for the "
+            "LanguageModel tracing API of 0.4 and later)"
         )
 
 
@@ -197,6 +183,12 @@ class NnsightSteering:
         arm: str | None,
     ) -> GenerationRecord:
         when = check_when(when)
+        if GRAPH_API:
+            from equiv_core.arms.nnsight_graph import graph_generate
+
+            return graph_generate(
+                self, input_ids, max_new_tokens, edit, when, use_cache, catch_index_errors, arm or when
+            )
         kwargs = generation_kwargs(max_new_tokens, self.pad_token_id, use_cache)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         block = self.block(edit.layer)
@@ -249,6 +241,8 @@ class NnsightSteering:
         nnsight 0.8 warns that the bounded step loop asked for steps the run did not make; that is expected here
         (the steps each row ran are recorded) and the warning is not passed on.
         """
+        if GRAPH_API:
+            return graph_generate_spec(self, resolved, style, per_invoke)
         batch = resolved.batch
         cached = style != "recompute"
         new_tokens = resolved.new_tokens
@@ -312,12 +306,7 @@ class NnsightSteering:
         prompts = tuple(batch.row_ids(row) for row in range(batch.size))
         name = f"{style}_per_invoke" if per_invoke else style
         records = records_from_output(name, prompts, batch.padded_length, result.sequences, result.logits, eos)
-        touched = frozenset(Touch(step, layer, position, row) for step, layer, row, position, fault in log if not fault)
-        faults = tuple(
-            IndexFault(step, layer, fault[0], fault[1], row, fault[2])
-            for step, layer, row, _position, fault in log
-            if fault
-        )
+        touched, faults = logged_edits(log)
         return SpecGeneration(records, touched, faults, tuple(PassShape(*shape) for shape in passes))
 
     def _spec_firing(
@@ -335,8 +324,7 @@ class NnsightSteering:
         """One firing of a spec arm: every steered block of this pass, in execution order, for ``rows`` (the
         batch rows this invoke holds, in its order). Appends each edit to ``log`` and each block's pass length to
         ``passes``, at the step the model really ran."""
-        batch = resolved.batch
-        padded_length = batch.padded_length
+        padded_length = resolved.batch.padded_length
         for layer, block in blocks:
             hidden = self.hidden(block)  # [len(rows), positions in this pass, hidden]
             # Read the pass counter only after the block's output is in hand: nnsight runs this code ahead of
@@ -344,32 +332,15 @@ class NnsightSteering:
             actual_step = counter.step
             length = int(hidden.shape[1])
             passes.append((actual_step, layer, length))
-            believed_offset = _pass_offset(believed_step, padded_length, cached)
-            actual_offset = _pass_offset(actual_step, padded_length, cached)
+            believed_offset = pass_offset(believed_step, padded_length, cached)
+            actual_offset = pass_offset(actual_step, padded_length, cached)
             for slot, row in enumerate(rows):
-                written: dict[int, int] = {}  # local index -> the index as the code writes it
-                if literal:
-                    for index in resolved.literal_indices:
-                        if -length <= index < length:
-                            written[index % length] = index
-                        else:
-                            log.append((actual_step, layer, row, None, (index, length, "out_of_range")))
-                else:
-                    for position in resolved.positions[row]:
-                        local = batch.column(row, position) - believed_offset
-                        if 0 <= local < length:
-                            written[local] = local
-                if not written:
-                    continue
-                indices = list(written)
-                vector = resolved.vector_for(layer)
-                hidden[slot, indices] = apply_op(resolved.op, resolved.scale, hidden[slot, indices], vector)
-                for index in indices:
-                    landed = batch.position_of(row, actual_offset + index)
-                    if landed is None:  # a pad column: the edit landed on padding
-                        log.append((actual_step, layer, row, None, (written[index], length, "pad")))
-                    else:
-                        log.append((actual_step, layer, row, landed, None))
+                indices = row_edits(
+                    resolved, row, layer, length, believed_offset, actual_offset, actual_step, literal, log
+                )
+                if indices:
+                    vector = resolved.vector_for(layer)
+                    hidden[slot, indices] = apply_op(resolved.op, resolved.scale, hidden[slot, indices], vector)
 
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""
@@ -380,7 +351,7 @@ class NnsightSteering:
     def _forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         block = self.block(edit.layer)
         with torch.no_grad():
-            with self.wrapped.trace(input_ids, use_cache=False):
+            with self.wrapped.trace(input_ids, use_cache=False, **TRACE_OPTIONS):
                 edit.apply(self.hidden(block))
                 logits = self.wrapped.output.logits.save()
         return torch.as_tensor(logits)[0].detach().float().cpu()

@@ -142,6 +142,8 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
             else "generation ended without error; the code after the loop never ran",
             description,
         )
+    except NotExpressible as reason:
+        outcomes["code_after_unbounded_iter"] = PitfallOutcome(Pitfall.NOT_EXPRESSIBLE, str(reason), description)
     except Exception as error:  # noqa: BLE001 - raising is a safe behaviour being probed
         outcomes["code_after_unbounded_iter"] = PitfallOutcome(Pitfall.RAISES, error_line(error)[:300], description)
     description = CONTROL_PITFALLS["step_window"]
@@ -150,6 +152,8 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
         steps = step_window(context.nnsight, input_ids, max_new_tokens, edit)
         outcome = Pitfall.CORRECT if steps == wanted else Pitfall.SILENTLY_SKIPPED if not steps else Pitfall.WRONG_STEPS
         outcomes["step_window"] = PitfallOutcome(outcome, f"fired at generation steps {list(steps)}", description)
+    except NotExpressible as reason:
+        outcomes["step_window"] = PitfallOutcome(Pitfall.NOT_EXPRESSIBLE, str(reason), description)
     except Exception as error:  # noqa: BLE001
         outcomes["step_window"] = PitfallOutcome(Pitfall.RAISES, error_line(error)[:300], description)
     return outcomes

@@ -11,6 +11,7 @@ AUDITED = ("nnsight", "transformers", "torch", "mlflow")
 # The fast default matrix of `nox -s audit`: each cell changes one pin of the default environment (None: the
 # newest release on the package index at audit time).
 DEFAULT_CELLS: dict[str, dict[str, str | None]] = {
+    "nnsight='0.4.11'": {"nnsight": "0.4.11"},
     "nnsight='0.5.15'": {"nnsight": "0.5.15"},
     "nnsight='0.6.3'": {"nnsight": "0.6.3"},
     "nnsight='0.7.0'": {"nnsight": "0.7.0"},
@@ -23,9 +24,9 @@ DEFAULT_CELLS: dict[str, dict[str, str | None]] = {
 }
 REFERENCE_CELL = "nnsight='0.8.1'"  # the default environment's pins: what other cells' token ids are compared with
 
-# The whole sweep and bisection cover every nnsight release from 0.5.0 and the newest patch of every transformers
+# The whole sweep and bisection cover every nnsight release from 0.4.0 and the newest patch of every transformers
 # minor from 4.57, to the newest on the package index (the releases are read from it at run time).
-SWEEP_FROM = {"nnsight": "0.5.0", "transformers": "4.57"}
+SWEEP_FROM = {"nnsight": "0.4.0", "transformers": "4.57"}
 SWEEP_PER_MINOR = {"nnsight": False, "transformers": True}
 # The bisection runs one small model (seconds per environment): GPT-2 shape, where the block output form changed.
 BISECT_MODELS = ("tiny-gpt2",)

@@ -6,13 +6,15 @@ silently return unsteered ids?), what runs in two step-loop patterns, and what t
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from equiv_core.arms.nnsight import LOOP_ITER, NNSIGHT_VERSION, NnsightSteering, generated_output
+from equiv_core.arms.nnsight import NnsightSteering, generated_output
+from equiv_core.arms.nnsight_release import GRAPH_API, LOOP_ITER, NNSIGHT_VERSION, TRACE_OPTIONS
 from equiv_core.arms.steering import Edit, NotExpressible, PassCounter, generation_kwargs
 
 
@@ -59,11 +61,14 @@ def pitfall_generate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the with-block form is deprecated from 0.6: that is the point
         with torch.no_grad():
-            with steering.wrapped.generate(**kwargs) as tracer:
+            with steering.wrapped.generate(**kwargs, **TRACE_OPTIONS) as tracer:
                 with tracer.invoke(inputs):
                     result = generated_output(steering.wrapped, tracer)
                     if pitfall == "result_before_iter_loop":
                         for _step in tracer.iter[0]:
+                            edit.apply(steering.hidden(block))
+                    elif GRAPH_API:  # 0.4 chooses the step on the module
+                        with block.iter[0]:
                             edit.apply(steering.hidden(block))
                     else:
                         with tracer.iter[0]:
@@ -76,7 +81,12 @@ def code_after_unbounded_iter(
 ) -> bool:
     """Does code written after an unbounded step loop (``for step in tracer.iter[:]``; 0.5: the with-block)
     run? The loop applies ``edit`` (an index valid at every step, e.g. -1) at each step; after it, one value is
-    saved. Raises what nnsight raises."""
+    saved. Raises what nnsight raises; NotExpressible on 0.4, whose trace code only builds a graph (nothing of it
+    runs "after the loop" while the model runs)."""
+    if GRAPH_API:
+        raise NotExpressible(
+            f"nnsight {NNSIGHT_VERSION} builds a graph from the trace's code: no code runs after a loop"
+        )
     kwargs = generation_kwargs(max_new_tokens, steering.pad_token_id, True)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     block = steering.block(edit.layer)
@@ -84,7 +94,7 @@ def code_after_unbounded_iter(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 0.8 warns that the loop's later iterations never came: the point
         with torch.no_grad():
-            with steering.wrapped.generate(**kwargs) as tracer:
+            with steering.wrapped.generate(**kwargs, **TRACE_OPTIONS) as tracer:
                 with tracer.invoke(inputs):
                     if LOOP_ITER:
                         for _step in tracer.iter[:]:
@@ -98,7 +108,11 @@ def code_after_unbounded_iter(
 
 def step_window(steering: NnsightSteering, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit) -> tuple[int, ...]:
     """The generation steps (0: the prompt pass) at which the body of ``tracer.iter[1:3]`` really ran, counted
-    by a plain forward pre-hook on the model (independent of nnsight's own step bookkeeping)."""
+    by a plain forward pre-hook on the model (independent of nnsight's own step bookkeeping). On nnsight 0.4
+    (``block.iter[1:3]``, no Python in the body at run time) the steps at which the next block received the
+    edited value (``edit`` zeroes one position of batch row 0)."""
+    if GRAPH_API:
+        return _graph_step_window(steering, input_ids, max_new_tokens, edit)
     kwargs = generation_kwargs(max_new_tokens, steering.pad_token_id, True)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     block = steering.block(edit.layer)
@@ -109,7 +123,7 @@ def step_window(steering: NnsightSteering, input_ids: torch.Tensor, max_new_toke
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with torch.no_grad():
-                with steering.wrapped.generate(**kwargs) as tracer:
+                with steering.wrapped.generate(**kwargs, **TRACE_OPTIONS) as tracer:
                     with tracer.invoke(inputs):
                         if LOOP_ITER:
                             for _step in tracer.iter[window]:
@@ -124,6 +138,35 @@ def step_window(steering: NnsightSteering, input_ids: torch.Tensor, max_new_toke
     return tuple(int(step) for step in fired)
 
 
+def _graph_step_window(
+    steering: NnsightSteering, input_ids: torch.Tensor, max_new_tokens: int, edit: Edit
+) -> tuple[int, ...]:
+    """:func:`step_window` on nnsight 0.4: a pre-hook on block ``edit.layer + 1`` sees, per pass, whether the
+    position ``edit`` zeroes arrived all zero (an exact zero vector comes only from the edit)."""
+    blocks = operator.attrgetter(steering.layers_path)(steering.model)
+    if edit.layer + 1 >= len(blocks):
+        raise NotExpressible("the window is observed at the next decoder block; the edit is at the last one")
+    zeroed: list[bool] = []
+
+    def arrived(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        zeroed.append(bool((hidden[0, edit.position] == 0).all()))
+
+    handle = blocks[edit.layer + 1].register_forward_pre_hook(arrived, with_kwargs=True)
+    kwargs = generation_kwargs(max_new_tokens, steering.pad_token_id, True)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    block = steering.block(edit.layer)
+    try:
+        with torch.no_grad():
+            with steering.wrapped.generate(**kwargs, **TRACE_OPTIONS) as tracer:
+                with tracer.invoke(inputs):
+                    with block.iter[slice(*STEP_WINDOW)]:
+                        edit.apply(steering.hidden(block))
+    finally:
+        handle.remove()
+    return tuple(step for step, was_zeroed in enumerate(zeroed) if was_zeroed)
+
+
 def literal_output0_edit(steering: NnsightSteering, input_ids: torch.Tensor, layer: int, index: int) -> LiteralEffect:
     """What the original study's literal ``block.output[0][index] = 0.0`` zeroes on this version.
 
@@ -134,7 +177,7 @@ def literal_output0_edit(steering: NnsightSteering, input_ids: torch.Tensor, lay
     block = steering.block(layer)
     try:
         with torch.no_grad():
-            with steering.wrapped.trace(input_ids):
+            with steering.wrapped.trace(input_ids, **TRACE_OPTIONS):
                 block.output[0][index] = 0.0
                 after = steering.hidden(block).clone().save()
     except Exception as error:  # noqa: BLE001 - the error itself is the finding

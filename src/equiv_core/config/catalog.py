@@ -77,11 +77,10 @@ BENCH_ARMS: tuple[ArmName, ...] = (
 )
 DEFAULT_SWEEP_PLOT = "results/bench-sweep.png"  # where `equiv bench` draws its sweep plot unless told
 # The oldest release equiv_core can drive (equiv_core.arms.nnsight.MIN_SUPPORTED reads it): the audit's release
-# searches record older ones as unsupported without building an environment. nnsight 0.5 rewrote tracing to run the
-# trace's code as Python on real values (try/except, loops over steps); 0.4 and older build a graph of proxies from
-# it, which the arms are not written for. Every release from 0.5.1 is driven (0.5.0 does not import: dill is used
-# but not declared); release sweep of 2026-12-07.
-MIN_RELEASE = {"nnsight": "0.5.0"}
+# searches record older ones as unsupported without building an environment. 0.4 builds a graph of proxies from a
+# trace's code (equiv_core.arms.nnsight_graph); 0.5 rewrote tracing to run it as Python on real values
+# (equiv_core.arms.nnsight). 0.3 and older have another API again. Release sweep of 2026-12-07.
+MIN_RELEASE = {"nnsight": "0.4.0"}
 # `equiv bench` timing: each cell gets at least DEFAULT_MIN_ROUNDS rounds (the fewest whose order-statistic
 # interval is a 95% CI of the median), then more until the CI is within +-TARGET_CI_HALF_WIDTH of the median, at
 # most DEFAULT_MAX_ROUNDS, within DEFAULT_BUDGET_S seconds of timing for the whole sweep (sized so the main job

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import NNSIGHT_VERSION
+from equiv_core.arms.nnsight_release import NNSIGHT_VERSION
 from equiv_core.arms.prepare import prepare_run
 from equiv_core.arms.resolution import resolve_spec
 from equiv_core.arms.resolved import ResolvedSpec

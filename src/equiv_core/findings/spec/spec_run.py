@@ -20,7 +20,7 @@ from functools import partial
 import torch
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.nnsight import SpecStyle
+from equiv_core.arms.nnsight_release import SpecStyle
 from equiv_core.arms.reference import spec_hook_generate
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import GenerationRecord, NotExpressible, SpecGeneration, Touch

@@ -1,0 +1,64 @@
+"""Where a spec arm's edits land in one forward pass, the same for every nnsight arm: the spec's positions
+translated into indices of the pass (what the arm writes) and what each index really lands on (the log the arm
+keeps). Torch-free, nnsight-free."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from equiv_core.arms.resolved import ResolvedSpec
+from equiv_core.arms.steering import IndexFault, Touch
+
+
+def pass_offset(step: int, padded_length: int, cached: bool) -> int:
+    """Column of index 0 of the pass at ``step``: with the KV cache, ``L + step - 1`` after step 0."""
+    return padded_length + step - 1 if cached and step > 0 else 0
+
+
+def row_edits(
+    resolved: ResolvedSpec,
+    row: int,
+    layer: int,
+    length: int,
+    believed_offset: int,
+    actual_offset: int,
+    actual_step: int,
+    literal: bool,
+    log: list[Any],
+) -> list[int]:
+    """The indices into a pass of ``length`` positions that a spec arm edits for batch ``row`` at ``layer``: the
+    row's positions translated into columns of the pass the arm believes it is at (``believed_offset``: column of
+    index 0), or, with ``literal``, the spec's integers as written. Appends to ``log`` what each index lands on in
+    the pass that really ran (``actual_offset``, ``actual_step``): ``(step, layer, row, position, None)``, or
+    ``(step, layer, row, None, (index, length, "pad" | "out_of_range"))``."""
+    batch = resolved.batch
+    written: dict[int, int] = {}  # local index -> the index as the code writes it
+    if literal:
+        for index in resolved.literal_indices:
+            if -length <= index < length:
+                written[index % length] = index
+            else:
+                log.append((actual_step, layer, row, None, (index, length, "out_of_range")))
+    else:
+        for position in resolved.positions[row]:
+            local = batch.column(row, position) - believed_offset
+            if 0 <= local < length:
+                written[local] = local
+    for index, as_written in written.items():
+        landed = batch.position_of(row, actual_offset + index)
+        if landed is None:  # a pad column: the edit lands on padding
+            log.append((actual_step, layer, row, None, (as_written, length, "pad")))
+        else:
+            log.append((actual_step, layer, row, landed, None))
+    return list(written)
+
+
+def logged_edits(log: list[Any]) -> tuple[frozenset[Touch], tuple[IndexFault, ...]]:
+    """The touches and the index faults of a :func:`row_edits` log."""
+    touched = frozenset(Touch(step, layer, position, row) for step, layer, row, position, fault in log if not fault)
+    faults = tuple(
+        IndexFault(step, layer, fault[0], fault[1], row, fault[2])
+        for step, layer, row, _position, fault in log
+        if fault
+    )
+    return touched, faults
