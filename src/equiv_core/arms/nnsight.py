@@ -1,17 +1,19 @@
-"""The one module that knows how nnsight's API differs across versions.
+"""nnsight's steering arms: the one place experiments and benchmarks go through to steer with nnsight.
 
-Experiments and benchmarks call :class:`NnsightSteering` and never nnsight directly. Supported:
-0.5.x (``LanguageModel``, ``with tracer.iter[...]:`` blocks), 0.6.x and 0.7.x (``LanguageModel``,
-``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop form). Every generation
-reads ids with ``tracer.result`` (before 0.5.8: ``generator.output``) *after* the iter loop and uses a bounded
-loop ``iter[:N]`` with ``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3, 0.7.0 and
-0.8.1 (an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield *unsteered*
-ids without an error). Results are still checked against a raw hook by the caller, never trusted as is.
+Experiments and benchmarks call :class:`NnsightSteering` and never nnsight directly; what differs between releases
+is read once in :mod:`equiv_core.arms.nnsight_release`. Supported: 0.4.x (``LanguageModel``, a graph API: its arms
+are in :mod:`equiv_core.arms.nnsight_graph`), 0.5.x (``LanguageModel``, ``with tracer.iter[...]:`` blocks), 0.6.x
+and 0.7.x (``LanguageModel``, ``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop form).
+Every generation reads ids with ``tracer.result`` (before 0.5.8: ``generator.output``) *after* the iter loop and
+uses a bounded loop ``iter[:N]`` with ``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3,
+0.7.0 and 0.8.1 (an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield
+*unsteered* ids without an error). Results are still checked against a raw hook by the caller, never trusted as is.
 
 What an arm records inside a trace (the shape each firing saw, the edits it made) goes into containers made
 *outside* the trace, which the trace's code only appends to: a container made inside a trace must be saved to
-outlive it, and before 0.5.13 nnsight could not save a list (``module 'nnsight' has no attribute 'append'``;
-release sweep of 2026-12-07), so the arms drive every release from 0.5.1 the same way.
+outlive it, and before 0.5.13 a saved list made inside a trace within a function did not come back (the probe of a
+step window recorded no step although the edits landed at steps 1 and 2; release sweep of 2026-12-07), so the arms
+drive every release from 0.5.1 the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from equiv_core.arms.model_work import ModelWork, tensor_key
-from equiv_core.arms.nnsight_graph import graph_generate_spec
+from equiv_core.arms.nnsight_graph import graph_generate, graph_generate_spec
 from equiv_core.arms.nnsight_release import (
     GRAPH_API,
     LOOP_ITER,
@@ -184,8 +186,6 @@ class NnsightSteering:
     ) -> GenerationRecord:
         when = check_when(when)
         if GRAPH_API:
-            from equiv_core.arms.nnsight_graph import graph_generate
-
             return graph_generate(
                 self, input_ids, max_new_tokens, edit, when, use_cache, catch_index_errors, arm or when
             )
