@@ -24,7 +24,7 @@ CPU = Environment(
 )
 TIMING = DeterminismReport(0, False, False, False, False, False, "highest", None, False)
 CORRECTNESS = DeterminismReport(0, True, True, False, False, False, "highest", ":4096:8", False)
-TINY = Architecture("transformer.h", 2, 64, "tensor", 256)
+TINY = Architecture("transformer.h", 2, 64, "tensor", 256, "sdpa")
 
 
 def bench_report(

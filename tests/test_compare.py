@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,27 @@ def test_a_field_one_run_did_not_record_is_no_difference() -> None:
     older = Setup.from_params({"command": "run", "model": "tiny-gpt2"})  # logged before batch_size was a param
     newer = Setup.from_params({"command": "run", "model": "tiny-gpt2", "batch_size": "2"})
     assert setup_differences([older, newer]) == []
+
+
+def test_the_attention_kernel_is_recorded_and_compare_names_it(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same weights under sdpa and eager give different logits hashes (tiny-llama here); the kernel each run
+    used is in its JSON and tags, and `equiv compare` names it among the environment differences."""
+    for kernel in ("sdpa", "eager"):
+        run = ["run", "--model", "tiny-llama", "--only", "steered_differs", "--attn-implementation", kernel]
+        assert main([*run, "--json", str(tmp_path / f"{kernel}.json")]) == 0
+        payload = json.loads((tmp_path / f"{kernel}.json").read_text())
+        assert payload["architecture"]["attn_implementation"] == kernel
+    capsys.readouterr()
+    assert main(["compare"]) == 0
+    printed = capsys.readouterr().out
+    assert [line for line in printed.splitlines() if "_sha256" in line and "  NO  " in line]
+    differences = next(line for line in printed.splitlines() if line.startswith("environment differences:"))
+    assert "attn_implementation" in differences and "eager" in differences and "sdpa" in differences
+
+
+def test_the_attention_kernel_a_model_loads_with_is_recorded_without_the_option(tmp_path: Path) -> None:
+    target = tmp_path / "run.json"
+    assert main(["run", "--model", "tiny-gpt2", "--only", "steered_differs", "--no-mlflow", "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["architecture"]["attn_implementation"] == "sdpa"  # transformers 5's default

@@ -29,19 +29,24 @@ def prepare_run(
     seed: int = 0,
     deterministic: bool = True,
     say: Callable[[str], None] | None = None,
+    attn_implementation: str | None = None,
 ) -> PreparedRun:
-    """Configure determinism, resolve the device, load ``model`` and probe its decoder layers.
+    """Configure determinism, resolve the device, load ``model`` (with the attention kernel ``attn_implementation``;
+    None: the model's own) and probe its decoder layers.
 
-    Raises UserInputError for an unknown model, dtype or device (one line naming the valid choices).
+    Raises UserInputError for an unknown model, dtype, device or attention kernel (one line naming the valid
+    choices).
     """
     report = say or (lambda _message: None)
     determinism = configure_determinism(seed, deterministic=deterministic)  # before anything touches CUDA
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     report(f"loading {model} on {torch_device} ({dtype})")
-    loaded = load_model(model, torch_device, dtype)
+    loaded = load_model(model, torch_device, dtype, attn_implementation)
     context = build_context(loaded)
+    architecture = context.architecture
     report(
-        f"loaded in {loaded.load_seconds:.1f} s: {context.architecture.num_layers} layers, "
-        f"block output is a {context.architecture.block_output_form}, nnsight {context.nnsight.version}"
+        f"loaded in {loaded.load_seconds:.1f} s: {architecture.num_layers} layers, block output is a "
+        f"{architecture.block_output_form}, attention {architecture.attn_implementation or 'unset'}, "
+        f"nnsight {context.nnsight.version}"
     )
     return PreparedRun(context, determinism, torch_device)

@@ -67,7 +67,14 @@ def _run_bench(
 ) -> BenchReport:
     where = device if device is not None else resolve_device(config.device)
     config = for_device(config, cuda=where.type == "cuda")  # the job has done it; a library caller may not have
-    prepared = prepare_run(config.model or DEFAULT_MODEL, where, config.dtype, config.seed, say=shown.line)
+    prepared = prepare_run(
+        config.model or DEFAULT_MODEL,
+        where,
+        config.dtype,
+        config.seed,
+        say=shown.line,
+        attn_implementation=config.attn_implementation,
+    )
     correctness_determinism, device, context = prepared.determinism, prepared.device, prepared.context
     input_ids = context.encode(config.prompt)
     prompt_length = int(input_ids.shape[1])

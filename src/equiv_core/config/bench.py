@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NewType
 
 from equiv_core.config.catalog import (
+    ATTN_HELP,
+    ATTN_IMPLEMENTATIONS,
     BENCH_ARMS,
     BUILTIN_MODEL_INFO,
     DEFAULT_BUDGET_S,
@@ -45,6 +47,7 @@ class BenchConfig:
     )
     device: str = option("auto", "--device", DEVICE_HELP)
     dtype: str = option("float32", "--dtype", "model dtype (default: float32)", choices=DTYPE_NAMES)
+    attn_implementation: str | None = option(None, "--attn-implementation", ATTN_HELP, choices=ATTN_IMPLEMENTATIONS)
     arms: tuple[str, ...] = option(
         BENCH_ARMS, "--arms", f"comma-separated arms (default: all: {','.join(BENCH_ARMS)})", parse=csv
     )

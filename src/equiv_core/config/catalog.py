@@ -15,6 +15,11 @@ AUDIT_EXPERIMENT = "equiv-audit"  # the MLflow experiment audit cells and report
 RUNS_PAGE = "{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 EXPERIMENTS_PAGE = "{url}/#/experiments?workflowType=machine_learning"
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# Attention kernels a run can ask transformers for (PreTrainedModel.set_attn_implementation, transformers 5.x): the
+# same weights give different logits under each (issue "Steering sites, ops and models": sdpa vs eager), so the one
+# used is recorded with every run. flash_attention_* need a CUDA kernel package and are not offered.
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+ATTN_HELP = "attention kernel: eager or sdpa (default: the model's own; the one used is recorded)"
 DEFAULT_PROMPT = "The weather today is"  # the original study's prompt
 DEFAULT_MAX_NEW_TOKENS = 5
 

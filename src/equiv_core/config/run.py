@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Literal, NewType
 
 from equiv_core.config.catalog import (
+    ATTN_HELP,
+    ATTN_IMPLEMENTATIONS,
     BUILTIN_MODEL_INFO,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
@@ -58,6 +60,7 @@ class RunConfig:
     model: str = option(DEFAULT_MODEL, "--model", "built-in name (see `equiv models`), directory or hub id")
     device: str = option("auto", "--device", DEVICE_HELP)
     dtype: str = option("float32", "--dtype", "model dtype (default: float32)", choices=DTYPE_NAMES)
+    attn_implementation: str | None = option(None, "--attn-implementation", ATTN_HELP, choices=ATTN_IMPLEMENTATIONS)
     prompt: str = option(DEFAULT_PROMPT, "--prompt", f"prompt (default: {DEFAULT_PROMPT!r})", given_only=True)
     max_new_tokens: int = option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", "tokens to generate (>= 1)", parse=int)
     # layer of findings 2-5 (default 0); finding 1 always uses the last layer

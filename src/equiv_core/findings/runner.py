@@ -318,7 +318,9 @@ def run_findings(
     say = watch.say
     preparing = time.perf_counter()
     where = device if device is not None else config.device
-    prepared = prepare_run(config.model, where, config.dtype, config.seed, say=say)
+    prepared = prepare_run(
+        config.model, where, config.dtype, config.seed, say=say, attn_implementation=config.attn_implementation
+    )
     context = prepared.context
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}

@@ -118,7 +118,7 @@ def _bench_findings(config: BenchConfig, tracker: Tracker, parent: TrackedRun) -
         )
     parent.log(
         tags={
-            Tag.BLOCK_OUTPUT_FORM: report.architecture.block_output_form,
+            **run_logging.architecture_tags(report.architecture),
             Tag.FINDINGS_FINGERPRINT: report.fingerprint(),
         },
         metrics={"findings_all_hold": float(report.all_hold)},

@@ -36,6 +36,8 @@ class Architecture:
     hidden_size: int
     block_output_form: BlockOutputForm
     max_positions: int | None
+    # transformers' attention kernel in use (``config._attn_implementation``: "sdpa", "eager", ...); None: not set
+    attn_implementation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class Architecture:
             "hidden_size": self.hidden_size,
             "block_output_form": self.block_output_form,
             "max_positions": self.max_positions,
+            "attn_implementation": self.attn_implementation,
         }
 
 
@@ -104,10 +107,11 @@ def detect_block_output_form(model: nn.Module, layer: nn.Module, input_ids: torc
 
 
 def describe(model: nn.Module, probe_ids: torch.Tensor) -> Architecture:
-    """Layer path, depth, width and block output form of ``model``, probed with ``probe_ids``."""
+    """Layer path, depth, width, block output form and attention kernel of ``model``, probed with ``probe_ids``."""
     path, layers = find_decoder_layers(model)
     config = getattr(model, "config", None)
     hidden_size = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
     max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     form = detect_block_output_form(model, layers[0], probe_ids)
-    return Architecture(path, len(layers), int(hidden_size or 0), form, max_positions)
+    attention = getattr(config, "_attn_implementation", None)
+    return Architecture(path, len(layers), int(hidden_size or 0), form, max_positions, attention)

@@ -33,7 +33,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from equiv_core.config.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
+from equiv_core.config.catalog import ATTN_IMPLEMENTATIONS, BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
 from equiv_core.config.validation import check_device_name, check_model_name
 from equiv_core.models.cache import ensure_converted
 from equiv_core.models.offline_tokenizer import offline_tokenizer
@@ -278,8 +278,14 @@ def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     return model, tokenizer, f"local directory {source}" if local else f"hub id {name}"
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load a causal LM by built-in name, local directory or hub id, in eval mode on ``device``."""
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM by built-in name, local directory or hub id, in eval mode on ``device``, with the attention
+    kernel ``attn_implementation`` (None: the model's own; see :func:`set_attention`)."""
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     started = time.perf_counter()
@@ -287,11 +293,31 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dt
     model, tokenizer, source = builtin.build() if builtin else _from_name_or_path(name)
     model.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]
     model.eval()  # type: ignore[no-untyped-call]
+    if attn_implementation is not None:
+        set_attention(model, attn_implementation)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
             raise UserInputError(f"model {name!r}: its tokenizer has neither a pad nor an EOS token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name, model, tokenizer, source, time.perf_counter() - started)
+
+
+def set_attention(model: PreTrainedModel, attn_implementation: str) -> None:
+    """Switch ``model`` to the attention kernel ``attn_implementation`` (``eager``, ``sdpa``) with transformers'
+    ``PreTrainedModel.set_attn_implementation`` (transformers 5.x). Raises UserInputError, one line, where this
+    transformers has no such method or the model does not support the kernel."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise UserInputError(f"--attn-implementation {attn_implementation!r}: valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
+    switch = getattr(model, "set_attn_implementation", None)
+    if switch is None:
+        raise UserInputError(
+            "--attn-implementation needs PreTrainedModel.set_attn_implementation (transformers 5.x); this "
+            "transformers has none"
+        )
+    try:
+        switch(attn_implementation)
+    except (ValueError, ImportError) as error:
+        raise UserInputError(f"--attn-implementation {attn_implementation}: {first_line(error)}") from None
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

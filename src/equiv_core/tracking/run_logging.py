@@ -19,6 +19,7 @@ from equiv_core.config.bench import BenchConfig
 from equiv_core.config.run import RunConfig
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.runner import RunReport
+from equiv_core.models.architecture import Architecture
 from equiv_core.tracking.schema import ENVIRONMENT_TAGS, Metric, Param, RunKind, Tag
 from equiv_core.tracking.store import Outcome, TrackedRun, Tracker
 
@@ -32,6 +33,15 @@ def ids_sha256(ids: list[int] | tuple[int, ...]) -> str:
 
 def environment_tags(environment: dict[str, Any]) -> dict[str, Any]:
     return {key: environment.get(key) for key in ENVIRONMENT_TAGS if environment.get(key) is not None}
+
+
+def architecture_tags(architecture: Architecture) -> dict[str, str]:
+    """What the loaded model's layout means for a result: its decoder block's output form and its attention kernel
+    (``unset`` where the model records none)."""
+    return {
+        Tag.BLOCK_OUTPUT_FORM: architecture.block_output_form,
+        Tag.ATTN_IMPLEMENTATION: architecture.attn_implementation or "unset",
+    }
 
 
 def determinism_tags(determinism: dict[str, Any], prefix: str = "determinism") -> dict[str, Any]:
@@ -197,7 +207,7 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
         tags={
             **environment_tags(report.environment.to_dict()),
             **determinism_tags(report.determinism.to_dict()),
-            Tag.BLOCK_OUTPUT_FORM: report.architecture.block_output_form,
+            **architecture_tags(report.architecture),
             Tag.LAYERS_PATH: report.architecture.layers_path,
             "weights_sha256": report.weights_sha256,
             Tag.FINGERPRINT: report.fingerprint(),
@@ -300,7 +310,7 @@ def log_bench_report(run: TrackedRun, report: BenchReport, payload: dict[str, An
             **environment_tags(report.environment.to_dict()),
             **determinism_tags(report.determinism.timing.to_dict(), "timing"),
             **determinism_tags(report.determinism.correctness.to_dict(), "correctness"),
-            Tag.BLOCK_OUTPUT_FORM: report.architecture.block_output_form,
+            **architecture_tags(report.architecture),
         },
     )
     run.log_json(payload, "bench.json")

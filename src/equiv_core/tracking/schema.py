@@ -39,6 +39,7 @@ class Tag(enum.StrEnum):
     REASON = "reason"  # why an audit cell is unsupported or an error
     MESSAGE = "message"  # a finding's one-line message
     BLOCK_OUTPUT_FORM = "block_output_form"
+    ATTN_IMPLEMENTATION = "attn_implementation"
     LAYERS_PATH = "layers_path"
     FINGERPRINT = "fingerprint"
     FINDINGS_FINGERPRINT = "findings_fingerprint"
@@ -87,6 +88,7 @@ ENVIRONMENT_TAGS = (
     "cpu_model",
     "cpu_capability",
     "cpu_count",
+    Tag.ATTN_IMPLEMENTATION,
 )
 # What `equiv compare` shows at the head of each run's column: a parent run's params and tags.
 HEADER_TAGS = (
@@ -102,6 +104,7 @@ HEADER_TAGS = (
     "transformers_version",
     "torch_version",
     Tag.BLOCK_OUTPUT_FORM,
+    Tag.ATTN_IMPLEMENTATION,
     "git_commit",
     Tag.VERDICT,
 )
