@@ -16,7 +16,7 @@ from torch import nn
 
 from equiv_core import check_steering
 from equiv_core.cli.main import main
-from equiv_core.support.errors import UserCodeError
+from equiv_core.support.errors import UserCodeError, UserInputError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "steering"
 ACTADD_ALL = ("--recipe", "actadd-all")
@@ -275,6 +275,14 @@ def test_check_steering_takes_the_function_itself_and_shows_the_grid() -> None:
 def test_check_steering_refuses_a_function_of_no_form() -> None:
     with pytest.raises(UserCodeError, match="fits neither form"):
         check_steering(lambda a, b, c: None, "actadd-all", model="tiny-llama")
+
+
+def test_check_steering_refuses_an_unknown_attention_kernel_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import equiv_core.findings.runner as runner
+
+    monkeypatch.setattr(runner, "prepare_run", lambda *args, **kwargs: pytest.fail("loaded a model"))
+    with pytest.raises(UserInputError, match=r"--attn-implementation 'flash': valid: eager, sdpa"):
+        check_steering(_adding_at_every_position(3.0), "actadd-all", model="tiny-llama", attn_implementation="flash")
 
 
 def test_the_pytest_fixture_fails_a_test_with_the_grid(steering_check: Any) -> None:

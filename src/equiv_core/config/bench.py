@@ -22,6 +22,7 @@ from equiv_core.config.catalog import (
 )
 from equiv_core.config.options import DEVICE_HELP, SEED_HELP, csv, csv_ints, option, percent
 from equiv_core.config.validation import (
+    check_attn_implementation,
     check_device_name,
     check_dtype,
     check_layer,
@@ -137,6 +138,7 @@ def validate_bench_config(config: BenchConfig) -> ValidBenchConfig:
     check_prompt(config.prompt)
     check_seed(config.seed)
     check_dtype(config.dtype)
+    check_attn_implementation(config.attn_implementation)
     if config.model is not None:
         check_model_name(config.model, BUILTIN_MODEL_INFO)
     shape = known_shape(config.model or "")

@@ -27,6 +27,7 @@ from equiv_core.config.check import UserTarget
 from equiv_core.config.decoding import GENERATION, GREEDY, Decoding
 from equiv_core.config.options import DEVICE_HELP, SEED_HELP, option
 from equiv_core.config.validation import (
+    check_attn_implementation,
     check_device_name,
     check_dtype,
     check_layer,
@@ -194,6 +195,7 @@ def validate_config(config: RunConfig) -> ValidRunConfig:
     if repeated:
         raise UserInputError(f"--only lists {repeated[0]} more than once; give each finding once")
     check_dtype(config.dtype)
+    check_attn_implementation(config.attn_implementation)
     check_model_name(config.model, BUILTIN_MODEL_INFO)
     shape = known_shape(config.model)
     if shape is not None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from equiv_core.config.catalog import DTYPE_NAMES
+from equiv_core.config.catalog import ATTN_IMPLEMENTATIONS, DTYPE_NAMES
 from equiv_core.support.errors import UserInputError
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch and random accept it too
@@ -23,6 +23,13 @@ def check_dtype(dtype: str) -> str:
     if dtype not in DTYPE_NAMES:
         raise UserInputError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPE_NAMES)}")
     return dtype
+
+
+def check_attn_implementation(kernel: str | None) -> None:
+    """None (the model's own kernel) or one of :data:`~equiv_core.config.catalog.ATTN_IMPLEMENTATIONS`; else
+    UserInputError naming them."""
+    if kernel is not None and kernel not in ATTN_IMPLEMENTATIONS:
+        raise UserInputError(f"--attn-implementation {kernel!r}: valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
 
 
 def check_model_name(name: str, builtin: Iterable[str]) -> None:

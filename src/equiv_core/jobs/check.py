@@ -140,12 +140,14 @@ def check_steering(
     padding: str | None = None,
     decoding: Decoding = GREEDY,
     progress: Callable[[str], None] | None = None,
+    attn_implementation: str | None = None,
 ) -> CheckResult:
     """Check ``steer`` (hooks form ``steer(model[, tokenizer]) -> context manager``, or generate form
     ``steer(model, tokenizer, input_ids, attention_mask, max_new_tokens, generation_kwargs) -> ids``) against
     ``intent`` (a recipe name such as ``"actadd-all"``, a SteeringSpec, or spec options as on the command line:
     ``{"op": "add", "vector": "actadd:A|B", "layers": "1", "positions": "all"}``) on ``model`` (a built-in name, a
-    directory or a hub id), generating ``max_new_tokens`` tokens for ``prompts`` (several: one padded batch).
+    directory or a hub id; ``attn_implementation``: ``eager`` or ``sdpa``, None the model's own), generating
+    ``max_new_tokens`` tokens for ``prompts`` (several: one padded batch).
 
     Raises UserInputError for a bad argument or a steering function of no known form (UserCodeError), and
     UserCodeRaised when ``steer`` raises while generating (with the step and the lines of its traceback).
@@ -160,6 +162,7 @@ def check_steering(
         model=model,
         device=device,
         dtype=dtype,
+        attn_implementation=attn_implementation,
         prompt=batch[0] if batch else "",
         max_new_tokens=max_new_tokens,
         seed=seed,

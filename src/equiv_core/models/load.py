@@ -33,8 +33,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from equiv_core.config.catalog import ATTN_IMPLEMENTATIONS, BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
-from equiv_core.config.validation import check_device_name, check_model_name
+from equiv_core.config.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
+from equiv_core.config.validation import check_attn_implementation, check_device_name, check_model_name
 from equiv_core.models.cache import ensure_converted
 from equiv_core.models.offline_tokenizer import offline_tokenizer
 from equiv_core.support.errors import EnvironmentFault, UserInputError, first_line
@@ -306,8 +306,7 @@ def set_attention(model: PreTrainedModel, attn_implementation: str) -> None:
     """Switch ``model`` to the attention kernel ``attn_implementation`` (``eager``, ``sdpa``) with transformers'
     ``PreTrainedModel.set_attn_implementation`` (transformers 5.x). Raises UserInputError, one line, where this
     transformers has no such method or the model does not support the kernel."""
-    if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise UserInputError(f"--attn-implementation {attn_implementation!r}: valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
+    check_attn_implementation(attn_implementation)
     switch = getattr(model, "set_attn_implementation", None)
     if switch is None:
         raise UserInputError(
