@@ -4,9 +4,9 @@ Experiments and benchmarks call :class:`NnsightSteering` and never nnsight direc
 is read once in :mod:`equiv_core.arms.nnsight_release`. Supported: 0.4.x (``LanguageModel``, a graph API: its arms
 are in :mod:`equiv_core.arms.nnsight_graph`), 0.5.x (``LanguageModel``, ``with tracer.iter[...]:`` blocks), 0.6.x
 and 0.7.x (``LanguageModel``, ``for step in tracer.iter[...]``) and 0.8.x (``TransformersModel``, same loop form).
-Every generation reads ids with ``tracer.result`` (before 0.5.8: ``generator.output``) *after* the iter loop and
-uses a bounded loop ``iter[:N]`` with ``min_new_tokens=N``: the patterns that gave correct steered ids on 0.6.3,
-0.7.0 and 0.8.1 (an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield
+From 0.5, every generation reads ids with ``tracer.result`` (before 0.5.8: ``generator.output``) *after* the iter
+loop and uses a bounded loop ``iter[:N]`` with ``min_new_tokens=N``: the patterns that gave correct steered ids on
+0.6.3, 0.7.0 and 0.8.1 (an unbounded ``iter[:]`` never returns on 0.8, and reading ``tracer.result`` first can yield
 *unsteered* ids without an error). Results are still checked against a raw hook by the caller, never trusted as is.
 
 What an arm records inside a trace (the shape each firing saw, the edits it made) goes into containers made

@@ -14,7 +14,9 @@ from equiv_core.config.catalog import MIN_RELEASE
 NNSIGHT_VERSION = Version(nnsight.__version__)
 # The oldest release the arms drive (config.catalog.MIN_RELEASE says why).
 MIN_SUPPORTED = Version(MIN_RELEASE["nnsight"])
-# Before 0.5 a trace's code builds a graph of proxies: those releases have arms of their own (arms.nnsight_graph).
+# Before 0.5 a trace's code builds a graph of proxies (nnsight 0.5.0 release notes: tracing rewritten to run the
+# trace's code as Python; checked on 0.4.11, shared NOTES 2026-12-07): those releases have arms of their own
+# (arms.nnsight_graph).
 GRAPH_API = Version("0.5.0") > NNSIGHT_VERSION
 # Keyword arguments of every trace: 0.4's default debug mode prints an error's traceback itself and sets
 # sys.tracebacklimit = 0 for the whole process (nnsight/tracing/backends/base.py of 0.4.11).

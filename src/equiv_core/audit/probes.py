@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from equiv_core.arms.nnsight import NnsightSteering, generated_output
-from equiv_core.arms.nnsight_release import GRAPH_API, LOOP_ITER, NNSIGHT_VERSION, TRACE_OPTIONS
+from equiv_core.arms.nnsight import NnsightSteering
+from equiv_core.arms.nnsight_release import GRAPH_API, LOOP_ITER, NNSIGHT_VERSION, TRACE_OPTIONS, TRACER_RESULT
 from equiv_core.arms.steering import Edit, NotExpressible, PassCounter, generation_kwargs
 
 
@@ -38,7 +38,8 @@ PITFALLS = {
 # it: shared NOTES), and a step window (an off-by-one in a window is the classic steering bug: CAA's mask).
 CONTROL_PITFALLS = {
     "code_after_unbounded_iter": "code after an unbounded loop `for step in tracer.iter[:]:` (0.5: the with-block)",
-    "step_window": "a step window `tracer.iter[1:3]` (0.5: the with-block), which should fire at steps 1 and 2 only",
+    "step_window": "a step window `tracer.iter[1:3]` (0.5: the with-block; 0.4: `block.iter[1:3]`, seen at the next "
+    "block), which should fire at steps 1 and 2 only",
 }
 STEP_WINDOW = (1, 3)
 
@@ -55,6 +56,8 @@ def pitfall_generate(
         raise ValueError(f"unknown pitfall {pitfall!r}; valid: {', '.join(PITFALLS)}")
     if pitfall == "result_before_iter_loop" and not LOOP_ITER:
         raise NotExpressible(f"nnsight {NNSIGHT_VERSION} has no for-loop form of iter")
+    if not TRACER_RESULT:  # generator.output is another pattern (and in 0.4's graph, where it is read orders nothing)
+        raise NotExpressible(f"nnsight {NNSIGHT_VERSION} has no tracer.result (from 0.5.8)")
     kwargs = generation_kwargs(max_new_tokens, steering.pad_token_id, True)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     block = steering.block(edit.layer)
@@ -63,12 +66,9 @@ def pitfall_generate(
         with torch.no_grad():
             with steering.wrapped.generate(**kwargs, **TRACE_OPTIONS) as tracer:
                 with tracer.invoke(inputs):
-                    result = generated_output(steering.wrapped, tracer)
+                    result = tracer.result.save()
                     if pitfall == "result_before_iter_loop":
                         for _step in tracer.iter[0]:
-                            edit.apply(steering.hidden(block))
-                    elif GRAPH_API:  # 0.4 chooses the step on the module
-                        with block.iter[0]:
                             edit.apply(steering.hidden(block))
                     else:
                         with tracer.iter[0]:

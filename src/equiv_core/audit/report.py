@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from equiv_core.audit.bisect import Bisection, Change, read_searches
-from equiv_core.audit.matrix import NNSIGHT_BASE_CELL, REFERENCE_CELL, nnsight_cells
+from equiv_core.audit.matrix import NNSIGHT_BASE_CELL, REFERENCE_CELL, nnsight_cells, version_key
 from equiv_core.audit.record import CellRecord, CellStatus, Pitfall, cell_slug, read_cells
 from equiv_core.audit.status import build_status, write_status
 from equiv_core.config.catalog import STUDY_FINDINGS
@@ -240,9 +240,20 @@ def headlines(searches: list[Bisection]) -> list[str]:
                     f"{change.first_after}**{_gap(change)}"
                 )
             elif change.observable.endswith("/pitfall.result_before_with_iter") and change.before == Pitfall.UNSTEERED:
+                began = next(
+                    (
+                        earlier.first_after
+                        for earlier in search.changes
+                        if earlier.observable == change.observable
+                        and earlier.after == Pitfall.UNSTEERED
+                        and version_key(earlier.first_after) <= version_key(change.last_before)
+                    ),
+                    None,
+                )
+                since = f"from nnsight {began} " if began else ""
                 line = (
                     f"- `tracer.result` read before a `with tracer.iter[0]:` block ({model}): **returns unsteered ids "
-                    f"without an error up to nnsight {change.last_before}**, {change.after} from nnsight "
+                    f"without an error {since}up to nnsight {change.last_before}**, {change.after} from nnsight "
                     f"{change.first_after}{_gap(change)}"
                 )
             elif change.observable.endswith("/block_output_form") and (change.before, change.after) == (

@@ -149,8 +149,11 @@ def batch_invariance(run: SpecRun, config: SpecFindingConfig) -> FindingResult:
             "sampling draws one set of random numbers for the whole batch, so a row's sample depends on the batch: "
             "run batch invariance greedy"
         )
-    elif not problems and not (comparable[True] or comparable[False]):
-        not_applicable = "no row's unsteered generation is the same as running alone, so no row can be judged"
+    elif not problems and not judged:
+        not_applicable = (
+            "no row's unsteered generation is the same as running alone with and without the KV cache, so no row "
+            "can be judged"
+        )
         not_applicable += f"; {pitfall}" if pitfall else ""
     left_out = [row for row in range(run.batch_size) if row not in judged]
     success = f"every arm gives each prompt's ids alone, in rows {', '.join(map(str, judged))}"
