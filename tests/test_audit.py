@@ -330,23 +330,35 @@ SNAPSHOT = ROOT / "bench" / "audit-status.json"
 
 
 def test_the_recorded_release_search_names_the_first_releases_the_audit_exists_to_pin_down() -> None:
-    """On the committed audit (bench/audit-status.json, from `nox -s audit_bisect audit`): nnsight 0.8.0 is the first
-    release where `tracer.result` read before a `with tracer.iter[0]:` block returns unsteered ids instead of
-    raising, and transformers 5.3.0 the first where GPT-2's decoder block returns a tensor (shared NOTES)."""
+    """On the committed audit (bench/audit-status.json, from `nox -s audit_bisect audit`): `tracer.result` read before a
+    `with tracer.iter[0]:` block returns unsteered ids on nnsight 0.5.8 to 0.5.10, raises on 0.5.11 to 0.7.0, and
+    returns unsteered ids again from 0.8.0; transformers 5.3.0 is the first where GPT-2's decoder block returns a
+    tensor (shared NOTES)."""
     status = read_status(SNAPSHOT)
-    changes = {
-        (search.package, change.observable): change
-        for search in status.searches
-        if search.mode == "bisect"
-        for change in search.changes
-    }
-    with_iter = changes["nnsight", "tiny-gpt2/pitfall.result_before_with_iter"]
-    assert (with_iter.before, with_iter.after) == ("raises", "UNSTEERED without error")
-    assert (with_iter.last_before, with_iter.first_after) == ("0.7.0", "0.8.0")
-    block = changes["transformers", "tiny-gpt2/block_output_form"]
+    changes = [
+        (search.package, change) for search in status.searches if search.mode == "bisect" for change in search.changes
+    ]
+    with_iter = [
+        (change.before, change.after, change.last_before, change.first_after)
+        for package, change in changes
+        if package == "nnsight" and change.observable == "tiny-gpt2/pitfall.result_before_with_iter"
+    ]
+    assert with_iter == [
+        ("not expressible", "UNSTEERED without error", "0.5.7", "0.5.8"),
+        ("UNSTEERED without error", "raises", "0.5.10", "0.5.11"),
+        ("raises", "UNSTEERED without error", "0.7.0", "0.8.0"),
+    ]
+    block = next(
+        change
+        for package, change in changes
+        if package == "transformers" and change.observable == "tiny-gpt2/block_output_form"
+    )
     assert (block.before, block.after, block.last_before, block.first_after) == ("tuple", "tensor", "5.2.0", "5.3.0")
     lines = headlines(list(status.searches))
     assert any("**returns unsteered ids without an error from nnsight 0.8.0**" in line for line in lines)
+    assert any(
+        "**returns unsteered ids without an error from nnsight 0.5.8 up to nnsight 0.5.10**" in line for line in lines
+    )
     assert any("**a tensor from transformers 5.3.0**" in line for line in lines)
     assert any("**never runs, without an error, from nnsight 0.8.0**" in line for line in lines)
 

@@ -233,7 +233,11 @@ def headlines(searches: list[Bisection]) -> list[str]:
     for search in searches:
         for change in search.changes:
             model = change.observable.split("/")[0]
-            if change.observable.endswith("/pitfall.result_before_with_iter") and change.after == Pitfall.UNSTEERED:
+            if (
+                change.observable.endswith("/pitfall.result_before_with_iter")
+                and change.after == Pitfall.UNSTEERED
+                and change.before != Pitfall.NOT_EXPRESSIBLE  # where the pattern first exists: the range line says it
+            ):
                 line = (
                     f"- `tracer.result` read before a `with tracer.iter[0]:` block ({model}): {change.before} up to "
                     f"nnsight {change.last_before}, **returns unsteered ids without an error from nnsight "
