@@ -113,6 +113,28 @@ def test_a_cell_record_reads_back_equal_to_what_was_written(cell_results: Path, 
     assert record.models["tiny-gpt2"].observables()["block_output_form"] == "tensor"
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [("--cell", "bogus", "--cell 'bogus': valid: PACKAGE='VERSION'"), ("--source", "nope", "--source 'nope': valid")],
+)
+def test_audit_cell_refuses_a_cell_or_source_the_audit_does_not_spell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    """Before any model work: a made-up cell id used to run minutes of work and land in the report."""
+    arguments = {"--cell": "nnsight='0.8.1'", "--source": "matrix", option: value}
+    command = [
+        "audit-cell",
+        *(part for item in arguments.items() for part in item),
+        "--out",
+        str(tmp_path),
+        "--no-mlflow",
+    ]
+    assert main(command) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_cell_file_of_the_first_untyped_format_is_refused_with_a_remedy(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text(json.dumps({"cell": "torch='9.9'", "status": "ran", "models": {}}))
     with pytest.raises(ValueError, match="cell file format None, expected 2: written by another version"):

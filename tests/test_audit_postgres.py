@@ -34,7 +34,7 @@ def _equiv(*arguments: str) -> subprocess.Popen[str]:
 
 def test_cells_logged_from_two_processes_to_a_postgres_backed_server_make_the_report(tmp_path: Path) -> None:
     with postgres_server() as database, mlflow_server(database, tmp_path / "artifacts") as server:
-        cells = {"nnsight='0.8.1'": tmp_path / "machine-a", "machine-b": tmp_path / "machine-b"}
+        cells = {"nnsight='0.8.1'": tmp_path / "machine-a", "torch='2.13.0'": tmp_path / "machine-b"}
         running = [
             _equiv(
                 "audit-cell", "--cell", cell, "--models", "tiny-gpt2", "--out", str(out), "--tracking-uri", server.url
@@ -64,9 +64,9 @@ def test_cells_logged_from_two_processes_to_a_postgres_backed_server_make_the_re
     assert f"read 2 audit cells from {server.url}" in done.stderr
     assert {cell.cell for cell in read_cells(report)} == set(cells)
     markdown = (report / "REPORT.md").read_text()
-    assert "| machine-b |" in markdown
+    assert "| torch='2.13.0' |" in markdown
     status = read_status(report / "status.json")
-    [other] = [record for record in status.records if record.cell == "machine-b"]
+    [other] = [record for record in status.records if record.cell == "torch='2.13.0'"]
     assert other.ids_equal_reference is True and other.observables["finding.iter0_equivalence"] == "PASS"
-    row = next(line for line in markdown.splitlines() if line.startswith("| machine-b |"))
+    row = next(line for line in markdown.splitlines() if line.startswith("| torch='2.13.0' |"))
     assert row.rstrip(" |").endswith("| yes | yes | 0")  # logits fetched from the server: compared, identical

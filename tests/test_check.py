@@ -149,7 +149,8 @@ def test_a_missing_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Ca
 
 
 @pytest.mark.parametrize(
-    ("options", "named"), [(("--steps", "every"), "--steps sets"), (("--layer", "1", "--position", "2"), "--layer and")]
+    ("options", "named"),
+    [(("--steps", "every"), "--steps: equiv run's"), (("--layer", "1", "--position", "2"), "--layer and --position:")],
 )
 def test_run_options_for_its_own_arms_are_refused_in_one_line(
     capsys: pytest.CaptureFixture[str], options: tuple[str, ...], named: str

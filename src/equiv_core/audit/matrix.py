@@ -46,6 +46,19 @@ def cell_id(package: str, version: str | None) -> str:
     return f"{package}='{version or 'latest'}'"
 
 
+def is_cell_id(cell: str) -> bool:
+    """Whether ``cell`` is spelled as :func:`cell_id` spells one: ``package='version'`` (or ``'latest'``) with
+    ``package`` one of :data:`AUDITED`."""
+    match = re.fullmatch(r"(\w+)='(latest|\d+(\.\d+)*)'", cell)
+    return match is not None and match.group(1) in AUDITED
+
+
+def is_source(source: str) -> bool:
+    """Whether ``source`` names where a cell comes from: ``matrix``, or a release search (``bisect-nnsight``)."""
+    mode, _, package = source.partition("-")
+    return source == "matrix" or (mode in ("bisect", "sweep") and package in AUDITED)
+
+
 def version_key(version: str) -> tuple[int, ...]:
     """Release order of plain numeric versions (``5.10.1`` after ``5.9.0``); pre-releases are not audited."""
     return tuple(int(part) for part in version.split("."))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equiv_core.audit.matrix import REFERENCE_CELL
+from equiv_core.audit.matrix import AUDITED, REFERENCE_CELL, is_cell_id, is_source
 from equiv_core.cli.arguments import AddCommand, add_tracking_options, tracking_options
 from equiv_core.config.catalog import AUDIT_EXPERIMENT
 from equiv_core.config.options import csv
@@ -16,6 +16,16 @@ from equiv_core.support.walltime import CommandStart
 def audit_cell_command(arguments: argparse.Namespace, _started: CommandStart) -> int:
     from equiv_core.jobs.audit import audit_cell_job
 
+    if not is_cell_id(arguments.cell):
+        raise UserInputError(
+            f"--cell {arguments.cell!r}: valid: PACKAGE='VERSION' or PACKAGE='latest', PACKAGE one of "
+            f"{', '.join(AUDITED)} (e.g. nnsight='0.7.0')"
+        )
+    if not is_source(arguments.source):
+        raise UserInputError(
+            f"--source {arguments.source!r}: valid: matrix, or bisect-PACKAGE / sweep-PACKAGE with PACKAGE one of "
+            f"{', '.join(AUDITED)}"
+        )
     pins: dict[str, str | None] = {}
     for value in arguments.pin:
         package, sep, version = value.partition("=")

@@ -19,12 +19,12 @@ RUN_ARM_OPTIONS = frozenset({"layer", "position", "steps"})
 def check_command(arguments: argparse.Namespace, started: CommandStart) -> int:
     from equiv_core.jobs.run import run_job
 
-    given = sorted(f"--{name}" for name in RUN_ARM_OPTIONS if getattr(arguments, name) is not None)
+    given = [f"--{name}" for name in sorted(RUN_ARM_OPTIONS) if getattr(arguments, name) is not None]
     if given:
         raise UserInputError(
-            f"{' and '.join(given)} {'set' if len(given) > 1 else 'sets'} how equiv run writes its own arms; "
-            "equiv check runs your code instead "
-            "(the intent's layers and positions: --layers, --positions)"
+            f"{' and '.join(given)}: equiv run's own arms (--layer, --position: the original study's edit; --steps: "
+            "its step-selector arm); equiv check runs your code instead (the intent's layers and positions: "
+            "--layers, --positions)"
         )
     target = UserTarget.parse(arguments.target, arguments.form)
     config = run_config(arguments, check=target)
