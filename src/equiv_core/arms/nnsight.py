@@ -43,9 +43,11 @@ from equiv_core.arms.spec_edits import logged_edits, pass_offset, row_edits
 from equiv_core.arms.steering import (
     Edit,
     GenerationRecord,
+    IndexFault,
     PassCounter,
     PassShape,
     SpecGeneration,
+    Touch,
     When,
     apply_op,
     check_when,
@@ -265,8 +267,8 @@ class NnsightSteering:
         # the loop): the result is read in an empty invoke of its own.
         separate_result = per_invoke or resolved.decoding.stop_at_eos
         # Made outside the trace, appended to inside it (module docstring).
-        log: list[Any] = []  # per edit: (actual step, layer, row, position, fault or None)
-        passes: list[Any] = []  # per block firing: (actual step, layer, positions in the pass)
+        log: list[Touch | IndexFault] = []  # per edit, at the step the model really ran (spec_edits.row_edits)
+        passes: list[PassShape] = []  # per block firing: the positions its pass held
         firings: list[list[int]] = [[] for _ in invocations]  # nnsight 0.5: per invoke, the steps its block ran at
         counter = PassCounter(self.model)
         tokenizer = getattr(self.wrapped, "tokenizer", None)
@@ -307,7 +309,7 @@ class NnsightSteering:
         name = f"{style}_per_invoke" if per_invoke else style
         records = records_from_output(name, prompts, batch.padded_length, result.sequences, result.logits, eos)
         touched, faults = logged_edits(log)
-        return SpecGeneration(records, touched, faults, tuple(PassShape(*shape) for shape in passes))
+        return SpecGeneration(records, touched, faults, tuple(passes))
 
     def _spec_firing(
         self,
@@ -318,8 +320,8 @@ class NnsightSteering:
         literal: bool,
         counter: PassCounter,
         believed_step: int,
-        log: list[Any],
-        passes: list[Any],
+        log: list[Touch | IndexFault],
+        passes: list[PassShape],
     ) -> None:
         """One firing of a spec arm: every steered block of this pass, in execution order, for ``rows`` (the
         batch rows this invoke holds, in its order). Appends each edit to ``log`` and each block's pass length to
@@ -331,7 +333,7 @@ class NnsightSteering:
             # the model until it needs a module's value, so an earlier read would see the previous pass.
             actual_step = counter.step
             length = int(hidden.shape[1])
-            passes.append((actual_step, layer, length))
+            passes.append(PassShape(actual_step, layer, length))
             believed_offset = pass_offset(believed_step, padded_length, cached)
             actual_offset = pass_offset(actual_step, padded_length, cached)
             for slot, row in enumerate(rows):

@@ -25,9 +25,11 @@ from equiv_core.arms.spec_edits import logged_edits, pass_offset, row_edits
 from equiv_core.arms.steering import (
     Edit,
     GenerationRecord,
+    IndexFault,
     NotExpressible,
     PassShape,
     SpecGeneration,
+    Touch,
     When,
     apply_op,
     generation_kwargs,
@@ -173,7 +175,7 @@ def graph_generate_spec(
     prompt_pass = style == "plain" or (style == "iter" and resolved.steps.kind == "prompt-pass")
     steps = range(1) if prompt_pass else window
     padded_length = batch.padded_length
-    log: list[Any] = []  # row_edits' log, made outside the trace (arms.nnsight)
+    log: list[Touch | IndexFault] = []  # row_edits' log, made outside the trace (arms.nnsight)
     saved: list[tuple[int, int, Any]] = []  # (step, layer, the shape nnsight handed the edit)
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     seed_sampling(resolved.decoding)
@@ -200,7 +202,7 @@ def graph_generate_spec(
     eos = resolved.eos_ids if resolved.decoding.stop_at_eos else ()
     prompts = tuple(batch.row_ids(row) for row in range(batch.size))
     records = records_from_output(style, prompts, padded_length, output.sequences, output.logits, eos)
-    touched, faults = logged_edits([entry for entry in log if entry[0] in ran])
+    touched, faults = logged_edits([entry for entry in log if entry.step in ran])
     shapes = tuple(PassShape(step, layer, shape[1]) for step, layer, shape in passes if shape is not None)
     return SpecGeneration(records, touched, faults, shapes)
 

@@ -1,10 +1,8 @@
 """Where a spec arm's edits land in one forward pass, the same for every nnsight arm: the spec's positions
 translated into indices of the pass (what the arm writes) and what each index really lands on (the log the arm
-keeps). Torch-free, nnsight-free."""
+keeps). Needs no nnsight: both arm families call it."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import IndexFault, Touch
@@ -24,13 +22,13 @@ def row_edits(
     actual_offset: int,
     actual_step: int,
     literal: bool,
-    log: list[Any],
+    log: list[Touch | IndexFault],
 ) -> list[int]:
     """The indices into a pass of ``length`` positions that a spec arm edits for batch ``row`` at ``layer``: the
     row's positions translated into columns of the pass the arm believes it is at (``believed_offset``: column of
     index 0), or, with ``literal``, the spec's integers as written. Appends to ``log`` what each index lands on in
-    the pass that really ran (``actual_offset``, ``actual_step``): ``(step, layer, row, position, None)``, or
-    ``(step, layer, row, None, (index, length, "pad" | "out_of_range"))``."""
+    the pass that really ran (``actual_offset``, ``actual_step``): a :class:`Touch` of the position, or an
+    :class:`IndexFault` (``pad``: a pad column; ``out_of_range``: an index the pass does not have, not written)."""
     batch = resolved.batch
     written: dict[int, int] = {}  # local index -> the index as the code writes it
     if literal:
@@ -38,7 +36,7 @@ def row_edits(
             if -length <= index < length:
                 written[index % length] = index
             else:
-                log.append((actual_step, layer, row, None, (index, length, "out_of_range")))
+                log.append(IndexFault(actual_step, layer, index, length, row, "out_of_range"))
     else:
         for position in resolved.positions[row]:
             local = batch.column(row, position) - believed_offset
@@ -47,18 +45,13 @@ def row_edits(
     for index, as_written in written.items():
         landed = batch.position_of(row, actual_offset + index)
         if landed is None:  # a pad column: the edit lands on padding
-            log.append((actual_step, layer, row, None, (as_written, length, "pad")))
+            log.append(IndexFault(actual_step, layer, as_written, length, row, "pad"))
         else:
-            log.append((actual_step, layer, row, landed, None))
+            log.append(Touch(actual_step, layer, landed, row))
     return list(written)
 
 
-def logged_edits(log: list[Any]) -> tuple[frozenset[Touch], tuple[IndexFault, ...]]:
-    """The touches and the index faults of a :func:`row_edits` log."""
-    touched = frozenset(Touch(step, layer, position, row) for step, layer, row, position, fault in log if not fault)
-    faults = tuple(
-        IndexFault(step, layer, fault[0], fault[1], row, fault[2])
-        for step, layer, row, _position, fault in log
-        if fault
-    )
-    return touched, faults
+def logged_edits(log: list[Touch | IndexFault]) -> tuple[frozenset[Touch], tuple[IndexFault, ...]]:
+    """The touches and the index faults (in the order logged) of a :func:`row_edits` log."""
+    touched = frozenset(entry for entry in log if isinstance(entry, Touch))
+    return touched, tuple(entry for entry in log if isinstance(entry, IndexFault))
