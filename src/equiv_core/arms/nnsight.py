@@ -56,7 +56,7 @@ from equiv_core.arms.steering import (
     records_from_output,
     seed_sampling,
 )
-from equiv_core.models.architecture import BlockOutputForm
+from equiv_core.models.architecture import BlockOutputForm, check_residual_shape
 
 
 class UnsupportedNnsightVersion(RuntimeError):
@@ -73,10 +73,15 @@ def hidden_of_envoy(block: Any, form: BlockOutputForm) -> Any:
     """Inside a trace: the [batch, seq, hidden] tensor of a block envoy's output, in either output form.
 
     On a tuple-returning block this is ``output[0]``; on a tensor-returning one it is ``output`` itself, where
-    ``output[0]`` would be batch row 0, the silent trap of the original study's code.
+    ``output[0]`` would be batch row 0, the silent trap of the original study's code. From nnsight 0.5 (real
+    tensors in the trace) a tensor of another rank raises :class:`UnsupportedArchitecture`; on 0.4 (a proxy)
+    :func:`equiv_core.models.architecture.describe` has checked the shape once, at load.
     """
     output = block.output
-    return output[0] if form == "tuple" else output
+    hidden = output[0] if form == "tuple" else output
+    if not GRAPH_API:
+        check_residual_shape(tuple(hidden.shape))
+    return hidden
 
 
 def check_supported() -> None:

@@ -41,6 +41,7 @@ from equiv_core.findings.study.registered import EXPERIMENTS
 from equiv_core.findings.user.registered import USER_FINDINGS
 from equiv_core.findings.user.user_finding import UserFindingConfig
 from equiv_core.findings.user.user_run import CheckCost, Phase, UserRun, run_user
+from equiv_core.models.adapters import Adapter
 from equiv_core.models.architecture import Architecture
 from equiv_core.models.determinism import DeterminismReport
 from equiv_core.models.inputs import PromptBatch, default_bos_note, encode_prompts
@@ -76,6 +77,7 @@ class RunReport:
     check_cost: CheckCost | None = None  # check mode: where the model work went (not part of the fingerprint)
     notes: tuple[str, ...] = ()  # what a reader must know about the encoding (special tokens, padding)
     machine_load: MachineLoad | None = None  # how busy the machine was from the start to the end of the run
+    adapter: Adapter | None = None  # the PEFT adapter the model was loaded with, and its base model
 
     @property
     def all_hold(self) -> bool:
@@ -101,6 +103,7 @@ class RunReport:
         return {
             "model": self.config.model,
             "model_source": self.model_source,
+            **({"adapter": self.adapter.to_dict()} if self.adapter is not None else {}),
             "prompt": self.config.prompt_list[0],
             **({"prompts": list(self.config.prompt_list)} if len(self.config.prompt_list) > 1 else {}),
             "prompt_ids": list(self.prompt_ids),
@@ -350,6 +353,7 @@ def run_findings(
     return RunReport(
         config=config,
         model_source=context.loaded.source,
+        adapter=context.loaded.adapter,
         prompt_ids=prompt_ids,
         prompt_tokens=tuple(context.loaded.tokenizer.convert_ids_to_tokens(list(prompt_ids))),
         architecture=context.architecture,

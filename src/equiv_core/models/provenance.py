@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # Variables that set the CPU thread pools torch's kernels use (OpenMP, MKL); the reduction order of a matmul,
 # and so its last bits, can depend on the thread count (https://pytorch.org/docs/stable/notes/randomness.html).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_PACKAGES = ("nnsight", "torch", "transformers", "numpy", "tokenizers", "accelerate", "gguf", "mlflow")
+_PACKAGES = ("nnsight", "torch", "transformers", "numpy", "tokenizers", "accelerate", "gguf", "mlflow", "peft")
 
 
 def package_version(name: str) -> str | None:

@@ -19,6 +19,7 @@ from equiv_core.config.bench import BenchConfig
 from equiv_core.config.run import RunConfig
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.runner import RunReport
+from equiv_core.models.adapters import Adapter
 from equiv_core.models.architecture import Architecture
 from equiv_core.tracking.schema import ENVIRONMENT_TAGS, Metric, Param, RunKind, Tag
 from equiv_core.tracking.store import Outcome, TrackedRun, Tracker
@@ -209,6 +210,7 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
             **determinism_tags(report.determinism.to_dict()),
             **architecture_tags(report.architecture),
             Tag.LAYERS_PATH: report.architecture.layers_path,
+            **adapter_tags(report.adapter),
             "weights_sha256": report.weights_sha256,
             Tag.FINGERPRINT: report.fingerprint(),
         },
@@ -218,6 +220,13 @@ def log_run_report(run: TrackedRun, report: RunReport, payload: dict[str, Any]) 
     run.log_json(_logits_hashes(report), "logits_hashes.json")
     _log_environment_manifest(run)
     run.conclude(Outcome.counted(failed, len(counted)))
+
+
+def adapter_tags(adapter: Adapter | None) -> dict[str, str]:
+    """The base model and the adapter of a model loaded as a PEFT adapter; none for any other model."""
+    if adapter is None:
+        return {}
+    return {Tag.BASE_MODEL: adapter.base_model, Tag.ADAPTER: adapter.path, "adapter_peft_type": adapter.peft_type}
 
 
 def _generated_ids(report: RunReport) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class Tag(enum.StrEnum):
     BLOCK_OUTPUT_FORM = "block_output_form"
     ATTN_IMPLEMENTATION = "attn_implementation"
     LAYERS_PATH = "layers_path"
+    BASE_MODEL = "base_model"  # the base model a PEFT adapter was loaded on
+    ADAPTER = "adapter"  # the PEFT adapter's directory
     FINGERPRINT = "fingerprint"
     FINDINGS_FINGERPRINT = "findings_fingerprint"
     IDS_SHA256 = "ids_sha256"
