@@ -82,7 +82,11 @@ def test_a_layer_out_of_range_names_the_valid_range() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"op": "shift"}, "--op 'shift': valid: zero, add, set, ablate, scale"),
+        ({"op": "shift"}, "--op 'shift': valid: zero, add, set, ablate, clamp, scale"),
+        ({"op": "clamp", "vector": "random:1"}, "--op clamp needs --scale, the value to set the component"),
+        ({"op": "ablate", "vector": "random:1", "scale": "2xnorm"}, "applies to add and clamp; ablate takes a plain"),
+        ({"op": "add", "vector": "random:1", "scale": "4xnrm"}, "give a number, or a multiple of the residual norm"),
+        ({"op": "add", "vector": "random:1", "scale": "4", "scale_unit": "rms"}, "scale_unit 'rms': valid"),
         ({"op": "add"}, "--op add needs --vector"),
         ({"op": "zero", "vector": "random:1"}, "--op zero takes no --vector"),
         ({"op": "set", "vector": "random:1", "scale": "2"}, "--op set takes no --scale"),
@@ -141,6 +145,25 @@ def test_later_options_override_a_base_spec() -> None:
     base = spec_from_options(None, op="add", vector="random:1", scale="4", positions="all")
     changed = spec_from_options(base, scale="0.5", layers="2")
     assert (changed.op, changed.scale, changed.layers.text, changed.positions.kind) == ("add", 0.5, "2", "all")
+
+
+def test_a_relative_scale_is_its_number_in_the_norm_unit() -> None:
+    spec = spec_from_options(None, op="add", vector="random:1", scale="4xnorm")
+    assert (spec.scale, spec.scale_unit, spec.describe().split(" at ")[0]) == (4.0, "norm", "add 4xnorm x random:1")
+    assert spec_from_options(None, op="add", vector="random:1", scale="4", scale_unit="norm") == spec
+
+
+def test_a_plain_scale_over_a_relative_base_is_absolute_again() -> None:
+    base = spec_from_options(None, op="clamp", vector="random:1", scale="2xnorm")
+    assert spec_from_options(base, scale="3").scale_unit == "absolute"
+
+
+def test_a_toml_relative_scale_is_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "steer.toml"
+    path.write_text('op = "add"\nvector = "random:3"\nscale = "4xnorm"\n')
+    assert spec_from_options(None, **load_spec_file(path)) == spec_from_options(
+        None, op="add", vector="random:3", scale="4xnorm"
+    )
 
 
 def test_a_toml_spec_file_gives_the_same_spec_as_the_flags(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from equiv_core.findings.spec.spec_finding import SpecFindingConfig
 from equiv_core.findings.spec.spec_run import run_spec
 from equiv_core.spec.steering_spec import OPS, Steps
 
-VECTOR_OPS = {"add": "6", "set": None, "ablate": "1"}
+VECTOR_OPS = {"add": "6", "set": None, "ablate": "1", "clamp": "3"}
 
 
 def _resolved(context: SteeringContext, new_tokens: int = NEW_TOKENS, **options: str) -> ResolvedSpec:
@@ -67,6 +67,17 @@ def test_each_step_selector_that_reaches_the_intent_passes_every_finding(
     context_for: Callable[[str], SteeringContext], model: str, positions: str, steps: str
 ) -> None:
     run = _run(context_for(model), op="add", vector="random:5", scale="8", positions=positions, steps=steps)
+    verdicts = _verdicts(run)
+    assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), (
+        verdicts
+    )
+
+
+@pytest.mark.parametrize(("op", "scale"), [("add", "4xnorm"), ("clamp", "2xnorm")])
+def test_a_scale_relative_to_the_residual_norm_agrees_with_the_hook(
+    context_for: Callable[[str], SteeringContext], op: str, scale: str
+) -> None:
+    run = _run(context_for("tiny-gpt2"), op=op, vector="random:5", scale=scale, positions="all", layers="0:2")
     verdicts = _verdicts(run)
     assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), (
         verdicts
@@ -267,7 +278,9 @@ def _one_position_late(resolved: ResolvedSpec) -> ResolvedSpec:
 
 
 def _one_percent_harder(resolved: ResolvedSpec) -> ResolvedSpec:
-    return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, scale=resolved.scale * 1.01))
+    return dataclasses.replace(
+        resolved, spec=dataclasses.replace(resolved.spec, scale=resolved.spec.effective_scale * 1.01)
+    )
 
 
 @pytest.mark.parametrize(

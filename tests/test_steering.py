@@ -37,6 +37,17 @@ def test_ablate_with_a_partial_scale_removes_that_share() -> None:
     assert torch.equal(apply_op("ablate", 0.25, HIDDEN, VECTOR), torch.tensor([[3.0, 3.0, 0.0], [1.0, -1.5, 2.0]]))
 
 
+@pytest.mark.parametrize("value", [0.0, 5.0, -1.5])
+def test_clamp_sets_the_component_along_the_unit_direction_and_keeps_the_rest(value: float) -> None:
+    clamped = apply_op("clamp", value, HIDDEN, VECTOR)
+    assert torch.equal(clamped[:, 1], torch.full((2,), value))  # VECTOR is along y: the y component is the value
+    assert torch.equal(clamped[:, [0, 2]], HIDDEN[:, [0, 2]])  # the orthogonal part is untouched
+
+
+def test_clamp_to_zero_is_a_full_ablation() -> None:
+    assert torch.equal(apply_op("clamp", 0.0, HIDDEN, VECTOR), apply_op("ablate", 1.0, HIDDEN, VECTOR))
+
+
 @pytest.mark.parametrize(("op", "scale"), [("add", 0.0), ("ablate", 0.0), ("scale", 1.0)])
 def test_identity_ops_leave_the_values_bit_for_bit(op: str, scale: float) -> None:
     assert torch.equal(apply_op(op, scale, HIDDEN, VECTOR), HIDDEN)

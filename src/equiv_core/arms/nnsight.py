@@ -347,7 +347,9 @@ class NnsightSteering:
                 )
                 if indices:
                     vector = resolved.vector_for(layer)
-                    hidden[slot, indices] = apply_op(resolved.op, resolved.scale, hidden[slot, indices], vector)
+                    hidden[slot, indices] = apply_op(
+                        resolved.op, resolved.scale_for(layer), hidden[slot, indices], vector
+                    )
 
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""

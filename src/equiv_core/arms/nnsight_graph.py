@@ -223,4 +223,4 @@ def _edit_rows(
     vector = resolved.vector_for(layer)
     for row, indices in plans:
         if indices:
-            hidden[row, indices] = apply_op(resolved.op, resolved.scale, hidden[row, indices], vector)
+            hidden[row, indices] = apply_op(resolved.op, resolved.scale_for(layer), hidden[row, indices], vector)

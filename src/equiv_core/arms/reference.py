@@ -145,7 +145,7 @@ def spec_hooks(
                 if edited is None:
                     edited = hidden.clone()
                 indices = [index for index, _position in local]
-                edited[row, indices] = apply_op(resolved.op, resolved.scale, edited[row, indices], vector)
+                edited[row, indices] = apply_op(resolved.op, resolved.scale_for(layer), edited[row, indices], vector)
                 touched.extend(Touch(step, layer, position, row) for _index, position in local)
             if edited is None:
                 return None

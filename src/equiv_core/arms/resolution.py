@@ -4,7 +4,10 @@ takes (:mod:`equiv_core.arms.resolved`)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from equiv_core.arms.context import SteeringContext
+from equiv_core.arms.norms import mean_residual_norms
 from equiv_core.arms.resolved import ResolvedSpec, prompt_only
 from equiv_core.arms.vectors import resolve_vectors
 from equiv_core.config.decoding import GREEDY, Decoding
@@ -16,7 +19,8 @@ from equiv_core.support.errors import UserInputError
 def resolve_spec(
     spec: SteeringSpec, context: SteeringContext, batch: PromptBatch, new_tokens: int, decoding: Decoding = GREEDY
 ) -> ResolvedSpec:
-    """Resolve ``spec`` for this model and batch (UserInputError for a layer, position or vector that does not fit)."""
+    """Resolve ``spec`` for this model and batch (UserInputError for a layer, position or vector that does not fit),
+    with the residual norm at each steered layer measured on the batch (one forward pass)."""
     layers = tuple(sorted(spec.layers.resolve(context.architecture.num_layers)))
     positions = []
     for row, length in enumerate(batch.lengths):
@@ -28,6 +32,7 @@ def resolve_spec(
             raise UserInputError(f"prompt {row + 1} ({length} tokens): {error}") from None
     vectors = None if spec.vector is None else resolve_vectors(spec.vector, context, layers)
     steps = spec.steps.concrete(prompt_only(tuple(positions), batch.lengths))
+    norms = context.work.timed(partial(mean_residual_norms, context.loaded.model, batch, layers))
     return ResolvedSpec(
-        spec, layers, tuple(positions), steps, vectors, batch, new_tokens, decoding, context.eos_token_ids()
+        spec, layers, tuple(positions), steps, vectors, batch, new_tokens, decoding, context.eos_token_ids(), norms
     )

@@ -12,7 +12,7 @@ import torch
 from equiv_core.arms.steering import apply_op
 from equiv_core.config.decoding import GREEDY, Decoding
 from equiv_core.models.inputs import PromptBatch
-from equiv_core.spec.steering_spec import SteeringSpec, Steps
+from equiv_core.spec.steering_spec import SCALE_OPS, SteeringSpec, Steps
 
 
 def prompt_only(positions: tuple[tuple[int, ...], ...], lengths: tuple[int, ...]) -> bool:
@@ -28,6 +28,8 @@ class ResolvedSpec:
     ``layers`` are absolute and ascending (nnsight must visit blocks in execution order); ``vectors`` is
     [len(layers), hidden] in the model's dtype (row ``i`` for ``layers[i]``), or None for ops without a vector;
     ``positions[r]`` are row ``r``'s row-relative positions (see :mod:`equiv_core.models.inputs`).
+    ``residual_norms[i]`` is the mean L2 norm of the unsteered residual stream after block ``layers[i]`` on the
+    prompts (:func:`equiv_core.arms.norms.mean_residual_norms`), what a relative scale (``4xnorm``) multiplies.
     """
 
     spec: SteeringSpec
@@ -39,14 +41,38 @@ class ResolvedSpec:
     new_tokens: int
     decoding: Decoding = GREEDY
     eos_ids: tuple[int, ...] = ()  # where a row ends, with decoding.stop_at_eos
+    residual_norms: tuple[float, ...] = ()  # per steered layer; empty only where nothing was measured
 
     @property
     def op(self) -> str:
         return self.spec.op
 
-    @property
-    def scale(self) -> float:
-        return self.spec.effective_scale
+    def scale_for(self, layer: int) -> float:
+        """The absolute scale :func:`~equiv_core.arms.steering.apply_op` takes at ``layer``: the spec's scale, or for
+        a scale in multiples of the residual norm ``k`` (``kxnorm``) with ``N`` the layer's residual norm: ``k N /
+        |v|`` for add (the added vector's norm is ``k N``) and ``k N`` for clamp (the component is set to ``k N``).
+        Raises ValueError for a relative scale where no norm was measured."""
+        spec = self.spec
+        if spec.scale_unit == "absolute":
+            return spec.effective_scale
+        if not self.residual_norms:
+            raise ValueError("a scale relative to the residual norm needs residual_norms")
+        index = self.layers.index(layer)
+        norm = self.residual_norms[index]
+        if spec.op == "clamp":
+            return spec.effective_scale * norm
+        vector = self.vector_for(layer)
+        assert vector is not None, "a relative scale is refused for ops without a vector"
+        return spec.effective_scale * norm / float(vector.float().norm())
+
+    def steering_norms(self) -> tuple[float, ...] | None:
+        """Per steered layer, the norm of what ``add`` adds (``|scale v|``), or None for other ops."""
+        if self.op != "add" or self.vectors is None:
+            return None
+        return tuple(
+            abs(self.scale_for(layer)) * float(vector.float().norm())
+            for layer, vector in zip(self.layers, self.vectors, strict=True)
+        )
 
     @property
     def prompt_only(self) -> bool:
@@ -64,7 +90,7 @@ class ResolvedSpec:
     def leaves_unchanged(self, layer: int, value: torch.Tensor) -> bool:
         """Whether the spec's edit at ``layer`` writes exactly ``value`` ([hidden]) back: zeroing a zero state,
         adding a zero vector, ... (such an edit cannot be told from no edit)."""
-        edited = apply_op(self.op, self.scale, value.unsqueeze(0), self.vector_for(layer))[0]
+        edited = apply_op(self.op, self.scale_for(layer), value.unsqueeze(0), self.vector_for(layer))[0]
         return bool(torch.equal(edited, value))
 
     def alone(self, row: int) -> ResolvedSpec:
@@ -79,6 +105,7 @@ class ResolvedSpec:
             self.new_tokens,
             self.decoding,
             self.eos_ids,
+            self.residual_norms,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +118,9 @@ class ResolvedSpec:
             "resolved_positions": positions[0] if len(positions) == 1 else positions,
             "resolved_steps": self.steps.describe(),
             "vector_norms": vector_norms,
+            "residual_norms": list(self.residual_norms),
+            "scales": [self.scale_for(layer) for layer in self.layers] if self.op in SCALE_OPS else None,
+            "steering_norms": None if (norms := self.steering_norms()) is None else list(norms),
             "prompt_lengths": list(self.batch.lengths),
             "padding": self.batch.padding,
             "new_tokens": self.new_tokens,

@@ -201,7 +201,8 @@ def record_from_output(
 
 def apply_op(op: str, scale: float, selected: torch.Tensor, vector: torch.Tensor | None) -> torch.Tensor:
     """A steering op applied to ``selected`` ([k, hidden], the chosen positions of one batch row); returns the
-    new values ([k, hidden], same dtype). ``vector`` is the layer's steering vector ([hidden]).
+    new values ([k, hidden], same dtype). ``vector`` is the layer's steering vector ([hidden]); ``scale`` is absolute
+    (a relative ``4xnorm`` is made absolute per layer by :meth:`equiv_core.arms.resolved.ResolvedSpec.scale_for`).
 
     This is *what* an edit does, shared by every arm; *where* and *when* each arm applies it is its own code.
     Raises ValueError for an unknown op.
@@ -220,6 +221,10 @@ def apply_op(op: str, scale: float, selected: torch.Tensor, vector: torch.Tensor
         direction = vector / vector.norm()
         ablated: torch.Tensor = selected - scale * (selected @ direction).unsqueeze(-1) * direction
         return ablated
+    if op == "clamp":
+        direction = vector / vector.norm()
+        clamped: torch.Tensor = selected + (scale - selected @ direction).unsqueeze(-1) * direction
+        return clamped
     raise ValueError(f"unknown op {op!r}")
 
 

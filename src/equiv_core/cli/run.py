@@ -95,7 +95,13 @@ def add_spec_options(
     group.add_argument(
         "--scale",
         default=None,
-        help="coefficient of add / ablate (default 1; 0 must leave the output unsteered), factor of scale",
+        help="coefficient of add / ablate (default 1; 0 must leave the output unsteered), value of clamp, factor of "
+        "scale; for add and clamp KxNORM (e.g. 4xnorm) is K times the residual stream's mean norm at the layer",
+    )
+    group.add_argument(
+        "--scale-unit",
+        default=None,
+        help="absolute (default) or norm: --scale in multiples of the residual norm (as --scale 4xnorm)",
     )
     group.add_argument("--layers", default=None, help="L, L1,L2 or A:B (Python slice; negatives count from the end)")
     group.add_argument(

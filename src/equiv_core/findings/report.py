@@ -3,6 +3,7 @@ PASS/FAIL and the evidence that decided it."""
 
 from __future__ import annotations
 
+from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.findings.coverage_map import ranges
 from equiv_core.findings.runner import RunReport
 
@@ -62,7 +63,34 @@ def _steering(report: RunReport) -> list[str]:
             f"{row}: {ranges(positions)}" for row, positions in enumerate(resolved.positions)
         )
     lines.append(f"         resolved: layers {ranges(resolved.layers)}, {where}, steps {resolved.steps.describe()}")
-    return lines + list(report.notes)
+    return lines + _norms(resolved) + list(report.notes)
+
+
+def _norms(resolved: ResolvedSpec) -> list[str]:
+    """The residual norm at each steered layer, and what the op's scale comes to against it (add: the added
+    vector's norm; clamp: the value the component is set to)."""
+    if not resolved.residual_norms:
+        return []
+    norms = resolved.residual_norms
+    lines = [
+        "         residual norm (mean over the prompt's tokens but the first): "
+        + ", ".join(f"layer {layer} {norm:.4g}" for layer, norm in zip(resolved.layers, norms, strict=True))
+    ]
+    steering = resolved.steering_norms()
+    if steering is not None:
+        what, values = "added |scale v|", steering
+    elif resolved.op == "clamp":
+        what, values = "component set to", tuple(resolved.scale_for(layer) for layer in resolved.layers)
+    else:
+        return lines
+    lines.append(
+        f"         {what}: "
+        + ", ".join(
+            f"layer {layer} {value:.4g} = {value / norm:.3g}x the norm" if norm else f"layer {layer} {value:.4g}"
+            for layer, value, norm in zip(resolved.layers, values, norms, strict=True)
+        )
+    )
+    return lines
 
 
 def _prompt(report: RunReport) -> list[str]:

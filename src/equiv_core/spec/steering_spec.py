@@ -22,16 +22,23 @@ from typing import Any, Literal
 
 from equiv_core.support.errors import UserInputError
 
-Op = Literal["zero", "add", "set", "ablate", "scale"]
+Op = Literal["zero", "add", "set", "ablate", "clamp", "scale"]
 OPS: dict[str, str] = {
     "zero": "h = 0 (the original study's edit)",
     "add": "h += scale * v (ActAdd, CAA)",
     "set": "h = v",
     "ablate": "h -= scale * (h . d) d with d = v / |v| (directional ablation; scale 1 removes the component)",
+    "clamp": "h += (scale - h . d) d with d = v / |v| (the component along d set to scale, as SAE-feature "
+    "clamping does)",
     "scale": "h *= scale",
 }
-VECTOR_OPS = frozenset({"add", "set", "ablate"})
-SCALE_OPS = frozenset({"add", "ablate", "scale"})
+VECTOR_OPS = frozenset({"add", "set", "ablate", "clamp"})
+SCALE_OPS = frozenset({"add", "ablate", "clamp", "scale"})
+# A scale in multiples of the residual stream's mean norm at the steered layer (``4xnorm``): for add, the added
+# vector's norm; for clamp, the value the component is set to. Ablate and scale take plain multipliers.
+ScaleUnit = Literal["absolute", "norm"]
+NORM_SUFFIX = "xnorm"
+NORM_SCALE_OPS = frozenset({"add", "clamp"})
 
 PositionKind = Literal["indices", "prompt", "generated", "last+generated", "all"]
 POSITION_KINDS: dict[str, str] = {
@@ -260,6 +267,7 @@ class SteeringSpec:
     op: Op = "zero"
     vector: VectorSource | None = None
     scale: float | None = None
+    scale_unit: ScaleUnit = "absolute"  # "norm": ``scale`` in multiples of the residual norm (``--scale 4xnorm``)
     layers: Layers = field(default_factory=Layers)
     positions: Positions = field(default_factory=Positions)
     steps: Steps = field(default_factory=Steps)
@@ -276,6 +284,15 @@ class SteeringSpec:
             raise UserInputError(f"--op {self.op} takes no --scale; ops that do: {', '.join(sorted(SCALE_OPS))}")
         if self.op == "scale" and self.scale is None:
             raise UserInputError("--op scale needs --scale (h *= scale)")
+        if self.op == "clamp" and self.scale is None:
+            raise UserInputError("--op clamp needs --scale, the value to set the component along v to")
+        if self.scale_unit not in ("absolute", "norm"):
+            raise UserInputError(f"scale_unit {self.scale_unit!r}: valid: absolute, norm")
+        if self.scale_unit == "norm" and self.op not in NORM_SCALE_OPS:
+            raise UserInputError(
+                f"--scale {self.scale_text()} with --op {self.op}: a scale in multiples of the residual norm applies "
+                f"to {' and '.join(sorted(NORM_SCALE_OPS))}; {self.op} takes a plain number"
+            )
         if self.scale is not None and not math.isfinite(self.scale):
             raise UserInputError(f"--scale {self.scale}: give a finite number")
         if self.indexing not in ("absolute", "literal"):
@@ -324,7 +341,12 @@ class SteeringSpec:
 
     @property
     def effective_scale(self) -> float:
+        """The scale as written (in multiples of the residual norm where :attr:`scale_unit` is ``norm``)."""
         return 1.0 if self.scale is None else self.scale
+
+    def scale_text(self) -> str:
+        """The scale as the command line writes it: ``4``, ``4xnorm``."""
+        return f"{self.effective_scale:g}" + (NORM_SUFFIX if self.scale_unit == "norm" else "")
 
     @property
     def is_identity(self) -> bool:
@@ -337,7 +359,7 @@ class SteeringSpec:
         """One line: ``add 4 x actadd:Love|Hate at layers 6, positions all, steps iter[:N]``."""
         what: str = self.op
         if self.op in SCALE_OPS:
-            what += f" {self.effective_scale:g}"
+            what += f" {self.scale_text()}"
         if self.vector is not None:
             what += f" x {self.vector.describe()}" if self.op == "add" else f" {self.vector.describe()}"
         literal = ", literal indices" if self.indexing == "literal" else ""
@@ -352,6 +374,7 @@ class SteeringSpec:
             "op": self.op,
             "vector": None if self.vector is None else self.vector.describe(),
             "scale": self.scale,
+            "scale_unit": self.scale_unit,
             "layers": self.layers.text,
             "positions": self.positions.describe(),
             "steps": self.steps.text(),
@@ -359,7 +382,7 @@ class SteeringSpec:
         }
 
 
-SPEC_FIELDS = ("op", "vector", "scale", "layers", "positions", "steps", "indexing")
+SPEC_FIELDS = ("op", "vector", "scale", "scale_unit", "layers", "positions", "steps", "indexing")
 LIST_FIELDS = ("layers", "positions")  # a spec file may give these as TOML lists of integers
 
 
@@ -379,6 +402,7 @@ def spec_from_options(base: SteeringSpec | None = None, **options: str | float |
         "op": str,
         "vector": lambda value: VectorSource.parse(str(value)),
         "scale": _scale,
+        "scale_unit": str,
         "layers": lambda value: Layers(str(value)),
         "positions": lambda value: Positions.parse(str(value)),
         "steps": lambda value: Steps.parse(str(value)),
@@ -387,22 +411,34 @@ def spec_from_options(base: SteeringSpec | None = None, **options: str | float |
     for name, value in options.items():
         if value is not None:
             values[name] = parsers[name](value)
+    scale = options.get("scale")
+    if isinstance(scale, str) and scale.strip().endswith(NORM_SUFFIX):  # "4xnorm": the unit is part of the scale
+        if options.get("scale_unit") not in (None, "norm"):
+            raise UserInputError(f"--scale {scale!r} is in multiples of the norm; scale_unit says otherwise")
+        values["scale_unit"] = "norm"
+    elif scale is not None and options.get("scale_unit") is None:
+        values["scale_unit"] = "absolute"  # a plain number overrides a base spec's relative scale
     if base is not None and options.get("op") is not None:
         # A base spec (a recipe) with another op: drop the base's vector / scale the new op takes none of.
         if values["op"] not in VECTOR_OPS and options.get("vector") is None:
             values["vector"] = None
         if values["op"] not in SCALE_OPS and options.get("scale") is None:
             values["scale"] = None
+            values["scale_unit"] = "absolute"
     return replace(base, **values) if base is not None else SteeringSpec(**values)
 
 
 def _scale(value: str | float) -> float:
+    """The number of ``--scale``: ``4``, ``-0.5``, or ``4xnorm`` (the unit is read by :func:`spec_from_options`)."""
     if isinstance(value, bool):  # TOML `scale = true` is not a number
-        raise UserInputError(f"--scale {value!r}: give a number")
+        raise UserInputError(f"--scale {value!r}: give a number, or a multiple of the residual norm like 4xnorm")
+    text = value.strip().removesuffix(NORM_SUFFIX) if isinstance(value, str) else value
     try:
-        scale = float(value)
+        scale = float(text)
     except ValueError:
-        raise UserInputError(f"--scale {value!r}: give a number") from None
+        raise UserInputError(
+            f"--scale {value!r}: give a number, or a multiple of the residual norm like 4xnorm"
+        ) from None
     return scale
 
 
