@@ -36,8 +36,11 @@ def spec_run(context: SteeringContext, **how: object) -> SpecRun:
 
 
 def spec_verdicts(run: SpecRun) -> dict[str, tuple[str, str]]:
-    """Each spec finding's verdict and message on ``run`` (batch_invariance only for batches)."""
+    """Each spec finding's verdict and message on ``run`` (batch_invariance only for batches, site only for a site
+    other than the block output, as in ``equiv run``)."""
     config = SpecFindingConfig(run.resolved.batch.prompts, run.resolved.new_tokens, run.resolved.spec)
-    names = [name for name in SPEC_FINDINGS if name != "batch_invariance" or run.batch_size > 1]
+    left_out = {"batch_invariance"} if run.batch_size == 1 else set()
+    left_out |= {"site"} if run.resolved.spec.site.is_default else set()
+    names = [name for name in SPEC_FINDINGS if name not in left_out]
     results = {name: SPEC_FINDINGS.get(name).judge(run, config) for name in names}
     return {name: (result.verdict, result.message) for name, result in results.items()}

@@ -15,7 +15,7 @@ from equiv_core.spec.recipes import RECIPES
 
 ARMS = ("plain", "iter", "recompute", "hook", "hook_recompute", "unsteered", "unsteered_recompute")
 # A single prompt runs every spec finding but batch_invariance (nothing is batched).
-SINGLE_PROMPT_FINDINGS = [name for name in SPEC_FINDINGS.names() if name != "batch_invariance"]
+SINGLE_PROMPT_FINDINGS = [name for name in SPEC_FINDINGS.names() if name not in ("batch_invariance", "site")]
 
 
 def test_recipes_lists_the_catalogue_and_flags_the_known_wrong_ones(capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,13 +36,14 @@ def test_every_recipe_runs_and_known_wrong_ones_fail_coverage(
     code = main(argv)
     payload = json.loads(target.read_text())
     verdicts = {finding["id"]: finding for finding in payload["findings"]}
-    assert list(verdicts) == SINGLE_PROMPT_FINDINGS
-    flags = RECIPES.get(recipe).flags
+    site_finding = ["site"] if not RECIPES.get(recipe).spec().site.is_default else []
+    assert list(verdicts) == site_finding + SINGLE_PROMPT_FINDINGS
+    flags, flagged_by = RECIPES.get(recipe).flags, RECIPES.get(recipe).flagged_by
     failed = {name: finding["message"] for name, finding in verdicts.items() if finding["verdict"] != "PASS"}
     if flags:
         assert code == 1
-        assert list(failed) == ["coverage"] and flags in failed["coverage"]  # flagged, and nothing else
-        assert "[FAIL] 1. coverage" in capsys.readouterr().out
+        assert list(failed) == [flagged_by] and flags in failed[flagged_by]  # flagged, and nothing else
+        assert f"[FAIL] 1. {flagged_by}" in capsys.readouterr().out
     else:
         assert (code, failed) == (0, {})
     assert payload["spec"]["op"] == RECIPES.get(recipe).spec().op

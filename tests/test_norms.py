@@ -10,8 +10,10 @@ import torch
 from spec_helpers import resolved_spec
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.arms.norms import mean_residual_norms
+from equiv_core.arms.norms import mean_site_norms
 from equiv_core.models.inputs import encode_prompts
+from equiv_core.models.sites import resolve_sites
+from equiv_core.spec.steering_spec import Site
 
 PROMPTS = ("The weather today is", "A cat")
 
@@ -22,7 +24,8 @@ def test_the_mean_residual_norm_is_that_of_the_hidden_states_huggingface_returns
 ) -> None:
     context = context_for("tiny-llama")
     batch = encode_prompts(context.loaded.tokenizer, PROMPTS, padding=padding, device=context.device)
-    [measured] = mean_residual_norms(context.loaded.model, batch, (0,))
+    sites = resolve_sites(context.loaded.model, "model.layers", (0,), Site(), None, batch.input_ids[:1])
+    [measured] = mean_site_norms(context.loaded.model, batch, sites)
     norms = []
     for prompt in PROMPTS:  # each prompt alone, unpadded: hidden_states[1] is block 0's output
         ids = context.encode(prompt)
@@ -38,7 +41,7 @@ def test_add_in_multiples_of_the_norm_adds_a_vector_of_that_norm(
     resolved = resolved_spec(context_for("tiny-gpt2"), op="add", vector="random:3", scale="4xnorm", layers="0:2")
     steering = resolved.steering_norms()
     assert steering is not None and len(steering) == 2
-    for added, norm in zip(steering, resolved.residual_norms, strict=True):
+    for added, norm in zip(steering, resolved.site_norms, strict=True):
         assert added == pytest.approx(4 * norm, rel=1e-6)
 
 
@@ -46,11 +49,11 @@ def test_clamp_in_multiples_of_the_norm_sets_the_component_to_that_value(
     context_for: Callable[[str], SteeringContext],
 ) -> None:
     resolved = resolved_spec(context_for("tiny-gpt2"), op="clamp", vector="random:3", scale="-2xnorm", layers="1")
-    [norm] = resolved.residual_norms
+    [norm] = resolved.site_norms
     assert resolved.scale_for(1) == pytest.approx(-2 * norm)
 
 
 def test_every_spec_reports_the_residual_norm(context_for: Callable[[str], SteeringContext]) -> None:
     resolved = resolved_spec(context_for("tiny-gpt2"), op="zero", layers="0:2")
-    assert len(resolved.residual_norms) == 2 and all(norm > 0 for norm in resolved.residual_norms)
-    assert resolved.to_dict()["residual_norms"] == list(resolved.residual_norms)
+    assert len(resolved.site_norms) == 2 and all(norm > 0 for norm in resolved.site_norms)
+    assert resolved.to_dict()["site_norms"] == list(resolved.site_norms)

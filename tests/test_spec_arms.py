@@ -230,10 +230,12 @@ def test_an_integer_vector_file_is_refused(context_for: Callable[[str], Steering
 def test_actadd_is_the_residual_difference_at_the_last_token(context_for: Callable[[str], SteeringContext]) -> None:
     """Checked against nnsight's own read of the block output (an independent way to get the residual stream)."""
     from equiv_core.arms.vectors import resolve_vectors
-    from equiv_core.spec.steering_spec import VectorSource
+    from equiv_core.models.sites import resolve_sites
+    from equiv_core.spec.steering_spec import Site, VectorSource
 
     context = context_for("tiny-gpt2")
-    vectors = resolve_vectors(VectorSource.parse("actadd:I love this|I hate this"), context, (1,))
+    sites = resolve_sites(context.loaded.model, "transformer.h", (1,), Site(), None, context.encode("I"))
+    vectors = resolve_vectors(VectorSource.parse("actadd:I love this|I hate this"), context, sites)
 
     def residual(prompt: str) -> torch.Tensor:
         with torch.no_grad(), context.nnsight.wrapped.trace(context.encode(prompt)):

@@ -57,6 +57,7 @@ from equiv_core.arms.steering import (
     seed_sampling,
 )
 from equiv_core.models.architecture import BlockOutputForm, check_residual_shape
+from equiv_core.models.sites import SiteModule
 
 
 class UnsupportedNnsightVersion(RuntimeError):
@@ -150,6 +151,21 @@ class NnsightSteering:
     def hidden(self, block: Any) -> Any:
         """Inside a trace: the [batch, seq, hidden] tensor of ``block``'s output (see :func:`hidden_of_envoy`)."""
         return hidden_of_envoy(block, self.block_output_form)
+
+    def site_tensor(self, block: Any, site: SiteModule) -> Any:
+        """Inside a trace (nnsight >= 0.5): the [batch, seq, width] tensor of ``site`` under ``block``'s envoy: the
+        envoy's ``.input`` (its first argument) for an input site, else its ``.output`` (the first element of a
+        tuple); a block's output exactly as :meth:`hidden` reads it."""
+        if site.site.is_default:
+            return self.hidden(block)
+        envoy = operator.attrgetter(site.path)(block) if site.path else block
+        if site.reads_input:
+            tensor = envoy.input
+        else:
+            output = envoy.output
+            tensor = output[0] if site.output_is_tuple else output
+        check_residual_shape(tuple(tensor.shape))
+        return tensor
 
     def generate(
         self,
@@ -333,7 +349,8 @@ class NnsightSteering:
         ``passes``, at the step the model really ran."""
         padded_length = resolved.batch.padded_length
         for layer, block in blocks:
-            hidden = self.hidden(block)  # [len(rows), positions in this pass, hidden]
+            site = resolved.site_for(layer)
+            hidden = self.site_tensor(block, site)  # [len(rows), positions in this pass, width]
             # Read the pass counter only after the block's output is in hand: nnsight runs this code ahead of
             # the model until it needs a module's value, so an earlier read would see the previous pass.
             actual_step = counter.step
@@ -345,11 +362,16 @@ class NnsightSteering:
                 indices = row_edits(
                     resolved, row, layer, length, believed_offset, actual_offset, actual_step, literal, log
                 )
-                if indices:
-                    vector = resolved.vector_for(layer)
-                    hidden[slot, indices] = apply_op(
-                        resolved.op, resolved.scale_for(layer), hidden[slot, indices], vector
-                    )
+                if not indices:
+                    continue
+                vector, scale = resolved.vector_for(layer), resolved.scale_for(layer)
+                if site.columns is None:
+                    hidden[slot, indices] = apply_op(resolved.op, scale, hidden[slot, indices], vector)
+                else:  # a head site: only the heads' columns
+                    columns = list(site.columns)
+                    selected = hidden[slot, indices]
+                    selected[:, columns] = apply_op(resolved.op, scale, selected[:, columns], vector)
+                    hidden[slot, indices] = selected
 
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""

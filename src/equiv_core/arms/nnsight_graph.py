@@ -153,13 +153,19 @@ def graph_generate_spec(
     in its own ``with block.iter[k]:`` (no selector for the prompt pass), the indices computed from the pass length
     expected at step k. The pass lengths recorded are the ones nnsight handed the edits.
 
-    Raises NotExpressible for one invoke per prompt (0.4 cannot read the generated ids of such a trace) and for a
+    Raises NotExpressible for a site other than a block's output, for one invoke per prompt (0.4 cannot read the
+    generated ids of such a trace) and for a
     spec that leaves every value unchanged: its touches are judged from what the arm recorded, and a 0.4 arm can
     record only the step it chose, not the one that ran."""
     if per_invoke:
         raise NotExpressible(
             f"nnsight {NNSIGHT_VERSION} cannot read the generated ids of a trace with several invokes "
             "(generator.output: 'Accessing value before it's been set')"
+        )
+    if not resolved.spec.site.is_default:
+        raise NotExpressible(
+            f"the arms for nnsight {NNSIGHT_VERSION} (a graph API) steer a block's output only; --site "
+            f"{resolved.spec.site.describe()} is written for nnsight 0.5 and later"
         )
     if resolved.spec.is_identity:
         raise NotExpressible(

@@ -29,7 +29,13 @@ from equiv_core.arms.steering import (
     seed_sampling,
 )
 from equiv_core.config.catalog import ArmName
-from equiv_core.models.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
+from equiv_core.models.architecture import (
+    check_residual_shape,
+    find_decoder_layers,
+    hidden_states_of,
+    with_hidden_states,
+)
+from equiv_core.models.sites import SiteEdit, SiteModule, site_hooks
 
 
 @contextmanager
@@ -97,9 +103,10 @@ def hook_forward_logits(model: nn.Module, input_ids: torch.Tensor, edit: Edit | 
 def spec_hooks(
     model: nn.Module, resolved: ResolvedSpec, cached: bool, touched: list[Touch], passes: list[PassShape]
 ) -> Iterator[None]:
-    """Apply a steering spec's intent with one forward hook per steered block of ``model``, appending each edit to
-    ``touched`` and each call's pass length to ``passes``. Each hook edits the block output's hidden states
-    ([batch, seq, hidden]) in a copy it returns.
+    """Apply a steering spec's intent with one plain hook per steered layer's site (a forward hook on the module
+    whose output it is, a forward pre-hook on the module whose input it is: :func:`equiv_core.models.sites.site_hooks`),
+    appending each edit to ``touched`` and each call's pass length to ``passes``. Each hook edits the site's tensor
+    ([batch, seq, width]; at a head site only the heads' columns) in a copy it returns.
 
     Independent of the nnsight arms' translation: each hook counts its own calls (the generation step) and the
     columns it has seen (with the KV cache a call's columns start where the previous call's ended; without it, at
@@ -107,7 +114,6 @@ def spec_hooks(
     follow the padded prompt. It edits every intended position its pass holds: the intent at every step,
     whatever selector the spec is written with.
     """
-    _, blocks = find_decoder_layers(model)
     mask = resolved.batch.attention_mask.cpu()
     padded_length = int(mask.shape[1])
     prompt_columns = [torch.nonzero(mask[row]).flatten().tolist() for row in range(mask.shape[0])]
@@ -117,20 +123,23 @@ def spec_hooks(
         wanted.append(
             [(prompt[p] if p < len(prompt) else padded_length + p - len(prompt), p) for p in sorted(positions)]
         )
-    handles = []
+    edits: list[tuple[SiteModule, SiteEdit]] = []
     for layer in resolved.layers:
+        site = resolved.site_for(layer)
         state = {"calls": 0, "seen": 0}
         vector = resolved.vector_for(layer)
+        scale = resolved.scale_for(layer)
+        columns = None if site.columns is None else list(site.columns)
 
-        def hook(
-            _module: nn.Module,
-            _args: Any,
-            output: Any,
+        def edit(
+            hidden: torch.Tensor,
             layer: int = layer,
             state: dict[str, int] = state,
             vector: torch.Tensor | None = vector,
-        ) -> Any:
-            hidden = hidden_states_of(output)
+            scale: float = scale,
+            columns: list[int] | None = columns,
+        ) -> torch.Tensor | None:
+            check_residual_shape(tuple(hidden.shape))
             length = int(hidden.shape[1])
             start = state["seen"] if cached else 0
             step = state["calls"]
@@ -145,18 +154,18 @@ def spec_hooks(
                 if edited is None:
                     edited = hidden.clone()
                 indices = [index for index, _position in local]
-                edited[row, indices] = apply_op(resolved.op, resolved.scale_for(layer), edited[row, indices], vector)
+                selected = edited[row, indices]  # [k, width]
+                if columns is None:
+                    selected = apply_op(resolved.op, scale, selected, vector)
+                else:
+                    selected[:, columns] = apply_op(resolved.op, scale, selected[:, columns], vector)
+                edited[row, indices] = selected
                 touched.extend(Touch(step, layer, position, row) for _index, position in local)
-            if edited is None:
-                return None
-            return with_hidden_states(output, edited)
+            return edited
 
-        handles.append(blocks[layer].register_forward_hook(hook))
-    try:
+        edits.append((site, edit))
+    with site_hooks(model, edits):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def spec_hook_generate(

@@ -12,6 +12,7 @@ import torch
 from equiv_core.arms.steering import apply_op
 from equiv_core.config.decoding import GREEDY, Decoding
 from equiv_core.models.inputs import PromptBatch
+from equiv_core.models.sites import SiteModule
 from equiv_core.spec.steering_spec import SCALE_OPS, SteeringSpec, Steps
 
 
@@ -28,8 +29,10 @@ class ResolvedSpec:
     ``layers`` are absolute and ascending (nnsight must visit blocks in execution order); ``vectors`` is
     [len(layers), hidden] in the model's dtype (row ``i`` for ``layers[i]``), or None for ops without a vector;
     ``positions[r]`` are row ``r``'s row-relative positions (see :mod:`equiv_core.models.inputs`).
-    ``residual_norms[i]`` is the mean L2 norm of the unsteered residual stream after block ``layers[i]`` on the
-    prompts (:func:`equiv_core.arms.norms.mean_residual_norms`), what a relative scale (``4xnorm``) multiplies.
+    ``site_norms[i]`` is the mean L2 norm of the unsteered tensor at the site of ``layers[i]`` (the residual
+    stream after the block, by default) on the prompts (:func:`equiv_core.arms.norms.mean_site_norms`), what a
+    relative scale (``4xnorm``) multiplies; ``sites[i]`` is where that site is on this model. ``vectors`` are as wide
+    as the edited part of the site's tensor.
     """
 
     spec: SteeringSpec
@@ -41,7 +44,8 @@ class ResolvedSpec:
     new_tokens: int
     decoding: Decoding = GREEDY
     eos_ids: tuple[int, ...] = ()  # where a row ends, with decoding.stop_at_eos
-    residual_norms: tuple[float, ...] = ()  # per steered layer; empty only where nothing was measured
+    site_norms: tuple[float, ...] = ()  # per steered layer; empty only where nothing was measured
+    sites: tuple[SiteModule, ...] = ()  # per steered layer: where the spec's site is on this model, what it is
 
     @property
     def op(self) -> str:
@@ -55,10 +59,10 @@ class ResolvedSpec:
         spec = self.spec
         if spec.scale_unit == "absolute":
             return spec.effective_scale
-        if not self.residual_norms:
-            raise ValueError("a scale relative to the residual norm needs residual_norms")
+        if not self.site_norms:
+            raise ValueError("a scale relative to the residual norm needs site_norms")
         index = self.layers.index(layer)
-        norm = self.residual_norms[index]
+        norm = self.site_norms[index]
         if spec.op == "clamp":
             return spec.effective_scale * norm
         vector = self.vector_for(layer)
@@ -84,6 +88,12 @@ class ResolvedSpec:
         """For ``indexing = literal``: the integers as the spec writes them, used as indices into each pass."""
         return self.spec.positions.indices
 
+    def site_for(self, layer: int) -> SiteModule:
+        """Where the spec's site is at ``layer`` (ValueError where sites were not resolved)."""
+        if not self.sites:
+            raise ValueError("the spec's sites were not resolved")
+        return self.sites[self.layers.index(layer)]
+
     def vector_for(self, layer: int) -> torch.Tensor | None:
         return None if self.vectors is None else self.vectors[self.layers.index(layer)]
 
@@ -105,7 +115,8 @@ class ResolvedSpec:
             self.new_tokens,
             self.decoding,
             self.eos_ids,
-            self.residual_norms,
+            self.site_norms,
+            self.sites,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,9 +129,10 @@ class ResolvedSpec:
             "resolved_positions": positions[0] if len(positions) == 1 else positions,
             "resolved_steps": self.steps.describe(),
             "vector_norms": vector_norms,
-            "residual_norms": list(self.residual_norms),
+            "site_norms": list(self.site_norms),
             "scales": [self.scale_for(layer) for layer in self.layers] if self.op in SCALE_OPS else None,
             "steering_norms": None if (norms := self.steering_norms()) is None else list(norms),
+            **({"sites": [site.to_dict() for site in self.sites]} if not self.spec.site.is_default else {}),
             "prompt_lengths": list(self.batch.lengths),
             "padding": self.batch.padding,
             "new_tokens": self.new_tokens,

@@ -1,11 +1,13 @@
 """Steering vectors: load one from a file, draw a seeded random one, or take an ActAdd difference.
 
-Every source resolves to one tensor of shape [n_layers_steered, hidden] in the model's dtype and on its device,
+Every source resolves to one tensor of shape [n_layers_steered, width] in the model's dtype and on its device (width:
+the hidden size at a block's output or input, the edited columns' count at a head site),
 row ``i`` for the ``i``-th steered layer in ascending layer order (``--layers 3,1`` gives rows for 1, then 3).
 The same tensor is handed to every arm, so arms can differ only in where and when they apply it.
 
 ``actadd:A|B`` is the single-vector form of activation addition: the output of decoder block ``l`` (the residual
-stream after block ``l``) on prompt A minus the same on prompt B, at each prompt's last token. The paper's form
+stream after block ``l``; at another site, that site's tensor) on prompt A minus the same on prompt B, at each
+prompt's last token. The paper's form
 (Turner et al. 2023, "Activation Addition", arXiv:2308.10248) pads the two prompts to the same length and adds
 the whole [tokens, hidden] difference position-aligned at the start of the user's prompt; this single vector is
 the common practical variant, added wherever the spec's positions say.
@@ -14,14 +16,13 @@ the common practical variant, added wherever the spec's positions say.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from equiv_core.arms.context import SteeringContext
-from equiv_core.models.architecture import find_decoder_layers, hidden_states_of
+from equiv_core.models.sites import SiteModule, site_hooks
 from equiv_core.spec.steering_spec import VectorSource
 from equiv_core.spec.vector_files import check_vector_shape, expected_vector_shapes, vector_name
 from equiv_core.support.errors import UserInputError
@@ -35,8 +36,9 @@ def random_unit_vector(seed: int, hidden_size: int) -> torch.Tensor:
     return unit
 
 
-def _last_token_residual(context: SteeringContext, prompt: str, layer: int) -> torch.Tensor:
-    """The output of decoder block ``layer`` at the last token of ``prompt``: [hidden], float32.
+def _last_token_activation(context: SteeringContext, prompt: str, site: SiteModule) -> torch.Tensor:
+    """The tensor at ``site`` (the output of a decoder block, by default) at the last token of ``prompt``, its
+    edited columns: [width], float32.
 
     Raises UserInputError for a prompt of no tokens or longer than the model's context.
     """
@@ -50,17 +52,13 @@ def _last_token_residual(context: SteeringContext, prompt: str, layer: int) -> t
         )
     model: nn.Module = context.loaded.model
     captured: list[torch.Tensor] = []
-    _, blocks = find_decoder_layers(model)
+    columns = list(range(site.width)) if site.columns is None else list(site.columns)
 
-    def keep(_module: nn.Module, _args: Any, output: Any) -> None:
-        captured.append(hidden_states_of(output)[0, -1].detach().float())
+    def keep(tensor: torch.Tensor) -> None:
+        captured.append(tensor[0, -1, columns].detach().float())
 
-    handle = blocks[layer].register_forward_hook(keep)
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids, use_cache=False)
-    finally:
-        handle.remove()
+    with torch.no_grad(), site_hooks(model, [(site, keep)]):
+        model(input_ids=input_ids, use_cache=False)
     return captured[0]
 
 
@@ -91,23 +89,27 @@ def _read_file(path: Path) -> torch.Tensor:
     return loaded
 
 
-def resolve_vectors(source: VectorSource, context: SteeringContext, layers: tuple[int, ...]) -> torch.Tensor:
-    """The steering vectors for ``layers`` (absolute, ascending): [len(layers), hidden] in the model's dtype, on
-    its device.
+def resolve_vectors(source: VectorSource, context: SteeringContext, sites: tuple[SiteModule, ...]) -> torch.Tensor:
+    """The steering vectors for the steered layers' ``sites`` (ascending layers): [len(sites), width] in the model's
+    dtype, on its device, ``width`` the edited width of the sites (the hidden size for a block's output).
 
     Raises UserInputError (one line naming what was expected) for a file that cannot be read, of the wrong shape
     or dtype; for a vector that is zero (an ablation direction or an addition of nothing) or not finite in the
     model's dtype (e.g. 1e5 overflows float16).
     """
-    hidden = context.architecture.hidden_size
+    widths = {site.edited_width for site in sites}
+    if len(widths) != 1:
+        raise UserInputError(f"the site has different widths at the steered layers ({sorted(widths)}); steer one")
+    [hidden] = widths
+    layers = tuple(site.layer for site in sites)
     if source.kind == "random":
         rows = random_unit_vector(source.seed, hidden).expand(len(layers), hidden)
     elif source.kind == "actadd":
         first, second = source.prompts
         rows = torch.stack(
             [
-                _last_token_residual(context, first, layer) - _last_token_residual(context, second, layer)
-                for layer in layers
+                _last_token_activation(context, first, site) - _last_token_activation(context, second, site)
+                for site in sites
             ]
         )
     else:

@@ -28,6 +28,11 @@ def check_command(arguments: argparse.Namespace, started: CommandStart) -> int:
         )
     target = UserTarget.parse(arguments.target, arguments.form)
     config = run_config(arguments, check=target)
+    if config.spec is not None and not config.spec.site.is_default:
+        raise UserInputError(
+            f"--site {config.spec.site.describe()}: equiv check observes what the blocks output (the residual "
+            "stream), so it judges intents at block-output only; equiv run checks the other sites"
+        )
     return run_job(config, arguments.json, arguments.plot, tracking_options(arguments), started)
 
 

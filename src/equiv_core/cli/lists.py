@@ -30,7 +30,7 @@ def recipes_command(_arguments: argparse.Namespace, _started: CommandStart) -> i
         print(f"{name:<{width}}  {recipe.summary}")
         print(f"{'':<{width}}  spec: {recipe.spec().describe()}")
         if recipe.known_wrong:
-            print(f"{'':<{width}}  the tool must flag it: coverage fails with {recipe.flags!r}")
+            print(f"{'':<{width}}  the tool must flag it: {recipe.flagged_by} fails with {recipe.flags!r}")
     print("Run one with `equiv run --recipe NAME`; spec options given with it override its fields.")
     return ExitStatus.OK
 

@@ -16,7 +16,7 @@ from equiv_core.config.check import UserTarget
 from equiv_core.config.decoding import GENERATION, Decoding
 from equiv_core.config.options import csv
 from equiv_core.config.run import RunConfig, read_prompts
-from equiv_core.spec.steering_spec import OPS, POSITION_KINDS, SPEC_FIELDS, SteeringSpec
+from equiv_core.spec.steering_spec import OPS, POSITION_KINDS, SITES, SPEC_FIELDS, SteeringSpec
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
 
@@ -104,6 +104,13 @@ def add_spec_options(
         help="absolute (default) or norm: --scale in multiples of the residual norm (as --scale 4xnorm)",
     )
     group.add_argument("--layers", default=None, help="L, L1,L2 or A:B (Python slice; negatives count from the end)")
+    group.add_argument(
+        "--site",
+        default=None,
+        help=f"the tensor of each steered block to edit: {', '.join(SITES)} (default block-output, the residual "
+        "stream; README, 'Sites')",
+    )
+    group.add_argument("--heads", default=None, help="heads to steer at head-input (or a module site): H, H1,H2 or A:B")
     group.add_argument(
         "--positions", default=None, help=f"an integer, a list like 0,3, or one of {', '.join(POSITION_KINDS)}"
     )

@@ -33,7 +33,7 @@ STUDY_FINDINGS = (
     "iter_all_out_of_bounds",
     "steered_differs",
 )
-SPEC_FINDING_IDS = ("coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
+SPEC_FINDING_IDS = ("site", "coverage", "arms_agree", "cache_vs_recompute", "steered_differs", "batch_invariance")
 # `equiv check`: the findings about a user's own steering code (equiv_core.findings.user).
 USER_FINDING_IDS = ("coverage", "matches_reference", "steered_differs", "hooks_removed")
 

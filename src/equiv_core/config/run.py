@@ -99,15 +99,18 @@ class RunConfig:
 
     @property
     def findings(self) -> tuple[str, ...]:
-        """The finding ids this run runs, in report order (``batch_invariance`` only for a batch, unless asked)."""
+        """The finding ids this run runs, in report order, unless asked: ``batch_invariance`` only for a batch,
+        ``site`` only for a site other than the block output."""
         if self.experiments is not None:
             return self.experiments
         names = self.finding_ids
-        return (
-            names
-            if self.spec is None or self.check is not None or len(self.prompt_list) > 1
-            else tuple(n for n in names if n != "batch_invariance")
-        )
+        if self.spec is None or self.check is not None:
+            return names
+        if len(self.prompt_list) == 1:
+            names = tuple(n for n in names if n != "batch_invariance")
+        if self.spec.site.is_default:
+            names = tuple(n for n in names if n != "site")
+        return names
 
     @property
     def finding_ids(self) -> tuple[str, ...]:
@@ -210,7 +213,8 @@ def _check_known_shape(config: RunConfig, shape: ModelShape) -> None:
     takes at least 2 positions), a vector file of the wrong width (read from the file's header)."""
     check_new_tokens_fit(config.max_new_tokens, config.model, shape.max_positions)
     spec = config.spec
-    if spec is not None and spec.vector is not None and spec.vector.kind == "file":
+    at_residual = spec is not None and spec.site.kind in ("block-output", "block-input")
+    if spec is not None and at_residual and spec.vector is not None and spec.vector.kind == "file":
         found = header_shape(Path(spec.vector.path))
         if found is not None:
             check_vector_shape(spec.vector.path, found, shape.hidden_size, len(spec.layers.resolve(shape.num_layers)))

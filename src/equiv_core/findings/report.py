@@ -69,11 +69,13 @@ def _steering(report: RunReport) -> list[str]:
 def _norms(resolved: ResolvedSpec) -> list[str]:
     """The residual norm at each steered layer, and what the op's scale comes to against it (add: the added
     vector's norm; clamp: the value the component is set to)."""
-    if not resolved.residual_norms:
+    if not resolved.site_norms:
         return []
-    norms = resolved.residual_norms
+    norms = resolved.site_norms
+    at_residual = resolved.spec.site.kind in ("block-output", "block-input")
+    what_norm = "residual norm" if at_residual else f"norm at {resolved.spec.site.describe()}"
     lines = [
-        "         residual norm (mean over the prompt's tokens but the first): "
+        f"         {what_norm} (mean over the prompt's tokens but the first): "
         + ", ".join(f"layer {layer} {norm:.4g}" for layer, norm in zip(resolved.layers, norms, strict=True))
     ]
     steering = resolved.steering_norms()

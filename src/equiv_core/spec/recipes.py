@@ -2,7 +2,7 @@
 
 ``equiv recipes`` lists them; ``equiv run --recipe NAME`` runs one (other spec options then override its fields).
 A *known-wrong* recipe is written the way a public issue thread shows people getting it wrong; the tool must flag
-it (its ``coverage`` finding fails with the message in ``flags``), never pass it.
+it (its ``flagged_by`` finding, ``coverage`` or ``site``, fails with the message in ``flags``), never pass it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class Recipe:
     summary: str
     source: str
     options: tuple[tuple[str, str], ...]  # spec fields as on the command line
-    flags: str = ""  # known wrong: the coverage problem the tool must report
+    flags: str = ""  # known wrong: the problem the tool must report
+    flagged_by: str = "coverage"  # the finding that must fail with ``flags``
 
     @property
     def known_wrong(self) -> bool:
@@ -65,6 +66,52 @@ for _recipe in (
         "directional ablation: remove the ('is' - 'was') direction at every layer and every position",
         "Arditi et al. 2024, arXiv:2406.11717 (refusal direction, ablated at every layer and position)",
         (("op", "ablate"), ("vector", TENSE), ("layers", ":"), ("positions", "all")),
+    ),
+    Recipe(
+        "iti-heads",
+        "inference-time intervention: add 4 x (love - hate) to heads 0 and 1 at the input of layer 1's attention "
+        "output projection (o_proj), every position",
+        "Li et al. 2023, arXiv:2306.03341 (ITI shifts head outputs before the output projection; a contrast "
+        "direction stands in for its probe direction)",
+        (
+            ("op", "add"),
+            ("vector", CONTRAST),
+            ("scale", "4"),
+            ("layers", "1"),
+            ("positions", "all"),
+            ("site", "head-input"),
+            ("heads", "0:2"),
+        ),
+    ),
+    Recipe(
+        "mlp-add",
+        "add 4 x (love - hate) to layer 1's MLP output, every position",
+        "TransformerLens#309, nnsight#479 (steering an MLP's output)",
+        (
+            ("op", "add"),
+            ("vector", CONTRAST),
+            ("scale", "4"),
+            ("layers", "1"),
+            ("positions", "all"),
+            ("site", "mlp-output"),
+        ),
+    ),
+    Recipe(
+        "wrong-iti-o-proj-output",
+        "KNOWN WRONG: ITI on heads 0 and 1 written on the attention output projection's output (the attention "
+        "module's output), where the columns are no longer heads",
+        "honest_llama#42: the head-wise shift applied after o_proj instead of before it",
+        (
+            ("op", "add"),
+            ("vector", CONTRAST),
+            ("scale", "4"),
+            ("layers", "1"),
+            ("positions", "all"),
+            ("site", "attention-output"),
+            ("heads", "0:2"),
+        ),
+        flags="its columns are not heads",
+        flagged_by="site",
     ),
     Recipe(
         "wrong-plain-invoke",

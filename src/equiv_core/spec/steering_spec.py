@@ -148,6 +148,100 @@ class Layers:
         return tuple(dict.fromkeys(chosen))
 
 
+SiteKind = Literal[
+    "block-output", "block-input", "attention-output", "mlp-output", "head-input", "module", "module-input"
+]
+SITES: dict[str, str] = {
+    "block-output": "the residual stream after decoder block L (its output; the default)",
+    "block-input": "the residual stream entering block L (its input; at block 0, the embeddings)",
+    "attention-output": "the output of block L's attention module (its contribution to the residual stream, where "
+    "the architecture does not add the residual inside it: the site finding checks)",
+    "mlp-output": "the output of block L's MLP (checked the same way)",
+    "head-input": "the input of block L's attention output projection (o_proj): the heads' outputs side by side; "
+    "--heads picks heads (inference-time intervention edits here)",
+    "module:PATH": "the output of the module at PATH under block L (e.g. mlp.act_fn)",
+    "module-input:PATH": "the input of the module at PATH under block L",
+}
+NAMED_SITES: tuple[SiteKind, ...] = ("block-output", "block-input", "attention-output", "mlp-output", "head-input")
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Which tensor of each steered block is edited (:data:`SITES`); ``path`` (under the block) for module sites.
+    Where it is on a given model is found by :mod:`equiv_core.models.sites`."""
+
+    kind: SiteKind = "block-output"
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Site:
+        text = text.strip()
+        if text in NAMED_SITES:
+            return cls(text)
+        for kind in ("module-input", "module"):
+            prefix = f"{kind}:"
+            if text.startswith(prefix):
+                path = text.removeprefix(prefix)
+                if _MODULE_PATH.fullmatch(path) is None:
+                    raise UserInputError(
+                        f"--site {text!r}: give {prefix}PATH with PATH a dotted module path under the block, like "
+                        "mlp.act_fn"
+                    )
+                return cls(kind, path)
+        raise UserInputError(f"--site {text!r}: valid: {', '.join(SITES)}")
+
+    @property
+    def is_default(self) -> bool:
+        return self.kind == "block-output"
+
+    @property
+    def reads_input(self) -> bool:
+        """The site is a module's input (edited by a forward pre-hook), not its output."""
+        return self.kind in ("block-input", "head-input", "module-input")
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.path}" if self.path else self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """Attention heads to steer at a head site: ``H``, ``H1,H2`` or ``A:B`` (Python slice); negatives as in
+    Python."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", self.text.strip())
+        self._parts()
+
+    def _parts(self) -> tuple[int | slice, ...]:
+        slice_match = re.fullmatch(r"(-?[0-9]+)?:(-?[0-9]+)?", self.text)
+        if slice_match:
+            start, stop = (int(part) if part else None for part in slice_match.groups())
+            return (slice(start, stop),)
+        try:
+            return tuple(_ascii_int(part) for part in self.text.split(","))
+        except ValueError:
+            raise UserInputError(
+                f"--heads {self.text!r}: give H, H1,H2 or A:B (integers; negatives count from the end)"
+            ) from None
+
+    def resolve(self, num_heads: int) -> tuple[int, ...]:
+        """Absolute head indices, ascending, without repeats; UserInputError naming the valid range."""
+        chosen: list[int] = []
+        for part in self._parts():
+            if isinstance(part, slice):
+                chosen += list(range(num_heads))[part]
+                continue
+            if not -num_heads <= part < num_heads:
+                raise UserInputError(f"head {part} out of range; valid: 0..{num_heads - 1} (or {-num_heads}..-1)")
+            chosen.append(part % num_heads)
+        if not chosen:
+            raise UserInputError(f"--heads {self.text!r} selects no head of {num_heads}; valid: 0..{num_heads - 1}")
+        return tuple(sorted(set(chosen)))
+
+
 @dataclass(frozen=True, slots=True)
 class Positions:
     """Which absolute token positions to steer (the intent); see the module docstring for the numbering."""
@@ -272,6 +366,8 @@ class SteeringSpec:
     positions: Positions = field(default_factory=Positions)
     steps: Steps = field(default_factory=Steps)
     indexing: Indexing = "absolute"  # literal: integer positions used as indices into each pass, as `h[:, i]`
+    site: Site = field(default_factory=Site)
+    heads: Heads | None = None  # head sites: the heads whose columns are edited
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -297,6 +393,13 @@ class SteeringSpec:
             raise UserInputError(f"--scale {self.scale}: give a finite number")
         if self.indexing not in ("absolute", "literal"):
             raise UserInputError(f"--indexing {self.indexing!r}: valid: absolute, literal")
+        if self.site.kind == "head-input" and self.heads is None:
+            raise UserInputError("--site head-input needs --heads (H, H1,H2 or A:B)")
+        if self.heads is not None and self.site.kind in ("block-output", "block-input", "mlp-output"):
+            raise UserInputError(
+                f"--heads with --site {self.site.describe()}: heads are columns of head-input (the attention output "
+                "projection's input) or of a module site"
+            )
         if self.indexing == "literal" and self.positions.kind != "indices":
             raise UserInputError("--indexing literal applies to integer positions (as written `h[:, i]`)")
         self._check_steps_can_fire()
@@ -363,27 +466,34 @@ class SteeringSpec:
         if self.vector is not None:
             what += f" x {self.vector.describe()}" if self.op == "add" else f" {self.vector.describe()}"
         literal = ", literal indices" if self.indexing == "literal" else ""
+        site = "" if self.site.is_default else f" {self.site.describe()}"
+        heads = "" if self.heads is None else f" heads {self.heads.text}"
         return (
-            f"{what} at layers {self.layers.text}, positions {self.positions.describe()}{literal}, "
+            f"{what} at layers {self.layers.text}{site}{heads}, positions {self.positions.describe()}{literal}, "
             f"steps {self.steps.describe()}"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as written (CLI / TOML field names and forms)."""
+        """The spec as written (CLI / TOML field names and forms); ``scale_unit``, ``site`` and ``heads`` only where
+        they are not the default."""
         return {
             "op": self.op,
             "vector": None if self.vector is None else self.vector.describe(),
             "scale": self.scale,
-            "scale_unit": self.scale_unit,
+            **({"scale_unit": self.scale_unit} if self.scale_unit != "absolute" else {}),
             "layers": self.layers.text,
             "positions": self.positions.describe(),
             "steps": self.steps.text(),
             "indexing": self.indexing,
+            # Given only where they differ from the default, so a spec written before they existed keeps its JSON
+            # and its run fingerprint.
+            **({"site": self.site.describe()} if not self.site.is_default else {}),
+            **({"heads": self.heads.text} if self.heads is not None else {}),
         }
 
 
-SPEC_FIELDS = ("op", "vector", "scale", "scale_unit", "layers", "positions", "steps", "indexing")
-LIST_FIELDS = ("layers", "positions")  # a spec file may give these as TOML lists of integers
+SPEC_FIELDS = ("op", "vector", "scale", "scale_unit", "layers", "positions", "steps", "indexing", "site", "heads")
+LIST_FIELDS = ("layers", "positions", "heads")  # a spec file may give these as TOML lists of integers
 
 
 def _step_list(steps: set[int]) -> str:
@@ -407,6 +517,8 @@ def spec_from_options(base: SteeringSpec | None = None, **options: str | float |
         "positions": lambda value: Positions.parse(str(value)),
         "steps": lambda value: Steps.parse(str(value)),
         "indexing": str,
+        "site": lambda value: Site.parse(str(value)),
+        "heads": lambda value: Heads(str(value)),
     }
     for name, value in options.items():
         if value is not None:

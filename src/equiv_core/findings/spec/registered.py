@@ -1,6 +1,7 @@
 """The spec findings, registered in report order: import :data:`SPEC_FINDINGS` from here to get all of them."""
 # ruff: noqa: I001  (import order is registration order, which is the order findings are reported in)
 
+from equiv_core.findings.spec import site  # noqa: F401
 from equiv_core.findings.spec import coverage  # noqa: F401
 from equiv_core.findings.spec import arms_agree  # noqa: F401
 from equiv_core.findings.spec import cache_vs_recompute  # noqa: F401

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -142,6 +142,9 @@ def _coverage(
     the recorded touches are judged, as they are where no observation was made (``observed`` None).
     """
     batch, checks = resolved.batch, []
+    observed = _observed_at_site(observed, resolved)
+    if not resolved.spec.site.is_default:
+        observer = None  # what the next block received is a block output, not the site's tensor
     for row, record in enumerate(generation.rows):
         steps_run = len(record.generated_ids)
         intended = intended_touches(
@@ -202,6 +205,25 @@ def run_spec(
     with _quiet_right_padding():
         rows = resolved.batch.size
         return _run_spec(context, resolved, progress or (lambda _line: None), f" (batch of {rows})" if rows > 1 else "")
+
+
+def _observed_at_site(observed: ObservedTouches | None, resolved: ResolvedSpec) -> ObservedTouches | None:
+    """Observed touches in the site's terms, or None where observation cannot place the site's edits (the recorded
+    touches are judged then). The observer reports a change of block L wherever block L's output, or anything
+    computed inside it, differs from its replay (:mod:`equiv_core.observe.observer`): an edit of block L's
+    attention, MLP or head input at a position shows there, at block L. An edit of block L's input shows as a change
+    of block L-1 (its output is what block L receives), and nothing before block 0 is replayed; a module site may be
+    one whose edit spreads to other positions inside the block (a key projection), so its changes say nothing about
+    where the edit was made."""
+    kind = resolved.spec.site.kind
+    if observed is None or kind in ("block-output", "attention-output", "mlp-output", "head-input"):
+        return observed
+    if kind == "block-input" and 0 not in resolved.layers:
+        return ObservedTouches(
+            frozenset(replace(touch, layer=touch.layer + 1) for touch in observed.touches),
+            tuple(replace(pad, layer=pad.layer + 1) for pad in observed.pads),
+        )
+    return None
 
 
 def _arm_names(resolved: ResolvedSpec) -> tuple[ArmName, ...]:
