@@ -100,11 +100,13 @@ def test_cell_records_findings_drift_and_arms(cell_results: Path) -> None:
         assert logits["tiny-gpt2/plain"].shape == (5, 1024)
 
 
-def test_a_cell_runs_every_steering_recipe_and_the_known_wrong_ones_fail_their_coverage(cell_results: Path) -> None:
+def test_a_cell_runs_every_steering_recipe_and_the_known_wrong_ones_fail_their_finding(cell_results: Path) -> None:
     recipes = CellRecord.read(cell_results / "nnsight-0.8.1.json").models["tiny-gpt2"].recipes
     assert set(recipes) == set(RECIPES.names())
     for name, findings in recipes.items():
-        assert findings["coverage"].verdict == ("FAIL" if name.startswith("wrong-") else "PASS"), name
+        recipe = RECIPES.get(name)
+        failed = {finding for finding, verdict in findings.items() if verdict.verdict != "PASS"}
+        assert failed == ({recipe.flagged_by} if recipe.known_wrong else set()), name
 
 
 def test_a_cell_record_reads_back_equal_to_what_was_written(cell_results: Path, tmp_path: Path) -> None:

@@ -160,8 +160,9 @@ def probe_control_pitfalls(context: SteeringContext, max_new_tokens: int) -> dic
 
 
 def audit_recipes(model: str, progress: Callable[[str], None]) -> dict[str, dict[str, FindingVerdict]]:
-    """Every steering recipe's spec findings on ``model`` (the catalogue's known-wrong recipes included: their
-    coverage finding is expected to FAIL, and a release where it passes has stopped catching them)."""
+    """Every steering recipe's spec findings on ``model`` (the catalogue's known-wrong recipes included: the finding
+    that flags each, ``coverage`` or ``site``, is expected to FAIL, and a release where it passes has stopped
+    catching them)."""
     verdicts = {}
     for name in RECIPES.names():
         report = run_findings(validate_config(RunConfig(model=model, device="cpu", spec=RECIPES.get(name).spec())))
