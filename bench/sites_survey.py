@@ -59,7 +59,13 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "mpt": {"n_layers": 2, "d_model": 64, "n_heads": 4},
     "mamba": {"num_hidden_layers": 2, "hidden_size": 64, "state_size": 8},
 }
-SITES = (("block-input", ()), ("attention-output", ()), ("mlp-output", ()), ("head-input", ("--heads", "0")))
+SITES = (
+    ("block-output", ()),
+    ("block-input", ()),
+    ("attention-output", ()),
+    ("mlp-output", ()),
+    ("head-input", ("--heads", "0")),
+)
 
 
 def build(family: str, directory: Path) -> None:
@@ -86,7 +92,10 @@ def survey(family: str, directory: Path, site: str, extra: tuple[str, ...]) -> d
         return {"family": family, "site": site, "exit": code, "error": lines[-1] if lines else "no output"}
     findings = json.loads(target.read_text())["findings"]
     verdicts = {finding["id"]: finding["verdict"] for finding in findings}
-    site_message = next(finding["message"] for finding in findings if finding["id"] == "site")
+    site_message = next(
+        (f"{finding['verdict']}: {finding['message']}" for finding in findings if finding["id"] == "site"),
+        "(the default site: no site finding) the residual stream after the block",
+    )
     return {"family": family, "site": site, "exit": code, "verdicts": verdicts, "site_message": site_message}
 
 
@@ -109,9 +118,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         others = {name: verdict for name, verdict in row["verdicts"].items() if name != "site"}
         held = "all PASS" if set(others.values()) == {"PASS"} else ", ".join(f"{k} {v}" for k, v in others.items())
         message = row["site_message"].replace("|", "\\|")
-        lines.append(
-            f"| {row['family']} | {row['site']} | {row['exit']} | {held} | {row['verdicts']['site']}: {message} |"
-        )
+        lines.append(f"| {row['family']} | {row['site']} | {row['exit']} | {held} | {message} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from transformers import (
     Gemma3Config,
+    MambaConfig,
+    MambaForCausalLM,
     Gemma3ForConditionalGeneration,
     Gemma3nForCausalLM,
     Gemma3nTextConfig,
@@ -76,6 +78,14 @@ def gemma3n_text() -> PreTrainedModel:
     )
     torch.manual_seed(0)
     return Gemma3nForCausalLM(config)
+
+
+def mamba() -> PreTrainedModel:
+    """A state-space model: its "KV cache" is a recurrent state per layer (no columns to count)."""
+    torch.manual_seed(0)
+    return MambaForCausalLM(
+        MambaConfig(num_hidden_layers=2, hidden_size=HIDDEN, state_size=8, vocab_size=VOCAB, pad_token_id=0)
+    )
 
 
 def save_model_dir(model: PreTrainedModel, directory: Path) -> Path:

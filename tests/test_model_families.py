@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_tiny_models import HIDDEN, TEXT_LAYERS, gemma3_multimodal, gemma3n_text, save_model_dir
+from hf_tiny_models import HIDDEN, TEXT_LAYERS, gemma3_multimodal, gemma3n_text, mamba, save_model_dir
 from mlflow_helpers import parent_and_children
 
 from equiv_core.arms.reference import hook_generate
@@ -74,6 +74,15 @@ def test_the_raw_hook_refuses_to_edit_a_stacked_stream_tensor() -> None:
     model = gemma3n_text().eval()
     with pytest.raises(UnsupportedArchitecture, match=r"shape \[4, 1, 3, 64\]"):
         hook_generate(model, torch.tensor([[5, 6, 7]]), 2, 0, Edit(0, -1))
+
+
+def test_every_spec_finding_holds_on_a_state_space_model(tmp_path: Path) -> None:
+    """Mamba's cache keeps a recurrent state, not columns: the block observer counts the columns each block ran on."""
+    directory = save_model_dir(mamba(), tmp_path / "mamba")
+    target = tmp_path / "out.json"
+    argv = ["run", "--model", str(directory), "--op", "add", "--vector", "random:3", "--scale", "4", "--layers", "1"]
+    assert main([*argv, "--positions", "all", "--max-new-tokens", "4", "--json", str(target), "--no-mlflow"]) == 0
+    assert {finding["verdict"] for finding in json.loads(target.read_text())["findings"]} == {"PASS"}
 
 
 @pytest.fixture(scope="module")

@@ -142,9 +142,10 @@ def _find_cache(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[st
     return None
 
 
-def _layer_state(cache: Any, layer: int) -> tuple[Any, int]:
+def _layer_state(cache: Any, layer: int) -> tuple[Any, int | None]:
     """A copy of ``cache`` whose layer ``layer`` is that layer's state now (other layers shared: the replay of block
-    ``layer`` touches only its own), and that layer's length in columns."""
+    ``layer`` touches only its own), and that layer's length in columns (None for a layer that keeps a recurrent
+    state and no columns: transformers 5.x ``LinearAttentionLayer``, Mamba's)."""
     layers = getattr(cache, "layers", None)
     if isinstance(layers, list) and layer < len(layers):
         state = layers[layer]
@@ -152,7 +153,8 @@ def _layer_state(cache: Any, layer: int) -> tuple[Any, int]:
         replay = copy.copy(cache)
         replay.layers = list(layers)
         replay.layers[layer] = kept
-        return replay, int(state.get_seq_length())
+        length = getattr(state, "get_seq_length", None)
+        return replay, int(length()) if callable(length) else None
     # A layer not created yet (a cache that grows its list lazily) or another cache layout: copy all of it.
     length = int(cache.get_seq_length(layer)) if hasattr(cache, "get_seq_length") else 0
     return copy.deepcopy(cache), length
@@ -212,6 +214,7 @@ class BlockObserver:
         self._pending: list[_Call | None] = [None] * len(self.blocks)
         self._begun = 0  # forward passes block 0 has begun in the current watching (finished or not)
         self._kept = 0
+        self._columns = [0] * len(self.blocks)  # per block: columns run on with a cache in the current watching
 
     @contextmanager
     def watching(self) -> Iterator[BlockObserver]:
@@ -223,6 +226,7 @@ class BlockObserver:
         self._trace = _Trace([[] for _ in self.blocks], [[] for _ in self.blocks])
         self._pending = [None] * len(self.blocks)
         self._begun = 0
+        self._columns = [0] * len(self.blocks)
         handles = []
         for layer, block in enumerate(self.blocks):
             handles.append(block.register_forward_pre_hook(self._before(layer), prepend=True, with_kwargs=True))
@@ -245,7 +249,10 @@ class BlockObserver:
             found = _find_cache(args, kwargs)
             if found is not None:
                 call.cache_slot, cache = found
-                call.cache_before, call.offset = _layer_state(cache, layer)
+                call.cache_before, length = _layer_state(cache, layer)
+                # A recurrent state has no columns: the pass starts after the columns this block has run on.
+                call.offset = self._columns[layer] if length is None else length
+                self._columns[layer] += int(hidden.shape[1])
             self._pending[layer] = call
             if layer == 0:
                 self._begun += 1
