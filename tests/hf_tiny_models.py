@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from transformers import (
     Gemma3Config,
-    MambaConfig,
-    MambaForCausalLM,
     Gemma3ForConditionalGeneration,
     Gemma3nForCausalLM,
     Gemma3nTextConfig,
+    MambaConfig,
+    MambaForCausalLM,
     PreTrainedModel,
 )
 
