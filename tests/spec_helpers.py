@@ -23,10 +23,12 @@ def resolved_spec(
     padding: Padding | None = None,
     decoding: Decoding = GREEDY,
     new_tokens: int = NEW_TOKENS,
+    prefix: str = "",
     **options: str,
 ) -> ResolvedSpec:
-    """The spec the ``options`` describe (as ``--op``, ``--positions``, ... would), resolved for ``prompts``."""
-    batch = encode_prompts(context.loaded.tokenizer, prompts, context.device, padding)
+    """The spec the ``options`` describe (as ``--op``, ``--positions``, ... would), resolved for ``prompts`` (after a
+    cached ``prefix``, where given)."""
+    batch = encode_prompts(context.loaded.tokenizer, prompts, context.device, padding, prefix=prefix)
     return resolve_spec(spec_from_options(None, **options), context, batch, new_tokens, decoding)
 
 

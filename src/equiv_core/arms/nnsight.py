@@ -38,6 +38,7 @@ from equiv_core.arms.nnsight_release import (
     TRANSFORMERS_MODEL,
     SpecStyle,
 )
+from equiv_core.arms.prefix import prefix_kwargs
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.spec_edits import logged_edits, pass_offset, row_edits
 from equiv_core.arms.steering import (
@@ -270,6 +271,7 @@ class NnsightSteering:
         cached = style != "recompute"
         new_tokens = resolved.new_tokens
         kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached, resolved.decoding)
+        kwargs |= prefix_kwargs(self.model, resolved.prefix_cache, cached)
         blocks = [(layer, self.block(layer)) for layer in resolved.layers]
         window = range(new_tokens) if style == "recompute" else resolved.steps.fired(new_tokens)
         selector = slice(window.start, window.stop)
@@ -356,8 +358,9 @@ class NnsightSteering:
             actual_step = counter.step
             length = int(hidden.shape[1])
             passes.append(PassShape(actual_step, layer, length))
-            believed_offset = pass_offset(believed_step, padded_length, cached)
-            actual_offset = pass_offset(actual_step, padded_length, cached)
+            prefix = resolved.batch.prefix_length
+            believed_offset = pass_offset(believed_step, padded_length, cached, prefix)
+            actual_offset = pass_offset(actual_step, padded_length, cached, prefix)
             for slot, row in enumerate(rows):
                 indices = row_edits(
                     resolved, row, layer, length, believed_offset, actual_offset, actual_step, literal, log

@@ -162,6 +162,10 @@ def graph_generate_spec(
             f"nnsight {NNSIGHT_VERSION} cannot read the generated ids of a trace with several invokes "
             "(generator.output: 'Accessing value before it's been set')"
         )
+    if resolved.batch.prefix_length:
+        raise NotExpressible(
+            f"the arms for nnsight {NNSIGHT_VERSION} (a graph API) do not continue from a cached prefix (--prefix)"
+        )
     if not resolved.spec.site.is_default:
         raise NotExpressible(
             f"the arms for nnsight {NNSIGHT_VERSION} (a graph API) steer a block's output only; --site "

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from equiv_core.arms.prefix import prefix_kwargs
 from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import (
     Edit,
@@ -126,7 +127,8 @@ def spec_hooks(
     edits: list[tuple[SiteModule, SiteEdit]] = []
     for layer in resolved.layers:
         site = resolved.site_for(layer)
-        state = {"calls": 0, "seen": 0}
+        # With the KV cache, the first pass starts after a cached prefix (a hook counting from 0 would be off by it).
+        state = {"calls": 0, "seen": resolved.batch.prefix_length if cached else 0}
         vector = resolved.vector_for(layer)
         scale = resolved.scale_for(layer)
         columns = None if site.columns is None else list(site.columns)
@@ -177,6 +179,7 @@ def spec_hook_generate(
     passes: list[PassShape] = []
     batch, decoding = resolved.batch, resolved.decoding
     kwargs = generation_kwargs(resolved.new_tokens, pad_token_id, cached, decoding)
+    kwargs |= prefix_kwargs(model, resolved.prefix_cache, cached)
     seed_sampling(decoding)
     with torch.no_grad(), spec_hooks(model, resolved, cached, touched, passes) if steer else nullcontext():
         output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)  # type: ignore[operator]

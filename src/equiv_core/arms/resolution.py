@@ -10,6 +10,7 @@ import torch
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.norms import mean_site_norms
+from equiv_core.arms.prefix import prefill
 from equiv_core.arms.resolved import ResolvedSpec, prompt_only
 from equiv_core.arms.vectors import resolve_vectors
 from equiv_core.config.decoding import GREEDY, Decoding
@@ -29,7 +30,7 @@ def resolve_spec(
     positions = []
     for row, length in enumerate(batch.lengths):
         try:
-            positions.append(spec.check_fits(length, new_tokens))
+            positions.append(spec.check_fits(length, new_tokens, batch.prefix_length))
         except UserInputError as error:
             if batch.size == 1:
                 raise
@@ -54,4 +55,5 @@ def resolve_spec(
         context.eos_token_ids(),
         norms,
         sites,
+        prefill(model, batch),
     )

@@ -46,6 +46,7 @@ class ResolvedSpec:
     eos_ids: tuple[int, ...] = ()  # where a row ends, with decoding.stop_at_eos
     site_norms: tuple[float, ...] = ()  # per steered layer; empty only where nothing was measured
     sites: tuple[SiteModule, ...] = ()  # per steered layer: where the spec's site is on this model, what it is
+    prefix_cache: Any = None  # with --prefix: the KV cache of the prefix, prefilled once (arms.prefix.prefill)
 
     @property
     def op(self) -> str:
@@ -117,6 +118,7 @@ class ResolvedSpec:
             self.eos_ids,
             self.site_norms,
             self.sites,
+            self.prefix_cache,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +136,7 @@ class ResolvedSpec:
             "steering_norms": None if (norms := self.steering_norms()) is None else list(norms),
             **({"sites": [site.to_dict() for site in self.sites]} if not self.spec.site.is_default else {}),
             "prompt_lengths": list(self.batch.lengths),
+            **({"prefix_length": self.batch.prefix_length} if self.batch.prefix_length else {}),
             "padding": self.batch.padding,
             "new_tokens": self.new_tokens,
             "decoding": self.decoding.to_dict(),

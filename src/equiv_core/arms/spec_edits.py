@@ -8,9 +8,12 @@ from equiv_core.arms.resolved import ResolvedSpec
 from equiv_core.arms.steering import IndexFault, Touch
 
 
-def pass_offset(step: int, padded_length: int, cached: bool) -> int:
-    """Column of index 0 of the pass at ``step``: with the KV cache, ``L + step - 1`` after step 0."""
-    return padded_length + step - 1 if cached and step > 0 else 0
+def pass_offset(step: int, padded_length: int, cached: bool, prefix_length: int = 0) -> int:
+    """Column of index 0 of the pass at ``step``: with the KV cache, ``L + step - 1`` after step 0, and at step 0
+    the first column after a cached prefix."""
+    if not cached:
+        return 0
+    return padded_length + step - 1 if step > 0 else prefix_length
 
 
 def row_edits(

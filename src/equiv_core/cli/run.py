@@ -20,7 +20,7 @@ from equiv_core.spec.steering_spec import OPS, POSITION_KINDS, SITES, SPEC_FIELD
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
 
-GENERATION_FLAGS = ("prompts", "padding", "add_special_tokens", "chat_template", "do_sample", "stop_at_eos")
+GENERATION_FLAGS = ("prompts", "padding", "add_special_tokens", "chat_template", "do_sample", "stop_at_eos", "prefix")
 
 
 def _generation_asked(arguments: argparse.Namespace) -> bool:

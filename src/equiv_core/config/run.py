@@ -90,6 +90,14 @@ class RunConfig:
         switch=True,
         group=GENERATION,
     )
+    prefix: str = option(
+        "",
+        "--prefix",
+        "a prefix (e.g. a system prompt) prefilled once before the prompt; its KV cache is handed to generate and "
+        "positions count from its first token",
+        group=GENERATION,
+        given_only=True,
+    )
     decoding: Decoding = GREEDY
     check: UserTarget | None = None  # `equiv check`: the user's steering code, judged against ``spec`` (the intent)
 
@@ -121,11 +129,12 @@ class RunConfig:
         return STUDY_FINDINGS if self.spec is None else SPEC_FINDING_IDS
 
     def to_dict(self) -> dict[str, Any]:
-        skip = ("experiments", "spec", "prompts", "decoding", "check")
+        skip = ("experiments", "spec", "prompts", "decoding", "check", "prefix")
         values = {name: getattr(self, name) for name in self.__slots__ if name not in skip}
         return {
             **values,
             "prompts": list(self.prompt_list),
+            **({"prefix": self.prefix} if self.prefix else {}),
             "decoding": self.decoding.to_dict(),
             "experiments": list(self.findings),
             "spec": None if self.spec is None else self.spec.to_dict(),
@@ -183,9 +192,12 @@ def validate_config(config: RunConfig) -> ValidRunConfig:
             ("--chat-template", config.chat_template),
             ("--do-sample", config.decoding.do_sample),
             ("--stop-at-eos", config.decoding.stop_at_eos),
+            ("--prefix", bool(config.prefix)),
         ):
             if used:
                 raise UserInputError(f"{flag} {STUDY_REFUSES} one prompt as written, greedy, exactly N tokens")
+    if config.prefix:
+        _check_prefix(config)
     check_prompt(config.prompt_list[0])
     check_new_tokens(config.max_new_tokens)
     check_seed(config.seed)
@@ -218,6 +230,20 @@ def _check_known_shape(config: RunConfig, shape: ModelShape) -> None:
         found = header_shape(Path(spec.vector.path))
         if found is not None:
             check_vector_shape(spec.vector.path, found, shape.hidden_size, len(spec.layers.resolve(shape.num_layers)))
+
+
+def _check_prefix(config: RunConfig) -> None:
+    """A cached prefix continues one prompt, as written: with several prompts the padding would sit between the
+    prefix and a prompt; a chat template wraps the prompt alone; equiv check runs the user's own generation."""
+    if not config.prefix.strip():
+        raise UserInputError("--prefix is empty; give the text to prefill, or leave --prefix out")
+    for flag, used in (
+        ("--prompts", len(config.prompt_list) > 1),
+        ("--chat-template", config.chat_template),
+        ("equiv check", config.check is not None),
+    ):
+        if used:
+            raise UserInputError(f"--prefix with {flag}: a cached prefix continues one prompt as written, in equiv run")
 
 
 def check_layers(config: RunConfig, num_layers: int) -> None:

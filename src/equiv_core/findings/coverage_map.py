@@ -35,11 +35,12 @@ def intended_touches(
     return frozenset(touches)
 
 
-def computed_positions(step: int, prompt_length: int, cached: bool) -> range:
-    """Positions a forward pass computes at ``step``: with the cache the prompt at step 0, then one new position."""
+def computed_positions(step: int, prompt_length: int, cached: bool, prefix_length: int = 0) -> range:
+    """Positions a forward pass computes at ``step``: with the cache the prompt at step 0 (after a cached prefix,
+    prefilled before generation), then one new position; without it, every position so far."""
     if cached and step > 0:
         return range(prompt_length + step - 1, prompt_length + step)
-    return range(0, prompt_length + step)
+    return range(prefix_length if cached else 0, prompt_length + step)
 
 
 def ranges(values: Iterable[int]) -> str:
@@ -128,6 +129,7 @@ class CoverageCheck:
     recorded: frozenset[Touch] | None = None  # what the arm's code recorded; None: no cross-check
     pads: tuple[PadChange, ...] = ()
     unobservable: frozenset[Touch] = frozenset()  # in ``touched``: the edit writes the value already there
+    prefix_length: int = 0  # a cached prefix's tokens (--prefix): not computed by generation's passes
 
     @property
     def missed(self) -> frozenset[Touch]:
@@ -138,7 +140,7 @@ class CoverageCheck:
         return self.touched - self.intended
 
     def _expected_pass_length(self, step: int) -> int:
-        return len(computed_positions(step, self.padded_length or self.prompt_length, self.cached))
+        return len(computed_positions(step, self.padded_length or self.prompt_length, self.cached, self.prefix_length))
 
     @property
     def unexpected_passes(self) -> tuple[PassShape, ...]:
@@ -240,7 +242,7 @@ class CoverageCheck:
         header = [f"{'..':>{width}}" if position is None else f"{position:>{width}}" for position in shown]
         lines = [f"{'position':>9} {render(header)}"]
         for step in range(new_tokens):
-            computed = computed_positions(step, prompt_length, self.cached)
+            computed = computed_positions(step, prompt_length, self.cached, self.prefix_length)
             cells = []
             for position in shown:
                 if position is None:

@@ -47,7 +47,7 @@ def coverage_matrix(check: CoverageCheck, prompt_length: int, new_tokens: int, l
     faults = [fault for fault in check.faults if layer is None or fault.layer == layer]
     matrix = np.zeros((new_tokens, last + (2 if faults else 1)), dtype=np.int8)
     for step in range(new_tokens):
-        matrix[step, list(computed_positions(step, prompt_length, check.cached))] = 1
+        matrix[step, list(computed_positions(step, prompt_length, check.cached, check.prefix_length))] = 1
     for code, touches in ((2, check.intended & check.touched), (4, check.unintended), (3, check.missed)):
         for touch in touches:
             if layer is None or touch.layer == layer:

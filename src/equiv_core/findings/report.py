@@ -96,6 +96,14 @@ def _norms(resolved: ResolvedSpec) -> list[str]:
 
 
 def _prompt(report: RunReport) -> list[str]:
+    if report.spec is not None and report.spec.batch.prefix_length:
+        batch, prefix = report.spec.batch, report.spec.batch.prefix_length
+        return [
+            f"prefix   {report.config.prefix!r} -> {prefix} tokens (positions 0-{prefix - 1}), prefilled once, "
+            "unsteered; its KV cache is handed to generate",
+            f"prompt   {batch.prompts[0]!r} -> {batch.lengths[0] - prefix} tokens (positions {prefix}-"
+            f"{batch.lengths[0] - 1})",
+        ]
     if report.spec is None or report.spec.batch.size == 1:
         tokens = f"{len(report.prompt_ids)} tokens" + (
             f" {list(report.prompt_tokens)}" if len(report.prompt_ids) <= 16 else ""

@@ -434,6 +434,7 @@ def _run_mode(
             config.padding,
             config.add_special_tokens,
             config.chat_template,
+            config.prefix,
         )
         check_fits_context(max(batch.lengths), config.max_new_tokens, context.architecture.max_positions)
         if config.decoding.stop_at_eos and not context.eos_token_ids():

@@ -29,7 +29,9 @@ class AddedToken:
 @dataclass(frozen=True, slots=True, eq=False)
 class PromptBatch:
     """``prompts`` encoded as one batch: ``input_ids`` and ``attention_mask`` are [batch, padded_length] on the
-    model's device; ``lengths`` holds each row's real tokens."""
+    model's device; ``lengths`` holds each row's real tokens. With a cached prefix (one row, ``--prefix``), the row's
+    first ``prefix_length`` tokens are the prefix, prefilled once before ``generate`` (positions count from the
+    prefix's first token)."""
 
     prompts: tuple[str, ...]
     input_ids: torch.Tensor
@@ -39,6 +41,7 @@ class PromptBatch:
     added: tuple[tuple[AddedToken, ...], ...]  # per row: the special / template tokens the encoding added
     add_special_tokens: bool
     chat_template: bool
+    prefix_length: int = 0  # tokens at the start of the row prefilled into a KV cache before generate
 
     @property
     def size(self) -> int:
@@ -82,6 +85,7 @@ class PromptBatch:
             (self.added[row],),
             self.add_special_tokens,
             self.chat_template,
+            self.prefix_length,
         )
 
     def padded_rows(self) -> tuple[int, ...]:
@@ -123,12 +127,17 @@ def encode_prompts(
     padding: Padding | None = None,
     add_special_tokens: bool = False,
     chat_template: bool = False,
+    prefix: str = "",
 ) -> PromptBatch:
-    """Encode ``prompts`` as one padded batch (``padding`` None: the tokenizer's side).
+    """Encode ``prompts`` as one padded batch (``padding`` None: the tokenizer's side). A ``prefix`` (one prompt,
+    no chat template) is encoded on its own (with the special tokens, where asked) and the prompt after it without
+    them, as a cache that serves several prompts holds the prefix's tokens whatever follows.
 
-    Raises UserInputError for an empty prompt list, an empty prompt, a padding side other than left/right, or a
-    chat template asked of a tokenizer that has none.
+    Raises UserInputError for an empty prompt list, an empty prompt, a padding side other than left/right, a
+    chat template asked of a tokenizer that has none, or a prefix with several prompts or a chat template.
     """
+    if prefix:
+        return _prefixed(tokenizer, prefix, prompts, device, padding, add_special_tokens, chat_template)
     if not prompts:
         raise UserInputError("no prompts given; give at least one non-empty prompt")
     for index, prompt in enumerate(prompts):
@@ -161,6 +170,36 @@ def encode_prompts(
         tuple(added for _ids, added in encoded),
         add_special_tokens,
         chat_template,
+    )
+
+
+def _prefixed(
+    tokenizer: PreTrainedTokenizerBase,
+    prefix: str,
+    prompts: tuple[str, ...],
+    device: torch.device,
+    padding: Padding | None,
+    add_special_tokens: bool,
+    chat_template: bool,
+) -> PromptBatch:
+    if len(prompts) != 1 or chat_template:
+        raise UserInputError("--prefix continues one prompt as written (no --prompts, no --chat-template)")
+    if not prompts[0].strip():
+        raise UserInputError("prompt 1 is empty; give one non-empty prompt per line")
+    prefix_ids, prefix_added = _added_tokens(tokenizer, prefix, add_special_tokens, prefix)
+    prompt_ids, prompt_added = _added_tokens(tokenizer, prompts[0], False, prompts[0])
+    shifted = tuple(AddedToken(token.position + len(prefix_ids), token.token) for token in prompt_added)
+    ids = prefix_ids + prompt_ids
+    return PromptBatch(
+        prompts,
+        torch.tensor([ids], device=device),
+        torch.ones(1, len(ids), dtype=torch.long, device=device),
+        (len(ids),),
+        padding or padding_side(str(tokenizer.padding_side)),
+        (prefix_added + shifted,),
+        add_special_tokens,
+        chat_template,
+        len(prefix_ids),
     )
 
 

@@ -419,14 +419,24 @@ class SteeringSpec:
                 "step 0, which this window skips, so it would never fire"
             )
 
-    def check_fits(self, prompt_length: int, new_tokens: int) -> tuple[int, ...]:
+    def check_fits(self, prompt_length: int, new_tokens: int, prefix_length: int = 0) -> tuple[int, ...]:
         """Resolve the positions for this prompt and length, and check the writing can reach some of them.
 
         With absolute indexing, a step selector that fires at none of the steps where the intended positions are
         first computed (with the KV cache) would never edit anything: UserInputError. A selector that reaches
-        some of them is accepted, and ``coverage`` reports what it misses.
+        some of them is accepted, and ``coverage`` reports what it misses. With a cached prefix of
+        ``prefix_length`` tokens (prefilled unsteered before generation), the named positions start after it and an
+        integer position inside it is refused.
         """
         positions = self.positions.resolve(prompt_length, new_tokens)
+        if prefix_length:
+            inside = [position for position in positions if position < prefix_length]
+            if inside and self.positions.kind == "indices":
+                raise UserInputError(
+                    f"position {inside[0]} is in the cached prefix (positions 0..{prefix_length - 1}, prefilled once "
+                    f"before generation and not steered); valid: {prefix_length}..{prompt_length + new_tokens - 2}"
+                )
+            positions = tuple(position for position in positions if position >= prefix_length)
         if self.steps.kind == "window" and self.steps.start >= new_tokens:
             raise UserInputError(
                 f"--steps {self.steps.text()} starts at step {self.steps.start}; valid steps: 0..{new_tokens - 1} "

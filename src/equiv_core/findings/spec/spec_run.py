@@ -154,8 +154,9 @@ def _coverage(
         faults = tuple(f for f in generation.faults if f.row == row and f.step < steps_run)
         passes = generation.passes if row == 0 else ()  # passes are the whole batch's: checked once
         fields = (intended, recorded, faults, passes, batch.lengths[row], row, batch.padded_length, steps_run)
+        prefix = batch.prefix_length
         if observed is None or resolved.spec.is_identity:
-            checks.append(CoverageCheck(name, cached, *fields))
+            checks.append(CoverageCheck(name, cached, *fields, prefix_length=prefix))
             continue
         seen = observed.row(row, steps_run)
         invisible: frozenset[Touch] = frozenset()
@@ -171,6 +172,7 @@ def _coverage(
                 recorded=recorded,
                 pads=seen.pads,
                 unobservable=invisible,
+                prefix_length=prefix,
             )
         )
     return tuple(checks)

@@ -1,0 +1,40 @@
+"""A cached prefix (``--prefix``): its tokens prefilled once, unsteered, and the KV cache handed to every cached
+generation, as a server reusing a system prompt's cache does. ``generate`` then computes only the prompt after it
+on the prompt pass (step 0), at positions numbered from the prefix's first token: a hook that numbers the columns of
+its first call from 0 edits the wrong tokens without an error (transformers#36151, PR #47597)."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from equiv_core.models.inputs import PromptBatch
+
+
+def prefill(model: nn.Module, batch: PromptBatch) -> Any | None:
+    """The KV cache (transformers ``Cache``) after one unsteered forward pass of ``batch``'s prefix ([1,
+    prefix_length]); None without a prefix."""
+    if not batch.prefix_length:
+        return None
+    with torch.no_grad():
+        output = model(input_ids=batch.input_ids[:, : batch.prefix_length], use_cache=True)
+    cache = getattr(output, "past_key_values", None)
+    return cache if cache is not None else getattr(output, "cache", None)
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword ``generate`` takes a ready cache by: ``cache`` where the model's forward takes it (transformers
+    5.x deprecates ``past_key_values`` for it), else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def prefix_kwargs(model: nn.Module, cache: Any | None, cached: bool) -> dict[str, Any]:
+    """``generate`` keyword arguments for a generation that continues from ``cache`` (a copy: ``generate`` appends
+    to it); none without a prefix or without the KV cache (full recompute computes the prefix at every step)."""
+    if cache is None or not cached:
+        return {}
+    return {cache_keyword(model): copy.deepcopy(cache)}
