@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from equiv_core.findings.coverage_map import ranges
 from equiv_core.findings.finding import FindingResult
 from equiv_core.findings.spec.spec_finding import (
     SpecEvidence,
@@ -52,7 +53,7 @@ def meaning(site: SiteModule) -> str:
     where = f"{site.full_path}'s {'input' if site.reads_input else 'output'} [batch, seq, {site.width}]"
     kind = site.site.kind
     heads = (
-        f"; heads {','.join(map(str, site.heads))} = columns {site.columns[0]}.. of {site.head_dim} each"
+        f"; heads {','.join(map(str, site.heads))} = columns {ranges(site.columns)} ({site.head_dim} per head)"
         if site.columns
         else ""
     )
