@@ -13,6 +13,8 @@ from transformers import (
     Gemma3nTextConfig,
     MambaConfig,
     MambaForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     PreTrainedModel,
 )
 
@@ -86,6 +88,15 @@ def mamba() -> PreTrainedModel:
     return MambaForCausalLM(
         MambaConfig(num_hidden_layers=2, hidden_size=HIDDEN, state_size=8, vocab_size=VOCAB, pad_token_id=0)
     )
+
+
+def phi() -> PreTrainedModel:
+    """A parallel block: attention and MLP both read one normalised tensor (transformers ``modeling_phi``)."""
+    torch.manual_seed(0)
+    config = PhiConfig(
+        num_hidden_layers=2, hidden_size=HIDDEN, intermediate_size=128, num_attention_heads=4, vocab_size=VOCAB
+    )
+    return PhiForCausalLM(config)
 
 
 def save_model_dir(model: PreTrainedModel, directory: Path) -> Path:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +13,11 @@ from spec_helpers import resolved_spec
 
 from equiv_core.arms.context import SteeringContext
 from equiv_core.arms.norms import mean_site_norms
+from equiv_core.arms.reference import spec_hooks
+from equiv_core.arms.resolved import ResolvedSpec
+from equiv_core.arms.steering import PassShape, Touch
+from equiv_core.arms.vectors import random_unit_vector
+from equiv_core.models.architecture import find_decoder_layers
 from equiv_core.models.inputs import encode_prompts
 from equiv_core.models.sites import resolve_sites
 from equiv_core.spec.steering_spec import Site
@@ -35,22 +42,45 @@ def test_the_mean_residual_norm_is_that_of_the_hidden_states_huggingface_returns
     assert measured == pytest.approx(sum(norms) / len(norms), rel=1e-5)
 
 
+def _block_output_change(context: SteeringContext, resolved: ResolvedSpec, layer: int) -> tuple[Any, Any]:
+    """Block ``layer``'s output [seq, hidden] on the prompt, unsteered and under the reference hook's edit."""
+    model = context.loaded.model
+    block = find_decoder_layers(model)[1][layer]
+    seen: list[torch.Tensor] = []
+    touched: list[Touch] = []
+    passes: list[PassShape] = []
+    with torch.no_grad():
+        for steered in (False, True):
+            with spec_hooks(model, resolved, True, touched, passes) if steered else nullcontext():
+                handle = block.register_forward_hook(lambda _m, _a, output: seen.append(output[0].clone()))
+                try:
+                    model(input_ids=resolved.batch.input_ids)
+                finally:
+                    handle.remove()
+    return seen[0], seen[1]
+
+
 def test_add_in_multiples_of_the_norm_adds_a_vector_of_that_norm(
     context_for: Callable[[str], SteeringContext],
 ) -> None:
-    resolved = resolved_spec(context_for("tiny-gpt2"), op="add", vector="random:3", scale="4xnorm", layers="0:2")
-    steering = resolved.steering_norms()
-    assert steering is not None and len(steering) == 2
-    for added, norm in zip(steering, resolved.site_norms, strict=True):
-        assert added == pytest.approx(4 * norm, rel=1e-6)
+    context = context_for("tiny-llama")
+    resolved = resolved_spec(context, op="add", vector="random:3", scale="4xnorm", layers="1", positions="all")
+    before, after = _block_output_change(context, resolved, 1)
+    [norm] = resolved.site_norms
+    added = (after - before).norm(dim=-1)  # per position: what the edit added
+    assert torch.allclose(added, torch.full_like(added, 4 * norm), rtol=1e-4)
 
 
 def test_clamp_in_multiples_of_the_norm_sets_the_component_to_that_value(
     context_for: Callable[[str], SteeringContext],
 ) -> None:
-    resolved = resolved_spec(context_for("tiny-gpt2"), op="clamp", vector="random:3", scale="-2xnorm", layers="1")
+    context = context_for("tiny-llama")
+    resolved = resolved_spec(context, op="clamp", vector="random:3", scale="-2xnorm", layers="1", positions="all")
+    _before, after = _block_output_change(context, resolved, 1)
     [norm] = resolved.site_norms
-    assert resolved.scale_for(1) == pytest.approx(-2 * norm)
+    direction = random_unit_vector(3, after.shape[-1])
+    component = after @ direction  # per position: the component along the unit direction
+    assert torch.allclose(component, torch.full_like(component, -2 * norm), rtol=1e-4)
 
 
 def test_every_spec_reports_the_residual_norm(context_for: Callable[[str], SteeringContext]) -> None:

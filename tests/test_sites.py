@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_tiny_models import save_model_dir
+from hf_tiny_models import phi, save_model_dir
 from spec_helpers import resolved_spec, spec_run, spec_verdicts
 from transformers import BloomConfig, BloomForCausalLM
 
@@ -56,6 +56,64 @@ def test_every_site_and_op_agrees_with_the_raw_hook(
     assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(verdicts, "PASS"), (
         verdicts
     )
+
+
+def test_an_input_shared_by_attention_and_mlp_is_edited_for_the_attention_only(tmp_path: Path) -> None:
+    """Phi hands one normalised tensor to attention and MLP: an edit of the attention's input must not reach the
+    MLP (nnsight's arm replaces the input with an edited copy, as the hook does)."""
+    directory = save_model_dir(phi(), tmp_path / "phi")
+    target = tmp_path / "out.json"
+    argv = ["run", "--model", str(directory), "--op", "add", "--vector", "random:3", "--scale", "4", "--layers", "1"]
+    argv += ["--site", "module-input:self_attn", "--positions", "all", "--max-new-tokens", "4", "--json", str(target)]
+    assert main([*argv, "--no-mlflow"]) == 0
+    assert {finding["verdict"] for finding in json.loads(target.read_text())["findings"]} == {"PASS"}
+
+
+def test_an_input_given_as_the_hidden_states_keyword_is_steered_alike(
+    context_for: Callable[[str], SteeringContext],
+) -> None:
+    """Llama's block calls its attention with keywords only (hidden_states=...): the hook and nnsight's .input agree."""
+    run = spec_run(context_for("tiny-llama"), site="module-input:self_attn", layers="1", **OPS["add"], positions="all")
+    verdicts = spec_verdicts(run)
+    assert {name: verdict for name, (verdict, _message) in verdicts.items()} == dict.fromkeys(verdicts, "PASS")
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            "tiny-gpt2",
+            {
+                "block-input": "transformer.h.1",
+                "attention-output": "transformer.h.1.attn",
+                "mlp-output": "transformer.h.1.mlp",
+                "head-input": "transformer.h.1.attn.c_proj",
+            },
+        ),
+        (
+            "tiny-llama",
+            {
+                "block-input": "model.layers.1",
+                "attention-output": "model.layers.1.self_attn",
+                "mlp-output": "model.layers.1.mlp",
+                "head-input": "model.layers.1.self_attn.o_proj",
+            },
+        ),
+    ],
+)
+def test_each_named_site_is_the_module_its_name_says(
+    context_for: Callable[[str], SteeringContext], model: str, expected: dict[str, str]
+) -> None:
+    context = context_for(model)
+    found = {}
+    for site in expected:
+        heads = Heads("0") if site == "head-input" else None
+        path = context.architecture.layers_path
+        [entry] = resolve_sites(
+            context.loaded.model, path, (1,), Site.parse(site), heads, context.encode("The weather")
+        )
+        found[site] = entry.full_path
+    assert found == expected
 
 
 def test_an_nnsight_arm_that_edits_the_block_output_instead_of_the_site_fails(

@@ -158,6 +158,24 @@ def test_a_plain_scale_over_a_relative_base_is_absolute_again() -> None:
     assert spec_from_options(base, scale="3").scale_unit == "absolute"
 
 
+def test_a_site_without_heads_over_a_head_recipe_drops_its_heads() -> None:
+    base = spec_from_options(None, op="add", vector="random:1", site="head-input", heads="0:2")
+    moved = spec_from_options(base, site="mlp-output")
+    assert (moved.site.kind, moved.heads) == ("mlp-output", None)
+
+
+def test_an_op_that_takes_no_relative_scale_over_a_relative_base_drops_it() -> None:
+    base = spec_from_options(None, op="add", vector="random:1", scale="4xnorm")
+    ablate = spec_from_options(base, op="ablate")
+    assert (ablate.scale, ablate.scale_unit) == (None, "absolute")
+
+
+def test_a_scale_unit_given_with_an_op_that_takes_none_is_refused() -> None:
+    base = spec_from_options(None, op="add", vector="random:1", scale="4")
+    with pytest.raises(UserInputError, match="a scale in multiples of the residual norm applies to add and clamp"):
+        spec_from_options(base, op="ablate", scale_unit="norm")
+
+
 def test_a_toml_relative_scale_is_the_flag(tmp_path: Path) -> None:
     path = tmp_path / "steer.toml"
     path.write_text('op = "add"\nvector = "random:3"\nscale = "4xnorm"\n')

@@ -153,13 +153,18 @@ class NnsightSteering:
         """Inside a trace: the [batch, seq, hidden] tensor of ``block``'s output (see :func:`hidden_of_envoy`)."""
         return hidden_of_envoy(block, self.block_output_form)
 
+    def site_envoy(self, block: Any, site: SiteModule) -> Any:
+        """The envoy of ``site``'s module under ``block``'s envoy (the block itself for a block site)."""
+        return operator.attrgetter(site.path)(block) if site.path else block
+
     def site_tensor(self, block: Any, site: SiteModule) -> Any:
         """Inside a trace (nnsight >= 0.5): the [batch, seq, width] tensor of ``site`` under ``block``'s envoy: the
-        envoy's ``.input`` (its first argument) for an input site, else its ``.output`` (the first element of a
-        tuple); a block's output exactly as :meth:`hidden` reads it."""
+        envoy's ``.input`` (its first argument) for an input site (edited in a copy assigned back to ``.input``),
+        else its ``.output`` (the first element of a tuple, edited in place); a block's output exactly as
+        :meth:`hidden` reads it."""
         if site.site.is_default:
             return self.hidden(block)
-        envoy = operator.attrgetter(site.path)(block) if site.path else block
+        envoy = self.site_envoy(block, site)
         if site.reads_input:
             tensor = envoy.input
         else:
@@ -361,20 +366,30 @@ class NnsightSteering:
             prefix = resolved.batch.prefix_length
             believed_offset = pass_offset(believed_step, padded_length, cached, prefix)
             actual_offset = pass_offset(actual_step, padded_length, cached, prefix)
+            # A module's input inside the block is edited in a copy that replaces it: the tensor object it receives
+            # may be another module's too (Phi and GPT-J hand one normalised tensor to attention and MLP), which an
+            # in-place write would edit as well. A block's input is the previous block's output, nobody else's: it
+            # is edited in place, as the block output is (the observer then sees it as the previous block's change).
+            replaced = site.reads_input and bool(site.path)
+            target = hidden.clone() if replaced else hidden
+            edited = False
             for slot, row in enumerate(rows):
                 indices = row_edits(
                     resolved, row, layer, length, believed_offset, actual_offset, actual_step, literal, log
                 )
                 if not indices:
                     continue
+                edited = True
                 vector, scale = resolved.vector_for(layer), resolved.scale_for(layer)
                 if site.columns is None:
-                    hidden[slot, indices] = apply_op(resolved.op, scale, hidden[slot, indices], vector)
+                    target[slot, indices] = apply_op(resolved.op, scale, target[slot, indices], vector)
                 else:  # a head site: only the heads' columns
                     columns = list(site.columns)
-                    selected = hidden[slot, indices]
+                    selected = target[slot, indices]
                     selected[:, columns] = apply_op(resolved.op, scale, selected[:, columns], vector)
-                    hidden[slot, indices] = selected
+                    target[slot, indices] = selected
+            if replaced and edited:
+                self.site_envoy(block, site).input = target
 
     def forward_logits(self, input_ids: torch.Tensor, edit: Edit) -> torch.Tensor:
         """Logits [seq, vocab] (float32, CPU) of one full forward pass without cache, with ``edit`` applied."""

@@ -13,17 +13,37 @@ import torch
 from torch import nn
 
 from equiv_core.models.inputs import PromptBatch
+from equiv_core.support.errors import UserInputError
 
 
 def prefill(model: nn.Module, batch: PromptBatch) -> Any | None:
     """The KV cache (transformers ``Cache``) after one unsteered forward pass of ``batch``'s prefix ([1,
-    prefix_length]); None without a prefix."""
+    prefix_length]); None without a prefix.
+
+    Raises UserInputError (one line) where the model gives no cache that holds the prefix's columns (a recurrent
+    state, as Mamba keeps, has none to continue from by position).
+    """
     if not batch.prefix_length:
         return None
     with torch.no_grad():
         output = model(input_ids=batch.input_ids[:, : batch.prefix_length], use_cache=True)
     cache = getattr(output, "past_key_values", None)
-    return cache if cache is not None else getattr(output, "cache", None)
+    cache = cache if cache is not None else getattr(output, "cache", None)
+    length = getattr(cache, "get_seq_length", None)
+    try:
+        held = int(length()) if callable(length) else None
+    except (
+        AttributeError,
+        TypeError,
+        ValueError,
+    ):  # layers that keep no columns (transformers 5.x LinearAttentionLayer)
+        held = None
+    if held != batch.prefix_length:
+        raise UserInputError(
+            f"--prefix: {type(model).__name__} gives no KV cache holding the prefix's {batch.prefix_length} positions "
+            f"({type(cache).__name__}), so generation cannot continue from it by position"
+        )
+    return cache
 
 
 def cache_keyword(model: nn.Module) -> str:

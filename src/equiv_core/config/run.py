@@ -225,7 +225,7 @@ def _check_known_shape(config: RunConfig, shape: ModelShape) -> None:
     takes at least 2 positions), a vector file of the wrong width (read from the file's header)."""
     check_new_tokens_fit(config.max_new_tokens, config.model, shape.max_positions)
     spec = config.spec
-    at_residual = spec is not None and spec.site.kind in ("block-output", "block-input")
+    at_residual = spec is not None and spec.site.at_residual
     if spec is not None and at_residual and spec.vector is not None and spec.vector.kind == "file":
         found = header_shape(Path(spec.vector.path))
         if found is not None:

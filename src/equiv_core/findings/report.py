@@ -72,7 +72,7 @@ def _norms(resolved: ResolvedSpec) -> list[str]:
     if not resolved.site_norms:
         return []
     norms = resolved.site_norms
-    at_residual = resolved.spec.site.kind in ("block-output", "block-input")
+    at_residual = resolved.spec.site.at_residual
     what_norm = "residual norm" if at_residual else f"norm at {resolved.spec.site.describe()}"
     lines = [
         f"         {what_norm} (mean over the prompt's tokens but the first): "

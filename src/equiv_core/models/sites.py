@@ -12,6 +12,7 @@ output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -198,20 +199,27 @@ def resolve_sites(
         path = _path_under_block(block, site)
         full_path = f"{layers_path}.{layer}" + (f".{path}" if path else "")
         found.append(SiteModule(site, layer, path, full_path, site.reads_input, False, 0))
-    seen: dict[int, torch.Tensor] = {}
-    tuples: dict[int, bool] = {}
-    with site_hooks(model, [(s, _keep(seen, s.layer)) for s in found]), _output_forms(model, found, tuples):
-        with torch.no_grad():
-            model(input_ids=probe_ids, use_cache=False)
+    calls = _probe_calls(model, found, probe_ids)
     resolved = []
     for entry in found:
-        tensor = seen.get(entry.layer)
-        if tensor is None:
-            raise UserInputError(f"--site {site.describe()}: {entry.full_path} did not run in a forward pass")
+        call = calls.get(entry.layer)
+        where = f"--site {site.describe()} at layer {entry.layer}: {entry.full_path}"
+        if call is None:
+            raise UserInputError(f"{where} did not run in a forward pass")
+        if call.count != 1:
+            raise UserInputError(f"{where} runs {call.count} times in one forward pass; a site must run once a pass")
+        if entry.reads_input and not call.positional:
+            raise UserInputError(
+                f"{where} receives no hidden states as its first argument (positional, or the keyword "
+                "hidden_states), which is what an input site edits and what nnsight's .input is"
+            )
+        tensor = call.tensor
+        if not isinstance(tensor, torch.Tensor):
+            raise UserInputError(f"{where}'s {'input' if entry.reads_input else 'output'} is a {type(tensor).__name__}")
         if tensor.dim() != 3 or tuple(tensor.shape[:2]) != (1, probe_ids.shape[1]):
             raise UserInputError(
-                f"--site {site.describe()} at layer {entry.layer}: {entry.full_path}'s "
-                f"{'input' if entry.reads_input else 'output'} has shape {list(tensor.shape)}, not [batch, seq, width]"
+                f"{where}'s {'input' if entry.reads_input else 'output'} has shape {list(tensor.shape)}, not "
+                "[batch, seq, width]"
             )
         width = int(tensor.shape[-1])
         chosen, head_dim, columns = _heads(model, heads, width, site) if heads is not None else ((), 0, None)
@@ -222,7 +230,7 @@ def resolve_sites(
                 entry.path,
                 entry.full_path,
                 entry.reads_input,
-                tuples.get(entry.layer, False),
+                call.output_is_tuple,
                 width,
                 columns,
                 chosen,
@@ -232,30 +240,57 @@ def resolve_sites(
     return _probed(model, layers_path, tuple(resolved), probe_ids)
 
 
-def _keep(seen: dict[int, torch.Tensor], layer: int) -> SiteEdit:
-    def keep(tensor: torch.Tensor) -> None:
-        seen.setdefault(layer, tensor.detach().clone())
+@dataclass(slots=True)
+class _ProbedCall:
+    """What one site module did in the probe's forward pass."""
 
-    return keep
+    count: int = 0
+    positional: bool = False  # its first argument is the hidden states (positional, or the keyword first)
+    tensor: Any = None  # the site's tensor (first argument, or the output / its first element)
+    output_is_tuple: bool = False
 
 
-@contextmanager
-def _output_forms(model: nn.Module, sites: list[SiteModule], tuples: dict[int, bool]) -> Iterator[None]:
-    """Record, per output site, whether its module returns a tuple."""
+def _probe_calls(model: nn.Module, sites: list[SiteModule], probe_ids: torch.Tensor) -> dict[int, _ProbedCall]:
+    """Per steered layer, how its site module was called in one unsteered forward pass of ``probe_ids``."""
+    calls: dict[int, _ProbedCall] = {site.layer: _ProbedCall() for site in sites}
     handles = []
     for site in sites:
-        if site.reads_input:
-            continue
+        call = calls[site.layer]
 
-        def hook(_module: nn.Module, _args: Any, output: Any, layer: int = site.layer) -> None:
-            tuples.setdefault(layer, isinstance(output, tuple))
+        def before(
+            _module: nn.Module,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            call: _ProbedCall = call,
+            reads_input: bool = site.reads_input,
+        ) -> None:
+            call.count += 1
+            # The hooks read the first positional argument, or the keyword hidden_states; nnsight's .input is the
+            # first argument, positional or else the first keyword: they agree when either comes first.
+            first_keyword = next(iter(kwargs), None)
+            call.positional = (bool(args) and isinstance(args[0], torch.Tensor)) or (
+                not args and first_keyword == "hidden_states"
+            )
+            if reads_input and call.tensor is None:
+                call.tensor = args[0] if args else kwargs.get("hidden_states")
 
-        handles.append(model.get_submodule(site.full_path).register_forward_hook(hook))
+        def after(
+            _module: nn.Module, _args: Any, output: Any, call: _ProbedCall = call, reads_input: bool = site.reads_input
+        ) -> None:
+            if not reads_input and call.count == 1:
+                call.output_is_tuple = isinstance(output, tuple)
+                call.tensor = output[0] if isinstance(output, tuple) else output
+
+        module = model.get_submodule(site.full_path)
+        handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+        handles.append(module.register_forward_hook(after))
     try:
-        yield
+        with torch.no_grad():
+            model(input_ids=probe_ids, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
+    return calls
 
 
 def _probed(
@@ -316,7 +351,10 @@ def _carry_ratio(model: nn.Module, block: nn.Module, site: SiteModule, probe_ids
         generator = torch.Generator().manual_seed(0)
         direction = torch.randn(hidden.shape[-1], generator=generator)
         direction = direction / direction.norm()
-        size = SHIFT_MULTIPLE * float(hidden.detach().float().norm(dim=-1).mean())
+        norms = (
+            hidden.detach().float().norm(dim=-1)[:, 1:] if hidden.shape[1] > 1 else hidden.detach().float().norm(dim=-1)
+        )
+        size = SHIFT_MULTIPLE * float(norms.mean())  # the first token (an attention sink) left out, as in norms
         delta = (size * direction).to(hidden.dtype).to(hidden.device)
         shift.append(delta.float().cpu())
         new = hidden + delta
@@ -335,4 +373,5 @@ def _carry_ratio(model: nn.Module, block: nn.Module, site: SiteModule, probe_ids
         return None
     moved = (captured[1] - captured[0]).cpu()
     delta = shift[0].expand_as(moved)
-    return float((moved - delta).norm() / delta.norm())
+    ratio = float((moved - delta).norm() / delta.norm())
+    return ratio if math.isfinite(ratio) else None

@@ -217,8 +217,10 @@ class BlockObserver:
         self._columns = [0] * len(self.blocks)  # per block: columns run on with a cache in the current watching
 
     @contextmanager
-    def watching(self) -> Iterator[BlockObserver]:
+    def watching(self, first_column: int = 0) -> Iterator[BlockObserver]:
         """Record every block call inside the block (what the blocks received; nothing is edited).
+        ``first_column``: where the first pass starts in a cache that keeps no columns (a recurrent state) when the
+        generation continues from a prefilled prefix of that many tokens.
 
         Per block, a pre-hook that runs before any other keeps the state of the block's cache layer before the pass
         (and the autocast state the block runs under); a forward hook keeps the arguments the block's ``forward``
@@ -226,7 +228,7 @@ class BlockObserver:
         self._trace = _Trace([[] for _ in self.blocks], [[] for _ in self.blocks])
         self._pending = [None] * len(self.blocks)
         self._begun = 0
-        self._columns = [0] * len(self.blocks)
+        self._columns = [first_column] * len(self.blocks)
         handles = []
         for layer, block in enumerate(self.blocks):
             handles.append(block.register_forward_pre_hook(self._before(layer), prepend=True, with_kwargs=True))

@@ -174,6 +174,10 @@ class Site:
     kind: SiteKind = "block-output"
     path: str = ""
 
+    def __post_init__(self) -> None:
+        if (self.kind in ("module", "module-input")) != bool(self.path):
+            raise UserInputError(f"--site {self.describe()}: a module site names a PATH, the named sites none")
+
     @classmethod
     def parse(cls, text: str) -> Site:
         text = text.strip()
@@ -194,6 +198,17 @@ class Site:
     @property
     def is_default(self) -> bool:
         return self.kind == "block-output"
+
+    @property
+    def at_residual(self) -> bool:
+        """The site is the residual stream itself (a block's output or input), as wide as the hidden size."""
+        return self.kind in ("block-output", "block-input")
+
+    @property
+    def takes_heads(self) -> bool:
+        """``--heads`` may be given: the head site, a module site (the user's layout), and an attention output
+        (where the ``site`` finding fails it: its columns are not heads)."""
+        return self.kind in ("head-input", "attention-output", "module", "module-input")
 
     @property
     def reads_input(self) -> bool:
@@ -395,7 +410,7 @@ class SteeringSpec:
             raise UserInputError(f"--indexing {self.indexing!r}: valid: absolute, literal")
         if self.site.kind == "head-input" and self.heads is None:
             raise UserInputError("--site head-input needs --heads (H, H1,H2 or A:B)")
-        if self.heads is not None and self.site.kind in ("block-output", "block-input", "mlp-output"):
+        if self.heads is not None and not self.site.takes_heads:
             raise UserInputError(
                 f"--heads with --site {self.site.describe()}: heads are columns of head-input (the attention output "
                 "projection's input) or of a module site"
@@ -541,12 +556,18 @@ def spec_from_options(base: SteeringSpec | None = None, **options: str | float |
     elif scale is not None and options.get("scale_unit") is None:
         values["scale_unit"] = "absolute"  # a plain number overrides a base spec's relative scale
     if base is not None and options.get("op") is not None:
-        # A base spec (a recipe) with another op: drop the base's vector / scale the new op takes none of.
+        # A base spec (a recipe) with another op: drop the base's vector / scale the new op takes none of, and a
+        # relative scale it cannot take (its number meant a multiple of the norm).
         if values["op"] not in VECTOR_OPS and options.get("vector") is None:
             values["vector"] = None
-        if values["op"] not in SCALE_OPS and options.get("scale") is None:
+        relative_dropped = values["scale_unit"] == "norm" and values["op"] not in NORM_SCALE_OPS
+        if options.get("scale") is None and (values["op"] not in SCALE_OPS or relative_dropped):
             values["scale"] = None
-            values["scale_unit"] = "absolute"
+            if options.get("scale_unit") is None:
+                values["scale_unit"] = "absolute"
+    moved_site = base is not None and options.get("site") is not None and options.get("heads") is None
+    if moved_site and not values["site"].takes_heads:
+        values["heads"] = None  # a base's heads (a head recipe) moved to a site that has none
     return replace(base, **values) if base is not None else SteeringSpec(**values)
 
 

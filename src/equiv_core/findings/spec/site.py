@@ -7,6 +7,8 @@ names. It fails where the tensor is not what its name says:
   and MLP modules are: transformers ``modeling_bloom``; nnterp PR #55): the tensor is the residual stream after the
   sub-layer, so zeroing, setting, clamping or ablating it edits the whole residual stream, not the sub-layer's
   contribution;
+- a sub-layer output the probe could not judge (not as wide as the block's input; a shifted pass that overflowed);
+- a block input that is not the previous block's output bit for bit;
 - heads on a tensor in the residual stream's basis (an attention module's output): inference-time intervention
   steers head *h* at the input of the attention output projection, where head *h*'s output is columns ``h*d ..
   (h+1)*d``; after the projection those columns are not head *h* (honest_llama#42, Li et al. 2023,
@@ -77,6 +79,16 @@ def meaning(site: SiteModule) -> str:
 def problems_of(site: SiteModule) -> list[str]:
     """Why ``site`` is not the tensor the spec names (none where it is)."""
     kind, problems = site.site.kind, []
+    if kind == "block-input" and site.equals_previous_output is False:
+        problems.append(
+            f"layer {site.layer}: block {site.layer}'s input is not block {site.layer - 1}'s output bit for bit "
+            "(something runs between them), so it is not the residual stream the previous block left"
+        )
+    if kind in ("attention-output", "mlp-output") and site.carry_ratio is None:
+        problems.append(
+            f"layer {site.layer}: {kind} could not be probed ({site.full_path}'s output is not as wide as the "
+            "block's input, or the shifted pass was not finite), so whether it adds the residual is not known"
+        )
     if kind in ("attention-output", "mlp-output") and site.residual_added:
         problems.append(
             f"layer {site.layer}: {kind} is residual-added on this model: {site.full_path}'s output carries the "

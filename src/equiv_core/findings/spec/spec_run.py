@@ -214,13 +214,15 @@ def _observed_at_site(observed: ObservedTouches | None, resolved: ResolvedSpec) 
     touches are judged then). The observer reports a change of block L wherever block L's output, or anything
     computed inside it, differs from its replay (:mod:`equiv_core.observe.observer`): an edit of block L's
     attention, MLP or head input at a position shows there, at block L. An edit of block L's input shows as a change
-    of block L-1 (its output is what block L receives), and nothing before block 0 is replayed; a module site may be
-    one whose edit spreads to other positions inside the block (a key projection), so its changes say nothing about
-    where the edit was made."""
+    of block L-1 where block L receives exactly block L-1's output (probed: ``equals_previous_output``), and nothing
+    before block 0 is replayed (with block 0 among the layers, every layer's recorded touches are judged); a module
+    site may be one whose edit spreads to other positions inside the block (a key projection), so its changes say
+    nothing about where the edit was made."""
     kind = resolved.spec.site.kind
     if observed is None or kind in ("block-output", "attention-output", "mlp-output", "head-input"):
         return observed
-    if kind == "block-input" and 0 not in resolved.layers:
+    bridged = all(site.equals_previous_output for site in resolved.sites)  # block L's input is L-1's output
+    if kind == "block-input" and 0 not in resolved.layers and bridged:
         return ObservedTouches(
             frozenset(replace(touch, layer=touch.layer + 1) for touch in observed.touches),
             tuple(replace(pad, layer=pad.layer + 1) for pad in observed.pads),
@@ -246,7 +248,7 @@ def _run_spec(context: SteeringContext, resolved: ResolvedSpec, say: Callable[[s
         observed: ObservedTouches | None = None
         if not reason:
             try:
-                with observer.watching():
+                with observer.watching(resolved.batch.prefix_length if cached else 0):
                     if name.startswith("hook"):
                         generation = work.timed(partial(spec_hook_generate, model, pad, resolved, cached))
                     else:
