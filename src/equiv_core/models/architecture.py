@@ -10,6 +10,7 @@ refuses a model whose blocks output anything but one ``[batch, seq, hidden]`` re
 
 from __future__ import annotations
 
+import inspect
 import operator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -157,6 +158,18 @@ def output_form_of(block_output: Any) -> BlockOutputForm:
     return "tuple" if isinstance(block_output, tuple) else "tensor"
 
 
+def forward_with_hooks(model: nn.Module, input_ids: torch.Tensor, handles: list[Any]) -> None:
+    """One forward pass of ``input_ids`` without gradients (and without the cache, where the forward takes
+    ``use_cache``), then every hook ``handles`` holds removed (also when the pass raises): how a probe reads a model."""
+    cache = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, **cache)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def probe_block_output(
     model: nn.Module, layer: nn.Module, input_ids: torch.Tensor
 ) -> tuple[BlockOutputForm, tuple[int, ...]]:
@@ -168,12 +181,7 @@ def probe_block_output(
         hidden = output[0] if isinstance(output, tuple) else output
         seen.append((output_form_of(output), tuple(getattr(hidden, "shape", ()))))
 
-    handle = layer.register_forward_hook(record)
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids)
-    finally:
-        handle.remove()
+    forward_with_hooks(model, input_ids, [layer.register_forward_hook(record)])
     if not seen:
         raise ValueError(f"layer {type(layer).__name__} did not run during a forward pass")
     return seen[0]

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiv_core.models.architecture import text_config
+from equiv_core.models.architecture import forward_with_hooks, text_config
 from equiv_core.spec.steering_spec import Heads, Site
 from equiv_core.support.errors import UserInputError
 
@@ -284,12 +284,7 @@ def _probe_calls(model: nn.Module, sites: list[SiteModule], probe_ids: torch.Ten
         module = model.get_submodule(site.full_path)
         handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
         handles.append(module.register_forward_hook(after))
-    try:
-        with torch.no_grad():
-            model(input_ids=probe_ids, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, probe_ids, handles)
     return calls
 
 
@@ -325,12 +320,7 @@ def _equals_previous_output(model: nn.Module, previous: nn.Module, block: nn.Mod
         previous.register_forward_hook(keep_output),
         block.register_forward_pre_hook(keep_input, with_kwargs=True),
     ]
-    try:
-        with torch.no_grad():
-            model(input_ids=probe_ids, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, probe_ids, handles)
     return bool(torch.equal(outputs[0], inputs[0]))
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from equiv_core.arms.steering import PassShape
-from equiv_core.models.architecture import find_decoder_layers, hidden_states_of
+from equiv_core.models.architecture import find_decoder_layers, forward_with_hooks, hidden_states_of
 from equiv_core.observe.hooks import suspended_hooks
 
 try:  # transformers' KV cache base class (4.36+); without it, no argument is treated as a cache
@@ -185,12 +185,7 @@ def final_receiver(model: nn.Module, blocks: nn.ModuleList, probe_ids: torch.Ten
         for name, module in model.named_modules()
         if id(module) not in inside and module is not model
     ]
-    try:
-        with torch.no_grad():
-            model(input_ids=probe_ids, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, probe_ids, handles)
     return found[0] if found else None
 
 

@@ -62,6 +62,34 @@ def _ascii_int(text: str) -> int:
     return int(text)
 
 
+def _index_parts(text: str, flag: str, forms: str) -> tuple[int | slice, ...]:
+    """``A:B`` as one slice, or comma-separated integers; UserInputError naming ``forms`` otherwise."""
+    slice_match = re.fullmatch(r"(-?[0-9]+)?:(-?[0-9]+)?", text.strip())
+    if slice_match:
+        start, stop = (int(part) if part else None for part in slice_match.groups())
+        return (slice(start, stop),)
+    try:
+        return tuple(_ascii_int(part) for part in text.split(","))
+    except ValueError:
+        raise UserInputError(f"{flag} {text!r}: give {forms} (integers; negatives count from the end)") from None
+
+
+def _resolve_indices(parts: tuple[int | slice, ...], count: int, flag: str, text: str, noun: str) -> tuple[int, ...]:
+    """``parts`` as absolute indices into ``count`` things, in order, without repeats; UserInputError naming the
+    valid range for an index outside it or a selection of nothing."""
+    chosen: list[int] = []
+    for part in parts:
+        if isinstance(part, slice):
+            chosen += list(range(count))[part]
+            continue
+        if not -count <= part < count:
+            raise UserInputError(f"{noun} {part} out of range; valid: 0..{count - 1} (or {-count}..-1)")
+        chosen.append(part % count)
+    if not chosen:
+        raise UserInputError(f"{flag} {text!r} selects no {noun} of {count}; valid: 0..{count - 1}")
+    return tuple(dict.fromkeys(chosen))
+
+
 @dataclass(frozen=True, slots=True)
 class VectorSource:
     """Where the steering vector comes from; resolved against a model by :mod:`equiv_core.arms.vectors`.
@@ -120,32 +148,11 @@ class Layers:
         self._parts()  # syntax is checked at once; the range once the model's depth is known
 
     def _parts(self) -> tuple[int | slice, ...]:
-        text = self.text.strip()
-        slice_match = re.fullmatch(r"(-?[0-9]+)?:(-?[0-9]+)?", text)
-        if slice_match:
-            start, stop = (int(part) if part else None for part in slice_match.groups())
-            return (slice(start, stop),)
-        try:
-            parts = tuple(_ascii_int(part) for part in text.split(","))
-        except ValueError:
-            raise UserInputError(
-                f"--layers {self.text!r}: give L, L1,L2 or A:B (integers; negatives count from the end)"
-            ) from None
-        return parts
+        return _index_parts(self.text, "--layers", "L, L1,L2 or A:B")
 
     def resolve(self, num_layers: int) -> tuple[int, ...]:
         """Absolute layer indices, in order, without repeats; UserInputError naming the valid range."""
-        chosen: list[int] = []
-        for part in self._parts():
-            if isinstance(part, slice):
-                chosen += list(range(num_layers))[part]
-                continue
-            if not -num_layers <= part < num_layers:
-                raise UserInputError(f"layer {part} out of range; valid: 0..{num_layers - 1} (or {-num_layers}..-1)")
-            chosen.append(part % num_layers)
-        if not chosen:
-            raise UserInputError(f"--layers {self.text!r} selects no layer of {num_layers}; valid: 0..{num_layers - 1}")
-        return tuple(dict.fromkeys(chosen))
+        return _resolve_indices(self._parts(), num_layers, "--layers", self.text, "layer")
 
 
 SiteKind = Literal[
@@ -231,30 +238,11 @@ class Heads:
         self._parts()
 
     def _parts(self) -> tuple[int | slice, ...]:
-        slice_match = re.fullmatch(r"(-?[0-9]+)?:(-?[0-9]+)?", self.text)
-        if slice_match:
-            start, stop = (int(part) if part else None for part in slice_match.groups())
-            return (slice(start, stop),)
-        try:
-            return tuple(_ascii_int(part) for part in self.text.split(","))
-        except ValueError:
-            raise UserInputError(
-                f"--heads {self.text!r}: give H, H1,H2 or A:B (integers; negatives count from the end)"
-            ) from None
+        return _index_parts(self.text, "--heads", "H, H1,H2 or A:B")
 
     def resolve(self, num_heads: int) -> tuple[int, ...]:
         """Absolute head indices, ascending, without repeats; UserInputError naming the valid range."""
-        chosen: list[int] = []
-        for part in self._parts():
-            if isinstance(part, slice):
-                chosen += list(range(num_heads))[part]
-                continue
-            if not -num_heads <= part < num_heads:
-                raise UserInputError(f"head {part} out of range; valid: 0..{num_heads - 1} (or {-num_heads}..-1)")
-            chosen.append(part % num_heads)
-        if not chosen:
-            raise UserInputError(f"--heads {self.text!r} selects no head of {num_heads}; valid: 0..{num_heads - 1}")
-        return tuple(sorted(set(chosen)))
+        return tuple(sorted(_resolve_indices(self._parts(), num_heads, "--heads", self.text, "head")))
 
 
 @dataclass(frozen=True, slots=True)
