@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from hf_tiny_models import mamba, save_model_dir
 from spec_helpers import resolved_spec, spec_run, spec_verdicts
 
 from equiv_core.arms.context import SteeringContext
@@ -124,3 +125,13 @@ def test_the_run_json_records_the_prefix_and_its_length(tmp_path: Path) -> None:
     assert payload["config"]["prefix"] == PREFIX
     assert payload["spec"]["prefix_length"] > 0
     assert payload["spec"]["resolved_positions"][0] == payload["spec"]["prefix_length"]  # "all" starts after it
+
+
+def test_a_prefix_on_a_model_whose_cache_keeps_no_columns_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mamba's cache is a recurrent state: there is nothing to continue from by position, so no silent offset."""
+    directory = save_model_dir(mamba(), tmp_path / "mamba")
+    argv = ["run", "--model", str(directory), "--prefix", PREFIX, "--op", "zero", "--no-mlflow"]
+    assert main(argv) == ExitStatus.BAD_INPUT
+    assert "gives no KV cache holding the prefix's" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -210,3 +210,9 @@ def test_a_bad_site_is_one_line_and_exit_2(
 
 def test_heads_resolve_like_python_indices() -> None:
     assert Heads("1:3").resolve(4) == (1, 2) and Heads("-1,0").resolve(4) == (0, 3)
+
+
+def test_equiv_check_refuses_an_intent_at_another_site(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "examples/steering/hook_every_pass.py:steer", "--model", "tiny-gpt2", "--recipe", "mlp-add"]
+    assert main([*argv, "--no-mlflow"]) == ExitStatus.BAD_INPUT
+    assert "equiv check observes what the blocks output" in capsys.readouterr().err.strip().splitlines()[-1]
