@@ -80,7 +80,7 @@ def test_a_hook_that_numbers_columns_from_zero_edits_the_wrong_token(
             handle = block.register_forward_hook(lambda _m, _a, output: seen.append(output.clone()))
             try:
                 cache = copy.deepcopy(resolved.prefix_cache)
-                model(input_ids=resolved.batch.input_ids[:, prefix:], use_cache=True, **{cache_keyword(model): cache})
+                model(input_ids=resolved.batch.input_ids[:, prefix:], use_cache=True, **{cache_keyword(): cache})
             finally:
                 handle.remove()
         rows = seen[0][0]
@@ -115,6 +115,11 @@ def test_a_prefix_that_cannot_hold_is_one_line_and_exit_2(
     argv = ["run", "--model", "tiny-llama", "--prefix", PREFIX, "--op", "zero", *arguments, "--no-mlflow"]
     assert main(argv) == ExitStatus.BAD_INPUT
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_an_empty_prefix_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-llama", "--prefix", " ", "--no-mlflow"]) == ExitStatus.BAD_INPUT
+    assert "--prefix is empty" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_the_run_json_records_the_prefix_and_its_length(tmp_path: Path) -> None:

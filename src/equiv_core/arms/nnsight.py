@@ -276,7 +276,7 @@ class NnsightSteering:
         cached = style != "recompute"
         new_tokens = resolved.new_tokens
         kwargs = generation_kwargs(new_tokens, self.pad_token_id, cached, resolved.decoding)
-        kwargs |= prefix_kwargs(self.model, resolved.prefix_cache, cached)
+        kwargs |= prefix_kwargs(resolved.prefix_cache, cached)
         blocks = [(layer, self.block(layer)) for layer in resolved.layers]
         window = range(new_tokens) if style == "recompute" else resolved.steps.fired(new_tokens)
         selector = slice(window.start, window.stop)

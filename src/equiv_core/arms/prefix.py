@@ -6,7 +6,7 @@ its first call from 0 edits the wrong tokens without an error (transformers#3615
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 from typing import Any
 
 import torch
@@ -27,8 +27,7 @@ def prefill(model: nn.Module, batch: PromptBatch) -> Any | None:
         return None
     with torch.no_grad():
         output = model(input_ids=batch.input_ids[:, : batch.prefix_length], use_cache=True)
-    cache = getattr(output, "past_key_values", None)
-    cache = cache if cache is not None else getattr(output, "cache", None)
+    cache = output["cache"] if cache_keyword() == "cache" else output["past_key_values"]
     length = getattr(cache, "get_seq_length", None)
     try:
         held = int(length()) if callable(length) else None
@@ -46,15 +45,22 @@ def prefill(model: nn.Module, batch: PromptBatch) -> Any | None:
     return cache
 
 
-def cache_keyword(model: nn.Module) -> str:
-    """The keyword ``generate`` takes a ready cache by: ``cache`` where the model's forward takes it (transformers
-    5.x deprecates ``past_key_values`` for it), else ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def cache_keyword() -> str:
+    """The name transformers gives a ready KV cache, in a model's output and as ``generate``'s keyword: ``cache``
+    where its outputs have that field (transformers 5.x, which deprecates ``past_key_values`` with a warning on
+    every use), else ``past_key_values``."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return (
+        "cache"
+        if "cache" in {field.name for field in dataclasses.fields(CausalLMOutputWithPast)}
+        else "past_key_values"
+    )
 
 
-def prefix_kwargs(model: nn.Module, cache: Any | None, cached: bool) -> dict[str, Any]:
+def prefix_kwargs(cache: Any | None, cached: bool) -> dict[str, Any]:
     """``generate`` keyword arguments for a generation that continues from ``cache`` (a copy: ``generate`` appends
     to it); none without a prefix or without the KV cache (full recompute computes the prefix at every step)."""
     if cache is None or not cached:
         return {}
-    return {cache_keyword(model): copy.deepcopy(cache)}
+    return {cache_keyword(): copy.deepcopy(cache)}

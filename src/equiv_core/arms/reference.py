@@ -179,7 +179,7 @@ def spec_hook_generate(
     passes: list[PassShape] = []
     batch, decoding = resolved.batch, resolved.decoding
     kwargs = generation_kwargs(resolved.new_tokens, pad_token_id, cached, decoding)
-    kwargs |= prefix_kwargs(model, resolved.prefix_cache, cached)
+    kwargs |= prefix_kwargs(resolved.prefix_cache, cached)
     seed_sampling(decoding)
     with torch.no_grad(), spec_hooks(model, resolved, cached, touched, passes) if steer else nullcontext():
         output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)  # type: ignore[operator]

@@ -60,6 +60,8 @@ def run_config(arguments: argparse.Namespace, check: UserTarget | None = None) -
         raise UserInputError("give --prompt or --prompts, not both")
     if arguments.padding is not None and arguments.prompts is None:
         raise UserInputError("--padding applies to a batch; give --prompts FILE too")
+    if arguments.prefix is not None and not arguments.prefix.strip():
+        raise UserInputError("--prefix is empty; give the text to prefill, or leave --prefix out")
     config = RunConfig(
         **declared_values(arguments, RunConfig),
         experiments=csv(arguments.only) if arguments.only else None,

@@ -75,7 +75,8 @@ def _norms(resolved: ResolvedSpec) -> list[str]:
     at_residual = resolved.spec.site.at_residual
     what_norm = "residual norm" if at_residual else f"norm at {resolved.spec.site.describe()}"
     lines = [
-        f"         {what_norm} (mean over the prompt's tokens but the first): "
+        f"         {what_norm} (mean over {'the prefix and ' if resolved.batch.prefix_length else ''}the prompt's "
+        "tokens but the first): "
         + ", ".join(f"layer {layer} {norm:.4g}" for layer, norm in zip(resolved.layers, norms, strict=True))
     ]
     steering = resolved.steering_norms()

@@ -191,10 +191,14 @@ def _batch_notes(context: SteeringContext, batch: PromptBatch) -> tuple[str, ...
         if batch.add_special_tokens
         else "no special tokens"
     )
-    notes = [
-        f"encoding: {how}; {batch.size} prompt{'s' if batch.size > 1 else ''}, {batch.padding} padding to "
-        f"{batch.padded_length} columns (lengths {', '.join(map(str, batch.lengths))})"
-    ]
+    layout = (
+        f"the prefix ({batch.prefix_length} tokens) then the prompt ({batch.lengths[0] - batch.prefix_length} "
+        "tokens), no padding"
+        if batch.prefix_length
+        else f"{batch.size} prompt{'s' if batch.size > 1 else ''}, {batch.padding} padding to {batch.padded_length} "
+        f"columns (lengths {', '.join(map(str, batch.lengths))})"
+    )
+    notes = [f"encoding: {how}; {layout}"]
     for row, added in enumerate(batch.added):
         if added:
             shown = ", ".join(f"{token.token}@{token.position}" for token in added[:8])

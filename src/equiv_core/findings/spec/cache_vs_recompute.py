@@ -127,11 +127,21 @@ def cache_vs_recompute(run: SpecRun, config: SpecFindingConfig) -> FindingResult
     judged = rows_with_intent(run)
     compared = tuple(_compare_row(run, row) for row in judged)
     problems = non_finite_problems(run)
+    # Coverage says where the edits landed, not what they wrote: where both hooks touched exactly the intent, a
+    # difference beyond the allowance is edits of different values, or steered rounding the allowance (measured on
+    # the unsteered model) does not cover; this finding cannot tell those apart, and says so.
+    placed = run.arms[ArmName.HOOK].covers_intent and run.arms[ArmName.HOOK_RECOMPUTE].covers_intent
+    cause = (
+        "both hooks touched exactly the intended positions, so the edits differ in value, or the steered "
+        "computation rounds more than this allowance, measured on the unsteered model, admits"
+        if placed
+        else "the edit did not land on the same positions (see coverage)"
+    )
     if not problems:
         problems += [
             f"{row_label(run, c.row)}cached and recomputed logits differ by {c.logits_max_abs_diff:.3g} on identical "
             f"inputs, beyond the allowed {c.allowed:.3g} ({FLOOR_MARGIN:g}x the unsteered model's own difference "
-            f"{c.noise_floor:.3g}): the edit did not land on the same positions"
+            f"{c.noise_floor:.3g}): {cause}"
             for c in compared
             if not c.within
         ]
