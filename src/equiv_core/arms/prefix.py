@@ -31,11 +31,7 @@ def prefill(model: nn.Module, batch: PromptBatch) -> Any | None:
     length = getattr(cache, "get_seq_length", None)
     try:
         held = int(length()) if callable(length) else None
-    except (
-        AttributeError,
-        TypeError,
-        ValueError,
-    ):  # layers that keep no columns (transformers 5.x LinearAttentionLayer)
+    except (AttributeError, TypeError, ValueError):  # layers that keep no columns (transformers 5.x Mamba's)
         held = None
     if held != batch.prefix_length:
         raise UserInputError(

@@ -31,7 +31,6 @@ from equiv_core.arms.steering import (
 )
 from equiv_core.config.catalog import ArmName
 from equiv_core.models.architecture import (
-    check_residual_shape,
     find_decoder_layers,
     hidden_states_of,
     with_hidden_states,
@@ -105,7 +104,8 @@ def spec_hooks(
     model: nn.Module, resolved: ResolvedSpec, cached: bool, touched: list[Touch], passes: list[PassShape]
 ) -> Iterator[None]:
     """Apply a steering spec's intent with one plain hook per steered layer's site (a forward hook on the module
-    whose output it is, a forward pre-hook on the module whose input it is: :func:`equiv_core.models.sites.site_hooks`),
+    whose output it is, a forward pre-hook on the module whose input it is: :func:`equiv_core.models.sites.site_hooks`,
+    which refuses a tensor that is not [batch, seq, width]),
     appending each edit to ``touched`` and each call's pass length to ``passes``. Each hook edits the site's tensor
     ([batch, seq, width]; at a head site only the heads' columns) in a copy it returns.
 
@@ -141,7 +141,6 @@ def spec_hooks(
             scale: float = scale,
             columns: list[int] | None = columns,
         ) -> torch.Tensor | None:
-            check_residual_shape(tuple(hidden.shape))
             length = int(hidden.shape[1])
             start = state["seen"] if cached else 0
             step = state["calls"]

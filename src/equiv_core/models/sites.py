@@ -21,7 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiv_core.models.architecture import forward_with_hooks, text_config
+from equiv_core.models.architecture import (
+    check_residual_shape,
+    forward_with_hooks,
+    hidden_states_of,
+    text_config,
+    with_hidden_states,
+)
 from equiv_core.spec.steering_spec import Heads, Site
 from equiv_core.support.errors import UserInputError
 
@@ -129,8 +135,9 @@ def _input_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor
 @contextmanager
 def site_hooks(model: nn.Module, edits: list[tuple[SiteModule, SiteEdit]]) -> Iterator[None]:
     """Plain PyTorch hooks, one per ``(site, edit)``: a forward pre-hook (with keyword arguments) for an input site,
-    a forward hook for an output site. Each calls ``edit`` with the site's tensor [batch, seq, width]; a tensor it
-    returns replaces the site's tensor (in the output's tuple, or as the first argument), None leaves it."""
+    a forward hook for an output site. Each calls ``edit`` with the site's tensor [batch, seq, width] (another rank
+    raises :class:`~equiv_core.models.architecture.UnsupportedArchitecture`); a tensor it returns replaces the
+    site's tensor (in the output's tuple, or as the first argument), None leaves it."""
     handles = []
     for site, edit in edits:
         module = model.get_submodule(site.full_path)
@@ -139,7 +146,9 @@ def site_hooks(model: nn.Module, edits: list[tuple[SiteModule, SiteEdit]]) -> It
             def pre_hook(
                 _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], edit: SiteEdit = edit
             ) -> Any:
-                new = edit(_input_tensor(args, kwargs))
+                hidden = _input_tensor(args, kwargs)
+                check_residual_shape(tuple(hidden.shape))
+                new = edit(hidden)
                 if new is None:
                     return None
                 if args:
@@ -150,11 +159,8 @@ def site_hooks(model: nn.Module, edits: list[tuple[SiteModule, SiteEdit]]) -> It
         else:
 
             def hook(_module: nn.Module, _args: Any, output: Any, edit: SiteEdit = edit) -> Any:
-                hidden = output[0] if isinstance(output, tuple) else output
-                new = edit(hidden)
-                if new is None:
-                    return None
-                return (new, *output[1:]) if isinstance(output, tuple) else new
+                new = edit(hidden_states_of(output))
+                return None if new is None else with_hidden_states(output, new)
 
             handles.append(module.register_forward_hook(hook))
     try:
@@ -295,70 +301,68 @@ def _probed(
     input's width; for a block input after block 0, whether it is the previous block's output bit for bit."""
     probed = []
     for site in sites:
-        block = model.get_submodule(f"{layers_path}.{site.layer}")
+        block_input = _block_site(layers_path, site.layer, reads_input=True)
         if site.site.kind == "block-input" and site.layer > 0:
-            previous = model.get_submodule(f"{layers_path}.{site.layer - 1}")
-            site = replace(site, equals_previous_output=_equals_previous_output(model, previous, block, probe_ids))
+            previous = _block_site(layers_path, site.layer - 1, reads_input=False)
+            site = replace(
+                site, equals_previous_output=_equals_previous_output(model, previous, block_input, probe_ids)
+            )
         elif site.path and not site.reads_input:
-            site = replace(site, carry_ratio=_carry_ratio(model, block, site, probe_ids))
+            site = replace(site, carry_ratio=_carry_ratio(model, block_input, site, probe_ids))
         probed.append(site)
     return tuple(probed)
 
 
-def _equals_previous_output(model: nn.Module, previous: nn.Module, block: nn.Module, probe_ids: torch.Tensor) -> bool:
-    """Whether ``block`` receives exactly what ``previous`` outputs (bit for bit) in one forward of ``probe_ids``."""
-    outputs: list[torch.Tensor] = []
-    inputs: list[torch.Tensor] = []
-
-    def keep_output(_module: nn.Module, _args: Any, output: Any) -> None:
-        outputs.append((output[0] if isinstance(output, tuple) else output).detach().clone())
-
-    def keep_input(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        inputs.append(_input_tensor(args, kwargs).detach().clone())
-
-    handles = [
-        previous.register_forward_hook(keep_output),
-        block.register_forward_pre_hook(keep_input, with_kwargs=True),
-    ]
-    forward_with_hooks(model, probe_ids, handles)
-    return bool(torch.equal(outputs[0], inputs[0]))
+def _block_site(layers_path: str, layer: int, reads_input: bool) -> SiteModule:
+    """Block ``layer``'s input or output as a site, for the probes' hooks."""
+    site = Site("block-input") if reads_input else Site("block-output")
+    return SiteModule(site, layer, "", f"{layers_path}.{layer}", reads_input, False, 0)
 
 
-def _carry_ratio(model: nn.Module, block: nn.Module, site: SiteModule, probe_ids: torch.Tensor) -> float | None:
+def _equals_previous_output(
+    model: nn.Module, previous: SiteModule, block_input: SiteModule, probe_ids: torch.Tensor
+) -> bool:
+    """Whether a block receives exactly what the previous block outputs (bit for bit) in one forward of
+    ``probe_ids``."""
+    seen: list[torch.Tensor] = []
+
+    def keep(tensor: torch.Tensor) -> None:
+        seen.append(tensor.detach().clone())
+
+    with torch.no_grad(), site_hooks(model, [(previous, keep), (block_input, keep)]):
+        model(input_ids=probe_ids, use_cache=False)
+    return bool(torch.equal(seen[0], seen[1]))
+
+
+def _carry_ratio(model: nn.Module, block_input: SiteModule, site: SiteModule, probe_ids: torch.Tensor) -> float | None:
     """``|shift of the site's tensor - delta| / |delta|`` when the block's input is shifted by ``delta`` (a seeded
     random direction, :data:`SHIFT_MULTIPLE` times the input's mean norm) at every position; None where the site's
-    width is not the block input's."""
+    width is not the block input's, or the shifted pass is not finite."""
     captured: list[torch.Tensor] = []
     shift: list[torch.Tensor] = []
 
     def capture(tensor: torch.Tensor) -> None:
         captured.append(tensor.detach().float().clone())
 
-    def shifted(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        hidden = _input_tensor(args, kwargs)
+    def shifted(hidden: torch.Tensor) -> torch.Tensor | None:
         if hidden.shape[-1] != site.width:
             return None
         generator = torch.Generator().manual_seed(0)
         direction = torch.randn(hidden.shape[-1], generator=generator)
         direction = direction / direction.norm()
-        norms = (
-            hidden.detach().float().norm(dim=-1)[:, 1:] if hidden.shape[1] > 1 else hidden.detach().float().norm(dim=-1)
-        )
+        norms = hidden.detach().float().norm(dim=-1)
+        norms = norms[:, 1:] if hidden.shape[1] > 1 else norms
         size = SHIFT_MULTIPLE * float(norms.mean())  # the first token (an attention sink) left out, as in norms
         delta = (size * direction).to(hidden.dtype).to(hidden.device)
         shift.append(delta.float().cpu())
-        new = hidden + delta
-        return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+        moved: torch.Tensor = hidden + delta
+        return moved
 
     with torch.no_grad():
         with site_hooks(model, [(site, capture)]):
             model(input_ids=probe_ids, use_cache=False)
-        handle = block.register_forward_pre_hook(shifted, with_kwargs=True)
-        try:
-            with site_hooks(model, [(site, capture)]):
-                model(input_ids=probe_ids, use_cache=False)
-        finally:
-            handle.remove()
+        with site_hooks(model, [(block_input, shifted), (site, capture)]):
+            model(input_ids=probe_ids, use_cache=False)
     if not shift:
         return None
     moved = (captured[1] - captured[0]).cpu()
