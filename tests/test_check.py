@@ -239,6 +239,22 @@ def test_a_generate_form_returning_the_wrong_thing_is_exit_2(
     assert expected in lines[-1]
 
 
+def test_steering_that_removes_hooks_it_did_not_register_is_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = (  # what pyvene 0.1.8's generate does (bench/CONFORMANCE-FINDINGS.md)
+        "def steer(model, tokenizer, input_ids, attention_mask, max_new_tokens, generation_kwargs):\n"
+        "    for module in model.modules():\n"
+        "        module._forward_hooks.clear()\n"
+        "        module._forward_pre_hooks.clear()\n"
+        "    return model.generate(input_ids=input_ids, attention_mask=attention_mask,\n"
+        "                          max_new_tokens=max_new_tokens, **generation_kwargs)\n"
+    )
+    code, lines = _run(_write(tmp_path, source) + ":steer", capsys)
+    assert code == 2
+    assert "removed hooks it did not register from the model while it ran" in lines[-1]
+
+
 def test_check_without_an_intent_is_refused_before_any_model_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

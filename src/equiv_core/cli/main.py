@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from equiv_core.cli import audit, bench, check, lists, run, runs
+from equiv_core.cli import audit, bench, check, conformance, lists, run, runs
 from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserCodeRaised, UserInputError
 from equiv_core.support.interrupts import interrupts_handled
 from equiv_core.support.walltime import CommandStart, process_started
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(command)
     runs.add_parsers(command)
     audit.add_parsers(command)
+    conformance.add_parsers(command)
     lists.add_parsers(command)
     return parser
 

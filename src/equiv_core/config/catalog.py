@@ -9,6 +9,7 @@ from dataclasses import dataclass
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_EXPERIMENT = "equiv-bench"  # the MLflow experiment equiv run / bench log to
 AUDIT_EXPERIMENT = "equiv-audit"  # the MLflow experiment audit cells and reports log to
+CONFORMANCE_EXPERIMENT = "equiv-conformance"  # the MLflow experiment conformance environments and reports log to
 # An experiment's runs in the MLflow UI, with its switch set to model training (MLflow 3.17 opens an experiment on
 # its GenAI pages unless the URL or the browser says so): format with the server's URL and the experiment id. Here
 # (standard library only) so that the noxfile's `ui` session prints the same address the browser test opens.

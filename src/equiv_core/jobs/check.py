@@ -12,22 +12,19 @@ command for that).
 from __future__ import annotations
 
 import html
-import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, ArmName
-from equiv_core.config.check import Form, UserTarget
+from equiv_core.config.check import Form
 from equiv_core.config.decoding import GREEDY, Decoding
-from equiv_core.spec.steering_spec import SteeringSpec
+from equiv_core.usercode.checked import Intent
 
 if TYPE_CHECKING:
     from equiv_core.findings.finding import FindingResult
     from equiv_core.findings.runner import RunReport
     from equiv_core.findings.user.coverage import UserCoverageEvidence
-
-Intent = str | SteeringSpec | Mapping[str, str | float]
 
 _VERDICT_COLOURS = {"PASS": "#2e8b57", "FAIL": "#d62728"}
 
@@ -103,30 +100,6 @@ class CheckResult:
         )
 
 
-def _spec(intent: Intent) -> SteeringSpec:
-    from equiv_core.spec.recipes import spec_from_sources
-    from equiv_core.support.errors import UserInputError
-
-    if isinstance(intent, SteeringSpec):
-        return intent
-    if isinstance(intent, str):
-        found = spec_from_sources(intent, None, {})
-    else:
-        found = spec_from_sources(None, None, {key: value for key, value in intent.items()})
-    if found is None:
-        raise UserInputError("intent: give a recipe name, a SteeringSpec or spec options such as {'op': 'add', ...}")
-    return found
-
-
-def _target(steer: Callable[..., Any], form: Form | str | None) -> UserTarget:
-    try:  # the function as written, not a decorator's wrapper (@contextmanager's lives in contextlib)
-        path = inspect.getsourcefile(inspect.unwrap(steer)) or "<unknown>"
-    except TypeError:
-        path = "<unknown>"
-    name = getattr(steer, "__qualname__", getattr(steer, "__name__", type(steer).__name__))
-    return UserTarget(path, name, Form(form) if form is not None else None)
-
-
 def check_steering(
     steer: Callable[..., Any],
     intent: Intent,
@@ -152,27 +125,21 @@ def check_steering(
     Raises UserInputError for a bad argument or a steering function of no known form (UserCodeError), and
     UserCodeRaised when ``steer`` raises while generating (with the step and the lines of its traceback).
     """
-    from equiv_core.config.run import RunConfig, ValidRunConfig, validate_config
     from equiv_core.findings.runner import run_findings
-    from equiv_core.usercode.forms import steering_of
+    from equiv_core.usercode.checked import checked_config
 
-    batch = tuple(prompts)
-    target = _target(steer, form)
-    config = RunConfig(
+    config, steering = checked_config(
+        steer,
+        intent,
         model=model,
+        prompts=tuple(prompts),
+        max_new_tokens=max_new_tokens,
+        form=form,
         device=device,
         dtype=dtype,
-        attn_implementation=attn_implementation,
-        prompt=batch[0] if batch else "",
-        max_new_tokens=max_new_tokens,
         seed=seed,
-        spec=_spec(intent),
-        prompts=batch if len(batch) > 1 else (),
-        padding=padding,  # type: ignore[arg-type]  # checked by validate_config
+        padding=padding,
         decoding=decoding,
-        check=target,
+        attn_implementation=attn_implementation,
     )
-    valid = validate_config(config)
-    steering = steering_of(steer, target)
-    checked = ValidRunConfig(replace(valid, check=steering.target))  # the form as told, as equiv check records it
-    return CheckResult(run_findings(checked, progress=progress, steering=steering))
+    return CheckResult(run_findings(config, progress=progress, steering=steering))

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 from equiv_core.arms.steering import PassShape
 from equiv_core.models.architecture import find_decoder_layers, forward_with_hooks, hidden_states_of
@@ -44,6 +45,11 @@ except ImportError:  # pragma: no cover - every supported transformers has it
 # Cache layers whose ``update`` rebinds ``keys`` / ``values`` instead of writing into them, so a shallow copy taken
 # before a pass keeps the state before it (transformers 5.x DynamicLayer, DynamicSlidingWindowLayer).
 _REBINDING_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
+
+
+class ObserverRemoved(RuntimeError):
+    """The observed code removed the observer's hooks while it ran (it deletes hooks it did not register: pyvene
+    0.1.8's ``generate`` pops every forward hook and pre-hook of the model, intervenable_base.py:2091)."""
 
 
 class ObservationError(RuntimeError):
@@ -233,11 +239,15 @@ class BlockObserver:
         else:
             handles.append(self.blocks[-1].register_forward_hook(self._last_output_hook))
         handles.append(self.model.register_forward_hook(self._logits_hook))
+        self._removed_by_code = False
         try:
             yield self
         finally:
+            self._removed_by_code = not all(_registered(handle) for handle in handles)
             for handle in handles:
                 handle.remove()
+
+    _removed_by_code = False  # set by :meth:`watching`: the watched code removed an observer hook
 
     def _before(self, layer: int) -> Callable[..., None]:
         def keep_state(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -293,7 +303,14 @@ class BlockObserver:
         (e.g. computing its steering vector) before generating; ``setup_passes`` says how many were left out.
 
         Raises ObservationError where the recorded passes do not line up (a block's output received a different
-        number of times than the block ran; fewer passes than ``steps``)."""
+        number of times than the block ran; fewer passes than ``steps``), ObserverRemoved where the watched code
+        removed the observer's hooks."""
+        if self._removed_by_code:
+            raise ObserverRemoved(
+                "removed hooks it did not register from the model while it ran (equiv check's observer's): what it "
+                "touched cannot be observed, and any other hook on the model (a steering or reading hook of yours) "
+                "is dropped the same way"
+            )
         changes: set[Change] = set()
         passes: list[PassShape] = []
         largest = 0.0
@@ -355,7 +372,8 @@ class BlockObserver:
         storages: dict[int, int] = {}
 
         def add(value: Any) -> None:
-            if isinstance(value, torch.Tensor):
+            # a fake tensor (a library's shape-only setup pass, e.g. nnsight's scan) holds no memory
+            if isinstance(value, torch.Tensor) and not is_fake(value):
                 storage = value.untyped_storage()
                 storages[storage.data_ptr()] = storage.nbytes()
 
@@ -385,3 +403,9 @@ class BlockObserver:
         with torch.no_grad(), suspended_hooks(block), autocast:
             output = self.forwards[layer](block, *args, **kwargs)
         return hidden_states_of(output)
+
+
+def _registered(handle: Any) -> bool:
+    """Whether a hook's ``RemovableHandle`` is still in its module's hook dict (someone else may have cleared it)."""
+    hooks = handle.hooks_dict_ref()
+    return hooks is not None and handle.id in hooks

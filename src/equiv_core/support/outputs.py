@@ -88,6 +88,13 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         staging.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def write_text(path: Path, text: str) -> Path:
+    """``text`` at ``path``, atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as staging:
+        staging.write_text(text)
+    return path
+
+
 def write_with(path: Path, draw: Callable[[Path], object]) -> Path:
     """Let ``draw`` write its file (e.g. a figure) to a temporary path, then move it onto ``path`` atomically."""
     with atomic_path(path) as staging:

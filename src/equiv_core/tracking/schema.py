@@ -18,6 +18,8 @@ class RunKind(enum.StrEnum):
     BENCH_CELL = "bench-cell"
     AUDIT_CELL = "audit-cell"
     AUDIT_REPORT = "audit-report"
+    CONFORMANCE_CELL = "conformance-cell"  # one library environment of the conformance matrix
+    CONFORMANCE_REPORT = "conformance-report"
 
 
 class Tag(enum.StrEnum):
@@ -34,6 +36,8 @@ class Tag(enum.StrEnum):
     END_REASON = "equiv.end_reason"  # why a run was ended FAILED by someone else than its owner
     UPLOADED_FROM = "equiv.uploaded_from"  # the spool directory a run was uploaded from
     CELL = "cell"  # an audit cell's id, e.g. nnsight='0.7.0'
+    ENVIRONMENT = "environment"  # a conformance environment's id, e.g. pyvene-0.1.8
+    LIBRARY = "library"  # the steering library a conformance environment checks
     AUDIT_SOURCE = "audit_source"  # "matrix", or the release search an audit cell is a probe of
     STATUS = "status"  # an audit cell's CellStatus; a bench cell's status
     REASON = "reason"  # why an audit cell is unsupported or an error

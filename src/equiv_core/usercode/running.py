@@ -20,7 +20,7 @@ from equiv_core.arms.steering import generation_kwargs, seed_sampling
 from equiv_core.config.check import Form, UserTarget
 from equiv_core.config.decoding import Decoding
 from equiv_core.models.inputs import PromptBatch
-from equiv_core.observe.observer import BlockObserver, Observation, ObservationError
+from equiv_core.observe.observer import BlockObserver, Observation, ObservationError, ObserverRemoved
 from equiv_core.support.errors import UserCodeError, UserCodeRaised, error_line
 from equiv_core.usercode.forms import UserSteering
 from equiv_core.usercode.loading import user_frames
@@ -82,6 +82,8 @@ def run_user_steering(
     steps = int(sequences.shape[1]) - batch.padded_length
     try:
         observation = observer.observation(steps)
+    except ObserverRemoved as error:
+        raise UserCodeError(f"{target.describe()}: {error}") from error  # the cause tells it apart
     except ObservationError as error:
         raise UserCodeError(f"{target.describe()}: equiv check cannot observe this code: {error}") from None
     replayed = time.perf_counter()

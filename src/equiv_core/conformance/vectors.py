@@ -1,0 +1,115 @@
+"""The steering vectors of the intents, made once per model and saved, so that the reference (``--vector FILE``)
+and every library apply the very same numbers; and the :class:`SteeringTask` an adapter gets from them.
+
+ActAdd's vector (single-vector form, Turner et al. 2023, arXiv:2308.10248): block ``layer``'s output at the last
+token of "I love this" minus the same on "I hate this" (the recipes' ``actadd:I love this|I hate this``). The
+ablated direction at each block: the same difference for "The weather today is" / "... was". Read with a plain
+forward hook on the block, without the KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from equiv_core.conformance.intents import CONTRAST, SCALE, STEERED_LAYER, TENSE, Intent
+from equiv_core.models.architecture import find_decoder_layers, hidden_states_of
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SteeringTask:
+    """What an adapter is handed for one cell: the intent and its numbers, as every library gets them.
+
+    ``layers``: the absolute decoder-block indices the intent steers, ascending. ``vectors``: [len(layers),
+    hidden], the model's dtype and device: the unscaled steering vector (add; the coefficient is ``scale``) or the
+    unit direction ``v / v.norm()`` (ablate, as the reference computes it), row ``i`` for ``layers[i]``; None for
+    ``original-zero``. ``vector_file``: the vectors as saved by :mod:`equiv_core.conformance.vectors` (one
+    ``[len(layers), hidden]`` float32 tensor, ``torch.save``; unnormalised for ablate).
+    ``prompt_length``: tokens of the prompt (one prompt, no padding). ``new_tokens``: tokens to generate.
+    ``workdir``: a directory the adapter may write files to (a library that reads its steering from a file).
+    """
+
+    intent: Intent
+    layers: tuple[int, ...]
+    vectors: torch.Tensor | None
+    scale: float
+    vector_file: Path | None
+    prompt_length: int
+    new_tokens: int
+    workdir: Path
+
+
+def _last_token_outputs(model: nn.Module, tokenizer: Any, prompt: str, layers: tuple[int, ...]) -> torch.Tensor:
+    """Blocks ``layers``' outputs at the last token of ``prompt``: [len(layers), hidden], float32."""
+    _, blocks = find_decoder_layers(model)
+    kept: dict[int, torch.Tensor] = {}
+    handles = [
+        blocks[layer].register_forward_hook(
+            lambda _module, _args, output, layer=layer: kept.__setitem__(layer, hidden_states_of(output)[0, -1])
+        )
+        for layer in layers
+    ]
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([kept[layer].float() for layer in layers])
+
+
+def steered_layers(intent: Intent, num_layers: int) -> tuple[int, ...]:
+    """The blocks ``intent`` steers on a model of ``num_layers`` blocks."""
+    if intent is Intent.ABLATE_ALL:
+        return tuple(range(num_layers))
+    return (0,) if intent is Intent.ORIGINAL_ZERO else (STEERED_LAYER,)
+
+
+def write_vectors(model: nn.Module, tokenizer: Any, directory: Path) -> dict[Intent, Path]:
+    """Save each intent's vectors under ``directory`` (``actadd.pt``: [1, hidden]; ``ablate.pt``: [num_layers,
+    hidden]); the file per intent (``original-zero`` has none)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    num_layers = len(find_decoder_layers(model)[1])
+    first, second = CONTRAST
+    actadd = _last_token_outputs(model, tokenizer, first, (STEERED_LAYER,))
+    actadd -= _last_token_outputs(model, tokenizer, second, (STEERED_LAYER,))
+    every = tuple(range(num_layers))
+    ablate = _last_token_outputs(model, tokenizer, TENSE[0], every) - _last_token_outputs(
+        model, tokenizer, TENSE[1], every
+    )
+    files = {"actadd": actadd, "ablate": ablate}
+    for name, tensor in files.items():
+        torch.save(tensor.contiguous(), directory / f"{name}.pt")
+    return {
+        Intent.ACTADD_ALL: directory / "actadd.pt",
+        Intent.CAA_GENERATED: directory / "actadd.pt",
+        Intent.ABLATE_ALL: directory / "ablate.pt",
+    }
+
+
+def steering_task(
+    intent: Intent,
+    vector_file: Path | None,
+    model: nn.Module,
+    prompt_length: int,
+    new_tokens: int,
+    workdir: Path,
+) -> SteeringTask:
+    """The task an adapter gets for ``intent`` on ``model``: the file's vectors in the model's dtype and device
+    (made unit directions for ablate, ``v / v.norm()`` per row, as the reference's ablation computes them)."""
+    num_layers = len(find_decoder_layers(model)[1])
+    layers = steered_layers(intent, num_layers)
+    vectors = None
+    if vector_file is not None:
+        parameter = next(model.parameters())
+        stored = torch.load(vector_file, map_location="cpu", weights_only=True)
+        rows = stored.expand(len(layers), stored.shape[-1]).float().to(device=parameter.device, dtype=parameter.dtype)
+        if intent.op == "ablate":
+            rows = torch.stack([row / row.norm() for row in rows])
+        vectors = rows.contiguous()
+    return SteeringTask(intent, layers, vectors, SCALE, vector_file, prompt_length, new_tokens, workdir)

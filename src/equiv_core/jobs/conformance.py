@@ -1,0 +1,95 @@
+"""``equiv conformance-cell`` and ``equiv conformance-report``: one library environment's cells, checked in this
+environment; the table and status file of all of them (``nox -s conformance`` runs both)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from equiv_core.config.tracking import TrackingOptions
+from equiv_core.conformance.intents import Intent
+from equiv_core.conformance.matrix import ENVIRONMENTS, LibraryEnvironment
+from equiv_core.conformance.record import STATUS_FILE, CellState, EnvironmentStatus, read_environments
+from equiv_core.jobs.common import open_tracker, settle
+from equiv_core.support.errors import ExitStatus, UserInputError, error_line
+from equiv_core.support.outputs import write_text
+from equiv_core.support.progress import say
+from equiv_core.tracking.schema import RunKind, Tag
+
+TABLE_FILE = "TABLE.md"
+SNAPSHOT_TABLE = "CONFORMANCE.md"  # the committed copy of TABLE.md (bench/, beside the audit's)
+README_START = "<!-- conformance-table: start (nox -s conformance writes this part) -->"
+README_END = "<!-- conformance-table: end -->"
+
+
+def conformance_cell_job(
+    environment: LibraryEnvironment,
+    models: tuple[str, ...],
+    intents: tuple[Intent, ...],
+    out: Path,
+    tracking: TrackingOptions,
+) -> int:
+    """Run ``environment``'s cells here; a library that cannot be imported is recorded ``unsupported`` (exit 0:
+    the table shows it), a state other than SUPPORTED is a result, not a failed command."""
+    from equiv_core.conformance.cell import run_environment, unsupported
+
+    tracker = open_tracker(tracking)
+    try:
+        record = run_environment(environment, models, out, tracker, say, intents)
+    except ImportError as error:  # the library (or what it imports) is not installed in this environment
+        unsupported(environment, f"import failed: {error_line(error)}", out)
+        say(f"{environment.id}: unsupported: import failed: {error_line(error)}")
+        return settle(tracker, None, ExitStatus.OK)
+    counts = {state: sum(cell.state is state for cell in record.cells) for state in CellState}
+    summary = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+    say(f"{environment.id} ({record.version}): {len(record.cells)} cells: {summary}; {record.seconds:.0f} s")
+    return settle(tracker, None, ExitStatus.OK)
+
+
+def conformance_report_job(results: Path, readme: Path | None, snapshot: Path | None, tracking: TrackingOptions) -> int:
+    """Write ``TABLE.md`` and ``conformance-status.json`` in ``results`` from every environment record there (and
+    the table into ``readme`` between its markers; both files into ``snapshot`` as ``CONFORMANCE.md`` and
+    ``conformance-status.json``, the committed copies), logged to MLflow; print the table."""
+    from equiv_core.conformance.status import build_status, write_status
+    from equiv_core.conformance.table import render_table, table_rows
+
+    try:
+        records = read_environments(results) if results.is_dir() else []
+    except ValueError as error:
+        raise UserInputError(f"{error}; re-run that environment, or remove the file") from None
+    if not records:
+        raise UserInputError(f"no conformance records in {str(results)!r}; run `.venv/bin/nox -s conformance` first")
+    order = {environment.id: index for index, environment in enumerate(ENVIRONMENTS)}
+    records.sort(key=lambda record: (order.get(record.environment, len(order)), record.environment))  # matrix order
+    status = build_status(records, tuple(Intent))
+    write_status(status, results / STATUS_FILE)
+    table = write_text(results / TABLE_FILE, render_table(status))
+    if readme is not None:
+        _update_readme(readme, table_rows(status), status.generated_at)
+    if snapshot is not None:
+        write_text(snapshot / SNAPSHOT_TABLE, table.read_text())
+        write_status(status, snapshot / STATUS_FILE)
+    tracker = open_tracker(tracking)
+    with tracker.run("conformance report", tags={Tag.KIND: RunKind.CONFORMANCE_REPORT}) as run:
+        ran = [e for e in status.environments if e.status is EnvironmentStatus.RAN]
+        run.log(params={"environments": len(status.environments), "ran": len(ran)})
+        run.log(metrics={f"cells.{state}": float(count) for state, count in status.states().items()})
+        run.log_file(table)
+        run.log_file(results / STATUS_FILE)
+    print(table.read_text())
+    also = [f"the table in {readme}"] if readme else []
+    also += [f"the snapshot in {snapshot}"] if snapshot else []
+    say(f"wrote {table} and {results / STATUS_FILE}" + "".join(f"; {item}" for item in also))
+    return settle(tracker, run, ExitStatus.OK)
+
+
+def _update_readme(readme: Path, rows: list[str], generated_at: str) -> None:
+    """Replace what lies between the README's conformance markers with the table (UserInputError without them)."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise UserInputError(f"{readme} has no conformance markers ({README_START!r} ... {README_END!r})")
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    block = "\n".join(
+        [README_START, f"Snapshot of {generated_at} (every cell explained: `bench/CONFORMANCE.md`):", "", *rows, ""]
+    )
+    write_text(readme, before + block + README_END + after)
