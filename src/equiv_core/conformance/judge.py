@@ -46,6 +46,17 @@ class Judgement:
     left_behind: tuple[str, ...]
 
 
+LEFT_BEHIND_KEPT = 10  # items of what a library left on the model kept in a cell; the rest counted
+
+
+def _kept(items: tuple[str, ...]) -> tuple[str, ...]:
+    """The first :data:`LEFT_BEHIND_KEPT` items, and how many more there were (nnsight 0.6.3 leaves a hook pair on
+    every module: hundreds on a real model)."""
+    if len(items) <= LEFT_BEHIND_KEPT:
+        return items
+    return (*items[:LEFT_BEHIND_KEPT], f"and {len(items) - LEFT_BEHIND_KEPT} more")
+
+
 def _finding(report: RunReport, finding_id: str) -> FindingResult | None:
     return next((finding for finding in report.findings if finding.id == finding_id), None)
 
@@ -83,7 +94,7 @@ def judge(report: RunReport, decode: Callable[[int], str]) -> Judgement:
     left_behind: tuple[str, ...] = ()
     changes_later = False
     if removed is not None and isinstance(removed.evidence, HooksRemovedEvidence):
-        left_behind = removed.evidence.left_behind
+        left_behind = _kept(removed.evidence.left_behind)
         changes_later = not all(removed.evidence.identical)
     wrong = [f"{f.id}: {f.message}" for f in (coverage, differs) if f is not None and f.verdict is Verdict.FAIL]
     if changes_later and removed is not None:

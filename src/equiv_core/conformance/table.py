@@ -72,11 +72,11 @@ def cell_details(cell: CellRecord, models: tuple[str, ...]) -> list[str]:
             f"reference {first.reference_text!r} ({first.reference_id})"
         )
     if cell.left_behind:
-        shown = "; ".join(cell.left_behind[:LEFT_BEHIND_SHOWN])
-        more = len(cell.left_behind) - LEFT_BEHIND_SHOWN
-        lines.append(
-            f"  Left on the model (later outputs unchanged): {shown}" + (f"; and {more} more" if more > 0 else "")
-        )
+        items = list(cell.left_behind[:LEFT_BEHIND_SHOWN])
+        if len(cell.left_behind) > LEFT_BEHIND_SHOWN:  # the record ends a long list with "and N more"
+            last = cell.left_behind[-1]
+            items += ["...", last] if last.startswith("and ") else ["..."]
+        lines.append(f"  Left on the model (later outputs unchanged): {'; '.join(items)}")
     if cell.grid and cell.state in (CellState.SILENTLY_WRONG, CellState.SUPPORTED_DEGRADED):
         lines += ["", "  ```text", *(f"  {line}" for line in cell.grid), "  ```"]
     lines.append(f"  Written after: {cell.follows}")
