@@ -46,7 +46,7 @@ from equiv_core.audit.matrix import (  # noqa: E402
 )
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, MIN_RELEASE, RUNS_PAGE  # noqa: E402
-from equiv_core.conformance.matrix import ENVIRONMENTS, LibraryEnvironment  # noqa: E402
+from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS, LibraryEnvironment  # noqa: E402
 from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus  # noqa: E402
 
 AUDIT_RESULTS = RESULTS / "audit"
@@ -418,7 +418,7 @@ def conformance_cell(session: nox.Session, environment: str) -> None:
     `nox -s "conformance_cell(pyvene-0.1.8)"`; `-- tiny-gpt2` runs one model."""
     [chosen] = [e for e in ENVIRONMENTS if e.id == environment]
     models = session.posargs[0] if session.posargs else os.environ.get("EQUIV_CONFORMANCE_MODELS", "")
-    _conformance_environment(session, chosen, models or "tiny-gpt2,tiny-llama,smollm2-135m")
+    _conformance_environment(session, chosen, models or ",".join(MODELS))
 
 
 @nox.session(venv_backend="none", default=False, requires=["conformance_cell"])

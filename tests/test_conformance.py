@@ -4,6 +4,7 @@ tabled and read back, and the two commands' refusals."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -16,7 +17,7 @@ import torch
 
 from equiv_core.cli.main import main
 from equiv_core.conformance.adapter import Adapter, Form, Variant, Way
-from equiv_core.conformance.cell import run_way
+from equiv_core.conformance.cell import CellPlace, run_way
 from equiv_core.conformance.intents import Intent
 from equiv_core.conformance.matrix import ENVIRONMENTS, environment
 from equiv_core.conformance.record import (
@@ -29,7 +30,8 @@ from equiv_core.conformance.record import (
 )
 from equiv_core.conformance.status import build_status, read_status, write_status
 from equiv_core.conformance.table import render_table, table_rows
-from equiv_core.conformance.vectors import SteeringTask, write_vectors
+from equiv_core.conformance.vectors import SteeringTask, steering_task, write_vectors
+from equiv_core.findings.verdict import Verdict
 from equiv_core.jobs.conformance import README_END, README_START
 from equiv_core.models.architecture import find_decoder_layers, hidden_states_of, with_hidden_states
 from equiv_core.models.load import load_model
@@ -72,19 +74,13 @@ def vectors(tmp_path_factory: pytest.TempPathFactory) -> dict[Intent, Path]:
     return write_vectors(loaded.model, loaded.tokenizer, tmp_path_factory.mktemp("vectors"))
 
 
-def _cell(way: Way, vectors: dict[Intent, Path], tmp_path: Path) -> CellRecord:
+def _cell(way: Way, vectors: dict[Intent, Path], tmp_path: Path, vector_file: Path | None = None) -> CellRecord:
     loaded = load_model(MODEL)
     length = len(loaded.tokenizer("The weather today is", add_special_tokens=False).input_ids)
-    return run_way(
-        environment("nnsight-0.8.1"),
-        "test",
-        way,
-        MODEL,
-        vectors.get(way.intent),
-        length,
-        lambda token: str(loaded.tokenizer.decode([token])),
-        tmp_path,
-    )
+    layers = len(find_decoder_layers(loaded.model)[1])
+    task = steering_task(way.intent, vector_file or vectors.get(way.intent), layers, length, 5, tmp_path)
+    place = CellPlace(environment("nnsight-0.8.1"), "test", way, MODEL)
+    return run_way(place, task, lambda token: str(loaded.tokenizer.decode([token])))
 
 
 def test_steering_at_every_position_of_every_pass_is_supported_for_actadd_all(
@@ -116,7 +112,7 @@ def test_steering_that_changes_nothing_is_silently_wrong_never_equivalent(
     assert "steering not applied" in cell.reason
 
 
-def test_the_same_cells_with_logits_beyond_the_noise_floor_are_supported_degraded(
+def test_the_intended_cells_and_ids_with_logits_beyond_the_noise_floor_are_supported_degraded(
     vectors: dict[Intent, Path], tmp_path: Path
 ) -> None:
     way = Way(Intent.ACTADD_ALL, SOURCE, lambda task: _adding(task, lambda _s, _h: True, extra=1e-4))
@@ -178,8 +174,80 @@ def test_a_library_that_raises_is_an_error_naming_the_step_and_where(
 
 def test_a_way_the_library_cannot_say_is_not_expressible_with_its_reason_and_runs_nothing(tmp_path: Path) -> None:
     way = Way(Intent.ORIGINAL_ZERO, SOURCE, not_expressible="no position selector (its docs)")
-    cell = run_way(environment("nnsight-0.8.1"), "test", way, MODEL, None, 4, str, tmp_path)
+    task = steering_task(Intent.ORIGINAL_ZERO, None, 2, 4, 5, tmp_path)
+    cell = run_way(CellPlace(environment("nnsight-0.8.1"), "test", way, MODEL), task, str)
     assert (cell.state, cell.reason, cell.seconds) == (CellState.NOT_EXPRESSIBLE, "no position selector (its docs)", 0)
+
+
+def _generating(body: Callable[[Any], Any]) -> Any:
+    """A generate-form way whose function runs ``body(model)`` and then Hugging Face generate on what it returns."""
+
+    def build(_task: SteeringTask) -> Any:
+        def steer(model: Any, _tok: Any, input_ids: Any, attention_mask: Any, new: int, kwargs: Any) -> Any:
+            return body(model).generate(
+                input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new, **kwargs
+            )
+
+        return steer
+
+    return build
+
+
+def test_a_library_that_removes_hooks_it_did_not_register_is_silently_wrong(
+    vectors: dict[Intent, Path], tmp_path: Path
+) -> None:
+    def clear_every_hook(model: Any) -> Any:  # what pyvene 0.1.8's generate does
+        for module in model.modules():
+            module._forward_hooks.clear()
+            module._forward_pre_hooks.clear()
+        return model
+
+    cell = _cell(Way(Intent.ACTADD_ALL, SOURCE, _generating(clear_every_hook), Form.GENERATE), vectors, tmp_path)
+    assert cell.state is CellState.SILENTLY_WRONG
+    assert cell.reason.startswith("removed hooks it did not register from the model")
+
+
+def test_a_generation_the_observer_cannot_see_is_no_reference_never_the_librarys_fault(
+    vectors: dict[Intent, Path], tmp_path: Path
+) -> None:
+    way = Way(Intent.ACTADD_ALL, SOURCE, _generating(copy.deepcopy), Form.GENERATE)  # generates with another object
+    cell = _cell(way, vectors, tmp_path)
+    assert cell.state is CellState.NO_REFERENCE
+    assert "could not be judged" in cell.reason and "cannot observe this code" in cell.reason
+
+
+class _BreaksLaterGenerations:
+    """Steers nothing; on exit leaves a hook that raises, so the harness's unsteered-after generation fails."""
+
+    def __init__(self, model: Any, _tokenizer: Any) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: object) -> None:
+        def fail(*_args: Any) -> None:
+            raise RuntimeError("a hook left behind that raises")
+
+        self.model.lm_head.register_forward_hook(fail)
+
+
+def test_a_finding_the_harness_could_not_make_is_no_reference(vectors: dict[Intent, Path], tmp_path: Path) -> None:
+    cell = _cell(Way(Intent.ACTADD_ALL, SOURCE, lambda _task: _BreaksLaterGenerations), vectors, tmp_path)
+    assert cell.state is CellState.NO_REFERENCE
+    assert cell.reason.startswith("the harness could not judge it: ")
+    assert "the harness failed: generating raised RuntimeError: a hook left behind that raises" in cell.reason
+
+
+def test_an_intent_that_changes_nothing_even_in_the_reference_is_no_reference(
+    vectors: dict[Intent, Path], tmp_path: Path
+) -> None:
+    negligible = tmp_path / "negligible.pt"
+    torch.save(torch.full((1, 64), 1e-30), negligible)  # tiny-llama's hidden size
+    way = Way(Intent.ACTADD_ALL, SOURCE, lambda task: _adding(task, lambda _s, _h: True))
+    cell = _cell(way, vectors, tmp_path, vector_file=negligible)
+    assert cell.state is CellState.NO_REFERENCE
+    assert "does not change the output even in the raw-hook reference" in cell.reason
 
 
 def test_a_way_has_either_a_steering_function_or_a_reason() -> None:
@@ -190,7 +258,7 @@ def test_a_way_has_either_a_steering_function_or_a_reason() -> None:
 
 
 def test_an_adapter_lists_the_intents_it_says_nothing_about() -> None:
-    adapter = Adapter("lib", "lib", (Way(Intent.ACTADD_ALL, SOURCE, not_expressible="no"),))
+    adapter = Adapter("lib", (Way(Intent.ACTADD_ALL, SOURCE, not_expressible="no"),))
     assert adapter.missing() == (Intent.CAA_GENERATED, Intent.ORIGINAL_ZERO, Intent.ABLATE_ALL)
 
 
@@ -202,13 +270,13 @@ def _record(
         CellRecord(
             library=library,
             version=version,
-            intent=intent,
-            variant=str(Variant.IDIOMATIC),
+            intent=Intent(intent),
+            variant=Variant.IDIOMATIC,
             model=model,
             state=state,
             reason=f"{state} because",
             follows="docs",
-            form=str(Form.HOOKS),
+            form=Form.HOOKS,
             first_difference=FirstDifference(1, 5, 6, " a", " b") if state is CellState.SILENTLY_WRONG else None,
             grid=("step 0  # #",),
         )
@@ -305,21 +373,43 @@ def test_conformance_report_without_records_says_how_to_make_them(
 def test_conformance_report_writes_the_table_the_status_and_the_readme_between_its_markers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _record("lib-1.0", {"actadd-all/tiny-gpt2": CellState.SUPPORTED}).write(tmp_path / "results")
+    _record("nnsight-0.8.1", {"actadd-all/tiny-gpt2": CellState.SUPPORTED}).write(tmp_path / "results")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
     results = str(tmp_path / "results")
     assert main(["conformance-report", "--results", results, "--readme", str(readme), "--no-mlflow"]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith(f"{README_END}\nafter\n")
-    assert "| lib | 1.0 | idiomatic | SUPPORTED | — | — | — |" in text
+    assert "| nnsight | 0.8.1 | idiomatic | SUPPORTED | — | — | — |" in text
     assert read_status(tmp_path / "results" / "conformance-status.json").cells[0].state is CellState.SUPPORTED
     assert (tmp_path / "results" / "TABLE.md").read_text() in capsys.readouterr().out
 
 
+def test_records_of_environments_no_longer_in_the_matrix_are_left_out_of_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _record("nnsight-0.8.1", {"actadd-all/tiny-gpt2": CellState.SUPPORTED}).write(tmp_path)
+    _record("oldlib-0.1", {"actadd-all/tiny-gpt2": CellState.ERROR}).write(tmp_path)
+    assert main(["conformance-report", "--results", str(tmp_path), "--no-mlflow"]) == 0
+    captured = capsys.readouterr()
+    assert "left out of the table: oldlib-0.1" in captured.err
+    assert [e.environment for e in read_status(tmp_path / "conformance-status.json").environments] == ["nnsight-0.8.1"]
+
+
+def test_a_readme_without_markers_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _record("nnsight-0.8.1", {"actadd-all/tiny-gpt2": CellState.SUPPORTED}).write(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    assert main(["conformance-report", "--results", str(tmp_path), "--readme", str(readme), "--no-mlflow"]) == 2
+    assert "has no conformance markers" in capsys.readouterr().err
+    assert not (tmp_path / "conformance-status.json").exists() and not (tmp_path / "TABLE.md").exists()
+
+
 def test_a_cell_record_round_trips_through_json_unchanged() -> None:
     cell = _record("lib-1.0", {"actadd-all/tiny-gpt2": CellState.SILENTLY_WRONG}).cells[0]
-    cell = replace(cell, library_ids=(1, 2), reference_ids=(1, 3), findings={"coverage": "FAIL"})
+    cell = replace(cell, library_ids=(1, 2), reference_ids=(1, 3), findings={"coverage": Verdict.FAIL})
     from dataclasses import asdict
 
     assert CellRecord.from_dict(json.loads(json.dumps(asdict(cell)))) == cell

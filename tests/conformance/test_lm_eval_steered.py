@@ -37,7 +37,7 @@ def test_the_add_action_meant_for_caa_also_steers_the_earlier_prompt_positions(c
     assert "touched positions 0-2 at step 0" in cell.reason
 
 
-def test_a_prefill_only_edit_is_not_expressible_in_the_steering_file(cells: Cells) -> None:
+def test_the_adapter_declares_a_prefill_only_edit_not_expressible_in_the_steering_file(cells: Cells) -> None:
     assert cells["original-zero", "idiomatic"].state is CellState.NOT_EXPRESSIBLE
 
 

@@ -21,6 +21,12 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Cel
     return run_cells(f"nnsight-{__version__}", "tiny-gpt2", Path(tmp_path_factory.mktemp("conformance")))
 
 
+def test_the_adapter_says_something_about_every_intent() -> None:
+    from equiv_core.conformance.adapter import load_adapter
+
+    assert load_adapter("nnsight").missing() == ()
+
+
 @pytest.mark.parametrize("intent", ["actadd-all", "caa-generated", "original-zero", "ablate-all"])
 def test_iter_loop_is_supported_bit_for_bit(cells: dict[tuple[str, str], CellRecord], intent: str) -> None:
     cell = cells[intent, "idiomatic"]

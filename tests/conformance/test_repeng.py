@@ -38,7 +38,7 @@ def test_set_control_meant_for_caa_also_steers_the_earlier_prompt_positions(cell
 
 
 @pytest.mark.parametrize("intent", ["original-zero", "ablate-all"])
-def test_an_edit_other_than_adding_everywhere_is_not_expressible_with_set_control_alone(
+def test_the_adapter_declares_zeroing_and_ablation_not_expressible_with_set_control_alone(
     cells: Cells, intent: str
 ) -> None:
     cell = cells[intent, "idiomatic"]

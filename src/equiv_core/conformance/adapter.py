@@ -14,32 +14,14 @@ The function is observed and judged like any user code; an adapter never judges 
 
 from __future__ import annotations
 
-import enum
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from equiv_core.conformance.intents import Intent
+from equiv_core.config.check import Form
+from equiv_core.conformance.intents import Intent, Variant
 from equiv_core.conformance.vectors import SteeringTask
-
-
-class Variant(enum.StrEnum):
-    """How a way is written: as the library's docs and examples write it; the idiomatic code with only a
-    library behaviour that hides it from observation turned off (``hooks kept``: pyvene deletes every hook on the
-    model, the observer's included), so that what it touches can be seen; or with a workaround for what the
-    idiomatic version gets wrong. Each is a cell, side by side."""
-
-    IDIOMATIC = "idiomatic"
-    HOOKS_KEPT = "hooks kept"
-    WORKAROUND = "workaround"
-
-
-class Form(enum.StrEnum):
-    """``equiv check``'s two forms of a steering function (see the module docstring)."""
-
-    HOOKS = "hooks"
-    GENERATE = "generate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +49,14 @@ class Way:
             raise ValueError(f"{self.intent}: a way has either steer or a not_expressible reason, not both/neither")
 
 
+__all__ = ["Adapter", "Form", "Variant", "Way", "load_adapter"]  # Form and Variant: what adapters declare ways with
+
+
 @dataclass(frozen=True, slots=True)
 class Adapter:
-    """A library's adapter: its name (as the table shows it), the distribution whose version is recorded, and its
-    ways (one per intent and variant; an intent with no way at all is a defect of the adapter, caught by
-    :meth:`missing`)."""
+    """A library's adapter: the distribution whose version is recorded, and its ways (one per intent and variant;
+    an intent with no way at all is a defect of the adapter, caught by :meth:`missing`)."""
 
-    library: str
     distribution: str
     ways: tuple[Way, ...]
 

@@ -15,22 +15,24 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
 from equiv_core.config.decoding import GREEDY
-from equiv_core.conformance.adapter import Adapter, Form, Way, load_adapter
+from equiv_core.conformance.adapter import Adapter, Form, Way
 from equiv_core.conformance.intents import Intent, intent_options
-from equiv_core.conformance.judge import judge
+from equiv_core.conformance.judge import Judgement, judge
 from equiv_core.conformance.matrix import LibraryEnvironment
 from equiv_core.conformance.record import CellRecord, CellState, EnvironmentRecord, EnvironmentStatus
-from equiv_core.conformance.vectors import steering_task, write_vectors
+from equiv_core.conformance.vectors import SteeringTask, steering_task, write_vectors
 from equiv_core.findings.runner import run_findings
+from equiv_core.models.architecture import find_decoder_layers
 from equiv_core.models.load import load_model
 from equiv_core.models.provenance import package_version
 from equiv_core.observe.observer import ObserverRemoved
-from equiv_core.support.errors import UserCodeError, UserCodeRaised
+from equiv_core.support.errors import UserCodeError, UserCodeRaised, error_line
 from equiv_core.tracking.schema import VERSION_SUFFIX, RunKind, Tag
 from equiv_core.tracking.store import TrackedRun, Tracker
 from equiv_core.usercode.checked import checked_config
@@ -38,19 +40,16 @@ from equiv_core.usercode.checked import checked_config
 RECORDED_PACKAGES = ("torch", "transformers", "nnsight", "numpy")
 
 
-def _steering_function(way: Way, intent_file: Path | None, prompt_length: int, new_tokens: int, workdir: Path) -> Any:
-    """The function ``equiv check`` observes: it makes the task from the model it is handed (the vectors in that
-    model's dtype and device), then runs the library's way, in the way's form."""
+def _steering_function(way: Way, task: SteeringTask) -> Any:
+    """The function ``equiv check`` observes: the library's way for ``task``, in the way's form (the task is made
+    before the check, so nothing of the harness runs inside the observed generation)."""
     assert way.steer is not None
-    build = way.steer
-
-    def task_for(model: Any) -> Any:
-        return build(steering_task(way.intent, intent_file, model, prompt_length, new_tokens, workdir))
+    steer = way.steer(task)
 
     if way.form is Form.HOOKS:
 
         def hooks(model: Any, tokenizer: Any) -> Any:
-            return task_for(model)(model, tokenizer)
+            return steer(model, tokenizer)
 
         hooks.__qualname__ = f"{way.intent}"
         return hooks
@@ -58,118 +57,132 @@ def _steering_function(way: Way, intent_file: Path | None, prompt_length: int, n
     def generate(
         model: Any, tokenizer: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int, generation_kwargs: Any
     ) -> Any:
-        return task_for(model)(model, tokenizer, input_ids, attention_mask, max_new_tokens, generation_kwargs)
+        return steer(model, tokenizer, input_ids, attention_mask, max_new_tokens, generation_kwargs)
 
     generate.__qualname__ = f"{way.intent}"
     return generate
 
 
-def run_way(
-    environment: LibraryEnvironment,
-    version: str,
-    way: Way,
-    model: str,
-    vector_file: Path | None,
-    prompt_length: int,
-    decode: Callable[[int], str],
-    workdir: Path,
-    new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-) -> CellRecord:
-    """One cell: ``way`` checked on ``model``, judged. A library that raises is ERROR (its error line)."""
-    base = {
-        "library": environment.library,
-        "version": version,
-        "intent": str(way.intent),
-        "variant": str(way.variant),
-        "model": model,
-        "follows": way.follows,
-        "form": str(way.form),
-        "note": way.note,
-        "attn_implementation": way.attn_implementation,
-    }
+@dataclass(frozen=True, slots=True)
+class CellPlace:
+    """Which cell: the environment's library at the version installed, the way, the model."""
+
+    environment: LibraryEnvironment
+    version: str
+    way: Way
+    model: str
+
+    def record(
+        self, state: CellState, reason: str, seconds: float = 0.0, judged: Judgement | None = None, weights: str = ""
+    ) -> CellRecord:
+        """The cell's record: its state and reason, and what the judgement kept (none for a cell not judged)."""
+        way = self.way
+        evidence = (
+            {}
+            if judged is None
+            else {
+                "touched_as_intended": judged.touched_as_intended,
+                "ids_equal": judged.ids_equal,
+                "logits_bit_identical": judged.logits_bit_identical,
+                "logits_max_abs_diff": judged.logits_max_abs_diff,
+                "noise_floor": judged.noise_floor,
+                "first_difference": judged.first_difference,
+                "library_ids": judged.library_ids,
+                "reference_ids": judged.reference_ids,
+                "grid": judged.grid,
+                "findings": judged.findings,
+                "left_behind": judged.left_behind,
+                "left_behind_total": judged.left_behind_total,
+            }
+        )
+        return CellRecord(
+            library=self.environment.library,
+            version=self.version,
+            intent=way.intent,
+            variant=way.variant,
+            model=self.model,
+            state=state,
+            reason=reason,
+            follows=way.follows,
+            form=way.form,
+            note=way.note,
+            attn_implementation=way.attn_implementation,
+            weights_sha256=weights,
+            seconds=seconds,
+            **evidence,  # type: ignore[arg-type]
+        )
+
+
+def run_way(place: CellPlace, task: SteeringTask, decode: Callable[[int], str]) -> CellRecord:
+    """One cell: ``place.way`` checked on ``place.model`` for ``task``, judged. The library raising is ERROR (the
+    step, its error line and where); what cannot be observed, or a harness failure, is NO_REFERENCE."""
+    way = place.way
     if way.steer is None:
         assert way.not_expressible is not None
-        return CellRecord(**base, state=CellState.NOT_EXPRESSIBLE, reason=way.not_expressible)  # type: ignore[arg-type]
+        return place.record(CellState.NOT_EXPRESSIBLE, way.not_expressible)
     started = time.perf_counter()
-    steer = _steering_function(way, vector_file, prompt_length, new_tokens, workdir)
-    config, steering = checked_config(
-        steer,
-        intent_options(way.intent, vector_file),
-        model=model,
-        prompts=(DEFAULT_PROMPT,),
-        max_new_tokens=new_tokens,
-        form=str(way.form),
-        device="cpu",
-        dtype="float32",
-        seed=0,
-        padding=None,
-        decoding=GREEDY,
-        attn_implementation=way.attn_implementation,
-    )
     try:
+        config, steering = checked_config(
+            _steering_function(way, task),
+            intent_options(way.intent, task.vector_file),
+            model=place.model,
+            prompts=(DEFAULT_PROMPT,),
+            max_new_tokens=task.new_tokens,
+            form=way.form,
+            device="cpu",
+            dtype="float32",
+            seed=0,
+            padding=None,
+            decoding=GREEDY,
+            attn_implementation=way.attn_implementation,
+        )
         report = run_findings(config, steering=steering)
-    except UserCodeError as error:  # what the library did cannot be observed, or it handed back no ids
+    except UserCodeRaised as error:  # the library, or the user code written its way, raised while generating
+        return place.record(CellState.ERROR, _error_reason(error), time.perf_counter() - started)
+    except UserCodeError as error:  # what it did cannot be observed, or it handed back no ids
         seconds = time.perf_counter() - started
         if isinstance(error.__cause__, ObserverRemoved):  # silently: it drops every other hook on the model too
-            return CellRecord(**base, state=CellState.SILENTLY_WRONG, reason=str(error.__cause__), seconds=seconds)  # type: ignore[arg-type]
-        reason = "could not be judged: " + str(error).split(": ", 1)[-1]
-        return CellRecord(**base, state=CellState.ERROR, reason=reason, seconds=seconds)  # type: ignore[arg-type]
-    except UserCodeRaised as error:  # the library raised while generating
-        seconds = time.perf_counter() - started
-        return CellRecord(**base, state=CellState.ERROR, reason=_error_reason(error), seconds=seconds)  # type: ignore[arg-type]
+            return place.record(CellState.SILENTLY_WRONG, str(error.__cause__), seconds)
+        return place.record(CellState.NO_REFERENCE, f"could not be judged: {error}", seconds)
+    except Exception as error:  # noqa: BLE001 - the harness failed on this cell: recorded, the others go on
+        return place.record(
+            CellState.NO_REFERENCE, f"the harness failed: {error_line(error)}", time.perf_counter() - started
+        )
     judged = judge(report, decode)
-    return CellRecord(
-        **base,  # type: ignore[arg-type]
-        state=judged.state,
-        reason=judged.reason,
-        touched_as_intended=judged.touched_as_intended,
-        ids_equal=judged.ids_equal,
-        logits_bit_identical=judged.logits_bit_identical,
-        logits_max_abs_diff=judged.logits_max_abs_diff,
-        noise_floor=judged.noise_floor,
-        first_difference=judged.first_difference,
-        library_ids=judged.library_ids,
-        reference_ids=judged.reference_ids,
-        grid=judged.grid,
-        findings=judged.findings,
-        weights_sha256=report.weights_sha256,
-        left_behind=judged.left_behind,
-        seconds=time.perf_counter() - started,
-    )
+    return place.record(judged.state, judged.reason, time.perf_counter() - started, judged, report.weights_sha256)
 
 
 def _error_reason(error: UserCodeRaised) -> str:
-    """The library's error in one line: when it was raised, the error, and the innermost frame it came from
-    (``package/module.py:line in function``)."""
-    message = str(error)
-    if " raised " in message:  # "<function> raised at step 0 (prefill): ValueError: ..."
-        message = "raised " + message.split(" raised ", 1)[1]
+    """What raised, in one line: when, the error, and the innermost frame: the library's
+    (``package/module.py:line in function``), or the adapter's, i.e. user code written the library's way."""
+    message = f"raised {error.when}: {error.error}"
     cause = error.__cause__
     if cause is None or cause.__traceback__ is None:
         return message
     frame = traceback.extract_tb(cause.__traceback__)[-1]
-    where = Path(frame.filename)
-    short = (
-        "/".join(where.parts[where.parts.index("site-packages") + 1 :])
-        if "site-packages" in where.parts
-        else where.name
-    )
+    parts = Path(frame.filename).parts
+    if "libraries" in parts and "conformance" in parts:
+        return f"{message} (in the code written the library's way: {Path(frame.filename).name}:{frame.lineno})"
+    short = "/".join(parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else parts[-1]
     return f"{message} (at {short}:{frame.lineno} in {frame.name})"
 
 
 def run_environment(
     environment: LibraryEnvironment,
+    adapter: Adapter,
     models: tuple[str, ...],
     out_dir: Path,
     tracker: Tracker,
     progress: Callable[[str], None],
     intents: tuple[Intent, ...] = tuple(Intent),
 ) -> EnvironmentRecord:
-    """Every way of ``environment``'s adapter for ``intents`` on every model; writes ``<environment>.json`` to
-    ``out_dir`` and logs one MLflow run. Raises ModuleNotFoundError when the library is not installed."""
+    """Every way of ``adapter`` (``environment``'s, loaded with :func:`load_adapter`) for ``intents`` on every
+    model; writes ``<environment>.json`` to ``out_dir`` and logs one MLflow run. Raises VersionMismatch where the
+    library installed is not the environment's version."""
     started = time.perf_counter()
-    adapter = load_adapter(environment.module)
     version = package_version(adapter.distribution) or "not installed"
+    if version != environment.version:
+        raise VersionMismatch(f"{adapter.distribution} {version} is installed; the environment is {environment.id}")
     versions = {name: v for name in (adapter.distribution, *RECORDED_PACKAGES) if (v := package_version(name))}
     versions["python"] = platform.python_version()
     tags: dict[str, Any] = {
@@ -217,6 +230,7 @@ def _model_cells(
     files = write_vectors(loaded.model, loaded.tokenizer, scratch / model)
     tokenizer = loaded.tokenizer
     prompt_length = len(tokenizer(DEFAULT_PROMPT, add_special_tokens=False).input_ids)
+    num_layers = len(find_decoder_layers(loaded.model)[1])
     del loaded
 
     def decode(token: int) -> str:
@@ -228,7 +242,10 @@ def _model_cells(
             continue
         workdir = scratch / model / f"{way.intent}-{way.variant}"
         workdir.mkdir(parents=True, exist_ok=True)
-        cell = run_way(environment, version, way, model, files.get(way.intent), prompt_length, decode, workdir)
+        task = steering_task(
+            way.intent, files.get(way.intent), num_layers, prompt_length, DEFAULT_MAX_NEW_TOKENS, workdir
+        )
+        cell = run_way(CellPlace(environment, version, way, model), task, decode)
         progress(f"{environment.id} {model} {way.intent} ({way.variant}): {cell.state} {cell.reason[:160]}")
         cells.append(cell)
     return cells
@@ -241,6 +258,10 @@ def _log_environment(run: TrackedRun, record: EnvironmentRecord, path: Path) -> 
     metrics = {f"cells.{state}": float(sum(cell.state is state for cell in record.cells)) for state in CellState}
     run.log(tags=tags, metrics=metrics)
     run.log_file(path)
+
+
+class VersionMismatch(RuntimeError):
+    """The library installed is not the version its environment names (a stale or hand-changed environment)."""
 
 
 def unsupported(environment: LibraryEnvironment, reason: str, out_dir: Path) -> EnvironmentRecord:

@@ -11,6 +11,17 @@ import enum
 from pathlib import Path
 
 
+class Variant(enum.StrEnum):
+    """How a way is written: as the library's docs and examples write it; the idiomatic code with only a
+    library behaviour that hides it from observation turned off (``hooks kept``: pyvene deletes every hook on the
+    model, the observer's included), so that what it touches can be seen; or with a workaround for what the
+    idiomatic version gets wrong. Each is a cell, side by side."""
+
+    IDIOMATIC = "idiomatic"
+    HOOKS_KEPT = "hooks kept"
+    WORKAROUND = "workaround"
+
+
 class Intent(enum.StrEnum):
     """What the steering is meant to do (the recipe of the same name, ``equiv recipes``).
 
@@ -29,14 +40,6 @@ class Intent(enum.StrEnum):
     CAA_GENERATED = "caa-generated"
     ORIGINAL_ZERO = "original-zero"
     ABLATE_ALL = "ablate-all"
-
-    @property
-    def op(self) -> str:
-        return {Intent.ORIGINAL_ZERO: "zero", Intent.ABLATE_ALL: "ablate"}.get(self, "add")
-
-    @property
-    def every_layer(self) -> bool:
-        return self is Intent.ABLATE_ALL
 
 
 # The recipes' own numbers (equiv_core.spec.recipes): ActAdd's contrast pair and coefficient, layer 1 (block 0

@@ -8,7 +8,9 @@ The findings are ``equiv check``'s (README, "Check your own steering"); this mod
   SILENTLY_WRONG; hooks or modules left on the model that change no later output are recorded
   (``left_behind``), and do not decide the state;
 - the same ids with logits beyond the noise floor: SUPPORTED_DEGRADED (with the measured difference);
-- otherwise (every finding that ran holds): SUPPORTED.
+- SUPPORTED only on positive evidence: all four findings made, with their evidence, and the others hold;
+- a finding the harness could not make (it raised, or was not applicable), or an intent that changes nothing even
+  in the reference: NO_REFERENCE, never the library's fault.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from equiv_core.findings.spec.spec_finding import SpecEvidence
 from equiv_core.findings.user.coverage import UserCoverageEvidence
 from equiv_core.findings.user.hooks_removed import HooksRemovedEvidence
 from equiv_core.findings.user.matches_reference import MatchesReferenceEvidence
+from equiv_core.findings.user.steered_differs import UserDiffersEvidence
 from equiv_core.findings.verdict import Verdict
 
 
@@ -42,27 +45,16 @@ class Judgement:
     library_ids: tuple[int, ...]
     reference_ids: tuple[int, ...]
     grid: tuple[str, ...]
-    findings: dict[str, str]
+    findings: dict[str, Verdict]
     left_behind: tuple[str, ...]
+    left_behind_total: int
 
 
-LEFT_BEHIND_KEPT = 10  # items of what a library left on the model kept in a cell; the rest counted
-
-
-def _kept(items: tuple[str, ...]) -> tuple[str, ...]:
-    """The first :data:`LEFT_BEHIND_KEPT` items, and how many more there were (nnsight 0.6.3 leaves a hook pair on
-    every module: hundreds on a real model)."""
-    if len(items) <= LEFT_BEHIND_KEPT:
-        return items
-    return (*items[:LEFT_BEHIND_KEPT], f"and {len(items) - LEFT_BEHIND_KEPT} more")
+LEFT_BEHIND_KEPT = 10  # items of what a library left on the model kept in a cell (nnsight 0.6.3 leaves hundreds)
 
 
 def _finding(report: RunReport, finding_id: str) -> FindingResult | None:
     return next((finding for finding in report.findings if finding.id == finding_id), None)
-
-
-def _failed(finding: FindingResult | None) -> bool:
-    return finding is not None and finding.verdict is Verdict.FAIL
 
 
 def first_difference(
@@ -75,52 +67,95 @@ def first_difference(
     return None
 
 
+def _problem(finding: FindingResult | None, finding_id: str, evidence: type) -> str | None:
+    """Why ``finding`` cannot be read as evidence about the library (None: it can): not run, NOT APPLICABLE / NOT
+    EXPRESSIBLE, or a FAIL without its evidence (the harness raised while making it: ``NoEvidence``)."""
+    if finding is None:
+        return f"{finding_id}: not run"
+    if finding.verdict not in (Verdict.PASS, Verdict.FAIL):
+        return f"{finding_id}: {finding.verdict}: {finding.message}"
+    if not isinstance(finding.evidence, evidence):
+        return f"{finding_id}: the harness failed: {finding.message}"
+    return None
+
+
 def judge(report: RunReport, decode: Callable[[int], str]) -> Judgement:
     """The state of a cell from its check's ``report`` (one prompt: row 0). ``decode``: token id -> text, for the
-    first differing token."""
+    first differing token. SUPPORTED only on positive evidence: the four findings ran, each with its evidence, and
+    ``coverage``, ``steered_differs`` and ``matches_reference`` hold; a finding the harness could not make, or an
+    intent that changes nothing even in the reference, is NO_REFERENCE, never the library's fault."""
     coverage, matches = _finding(report, "coverage"), _finding(report, "matches_reference")
     differs, removed = _finding(report, "steered_differs"), _finding(report, "hooks_removed")
-    grid: tuple[str, ...] = ()
-    if coverage is not None and isinstance(coverage.evidence, UserCoverageEvidence):
-        grid = tuple(coverage.evidence.grid(ArmName.USER, 0))
-    mine: tuple[int, ...] = ()
-    reference: tuple[int, ...] = ()
-    match = None
-    if matches is not None and isinstance(matches.evidence, MatchesReferenceEvidence):
-        evidence: SpecEvidence = matches.evidence
-        mine = evidence.arms[ArmName.USER].rows[0].generation.generated_ids
-        reference = evidence.arms[ArmName.HOOK].rows[0].generation.generated_ids
-        match = matches.evidence.matches[0]
-    left_behind: tuple[str, ...] = ()
-    changes_later = False
-    if removed is not None and isinstance(removed.evidence, HooksRemovedEvidence):
-        left_behind = _kept(removed.evidence.left_behind)
-        changes_later = not all(removed.evidence.identical)
-    wrong = [f"{f.id}: {f.message}" for f in (coverage, differs) if f is not None and f.verdict is Verdict.FAIL]
-    if changes_later and removed is not None:
-        wrong.append(f"{removed.id}: {removed.message}")
-    ids_equal = None if match is None else match.ids_equal
-    if ids_equal is False and matches is not None:
+    unjudged = [
+        problem
+        for finding, finding_id, evidence in (
+            (coverage, "coverage", UserCoverageEvidence),
+            (matches, "matches_reference", MatchesReferenceEvidence),
+            (differs, "steered_differs", UserDiffersEvidence),
+            (removed, "hooks_removed", HooksRemovedEvidence),
+        )
+        if (problem := _problem(finding, finding_id, evidence)) is not None
+    ]
+    findings = {finding.id: finding.verdict for finding in report.findings}
+    if unjudged:
+        return _unjudged("the harness could not judge it: " + "; ".join(unjudged), findings)
+    assert coverage is not None and matches is not None and differs is not None and removed is not None
+    assert isinstance(coverage.evidence, UserCoverageEvidence) and isinstance(removed.evidence, HooksRemovedEvidence)
+    assert isinstance(matches.evidence, MatchesReferenceEvidence) and isinstance(differs.evidence, UserDiffersEvidence)
+    if not all(differs.evidence.reference_changed):
+        return _unjudged(
+            "the intent does not change the output even in the raw-hook reference: nothing to tell "
+            "steering from no steering with (a larger scale, another layer or more tokens)",
+            findings,
+        )
+    evidence: SpecEvidence = matches.evidence
+    mine = evidence.arms[ArmName.USER].rows[0].generation.generated_ids
+    reference = evidence.arms[ArmName.HOOK].rows[0].generation.generated_ids
+    match = matches.evidence.matches[0]
+    wrong = [f"{f.id}: {f.message}" for f in (coverage, differs) if f.verdict is Verdict.FAIL]
+    if not match.ids_equal:
         wrong.append(f"{matches.id}: {matches.message}")
+    if removed.verdict is Verdict.FAIL and not all(removed.evidence.identical):  # a later plain generation changed
+        wrong.append(f"{removed.id}: {removed.message}")
     if wrong:
         state, reason = CellState.SILENTLY_WRONG, "; ".join(wrong)
-    elif _failed(matches):
-        assert matches is not None
+    elif matches.verdict is Verdict.FAIL:  # the same ids and cells, logits beyond the noise floor
         state, reason = CellState.SUPPORTED_DEGRADED, matches.message
     else:
-        state, reason = CellState.SUPPORTED, matches.message if matches is not None else "every finding holds"
+        state, reason = CellState.SUPPORTED, matches.message
+    left_behind = removed.evidence.left_behind
     return Judgement(
         state=state,
         reason=reason,
-        touched_as_intended=None if coverage is None else coverage.verdict is Verdict.PASS,
-        ids_equal=ids_equal,
-        logits_bit_identical=None if match is None else match.bit_identical,
-        logits_max_abs_diff=None if match is None else match.max_abs_diff,
-        noise_floor=None if match is None else match.allowance,
+        touched_as_intended=coverage.verdict is Verdict.PASS,
+        ids_equal=match.ids_equal,
+        logits_bit_identical=match.bit_identical,
+        logits_max_abs_diff=match.max_abs_diff,
+        noise_floor=match.allowance,
         first_difference=first_difference(tuple(mine), tuple(reference), decode),
         library_ids=tuple(mine),
         reference_ids=tuple(reference),
-        grid=grid,
-        findings={finding.id: str(finding.verdict) for finding in report.findings},
-        left_behind=left_behind,
+        grid=tuple(coverage.evidence.grid(ArmName.USER, 0)),
+        findings=findings,
+        left_behind=left_behind[:LEFT_BEHIND_KEPT],
+        left_behind_total=len(left_behind),
+    )
+
+
+def _unjudged(reason: str, findings: dict[str, Verdict]) -> Judgement:
+    return Judgement(
+        state=CellState.NO_REFERENCE,
+        reason=reason,
+        touched_as_intended=None,
+        ids_equal=None,
+        logits_bit_identical=None,
+        logits_max_abs_diff=None,
+        noise_floor=None,
+        first_difference=None,
+        library_ids=(),
+        reference_ids=(),
+        grid=(),
+        findings=findings,
+        left_behind=(),
+        left_behind_total=0,
     )

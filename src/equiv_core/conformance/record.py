@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from equiv_core.config.check import Form
+from equiv_core.conformance.intents import Intent, Variant
 from equiv_core.conformance.matrix import LibraryEnvironment
+from equiv_core.findings.verdict import Verdict
 from equiv_core.support.outputs import write_json
 
 RECORD_FORMAT = 1
@@ -34,9 +37,11 @@ class CellState(enum.StrEnum):
     - ``SILENTLY_WRONG``: ran without an error but touched other cells than intended, or its ids differ from the
       reference's, or it changed nothing, or it left steering or swapped modules behind, or it removed hooks it did
       not register (what it touched then cannot be observed).
-    - ``ERROR``: the library raised, or what it did could not be judged (it ran no observable generation, or
-      handed back no token ids): ``reason`` says which.
+    - ``ERROR``: the library (or the user code written its way) raised: the step and the error line.
     - ``NOT_EXPRESSIBLE``: the library cannot say the intent (``reason``: the library's own, from its docs or code).
+    - ``NO_REFERENCE`` (nnbench's name for a cell it cannot judge): the harness could not judge it: what the library
+      did cannot be observed (TransformerLens bypasses GPT-2's final norm), the intent changes nothing even in the
+      reference, or the harness itself failed (``reason`` says which); never blamed on the library.
     """
 
     SUPPORTED = "SUPPORTED"
@@ -44,6 +49,7 @@ class CellState(enum.StrEnum):
     SILENTLY_WRONG = "SILENTLY_WRONG"
     ERROR = "ERROR"
     NOT_EXPRESSIBLE = "NOT_EXPRESSIBLE"
+    NO_REFERENCE = "NO_REFERENCE"
 
 
 class EnvironmentStatus(enum.StrEnum):
@@ -77,13 +83,13 @@ class CellRecord:
 
     library: str
     version: str
-    intent: str
-    variant: str
+    intent: Intent
+    variant: Variant
     model: str
     state: CellState
     reason: str
     follows: str
-    form: str
+    form: Form
     note: str = ""
     attn_implementation: str | None = None
     touched_as_intended: bool | None = None
@@ -95,9 +101,10 @@ class CellRecord:
     library_ids: tuple[int, ...] = ()
     reference_ids: tuple[int, ...] = ()
     grid: tuple[str, ...] = ()
-    findings: dict[str, str] = field(default_factory=dict)  # finding id -> verdict
-    weights_sha256: str = ""  # the weights the check loaded: the same in every environment
-    left_behind: tuple[str, ...] = ()  # hooks or modules left on the model, changing no later output
+    findings: dict[str, Verdict] = field(default_factory=dict)  # finding id -> verdict
+    weights_sha256: str = ""  # the weights as the check loaded them, before the library ran: the same everywhere
+    left_behind: tuple[str, ...] = ()  # hooks or modules left on the model, changing no later output (the first 10)
+    left_behind_total: int = 0  # how many there were
     seconds: float = 0.0
 
     @property
@@ -111,6 +118,10 @@ class CellRecord:
             **{
                 **data,
                 "state": CellState(data["state"]),
+                "intent": Intent(data["intent"]),
+                "variant": Variant(data["variant"]),
+                "form": Form(data["form"]),
+                "findings": {name: Verdict(verdict) for name, verdict in data.get("findings", {}).items()},
                 "first_difference": FirstDifference(**first) if first else None,
                 "library_ids": tuple(data.get("library_ids", ())),
                 "reference_ids": tuple(data.get("reference_ids", ())),

@@ -18,12 +18,13 @@ Schema (format 1)::
         {"library", "version", "intent", "variant", "model", "state", "reason", "follows", "form", "note",
          "attn_implementation", "touched_as_intended", "ids_equal", "logits_bit_identical",
          "logits_max_abs_diff", "noise_floor", "first_difference": null | {"step", "library_id", "reference_id",
-         "library_text", "reference_text"}, "library_ids", "reference_ids", "grid", "findings", "weights_sha256",
-         "seconds"}
+         "library_text", "reference_text"}, "library_ids", "reference_ids", "grid", "findings": {finding: verdict},
+         "weights_sha256" (the weights as loaded, before the library ran), "left_behind" (the first 10 hooks or
+         modules left on the model, changing no later output), "left_behind_total", "seconds"}
       ]
     }
 
-``state`` is one of SUPPORTED, SUPPORTED_DEGRADED, SILENTLY_WRONG, ERROR, NOT_EXPRESSIBLE
+``state`` is one of SUPPORTED, SUPPORTED_DEGRADED, SILENTLY_WRONG, ERROR, NOT_EXPRESSIBLE, NO_REFERENCE
 (:class:`~equiv_core.conformance.record.CellState`). Standard library only.
 """
 

@@ -13,18 +13,19 @@ _SHORT = {
     CellState.SILENTLY_WRONG: "**SILENTLY_WRONG**",
     CellState.ERROR: "**ERROR**",
     CellState.NOT_EXPRESSIBLE: "NOT_EXPRESSIBLE",
+    CellState.NO_REFERENCE: "NO_REFERENCE",
 }
 
 
 def _states(cells: list[CellRecord], models: tuple[str, ...]) -> str:
     """One table cell: the state, or each model's where they differ ("—": no such way)."""
-    by_model = {cell.model: cell.state for cell in cells}
+    by_model = {cell.model: _SHORT[cell.state] + ("+" if cell.left_behind_total else "") for cell in cells}
     if not by_model:
         return "—"
     states = set(by_model.values())
     if len(states) == 1 and len(by_model) == len(models):
-        return _SHORT[states.pop()]
-    return "<br>".join(f"{model}: {_SHORT[by_model[model]]}" for model in models if model in by_model)
+        return states.pop()
+    return "<br>".join(f"{model}: {by_model[model]}" for model in models if model in by_model)
 
 
 def table_rows(status: ConformanceStatus) -> list[str]:
@@ -72,11 +73,11 @@ def cell_details(cell: CellRecord, models: tuple[str, ...]) -> list[str]:
             f"reference {first.reference_text!r} ({first.reference_id})"
         )
     if cell.left_behind:
-        items = list(cell.left_behind[:LEFT_BEHIND_SHOWN])
-        if len(cell.left_behind) > LEFT_BEHIND_SHOWN:  # the record ends a long list with "and N more"
-            last = cell.left_behind[-1]
-            items += ["...", last] if last.startswith("and ") else ["..."]
-        lines.append(f"  Left on the model (later outputs unchanged): {'; '.join(items)}")
+        shown = "; ".join(cell.left_behind[:LEFT_BEHIND_SHOWN])
+        more = cell.left_behind_total - min(len(cell.left_behind), LEFT_BEHIND_SHOWN)
+        lines.append(
+            f"  Left on the model (later outputs unchanged): {shown}" + (f"; and {more} more" if more > 0 else "")
+        )
     if cell.grid and cell.state in (CellState.SILENTLY_WRONG, CellState.SUPPORTED_DEGRADED):
         lines += ["", "  ```text", *(f"  {line}" for line in cell.grid), "  ```"]
     lines.append(f"  Written after: {cell.follows}")
@@ -123,8 +124,10 @@ def render_table(status: ConformanceStatus) -> str:
         "",
         "States: SUPPORTED (touched as intended, ids equal the raw-hook reference, logits bit-identical or within the "
         "unsteered model's noise floor), SUPPORTED_DEGRADED (as intended, logits beyond the floor), SILENTLY_WRONG "
-        "(no error, but touched other cells, other ids, or changed nothing), ERROR (raised), NOT_EXPRESSIBLE (the "
-        "library cannot say it).",
+        "(no error, but touched other cells, other ids, changed nothing, left steering behind, or removed hooks it did "
+        "not register), ERROR (raised: the step and where), NOT_EXPRESSIBLE (the library cannot say it: its reason), "
+        "NO_REFERENCE (the harness could not judge it: the reason). A state followed by + leaves hooks or modules on "
+        "the model that change no later output (listed below).",
         "",
         "## Environments (each library's own pins)",
         "",

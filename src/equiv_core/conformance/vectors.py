@@ -25,10 +25,11 @@ class SteeringTask:
     """What an adapter is handed for one cell: the intent and its numbers, as every library gets them.
 
     ``layers``: the absolute decoder-block indices the intent steers, ascending. ``vectors``: [len(layers),
-    hidden], the model's dtype and device: the unscaled steering vector (add; the coefficient is ``scale``) or the
-    unit direction ``v / v.norm()`` (ablate, as the reference computes it), row ``i`` for ``layers[i]``; None for
-    ``original-zero``. ``vector_file``: the vectors as saved by :mod:`equiv_core.conformance.vectors` (one
-    ``[len(layers), hidden]`` float32 tensor, ``torch.save``; unnormalised for ablate).
+    hidden], float32 on the CPU (the cells' models are), row ``i`` for ``layers[i]``, as stored in the file: the
+    unscaled steering vector (add; the coefficient is ``scale``) or the ablated direction, *not* normalised (hand it
+    to an API that normalises it itself; :attr:`directions` is ``v / v.norm()``, as a user writes it and the
+    reference computes it); None for ``original-zero``. ``vector_file``: that file (one ``[len(layers), hidden]``
+    float32 tensor, ``torch.save``).
     ``prompt_length``: tokens of the prompt (one prompt, no padding). ``new_tokens``: tokens to generate.
     ``workdir``: a directory the adapter may write files to (a library that reads its steering from a file).
     """
@@ -41,6 +42,14 @@ class SteeringTask:
     prompt_length: int
     new_tokens: int
     workdir: Path
+
+    @property
+    def directions(self) -> torch.Tensor:
+        """Unit directions, ``v / v.norm()`` per row of :attr:`vectors` ([len(layers), hidden]); ValueError without
+        vectors."""
+        if self.vectors is None:
+            raise ValueError(f"intent {self.intent} has no vectors")
+        return torch.stack([row / row.norm() for row in self.vectors])
 
 
 def _last_token_outputs(model: nn.Module, tokenizer: Any, prompt: str, layers: tuple[int, ...]) -> torch.Tensor:
@@ -93,23 +102,12 @@ def write_vectors(model: nn.Module, tokenizer: Any, directory: Path) -> dict[Int
 
 
 def steering_task(
-    intent: Intent,
-    vector_file: Path | None,
-    model: nn.Module,
-    prompt_length: int,
-    new_tokens: int,
-    workdir: Path,
+    intent: Intent, vector_file: Path | None, num_layers: int, prompt_length: int, new_tokens: int, workdir: Path
 ) -> SteeringTask:
-    """The task an adapter gets for ``intent`` on ``model``: the file's vectors in the model's dtype and device
-    (made unit directions for ablate, ``v / v.norm()`` per row, as the reference's ablation computes them)."""
-    num_layers = len(find_decoder_layers(model)[1])
+    """The task an adapter gets for ``intent`` on a model of ``num_layers`` blocks: the file's vectors, float32."""
     layers = steered_layers(intent, num_layers)
     vectors = None
     if vector_file is not None:
-        parameter = next(model.parameters())
         stored = torch.load(vector_file, map_location="cpu", weights_only=True)
-        rows = stored.expand(len(layers), stored.shape[-1]).float().to(device=parameter.device, dtype=parameter.dtype)
-        if intent.op == "ablate":
-            rows = torch.stack([row / row.norm() for row in rows])
-        vectors = rows.contiguous()
+        vectors = stored.expand(len(layers), stored.shape[-1]).float().contiguous()
     return SteeringTask(intent, layers, vectors, SCALE, vector_file, prompt_length, new_tokens, workdir)

@@ -329,6 +329,7 @@ def run_findings(
         config.model, where, config.dtype, config.seed, say=say, attn_implementation=config.attn_implementation
     )
     context = prepared.context
+    weights = weights_sha256(context.loaded.model)  # as loaded: steering under check may change the model in place
     findings: list[FindingResult] = []
     seconds: dict[str, float] = {}
     prepare_s = time.perf_counter() - preparing
@@ -364,7 +365,7 @@ def run_findings(
         determinism=prepared.determinism,
         environment=environment_info(prepared.device),
         load_seconds=context.loaded.load_seconds,
-        weights_sha256=weights_sha256(context.loaded.model),
+        weights_sha256=weights,
         findings=tuple(findings),
         finding_seconds=seconds,
         spec=resolved,

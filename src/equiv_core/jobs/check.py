@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from equiv_core.config.catalog import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_PROMPT, ArmName
 from equiv_core.config.check import Form
 from equiv_core.config.decoding import GREEDY, Decoding
-from equiv_core.usercode.checked import Intent
+from equiv_core.usercode.checked import IntentLike
 
 if TYPE_CHECKING:
     from equiv_core.findings.finding import FindingResult
@@ -102,7 +102,7 @@ class CheckResult:
 
 def check_steering(
     steer: Callable[..., Any],
-    intent: Intent,
+    intent: IntentLike,
     model: str = DEFAULT_MODEL,
     prompts: tuple[str, ...] | list[str] = (DEFAULT_PROMPT,),
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,

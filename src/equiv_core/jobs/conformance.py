@@ -10,7 +10,7 @@ from equiv_core.conformance.intents import Intent
 from equiv_core.conformance.matrix import ENVIRONMENTS, LibraryEnvironment
 from equiv_core.conformance.record import STATUS_FILE, CellState, EnvironmentStatus, read_environments
 from equiv_core.jobs.common import open_tracker, settle
-from equiv_core.support.errors import ExitStatus, UserInputError, error_line
+from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserInputError, error_line
 from equiv_core.support.outputs import write_text
 from equiv_core.support.progress import say
 from equiv_core.tracking.schema import RunKind, Tag
@@ -30,15 +30,20 @@ def conformance_cell_job(
 ) -> int:
     """Run ``environment``'s cells here; a library that cannot be imported is recorded ``unsupported`` (exit 0:
     the table shows it), a state other than SUPPORTED is a result, not a failed command."""
-    from equiv_core.conformance.cell import run_environment, unsupported
+    from equiv_core.conformance.adapter import load_adapter
+    from equiv_core.conformance.cell import VersionMismatch, run_environment, unsupported
 
     tracker = open_tracker(tracking)
     try:
-        record = run_environment(environment, models, out, tracker, say, intents)
+        adapter = load_adapter(environment.module)
     except ImportError as error:  # the library (or what it imports) is not installed in this environment
         unsupported(environment, f"import failed: {error_line(error)}", out)
         say(f"{environment.id}: unsupported: import failed: {error_line(error)}")
         return settle(tracker, None, ExitStatus.OK)
+    try:
+        record = run_environment(environment, adapter, models, out, tracker, say, intents)
+    except VersionMismatch as error:
+        raise EnvironmentFault(f'{error}: rebuild it (`nox -s "conformance_cell({environment.id})"`)') from None
     counts = {state: sum(cell.state is state for cell in record.cells) for state in CellState}
     summary = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
     say(f"{environment.id} ({record.version}): {len(record.cells)} cells: {summary}; {record.seconds:.0f} s")
@@ -52,14 +57,19 @@ def conformance_report_job(results: Path, readme: Path | None, snapshot: Path | 
     from equiv_core.conformance.status import build_status, write_status
     from equiv_core.conformance.table import render_table, table_rows
 
+    if readme is not None:  # checked before anything is written: nothing half-done
+        _readme_parts(readme)
     try:
-        records = read_environments(results) if results.is_dir() else []
+        found = read_environments(results) if results.is_dir() else []
     except ValueError as error:
         raise UserInputError(f"{error}; re-run that environment, or remove the file") from None
+    order = {environment.id: index for index, environment in enumerate(ENVIRONMENTS)}
+    stale = sorted(record.environment for record in found if record.environment not in order)
+    if stale:
+        say(f"left out of the table: {', '.join(stale)} (no longer in the matrix, conformance/matrix.py)")
+    records = sorted((r for r in found if r.environment in order), key=lambda record: order[record.environment])
     if not records:
         raise UserInputError(f"no conformance records in {str(results)!r}; run `.venv/bin/nox -s conformance` first")
-    order = {environment.id: index for index, environment in enumerate(ENVIRONMENTS)}
-    records.sort(key=lambda record: (order.get(record.environment, len(order)), record.environment))  # matrix order
     status = build_status(records, tuple(Intent))
     write_status(status, results / STATUS_FILE)
     table = write_text(results / TABLE_FILE, render_table(status))
@@ -82,13 +92,18 @@ def conformance_report_job(results: Path, readme: Path | None, snapshot: Path | 
     return settle(tracker, run, ExitStatus.OK)
 
 
-def _update_readme(readme: Path, rows: list[str], generated_at: str) -> None:
-    """Replace what lies between the README's conformance markers with the table (UserInputError without them)."""
+def _readme_parts(readme: Path) -> tuple[str, str]:
+    """The README before its conformance start marker and after its end marker (UserInputError without them)."""
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise UserInputError(f"{readme} has no conformance markers ({README_START!r} ... {README_END!r})")
     before, rest = text.split(README_START, 1)
-    _, after = rest.split(README_END, 1)
+    return before, rest.split(README_END, 1)[1]
+
+
+def _update_readme(readme: Path, rows: list[str], generated_at: str) -> None:
+    """Replace what lies between the README's conformance markers with the table."""
+    before, after = _readme_parts(readme)
     block = "\n".join(
         [README_START, f"Snapshot of {generated_at} (every cell explained: `bench/CONFORMANCE.md`):", "", *rows, ""]
     )

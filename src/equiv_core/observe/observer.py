@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import is_fake
 
 from equiv_core.arms.steering import PassShape
 from equiv_core.models.architecture import find_decoder_layers, forward_with_hooks, hidden_states_of
@@ -373,7 +372,7 @@ class BlockObserver:
 
         def add(value: Any) -> None:
             # a fake tensor (a library's shape-only setup pass, e.g. nnsight's scan) holds no memory
-            if isinstance(value, torch.Tensor) and not is_fake(value):
+            if isinstance(value, torch.Tensor) and not _is_fake(value):
                 storage = value.untyped_storage()
                 storages[storage.data_ptr()] = storage.nbytes()
 
@@ -409,3 +408,13 @@ def _registered(handle: Any) -> bool:
     """Whether a hook's ``RemovableHandle`` is still in its module's hook dict (someone else may have cleared it)."""
     hooks = handle.hooks_dict_ref()
     return hooks is not None and handle.id in hooks
+
+
+def _is_fake(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a FakeTensor (shape and dtype only: torch's private ``fake_tensor`` module, torch 2.x;
+    False where this torch has none)."""
+    try:
+        from torch._subclasses.fake_tensor import FakeTensor
+    except ImportError:
+        return False
+    return isinstance(tensor, FakeTensor)

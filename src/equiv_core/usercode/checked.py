@@ -17,10 +17,10 @@ from equiv_core.spec.steering_spec import SteeringSpec
 from equiv_core.support.errors import UserInputError
 from equiv_core.usercode.forms import UserSteering, steering_of
 
-Intent = str | SteeringSpec | Mapping[str, str | float]
+IntentLike = str | SteeringSpec | Mapping[str, str | float]  # a recipe name, a spec, or spec options
 
 
-def intent_spec(intent: Intent) -> SteeringSpec:
+def intent_spec(intent: IntentLike) -> SteeringSpec:
     """``intent`` as a spec: a recipe name, a SteeringSpec, or spec options as on the command line (UserInputError
     for anything else)."""
     if isinstance(intent, SteeringSpec):
@@ -47,7 +47,7 @@ def steering_target(steer: Callable[..., Any], form: Form | str | None) -> UserT
 
 def checked_config(
     steer: Callable[..., Any],
-    intent: Intent,
+    intent: IntentLike,
     *,
     model: str,
     prompts: tuple[str, ...],

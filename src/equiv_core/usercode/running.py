@@ -75,7 +75,10 @@ def run_user_steering(
             "before the first forward pass" if step < 0 else f"at step {step} ({'prefill' if step == 0 else 'decode'})"
         )
         raise UserCodeRaised(
-            f"{target.describe()} raised {when}: {error_line(error)}", user_frames(error, target.path)
+            f"{target.describe()} raised {when}: {error_line(error)}",
+            user_frames(error, target.path),
+            when=when,
+            error=error_line(error),
         ) from error
     generated = time.perf_counter()
     _check_sequences(sequences, target, batch, new_tokens, decoding)

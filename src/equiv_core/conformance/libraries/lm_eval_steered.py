@@ -172,7 +172,6 @@ NO_SELECTOR = (
 )
 
 ADAPTER = Adapter(
-    library="lm-eval steered",
     distribution="lm-eval",
     ways=(
         Way(Intent.ACTADD_ALL, README, actadd_all),

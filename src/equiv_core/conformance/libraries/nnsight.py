@@ -95,7 +95,7 @@ def original_zero(task: SteeringTask) -> GenerateForm:
 
 def ablate_all(task: SteeringTask) -> GenerateForm:
     assert task.vectors is not None
-    directions = list(zip(task.layers, task.vectors, strict=True))
+    directions = list(zip(task.layers, task.directions, strict=True))
 
     def edit(blocks: Any, _step: int) -> None:
         for layer, direction in directions:  # ascending: nnsight visits blocks in execution order
@@ -106,7 +106,6 @@ def ablate_all(task: SteeringTask) -> GenerateForm:
 
 
 ADAPTER = Adapter(
-    library="nnsight",
     distribution="nnsight",
     ways=(
         Way(Intent.ACTADD_ALL, DOCS, actadd_all, Form.GENERATE),

@@ -15,13 +15,12 @@ Steering: ``model.steer(layers, steering_vector, factor=1, token_positions=None)
 ``layers_output[l] += factor * steering_vector`` (``[:, token_positions]`` when given), layers sorted
 (standardized_transformer.py@1.3.0:282-326). nnterp's docs write it inside ``model.trace`` (one forward;
 README.md@v1.3.0:114-123, docs/basic-usage.rst@v1.3.0:98-115) and show no steering during generation; nnterp's only
-generation code, ``patchscope_generate`` (nnterp/interventions.py@1.3.0:343-351), writes its edit in
-``with model.generate(...) as tracer: with tracer.invoke(...)`` with no step loop. That is the idiomatic form here:
-in nnsight 0.6 / 0.7 an edit with no ``tracer.iter`` applies to the first forward only (the prefill). The workaround
-wraps the same call in nnsight's ``for step in tracer.iter[:N]`` ("Multiple Token Generation",
-nnsight.net/notebooks/features/multiple_token/), bounded like the nnsight adapter (``tracer.all()`` is bounded by
-``max_new_tokens`` in 0.6 / 0.7: nnsight/modeling/language.py@0.7.0:189-192). Zeroing and ablation have no nnterp
-helper: they assign through ``model.layers_output[i]`` (README.md@v1.3.0:87-88, "Direct interventions").
+generation code, ``patchscope_generate`` (nnterp/interventions.py@1.3.0:343-351), edits the prompt only (no step
+loop: in nnsight 0.6 / 0.7 an edit with no ``tracer.iter`` applies to the first forward only). Steering during
+generation is therefore written as nnsight documents it, the nnterp call inside ``for step in tracer.iter[:N]``
+("Multiple Token Generation", nnsight.net/notebooks/features/multiple_token/), bounded like the nnsight adapter;
+the original study's prefill-only edit is the no-loop form. Zeroing and ablation have no nnterp helper: they assign
+through ``model.layers_output[i]`` (README.md@v1.3.0:87-88, "Direct interventions").
 
 nnterp 1.3.0 imports ``nnsight.intervention.tracing.globals`` (nnterp/utils.py@1.3.0:8), which nnsight 0.8 removed:
 it needs nnsight >= 0.6, < 0.8 (its metadata says only ``nnsight>=0.6``). Ids come from ``tracer.result``.
@@ -35,20 +34,15 @@ from typing import Any
 import torch
 from nnterp import StandardizedTransformer
 
-from equiv_core.conformance.adapter import Adapter, Form, Variant, Way
+from equiv_core.conformance.adapter import Adapter, Form, Way
 from equiv_core.conformance.intents import Intent
 from equiv_core.conformance.vectors import SteeringTask
 
-STEER_DOCS = (
-    "https://github.com/ndif-team/nnterp/blob/v1.3.0/README.md (model.steer, lines 114-123); "
-    "nnterp/interventions.py@1.3.0:343-351 (edits in model.generate, no step loop)"
-)
 ACCESSOR_DOCS = (
     "https://github.com/ndif-team/nnterp/blob/v1.3.0/README.md (model.layers_output[i] = ..., lines 87-88); "
     "nnterp/interventions.py@1.3.0:343-351 (edits in model.generate, no step loop)"
 )
 ITER_DOCS = "nnterp README.md@v1.3.0:114-123 + https://nnsight.net/notebooks/features/multiple_token/ (tracer.iter)"
-ITER_NOTE = "the same nnterp call inside nnsight's `for step in tracer.iter[:max_new_tokens]`"
 
 GenerateForm = Callable[..., Any]
 Edit = Callable[[StandardizedTransformer], None]
@@ -108,7 +102,7 @@ def _add(task: SteeringTask, last_only: bool) -> Edit:
 
 def _ablate(task: SteeringTask) -> Edit:
     assert task.vectors is not None
-    directions = list(zip(task.layers, task.vectors, strict=True))
+    directions = list(zip(task.layers, task.directions, strict=True))
 
     def edit(st: StandardizedTransformer) -> None:
         for layer, direction in directions:  # ascending: the accessors must follow the forward order
@@ -118,18 +112,8 @@ def _ablate(task: SteeringTask) -> Edit:
     return edit
 
 
-def actadd_all(task: SteeringTask) -> GenerateForm:
-    return _generate_first_pass(_add(task, last_only=False))
-
-
 def actadd_all_every_step(task: SteeringTask) -> GenerateForm:
     return _generate_every_step(_add(task, last_only=False))
-
-
-def caa_generated(task: SteeringTask) -> GenerateForm:
-    """``token_positions=-1``: the last prompt position at the prefill (and, in the loop, the one position each
-    decode pass computes under the KV cache)."""
-    return _generate_first_pass(_add(task, last_only=True))
 
 
 def caa_generated_every_step(task: SteeringTask) -> GenerateForm:
@@ -146,26 +130,16 @@ def original_zero(task: SteeringTask) -> GenerateForm:
     return _generate_first_pass(edit)
 
 
-def ablate_all(task: SteeringTask) -> GenerateForm:
-    return _generate_first_pass(_ablate(task))
-
-
 def ablate_all_every_step(task: SteeringTask) -> GenerateForm:
     return _generate_every_step(_ablate(task))
 
 
 ADAPTER = Adapter(
-    library="nnterp",
     distribution="nnterp",
     ways=(
-        Way(Intent.ACTADD_ALL, STEER_DOCS, actadd_all, Form.GENERATE),
-        Way(Intent.ACTADD_ALL, ITER_DOCS, actadd_all_every_step, Form.GENERATE, Variant.WORKAROUND, note=ITER_NOTE),
-        Way(Intent.CAA_GENERATED, STEER_DOCS, caa_generated, Form.GENERATE),
-        Way(
-            Intent.CAA_GENERATED, ITER_DOCS, caa_generated_every_step, Form.GENERATE, Variant.WORKAROUND, note=ITER_NOTE
-        ),
+        Way(Intent.ACTADD_ALL, ITER_DOCS, actadd_all_every_step, Form.GENERATE),
+        Way(Intent.CAA_GENERATED, ITER_DOCS, caa_generated_every_step, Form.GENERATE),
         Way(Intent.ORIGINAL_ZERO, ACCESSOR_DOCS, original_zero, Form.GENERATE),
-        Way(Intent.ABLATE_ALL, ACCESSOR_DOCS, ablate_all, Form.GENERATE),
-        Way(Intent.ABLATE_ALL, ITER_DOCS, ablate_all_every_step, Form.GENERATE, Variant.WORKAROUND, note=ITER_NOTE),
+        Way(Intent.ABLATE_ALL, ITER_DOCS, ablate_all_every_step, Form.GENERATE),
     ),
 )

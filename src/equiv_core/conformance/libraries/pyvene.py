@@ -185,7 +185,7 @@ def original_zero(task: SteeringTask, keep_hooks: bool = False) -> GenerateForm:
 def ablate_all(task: SteeringTask, keep_hooks: bool = False) -> GenerateForm:
     """One custom intervention per block (the tutorial's form), every pass, every position."""
     assert task.vectors is not None
-    directions = list(zip(task.layers, task.vectors, strict=True))
+    directions = list(zip(task.layers, task.directions, strict=True))
 
     def representations(model: torch.nn.Module) -> list[dict[str, Any]]:
         return [
@@ -210,7 +210,6 @@ def _keeping_hooks(way: Callable[[SteeringTask, bool], GenerateForm]) -> Callabl
 
 
 ADAPTER = Adapter(
-    library="pyvene",
     distribution="pyvene",
     ways=(
         Way(Intent.ACTADD_ALL, STEERING, actadd_all, Form.GENERATE),

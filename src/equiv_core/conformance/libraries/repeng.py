@@ -48,18 +48,20 @@ HooksForm = Callable[[Any, Any], AbstractContextManager[None]]
 Operator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _vector(model: Any, task: SteeringTask) -> ControlVector:
-    """The task's rows as a ControlVector built from raw directions (no training): ``{layer: float32 array}`` keyed by
-    absolute block index, as ``ControlVector.train`` returns them (extract.py:59, 260-262, 296)."""
-    assert task.vectors is not None
+def _vector(model: Any, task: SteeringTask, unit: bool) -> ControlVector:
+    """The task's rows (``unit``: its unit directions) as a ControlVector built without training: ``{layer: float32
+    array}`` keyed by absolute block index, as ``ControlVector.train`` returns them (extract.py:59, 260-262, 296)."""
+    rows = task.directions if unit else task.vectors
+    assert rows is not None
     directions = {
-        layer: np.asarray(row.detach().to("cpu").float().numpy())
-        for layer, row in zip(task.layers, task.vectors, strict=True)
+        layer: np.asarray(row.detach().to("cpu").float().numpy()) for layer, row in zip(task.layers, rows, strict=True)
     }
     return ControlVector(model_type=model.config.model_type, directions=directions)
 
 
-def _controlled(task: SteeringTask, coeff: float, make_operator: Callable[[], Operator] | None = None) -> HooksForm:
+def _controlled(
+    task: SteeringTask, coeff: float, make_operator: Callable[[], Operator] | None = None, unit: bool = False
+) -> HooksForm:
     """Wrap ``task.layers`` in a ControlModel, ``set_control(vector, coeff)`` (with ``operator=`` a fresh function of
     ``make_operator`` where given), and on exit ``reset()`` and ``unwrap()``."""
 
@@ -67,7 +69,7 @@ def _controlled(task: SteeringTask, coeff: float, make_operator: Callable[[], Op
     def steer(model: Any, tokenizer: Any) -> Iterator[None]:
         controlled = ControlModel(model, list(task.layers))
         try:
-            vector = _vector(model, task)
+            vector = _vector(model, task, unit)
             if make_operator is None:
                 controlled.set_control(vector, coeff)
             else:
@@ -160,17 +162,17 @@ def ablate_all_operator(task: SteeringTask) -> HooksForm:
 
         return ablate
 
-    return _controlled(task, 1.0, make)
+    return _controlled(task, 1.0, make, unit=True)
 
 
 ADD_ONLY = (
-    "set_control(vector, coeff) only adds coeff * direction to the whole output of the wrapped block, every position "
-    "of every call (BlockControlParams.operator defaults to current + control, control.py:124-130, 149-197@0.4.0); "
-    "the README and notebooks have no position, step or prefill selector and no projection"
+    "the README's and notebooks' set_control(vector, coeff) only adds coeff * direction to the whole output of the "
+    "wrapped block, every position of every call (control.py:124-130, 149-197@0.4.0): no position, step or prefill "
+    "selector and no projection; its operator= keyword (control.py:68-72) takes a function of the user's own, "
+    "which the workaround cell writes"
 )
 
 ADAPTER = Adapter(
-    library="repeng",
     distribution="repeng",
     ways=(
         Way(Intent.ACTADD_ALL, README, actadd_all),

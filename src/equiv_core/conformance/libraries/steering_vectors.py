@@ -125,7 +125,6 @@ def ablate_all(task: SteeringTask) -> HooksForm:
 
 
 ADAPTER = Adapter(
-    library="steering-vectors",
     distribution="steering-vectors",
     ways=(
         Way(Intent.ACTADD_ALL, BASIC, actadd_all),

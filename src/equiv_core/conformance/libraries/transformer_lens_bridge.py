@@ -270,7 +270,7 @@ def _ablate(task: SteeringTask) -> Callable[[], FwdHooks]:
     """``h - (h . d_l) d_l`` on ``blocks.{l}.hook_resid_post`` of every block, each with its own direction."""
     assert task.vectors is not None
     hooks: FwdHooks = []
-    for layer, direction in zip(task.layers, task.vectors, strict=True):
+    for layer, direction in zip(task.layers, task.directions, strict=True):
 
         def ablate(resid: torch.Tensor, hook: Any, direction: torch.Tensor = direction) -> torch.Tensor:
             return resid - (resid @ direction).unsqueeze(-1) * direction
@@ -342,7 +342,6 @@ def _workaround_way(intent: Intent, steer: Callable[[SteeringTask], GenerateForm
 
 
 ADAPTER = Adapter(
-    library="transformer-lens",
     distribution="transformer-lens",
     ways=(
         _way(Intent.ACTADD_ALL, actadd_all),
