@@ -1,7 +1,8 @@
 """Sessions: ``tests`` (the whole test suite), ``bench`` (the main job: findings and timings on the default model),
-``lint``, ``ui`` (the MLflow UI), ``lock``; and the version audit: ``audit_cell`` (one cell of the default matrix
+``lint``, ``ui`` (the MLflow UI), ``lock``; the version audit: ``audit_cell`` (one cell of the default matrix
 each), ``audit`` (the report, after every cell through ``requires=``), ``audit_bisect`` and ``audit_sweep`` (the
-release searches).
+release searches); and the steering-library conformance: ``conformance_cell`` (one library's environment each) and
+``conformance`` (the table, after every environment).
 
 Every session builds its own virtualenv from ``constraints.txt`` and reuses it on later runs: the install is
 skipped while the constraints and ``pyproject.toml`` are unchanged (a stamp file in the venv records them). Audit
@@ -414,8 +415,9 @@ def _conformance_environment(session: nox.Session, environment: LibraryEnvironme
 @nox.session(reuse_venv=True, default=False)
 @nox.parametrize("environment", [nox.param(e.id, id=e.id) for e in ENVIRONMENTS])
 def conformance_cell(session: nox.Session, environment: str) -> None:
-    """One steering library's environment: its cells on every model, then its adapter's unit tests, e.g.
-    `nox -s "conformance_cell(pyvene-0.1.8)"`; `-- tiny-gpt2` runs one model."""
+    """One steering library's environment: its cells on every model, then its adapter's unit tests.
+
+    E.g. `nox -s "conformance_cell(pyvene-0.1.8)"`; `-- tiny-gpt2` runs one model."""
     [chosen] = [e for e in ENVIRONMENTS if e.id == environment]
     models = session.posargs[0] if session.posargs else os.environ.get("EQUIV_CONFORMANCE_MODELS", "")
     _conformance_environment(session, chosen, models or ",".join(MODELS))

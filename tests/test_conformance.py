@@ -19,8 +19,9 @@ from equiv_core.cli.main import main
 from equiv_core.conformance.adapter import Adapter, Form, Variant, Way
 from equiv_core.conformance.cell import CellPlace, run_way
 from equiv_core.conformance.intents import Intent
-from equiv_core.conformance.matrix import ENVIRONMENTS, environment
+from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS, environment
 from equiv_core.conformance.record import (
+    STATUS_FILE,
     CellRecord,
     CellState,
     EnvironmentRecord,
@@ -370,19 +371,46 @@ def test_conformance_report_without_records_says_how_to_make_them(
     assert "run `.venv/bin/nox -s conformance` first" in capsys.readouterr().err
 
 
-def test_conformance_report_writes_the_table_the_status_and_the_readme_between_its_markers(
+def _full_run(directory: Path) -> None:
+    """A record of every environment of the matrix, every model and intent SUPPORTED."""
+    for env in ENVIRONMENTS:
+        states = {f"{intent}/{model}": CellState.SUPPORTED for intent in Intent for model in MODELS}
+        _record(env.id, states).write(directory)
+
+
+def test_conformance_report_writes_the_table_the_status_the_snapshot_and_the_readme_between_its_markers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _record("nnsight-0.8.1", {"actadd-all/tiny-gpt2": CellState.SUPPORTED}).write(tmp_path / "results")
-    readme = tmp_path / "README.md"
+    _full_run(tmp_path / "results")
+    readme, snapshot = tmp_path / "README.md", tmp_path / "bench"
     readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
+    snapshot.mkdir()
     results = str(tmp_path / "results")
-    assert main(["conformance-report", "--results", results, "--readme", str(readme), "--no-mlflow"]) == 0
+    options = ["--readme", str(readme), "--snapshot", str(snapshot), "--no-mlflow"]
+    assert main(["conformance-report", "--results", results, *options]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith(f"{README_END}\nafter\n")
-    assert "| nnsight | 0.8.1 | idiomatic | SUPPORTED | — | — | — |" in text
+    assert "| nnsight | 0.8.1 | idiomatic | SUPPORTED | SUPPORTED | SUPPORTED | SUPPORTED |" in text
     assert read_status(tmp_path / "results" / "conformance-status.json").cells[0].state is CellState.SUPPORTED
-    assert (tmp_path / "results" / "TABLE.md").read_text() in capsys.readouterr().out
+    table = (tmp_path / "results" / "TABLE.md").read_text()
+    assert table in capsys.readouterr().out and (snapshot / "CONFORMANCE.md").read_text() == table
+    assert read_status(snapshot / "conformance-status.json") == read_status(tmp_path / "results" / STATUS_FILE)
+
+
+def test_a_partial_run_never_replaces_the_readmes_table_or_the_snapshot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _record("pyvene-0.1.8", {"actadd-all/tiny-gpt2": CellState.SUPPORTED}).write(tmp_path / "results")
+    readme, snapshot = tmp_path / "README.md", tmp_path / "bench"
+    readme.write_text(f"intro\n{README_START}\nthe full table\n{README_END}\n")
+    snapshot.mkdir()
+    results = str(tmp_path / "results")
+    options = ["--readme", str(readme), "--snapshot", str(snapshot), "--no-mlflow"]
+    assert main(["conformance-report", "--results", results, *options]) == 0
+    assert "the full table" in readme.read_text() and not list(snapshot.iterdir())
+    err = capsys.readouterr().err
+    assert "not a full run (no record of nnsight-0.8.1;" in err and "pyvene-0.1.8 without tiny-llama" in err
+    assert (tmp_path / "results" / "TABLE.md").is_file()  # the partial table itself is written
 
 
 def test_records_of_environments_no_longer_in_the_matrix_are_left_out_of_the_table(

@@ -29,13 +29,13 @@ from equiv_core.conformance.record import CellRecord, CellState, EnvironmentReco
 from equiv_core.conformance.vectors import SteeringTask, steering_task, write_vectors
 from equiv_core.findings.runner import run_findings
 from equiv_core.models.architecture import find_decoder_layers
-from equiv_core.models.load import load_model
+from equiv_core.models.load import load_model, weights_sha256
 from equiv_core.models.provenance import package_version
 from equiv_core.observe.observer import ObserverRemoved
 from equiv_core.support.errors import UserCodeError, UserCodeRaised, error_line
 from equiv_core.tracking.schema import VERSION_SUFFIX, RunKind, Tag
 from equiv_core.tracking.store import TrackedRun, Tracker
-from equiv_core.usercode.checked import checked_config
+from equiv_core.usercode.checked import checked_config, steering_target
 
 RECORDED_PACKAGES = ("torch", "transformers", "nnsight", "numpy")
 
@@ -71,9 +71,10 @@ class CellPlace:
     version: str
     way: Way
     model: str
+    weights_sha256: str = ""  # the model's weights as loaded, before any library ran
 
     def record(
-        self, state: CellState, reason: str, seconds: float = 0.0, judged: Judgement | None = None, weights: str = ""
+        self, state: CellState, reason: str, seconds: float = 0.0, judged: Judgement | None = None
     ) -> CellRecord:
         """The cell's record: its state and reason, and what the judgement kept (none for a cell not judged)."""
         way = self.way
@@ -107,7 +108,7 @@ class CellPlace:
             form=way.form,
             note=way.note,
             attn_implementation=way.attn_implementation,
-            weights_sha256=weights,
+            weights_sha256=self.weights_sha256,
             seconds=seconds,
             **evidence,  # type: ignore[arg-type]
         )
@@ -122,8 +123,9 @@ def run_way(place: CellPlace, task: SteeringTask, decode: Callable[[int], str]) 
         return place.record(CellState.NOT_EXPRESSIBLE, way.not_expressible)
     started = time.perf_counter()
     try:
+        function = _steering_function(way, task)
         config, steering = checked_config(
-            _steering_function(way, task),
+            function,
             intent_options(way.intent, task.vector_file),
             model=place.model,
             prompts=(DEFAULT_PROMPT,),
@@ -143,13 +145,18 @@ def run_way(place: CellPlace, task: SteeringTask, decode: Callable[[int], str]) 
         seconds = time.perf_counter() - started
         if isinstance(error.__cause__, ObserverRemoved):  # silently: it drops every other hook on the model too
             return place.record(CellState.SILENTLY_WRONG, str(error.__cause__), seconds)
-        return place.record(CellState.NO_REFERENCE, f"could not be judged: {error}", seconds)
+        own = f"{steering_target(function, way.form).describe()}: "  # the message names our wrapper first
+        return place.record(CellState.NO_REFERENCE, f"could not be judged: {str(error).removeprefix(own)}", seconds)
     except Exception as error:  # noqa: BLE001 - the harness failed on this cell: recorded, the others go on
         return place.record(
             CellState.NO_REFERENCE, f"the harness failed: {error_line(error)}", time.perf_counter() - started
         )
     judged = judge(report, decode)
-    return place.record(judged.state, judged.reason, time.perf_counter() - started, judged, report.weights_sha256)
+    if place.weights_sha256 and report.weights_sha256 != place.weights_sha256:  # the check loaded other weights
+        loaded, expected = report.weights_sha256[:12], place.weights_sha256[:12]
+        reason = f"the harness failed: the check loaded weights {loaded}, not {expected}"
+        return place.record(CellState.NO_REFERENCE, reason, time.perf_counter() - started)
+    return place.record(judged.state, judged.reason, time.perf_counter() - started, judged)
 
 
 def _error_reason(error: UserCodeRaised) -> str:
@@ -231,6 +238,7 @@ def _model_cells(
     tokenizer = loaded.tokenizer
     prompt_length = len(tokenizer(DEFAULT_PROMPT, add_special_tokens=False).input_ids)
     num_layers = len(find_decoder_layers(loaded.model)[1])
+    weights = weights_sha256(loaded.model)  # as loaded, before any library ran: the same in every environment
     del loaded
 
     def decode(token: int) -> str:
@@ -245,7 +253,7 @@ def _model_cells(
         task = steering_task(
             way.intent, files.get(way.intent), num_layers, prompt_length, DEFAULT_MAX_NEW_TOKENS, workdir
         )
-        cell = run_way(CellPlace(environment, version, way, model), task, decode)
+        cell = run_way(CellPlace(environment, version, way, model, weights), task, decode)
         progress(f"{environment.id} {model} {way.intent} ({way.variant}): {cell.state} {cell.reason[:160]}")
         cells.append(cell)
     return cells

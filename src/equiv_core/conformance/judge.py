@@ -123,7 +123,9 @@ def judge(report: RunReport, decode: Callable[[int], str]) -> Judgement:
         state, reason = CellState.SUPPORTED_DEGRADED, matches.message
     else:
         state, reason = CellState.SUPPORTED, matches.message
-    left_behind = removed.evidence.left_behind
+    # what is left on the model is listed apart only where it changes no later output (else it is in the reason)
+    changes_later = not all(removed.evidence.identical)
+    left_behind = () if changes_later else removed.evidence.left_behind
     return Judgement(
         state=state,
         reason=reason,

@@ -51,13 +51,15 @@ def table_rows(status: ConformanceStatus) -> list[str]:
 
 
 LEFT_BEHIND_SHOWN = 3  # items of a long left-behind list named; the rest counted
+REASON_SHOWN = 600  # characters of a cell's reason shown (the status file keeps it whole)
 
 
 def cell_details(cell: CellRecord, models: tuple[str, ...]) -> list[str]:
     """How to read one cell (on ``models``, which showed it the same way): its reason, first differing token, what
     it left on the model, its grid."""
     head = f"- **{cell.library} {cell.version}, {cell.intent} ({cell.variant}), {', '.join(models)}: {cell.state}**"
-    lines = [head, f"  {cell.reason}"]
+    reason = cell.reason if len(cell.reason) <= REASON_SHOWN else cell.reason[: REASON_SHOWN - 1] + "…"
+    lines = [head, f"  {reason}"]
     if cell.note:
         lines.append(f"  Note: {cell.note}")
     if cell.state is CellState.SUPPORTED_DEGRADED and cell.logits_max_abs_diff is not None:
@@ -117,7 +119,8 @@ def render_table(status: ConformanceStatus) -> str:
     lines = [
         "# Steering-library conformance",
         "",
-        f"Generated {status.generated_at} by `nox -s conformance`; models {', '.join(status.models)}; "
+        f"Generated {status.generated_at} by `equiv conformance-report` (`nox -s conformance`); "
+        f"models {', '.join(status.models)}; "
         f"{len(status.cells)} cells: {counts}.",
         "",
         *table_rows(status),
@@ -136,7 +139,7 @@ def render_table(status: ConformanceStatus) -> str:
         "## Cells that are not SUPPORTED, or leave something on the model",
         "",
     ]
-    return "\n".join(lines + explained(status)).rstrip() + "\n"
+    return "\n".join(lines + (explained(status) or ["(none)"])).rstrip() + "\n"
 
 
 ENVIRONMENT_PACKAGES = ("torch", "transformers", "nnsight", "numpy", "python")

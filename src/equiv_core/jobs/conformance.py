@@ -7,8 +7,14 @@ from pathlib import Path
 
 from equiv_core.config.tracking import TrackingOptions
 from equiv_core.conformance.intents import Intent
-from equiv_core.conformance.matrix import ENVIRONMENTS, LibraryEnvironment
-from equiv_core.conformance.record import STATUS_FILE, CellState, EnvironmentStatus, read_environments
+from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS, LibraryEnvironment
+from equiv_core.conformance.record import (
+    STATUS_FILE,
+    CellState,
+    EnvironmentRecord,
+    EnvironmentStatus,
+    read_environments,
+)
 from equiv_core.jobs.common import open_tracker, settle
 from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserInputError, error_line
 from equiv_core.support.outputs import write_text
@@ -46,7 +52,10 @@ def conformance_cell_job(
         raise EnvironmentFault(f'{error}: rebuild it (`nox -s "conformance_cell({environment.id})"`)') from None
     counts = {state: sum(cell.state is state for cell in record.cells) for state in CellState}
     summary = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
-    say(f"{environment.id} ({record.version}): {len(record.cells)} cells: {summary}; {record.seconds:.0f} s")
+    say(
+        f"{environment.id} ({record.version}): {len(record.cells)} cells: {summary}; "
+        f"{record.seconds:.1f} s from loading the first model"
+    )
     return settle(tracker, None, ExitStatus.OK)
 
 
@@ -73,6 +82,10 @@ def conformance_report_job(results: Path, readme: Path | None, snapshot: Path | 
     status = build_status(records, tuple(Intent))
     write_status(status, results / STATUS_FILE)
     table = write_text(results / TABLE_FILE, render_table(status))
+    missing = _missing(records)
+    if missing and (readme is not None or snapshot is not None):  # a partial run never replaces the full table
+        say(f"not a full run ({missing}): the README's table and the snapshot in bench/ are left as they are")
+        readme = snapshot = None
     if readme is not None:
         _update_readme(readme, table_rows(status), status.generated_at)
     if snapshot is not None:
@@ -90,6 +103,20 @@ def conformance_report_job(results: Path, readme: Path | None, snapshot: Path | 
     also += [f"the snapshot in {snapshot}"] if snapshot else []
     say(f"wrote {table} and {results / STATUS_FILE}" + "".join(f"; {item}" for item in also))
     return settle(tracker, run, ExitStatus.OK)
+
+
+def _missing(records: list[EnvironmentRecord]) -> str:
+    """What a full run of the matrix has that ``records`` lack ("" for a full run): environments, or models or
+    intents of an environment that ran."""
+    present = {record.environment: record for record in records}
+    gaps = [f"no record of {e.id}" for e in ENVIRONMENTS if e.id not in present]
+    for record in records:
+        if record.status is EnvironmentStatus.RAN:
+            models = [model for model in MODELS if model not in record.models]
+            intents = {cell.intent for cell in record.cells}
+            gaps += [f"{record.environment} without {', '.join(models)}"] if models else []
+            gaps += [f"{record.environment} without {i}" for i in Intent if i not in intents]
+    return "; ".join(gaps)
 
 
 def _readme_parts(readme: Path) -> tuple[str, str]:
