@@ -20,7 +20,7 @@ from equiv_core.audit.record import CellRecord, CellStatus, Pitfall, cell_slug, 
 from equiv_core.audit.status import build_status, write_status
 from equiv_core.config.catalog import STUDY_FINDINGS
 from equiv_core.findings.verdict import Verdict
-from equiv_core.support.outputs import atomic_path
+from equiv_core.support.outputs import write_text
 
 SHORT = {
     "position_sweep": "sweep",
@@ -336,8 +336,6 @@ def write_report(directory: Path, reference: str = REFERENCE_CELL) -> tuple[Path
     """Write ``REPORT.md`` and ``status.json`` (:mod:`equiv_core.audit.status`) next to the cell results; return
     the report's path and its table rows."""
     markdown, rows = build_report(directory, reference)
-    path = directory / "REPORT.md"
-    with atomic_path(path) as staging:
-        staging.write_text(markdown)
+    path = write_text(directory / "REPORT.md", markdown)
     write_status(build_status(directory, reference), directory / "status.json")
     return path, rows

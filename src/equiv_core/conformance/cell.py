@@ -15,7 +15,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,25 +78,7 @@ class CellPlace:
     ) -> CellRecord:
         """The cell's record: its state and reason, and what the judgement kept (none for a cell not judged)."""
         way = self.way
-        evidence = (
-            {}
-            if judged is None
-            else {
-                "touched_as_intended": judged.touched_as_intended,
-                "ids_equal": judged.ids_equal,
-                "logits_bit_identical": judged.logits_bit_identical,
-                "logits_max_abs_diff": judged.logits_max_abs_diff,
-                "noise_floor": judged.noise_floor,
-                "first_difference": judged.first_difference,
-                "library_ids": judged.library_ids,
-                "reference_ids": judged.reference_ids,
-                "grid": judged.grid,
-                "findings": judged.findings,
-                "left_behind": judged.left_behind,
-                "left_behind_total": judged.left_behind_total,
-            }
-        )
-        return CellRecord(
+        record = CellRecord(
             library=self.environment.library,
             version=self.version,
             intent=way.intent,
@@ -110,7 +92,23 @@ class CellPlace:
             attn_implementation=way.attn_implementation,
             weights_sha256=self.weights_sha256,
             seconds=seconds,
-            **evidence,  # type: ignore[arg-type]
+        )
+        if judged is None:
+            return record
+        return replace(
+            record,
+            touched_as_intended=judged.touched_as_intended,
+            ids_equal=judged.ids_equal,
+            logits_bit_identical=judged.logits_bit_identical,
+            logits_max_abs_diff=judged.logits_max_abs_diff,
+            noise_floor=judged.noise_floor,
+            first_difference=judged.first_difference,
+            library_ids=judged.library_ids,
+            reference_ids=judged.reference_ids,
+            grid=judged.grid,
+            findings=judged.findings,
+            left_behind=judged.left_behind,
+            left_behind_total=judged.left_behind_total,
         )
 
 
@@ -270,10 +268,3 @@ def _log_environment(run: TrackedRun, record: EnvironmentRecord, path: Path) -> 
 
 class VersionMismatch(RuntimeError):
     """The library installed is not the version its environment names (a stale or hand-changed environment)."""
-
-
-def unsupported(environment: LibraryEnvironment, reason: str, out_dir: Path) -> EnvironmentRecord:
-    """The record of an environment whose library could not be imported (``reason``), written to ``out_dir``."""
-    record = EnvironmentRecord.not_run(environment, EnvironmentStatus.UNSUPPORTED, reason)
-    record.write(out_dir)
-    return record

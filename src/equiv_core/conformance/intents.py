@@ -50,19 +50,20 @@ SCALE = 4.0
 STEERED_LAYER = 1
 
 
+def intent_layers(intent: Intent) -> str:
+    """The blocks ``intent`` steers, as ``--layers`` writes them: block 0 for the original study's edit, every block
+    for the ablation, :data:`STEERED_LAYER` otherwise."""
+    return {Intent.ORIGINAL_ZERO: "0", Intent.ABLATE_ALL: ":"}.get(intent, str(STEERED_LAYER))
+
+
 def intent_options(intent: Intent, vector_file: Path | None) -> dict[str, str]:
     """The spec options (as ``equiv check`` takes them) of ``intent`` with its vector read from ``vector_file``."""
+    layers = intent_layers(intent)
     if intent is Intent.ORIGINAL_ZERO:
-        return {"op": "zero", "layers": "0", "positions": "-1"}
+        return {"op": "zero", "layers": layers, "positions": "-1"}
     if vector_file is None:
         raise ValueError(f"intent {intent} needs its vector file")
     if intent is Intent.ABLATE_ALL:
-        return {"op": "ablate", "vector": str(vector_file), "layers": ":", "positions": "all"}
+        return {"op": "ablate", "vector": str(vector_file), "layers": layers, "positions": "all"}
     positions = "all" if intent is Intent.ACTADD_ALL else "last+generated"
-    return {
-        "op": "add",
-        "vector": str(vector_file),
-        "scale": str(SCALE),
-        "layers": str(STEERED_LAYER),
-        "positions": positions,
-    }
+    return {"op": "add", "vector": str(vector_file), "scale": str(SCALE), "layers": layers, "positions": positions}

@@ -1,18 +1,19 @@
 """``conformance-status.json``: every cell of every environment in one file, for machines to read (CI gates,
 dashboards, a library's release check), and read back typed here.
 
-Schema (format 1)::
+Schema (format 2)::
 
     {
-      "format": 1,
+      "format": 2,
       "generated_at": "2026-12-07T14:00:00+00:00",       # UTC, when the table was made
       "models": ["tiny-gpt2", ...],                      # the models of the cells
       "intents": ["actadd-all", ...],                    # equiv_core.conformance.intents.Intent
       "states": {"SUPPORTED": 40, ...},                  # cells per CellState
-      "environments": [                                  # one per library environment
+      "environments": [                                  # one per library environment: its record, less its cells
         {"environment": "pyvene-0.1.8", "library": "pyvene", "version": "0.1.8",
-         "status": "ran" | "unsupported" | "error", "reason": "...",
-         "versions": {"pyvene": "0.1.8", "torch": "2.13.0+cpu", ...}, "seconds": 41.2, "finished_at": "..."}
+         "status": "ran" | "unsupported" | "error", "reason": "...", "requirements": ["pyvene==0.1.8"],
+         "versions": {"pyvene": "0.1.8", "torch": "2.13.0+cpu", ...}, "models": ["tiny-gpt2", ...],
+         "finished_at": "...", "seconds": 41.2, "mlflow_run_id": "..." | null, "format": 1}
       ],
       "cells": [                                         # one per (library, version, intent, variant, model)
         {"library", "version", "intent", "variant", "model", "state", "reason", "follows", "form", "note",
@@ -33,28 +34,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from equiv_core.conformance.record import CellRecord, CellState, EnvironmentRecord, EnvironmentStatus
+from equiv_core.conformance.record import CellRecord, CellState, EnvironmentRecord
 from equiv_core.support.outputs import write_json
 
-STATUS_FORMAT = 1
-
-
-@dataclass(frozen=True, slots=True)
-class EnvironmentSummary:
-    """One environment as the status file lists it (its cells are in :attr:`ConformanceStatus.cells`)."""
-
-    environment: str
-    library: str
-    version: str
-    status: EnvironmentStatus
-    reason: str
-    versions: dict[str, str]
-    seconds: float
-    finished_at: str
+STATUS_FORMAT = 2  # 1 listed each environment's summary only (no requirements, models, MLflow run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +51,7 @@ class ConformanceStatus:
     generated_at: str
     models: tuple[str, ...]
     intents: tuple[str, ...]
-    environments: tuple[EnvironmentSummary, ...]
+    environments: tuple[EnvironmentRecord, ...]  # their cells are in ``cells``
     cells: tuple[CellRecord, ...]
 
     def states(self) -> dict[str, int]:
@@ -78,7 +65,10 @@ class ConformanceStatus:
             "models": list(self.models),
             "intents": list(self.intents),
             "states": self.states(),
-            "environments": [asdict(environment) for environment in self.environments],
+            "environments": [
+                {key: value for key, value in environment.to_dict().items() if key != "cells"}
+                for environment in self.environments
+            ],
             "cells": [asdict(cell) for cell in self.cells],
         }
 
@@ -92,12 +82,7 @@ def build_status(records: list[EnvironmentRecord], intents: tuple[str, ...]) -> 
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         models=tuple(models),
         intents=intents,
-        environments=tuple(
-            EnvironmentSummary(
-                r.environment, r.library, r.version, r.status, r.reason, r.versions, r.seconds, r.finished_at
-            )
-            for r in records
-        ),
+        environments=tuple(replace(record, cells=()) for record in records),
         cells=tuple(cell for record in records for cell in record.cells),
     )
 
@@ -117,9 +102,7 @@ def read_status(path: Path) -> ConformanceStatus:
             generated_at=data["generated_at"],
             models=tuple(data["models"]),
             intents=tuple(data["intents"]),
-            environments=tuple(
-                EnvironmentSummary(**{**e, "status": EnvironmentStatus(e["status"])}) for e in data["environments"]
-            ),
+            environments=tuple(EnvironmentRecord.from_dict(environment) for environment in data["environments"]),
             cells=tuple(CellRecord.from_dict(cell) for cell in data["cells"]),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:

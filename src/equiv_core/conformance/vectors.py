@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from equiv_core.conformance.intents import CONTRAST, SCALE, STEERED_LAYER, TENSE, Intent
-from equiv_core.models.architecture import find_decoder_layers, hidden_states_of
+from equiv_core.conformance.intents import CONTRAST, SCALE, TENSE, Intent, intent_layers
+from equiv_core.models.architecture import find_decoder_layers, forward_with_hooks, hidden_states_of
+from equiv_core.spec.steering_spec import Layers
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -63,20 +64,19 @@ def _last_token_outputs(model: nn.Module, tokenizer: Any, prompt: str, layers: t
         for layer in layers
     ]
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, ids, handles)
     return torch.stack([kept[layer].float() for layer in layers])
 
 
+def _contrast(model: nn.Module, tokenizer: Any, prompts: tuple[str, str], layers: tuple[int, ...]) -> torch.Tensor:
+    """The first prompt's last-token block outputs minus the second's, at ``layers``: [len(layers), hidden]."""
+    first, second = prompts
+    return _last_token_outputs(model, tokenizer, first, layers) - _last_token_outputs(model, tokenizer, second, layers)
+
+
 def steered_layers(intent: Intent, num_layers: int) -> tuple[int, ...]:
-    """The blocks ``intent`` steers on a model of ``num_layers`` blocks."""
-    if intent is Intent.ABLATE_ALL:
-        return tuple(range(num_layers))
-    return (0,) if intent is Intent.ORIGINAL_ZERO else (STEERED_LAYER,)
+    """The blocks ``intent`` steers on a model of ``num_layers`` blocks (its ``--layers``, resolved)."""
+    return Layers(intent_layers(intent)).resolve(num_layers)
 
 
 def write_vectors(model: nn.Module, tokenizer: Any, directory: Path) -> dict[Intent, Path]:
@@ -84,21 +84,10 @@ def write_vectors(model: nn.Module, tokenizer: Any, directory: Path) -> dict[Int
     hidden]); the file per intent (``original-zero`` has none)."""
     directory.mkdir(parents=True, exist_ok=True)
     num_layers = len(find_decoder_layers(model)[1])
-    first, second = CONTRAST
-    actadd = _last_token_outputs(model, tokenizer, first, (STEERED_LAYER,))
-    actadd -= _last_token_outputs(model, tokenizer, second, (STEERED_LAYER,))
-    every = tuple(range(num_layers))
-    ablate = _last_token_outputs(model, tokenizer, TENSE[0], every) - _last_token_outputs(
-        model, tokenizer, TENSE[1], every
-    )
-    files = {"actadd": actadd, "ablate": ablate}
-    for name, tensor in files.items():
-        torch.save(tensor.contiguous(), directory / f"{name}.pt")
-    return {
-        Intent.ACTADD_ALL: directory / "actadd.pt",
-        Intent.CAA_GENERATED: directory / "actadd.pt",
-        Intent.ABLATE_ALL: directory / "ablate.pt",
-    }
+    actadd, ablate = directory / "actadd.pt", directory / "ablate.pt"
+    torch.save(_contrast(model, tokenizer, CONTRAST, steered_layers(Intent.ACTADD_ALL, num_layers)), actadd)
+    torch.save(_contrast(model, tokenizer, TENSE, steered_layers(Intent.ABLATE_ALL, num_layers)), ablate)
+    return {Intent.ACTADD_ALL: actadd, Intent.CAA_GENERATED: actadd, Intent.ABLATE_ALL: ablate}
 
 
 def steering_task(

@@ -37,14 +37,15 @@ def conformance_cell_job(
     """Run ``environment``'s cells here; a library that cannot be imported is recorded ``unsupported`` (exit 0:
     the table shows it), a state other than SUPPORTED is a result, not a failed command."""
     from equiv_core.conformance.adapter import load_adapter
-    from equiv_core.conformance.cell import VersionMismatch, run_environment, unsupported
+    from equiv_core.conformance.cell import VersionMismatch, run_environment
 
     tracker = open_tracker(tracking)
     try:
         adapter = load_adapter(environment.module)
     except ImportError as error:  # the library (or what it imports) is not installed in this environment
-        unsupported(environment, f"import failed: {error_line(error)}", out)
-        say(f"{environment.id}: unsupported: import failed: {error_line(error)}")
+        reason = f"import failed: {error_line(error)}"
+        EnvironmentRecord.not_run(environment, EnvironmentStatus.UNSUPPORTED, reason).write(out)
+        say(f"{environment.id}: unsupported: {reason}")
         return settle(tracker, None, ExitStatus.OK)
     try:
         record = run_environment(environment, adapter, models, out, tracker, say, intents)

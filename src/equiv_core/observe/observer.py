@@ -215,6 +215,7 @@ class BlockObserver:
         self._begun = 0  # forward passes block 0 has begun in the current watching (finished or not)
         self._kept = 0
         self._columns = [0] * len(self.blocks)  # per block: columns run on with a cache in the current watching
+        self._removed_by_code = False  # the code watched last removed an observer hook
 
     @contextmanager
     def watching(self, first_column: int = 0) -> Iterator[BlockObserver]:
@@ -245,8 +246,6 @@ class BlockObserver:
             self._removed_by_code = not all(_registered(handle) for handle in handles)
             for handle in handles:
                 handle.remove()
-
-    _removed_by_code = False  # set by :meth:`watching`: the watched code removed an observer hook
 
     def _before(self, layer: int) -> Callable[..., None]:
         def keep_state(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

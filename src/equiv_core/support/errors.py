@@ -35,11 +35,9 @@ class UserCodeError(UserInputError):
     name is missing, the signature fits no form, it hands back the wrong thing. ``str`` is one line of ours; the CLI
     prints ``user_traceback`` (the traceback lines in the user's file) after it; exit 2."""
 
-    def __init__(self, message: str, user_traceback: tuple[str, ...] = (), when: str = "", error: str = "") -> None:
+    def __init__(self, message: str, user_traceback: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.user_traceback = user_traceback
-        self.when = when  # "at step 1 (decode)", "before the first forward pass"
-        self.error = error  # the error's own line: "IndexError: index 3 is out of bounds ..."
 
 
 class UserCodeRaised(RuntimeError):
