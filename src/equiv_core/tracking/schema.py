@@ -35,6 +35,7 @@ class Tag(enum.StrEnum):
     HEARTBEAT = "equiv.heartbeat"  # ms since the epoch, renewed while the owner lives
     END_REASON = "equiv.end_reason"  # why a run was ended FAILED by someone else than its owner
     UPLOADED_FROM = "equiv.uploaded_from"  # the spool directory a run was uploaded from
+    MATRIX_TASK = "equiv.matrix_task"  # "<matrix run id>/<cell slug>/<attempt>": the Ray task that ran a cell
     CELL = "cell"  # an audit cell's id, e.g. nnsight='0.7.0'
     ENVIRONMENT = "environment"  # a conformance environment's id, e.g. pyvene-0.1.8
     LIBRARY = "library"  # the steering library a conformance environment checks
@@ -63,6 +64,9 @@ class Param(enum.StrEnum):
 
 
 EXPERIMENT_KIND_TRAINING = "custom_model_development"  # Tag.EXPERIMENT_KIND's value for a model-training experiment
+# Set by the Ray engine in a cell's environment: every top-level run the cell opens carries it as Tag.MATRIX_TASK, so
+# the driver can end the runs of a task whose worker died (they would stay RUNNING) and find a matrix run's cells.
+MATRIX_TASK_ENV = "EQUIV_MATRIX_TASK"
 PIN_SUFFIX = "_pin"  # "<package>_pin": the version an audit cell pinned ("latest": the newest)
 VERSION_SUFFIX = "_version"  # "<package>_version": the version installed
 HASH_SUFFIX = "_sha256"  # "<observable>_sha256": a SHA-256 of token ids or logits bytes

@@ -38,7 +38,7 @@ from equiv_core.tracking.orphans import (
     orphan_reason,
     this_process,
 )
-from equiv_core.tracking.schema import EXPERIMENT_KIND_TRAINING, RunKind, Tag
+from equiv_core.tracking.schema import EXPERIMENT_KIND_TRAINING, MATRIX_TASK_ENV, RunKind, Tag
 from equiv_core.tracking.spool import Journal, Spooled, SpooledLog, SpooledRun
 
 T = TypeVar("T")
@@ -351,6 +351,8 @@ class Tracker:
         run_tags = {key: _text(value) for key, value in (tags or {}).items()}
         run_tags[Tag.OWNER] = this_process().to_tag()
         run_tags[Tag.HEARTBEAT] = str(now_ms())
+        if parent is None and os.environ.get(MATRIX_TASK_ENV):
+            run_tags[Tag.MATRIX_TASK] = os.environ[MATRIX_TASK_ENV]
         created_tags = dict(run_tags)
         if parent is not None and parent.run_id:
             created_tags[Tag.PARENT] = parent.run_id
@@ -451,6 +453,24 @@ class Tracker:
         return Path(
             download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(directory), tracking_uri=self.uri)
         )
+
+    def end_task_runs(self, task: str, status: str, reason: str) -> list[str]:
+        """End every run still RUNNING that the Ray task ``task`` opened (its :attr:`Tag.MATRIX_TASK`,
+        ``<matrix run>/<cell>/<attempt>``) with ``status``, saying why in ``equiv.end_reason``: their process is gone
+        (the task's worker died, or the task was cancelled), so they would stay RUNNING. Returns their ids."""
+        value = task.replace("'", "")
+        found = _retry_locked(
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`{Tag.MATRIX_TASK}` = '{value}' and attributes.status = 'RUNNING'",
+                max_results=1000,
+            )
+        )
+        ended = [str(run.info.run_id) for run in found]
+        for run_id in ended:
+            _retry_locked(partial(self.client.set_tag, run_id, Tag.END_REASON, reason))
+            _retry_locked(partial(self.client.set_terminated, run_id, status))
+        return ended
 
     def end_orphan(self, run: RunSummary) -> None:
         """Mark an orphaned run FAILED, saying why in the ``equiv.end_reason`` tag."""

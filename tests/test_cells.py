@@ -1,0 +1,249 @@
+"""A matrix's cells and the one cell runner nox and Ray both call: what a cell pins and runs, the records of cells
+that could not run, the runner's failure records and its cell process dying with its parent, the Ray task's
+environment, ``equiv matrix``'s refusals, and the runs a dead task left RUNNING ended by the driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from equiv_core.audit.record import CellRecord, CellStatus
+from equiv_core.cells.cell import (
+    BenchSetting,
+    CellKind,
+    NotRun,
+    audit_cell,
+    bench_cell,
+    conformance_cell,
+    matrix,
+    pinned_versions,
+    requirement,
+)
+from equiv_core.cells.runner import run_cell
+from equiv_core.cli.main import build_parser, main
+from equiv_core.conformance.matrix import environment
+from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus
+from equiv_core.tracking.schema import MATRIX_TASK_ENV, Tag
+from equiv_core.tracking.store import Tracker
+from mlflow import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"nnsight": "0.8.1", "transformers": "5.24.0", "torch": "2.13.0", "mlflow": "3.18.0"}
+
+
+def test_an_audit_cell_runs_the_default_pins_with_its_one_change() -> None:
+    cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS, ("tiny-gpt2",))
+    assert cell.requirements == ("nnsight==0.7.0", "transformers==5.24.0", "torch==2.13.0", "mlflow==3.18.0")
+    arguments = cell.arguments(Path("out"), "http://head:5000")
+    assert arguments[:3] == ["audit-cell", "--cell", "nnsight='0.7.0'"]
+    assert "--pin=nnsight=0.7.0" in arguments and "--pin=torch=2.13.0" in arguments
+    assert arguments[-2:] == ["--tracking-uri", "http://head:5000"]
+    assert "--tracking-uri" not in cell.arguments(Path("out"))  # nox: the cell's own default store
+
+
+def test_a_latest_pin_asks_pip_for_the_newest_release_and_records_latest() -> None:
+    cell = audit_cell("transformers='latest'", {"transformers": None}, DEFAULTS)
+    assert requirement("transformers", None) == "transformers" and "transformers" in cell.requirements
+    assert "--pin=transformers=latest" in cell.arguments(Path("out"))
+
+
+def test_a_conformance_cell_keeps_the_librarys_own_pins_over_the_default_ones() -> None:
+    library = environment("steering-vectors-0.12.2")
+    cell = conformance_cell(library, DEFAULTS, ("tiny-gpt2",))
+    assert "transformers" not in cell.pins  # steering-vectors names its own transformers
+    assert cell.requirements[: len(library.requirements)] == library.requirements
+    assert "nnsight==0.8.1" in cell.requirements
+    assert cell.arguments(Path("out"))[:3] == ["conformance-cell", "--environment", "steering-vectors-0.12.2"]
+
+
+def test_the_bench_matrix_is_the_gpu_record_one_gpu_per_cell() -> None:
+    cells = matrix(CellKind.BENCH, DEFAULTS)
+    assert [cell.id for cell in cells] == [
+        "bench gpt2-small-random float32 cuda",
+        "bench gpt2-small-random bfloat16 cuda",
+    ]
+    assert all(
+        cell.gpus == 1 and cell.requirements == tuple(f"{p}=={v}" for p, v in DEFAULTS.items()) for cell in cells
+    )
+    cpu = bench_cell("tiny-gpt2", BenchSetting("float32", "cpu", (2, 4)), DEFAULTS)
+    assert cpu.gpus == 0
+    assert cpu.arguments(Path("out"))[:10] == [
+        "bench", "--model", "tiny-gpt2", "--dtype", "float32", "--device", "cpu", "--new-tokens", "2,4", "--json"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(CellKind))
+def test_every_kind_of_cell_runs_a_command_equiv_accepts(kind: CellKind) -> None:
+    """A cell's command line is parsed by the real `equiv` parser: an option renamed there fails here, not on a
+    cluster node."""
+    for cell in matrix(kind, DEFAULTS):
+        parsed = build_parser().parse_args(cell.arguments(Path("out"), "http://head:5000"))
+        assert parsed.command == {"audit": "audit-cell", "conformance": "conformance-cell", "bench": "bench"}[kind]
+        assert parsed.tracking_uri == "http://head:5000"
+
+
+def test_the_matrix_refuses_a_cell_it_does_not_have_naming_the_valid_ones() -> None:
+    assert [cell.id for cell in matrix(CellKind.AUDIT, DEFAULTS, only=("nnsight='0.7.0'",))] == ["nnsight='0.7.0'"]
+    with pytest.raises(ValueError, match=r"no audit cell 'nnsight=0\.7'; valid: nnsight='0\.4\.11', "):
+        matrix(CellKind.AUDIT, DEFAULTS, only=("nnsight=0.7",))
+
+
+def test_pins_are_read_from_constraints_and_a_missing_pin_is_named(tmp_path: Path) -> None:
+    assert pinned_versions(ROOT / "constraints.txt")["nnsight"] == "0.8.1"
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("torch==2.13.0\n")
+    with pytest.raises(ValueError, match="nnsight is not pinned in"):
+        pinned_versions(constraints)
+
+
+def test_a_cell_that_could_not_run_gets_its_kinds_record_and_loses_older_logits(tmp_path: Path) -> None:
+    cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS)
+    (tmp_path / f"{cell.slug}.npz").write_bytes(b"an older run's logits")
+    record = CellRecord.read(cell.record_not_run(NotRun.UNSUPPORTED, "install failed: no such version", tmp_path))
+    assert (record.status, record.reason, record.pins["nnsight"]) == (
+        CellStatus.UNSUPPORTED,
+        "install failed: no such version",
+        "0.7.0",
+    )
+    assert not (tmp_path / f"{cell.slug}.npz").exists()
+    library = conformance_cell(environment("pyvene-0.1.8"), DEFAULTS)
+    written = EnvironmentRecord.read(library.record_not_run(NotRun.ERROR, "its Ray worker died", tmp_path))
+    assert (written.environment, written.status, written.reason) == (
+        "pyvene-0.1.8",
+        EnvironmentStatus.ERROR,
+        "its Ray worker died",
+    )
+
+
+def _fake_python(tmp_path: Path, on_check: str, on_cell: str) -> Path:
+    """An interpreter stand-in for an environment: prints ``on_check`` and exits 1 when given ``-c`` (the import
+    check) unless it is empty, and does the same with ``on_cell`` for ``-m equiv_core ...`` (the cell)."""
+    script = tmp_path / "python"
+    script.write_text(
+        textwrap.dedent(f"""\
+            #!/bin/sh
+            if [ "$1" = "-c" ]; then message={json.dumps(on_check)}; else message={json.dumps(on_cell)}; fi
+            if [ -n "$message" ]; then echo "some output"; echo "$message"; exit 1; fi
+            exit 0
+            """)
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.integration
+def test_the_runner_records_an_environment_whose_import_fails_as_unsupported(tmp_path: Path) -> None:
+    cell = audit_cell("nnsight='0.4.11'", {"nnsight": "0.4.11"}, DEFAULTS)
+    python = _fake_python(tmp_path, "ImportError: cannot import name 'Envoy'", "")
+    said: list[str] = []
+    record = CellRecord.read(run_cell(cell, python, tmp_path / "out", os.environ, said.append))
+    assert record.status == CellStatus.UNSUPPORTED
+    assert record.reason == "import failed: ImportError: cannot import name 'Envoy'"
+    assert said == ["nnsight='0.4.11': unsupported (import failed)"]
+
+
+@pytest.mark.integration
+def test_the_runner_records_a_crashed_cell_as_an_error_with_its_last_error_line(tmp_path: Path) -> None:
+    cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS)
+    python = _fake_python(tmp_path, "", "RuntimeError: CUDA error: out of memory")
+    record = CellRecord.read(run_cell(cell, python, tmp_path / "out", os.environ, lambda _line: None))
+    assert (record.status, record.reason) == (
+        CellStatus.ERROR,
+        "audit-cell crashed: RuntimeError: CUDA error: out of memory",
+    )
+
+
+@pytest.mark.integration
+def test_a_cell_process_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A Ray worker killed mid-cell must not leave its cell running (and logging) beside the retry."""
+    child_pid = tmp_path / "child.pid"
+    parent = textwrap.dedent(f"""\
+        import sys
+        from pathlib import Path
+        from equiv_core.cells.runner import run_python
+        code = "import os, time; open({str(child_pid)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+        run_python(Path(sys.executable), ["-c", code], {{}})
+        """)
+    process = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.monotonic() + 60
+    while not (child_pid.is_file() and child_pid.read_text()):
+        assert time.monotonic() < deadline, "the cell process never started"
+        time.sleep(0.05)
+    child = psutil.Process(int(child_pid.read_text()))
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    gone, _alive = psutil.wait_procs([child], timeout=10)
+    assert gone, "the cell process outlived the process that started it"
+
+
+def test_a_cells_ray_task_asks_pip_for_its_requirements_and_tags_its_runs() -> None:
+    ray_engine = pytest.importorskip("equiv_core.cells.ray_engine", reason="Ray is the cluster extra")
+    cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS)
+    tag = ray_engine.task_tag("20261207T120000Z-abc123", cell, 2)
+    environment_ = ray_engine.runtime_env(cell, threads=3, tag=tag)
+    assert tag == "20261207T120000Z-abc123/nnsight-0.7.0/2"
+    assert environment_["pip"]["packages"] == list(cell.requirements)
+    assert environment_["env_vars"] == {"OMP_NUM_THREADS": "3", "HF_HUB_OFFLINE": "1", MATRIX_TASK_ENV: tag}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--cells", "nnsight=0.7"], "--cells: no audit cell 'nnsight=0.7'; valid: nnsight='0.4.11'"),
+        (["--max-running", "0"], "--max-running 0: valid: an integer >= 1"),
+        (["--address", "head:6379"], "cells on other nodes need a store every node reaches"),
+        (["--dtypes", "float32"], "--dtypes sets what `equiv matrix bench` times: valid only there"),
+    ],
+)
+def test_equiv_matrix_refuses_bad_arguments_in_one_line_before_starting_ray(
+    arguments: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["matrix", "audit", "--tracking-uri", f"sqlite:///{tmp_path / 'db'}", *arguments]
+    assert main(command) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and says in error
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--dtypes", "float64"], "--dtypes 'float64': valid: comma-separated float32, bfloat16, float16"),
+        (["--new-tokens", "0"], "--new-tokens '0': valid: integers >= 1"),
+        (["--cells", "bench gpt2 float32 cuda"], "--cells: no bench cell 'bench gpt2 float32 cuda'; valid: "),
+    ],
+)
+def test_equiv_matrix_bench_refuses_what_equiv_bench_would_refuse_before_starting_ray(
+    arguments: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["matrix", "bench", "--tracking-uri", f"sqlite:///{tmp_path / 'db'}", *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and says in error
+
+
+def test_a_run_opened_in_a_ray_task_carries_the_task_and_the_driver_ends_it_when_the_task_is_gone(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MATRIX_TASK_ENV, "m1/nnsight-0.7.0/1")
+    tracker = Tracker(store, "equiv-audit").connect()
+    with tracker.run("audit nnsight='0.7.0'") as finished:
+        pass
+    client = MlflowClient(store)
+    assert client.get_run(finished.run_id).data.tags[Tag.MATRIX_TASK] == "m1/nnsight-0.7.0/1"
+    dead = client.create_run(tracker.experiment_id, tags={Tag.MATRIX_TASK: "m1/nnsight-0.7.0/1"}).info.run_id
+    retry = client.create_run(tracker.experiment_id, tags={Tag.MATRIX_TASK: "m1/nnsight-0.7.0/2"}).info.run_id
+
+    assert tracker.end_task_runs("m1/nnsight-0.7.0/1", "KILLED", "its Ray worker died") == [dead]
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(dead).data.tags[Tag.END_REASON] == "its Ray worker died"
+    assert client.get_run(retry).info.status == "RUNNING"  # the retry's run is its own task's
+    assert client.get_run(finished.run_id).info.status == "FINISHED"
