@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -107,22 +108,27 @@ class _Submitted:
 
 
 class RayEngine:
-    """Runs cells on the Ray cluster at ``address`` (None: a local one started in this process), shipping the
-    ``equiv_core`` package at ``project`` to every node."""
+    """Runs cells on the Ray cluster at ``address``, shipping the ``equiv_core`` package at ``project`` to every
+    node; ``address`` None starts a Ray of its own on this machine (``address="local"``), whose session directory
+    (its cells' environments, ~2 GB each, never reused by a later Ray) is removed at :meth:`shutdown`."""
 
     def __init__(self, address: str | None, project: Path, say: Callable[[str], None]) -> None:
         self.say = say
         ray.init(
-            address=address,
+            address=address or "local",
             runtime_env={"py_modules": [str(project)]},
             log_to_driver=False,  # each cell's output is in its record and MLflow run; progress is one line a cell
             include_dashboard=False if address is None else None,
             configure_logging=False,
         )
+        context = ray.get_runtime_context()
+        self._own_session = Path(context.get_temp_dir()) / context.get_session_name() if address is None else None
         self._task = ray.remote(_run_on_node)
 
     def shutdown(self) -> None:
         ray.shutdown()
+        if self._own_session is not None:
+            shutil.rmtree(self._own_session, ignore_errors=True)
 
     def run(
         self,
