@@ -41,13 +41,12 @@ from equiv_core.audit.matrix import (  # noqa: E402
     SWEEP_FROM,
     cell_id,
     sweep_versions,
-    version_key,
 )
 from equiv_core.audit.record import CellRecord, CellStatus  # noqa: E402
 from equiv_core.cells import cell as cells  # noqa: E402
 from equiv_core.cells.cell import DEFAULT_AUDIT_MODELS, Cell, NotRun, pinned_versions  # noqa: E402
-from equiv_core.cells.runner import run_cell, run_python, tail  # noqa: E402
-from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, MIN_RELEASE, RUNS_PAGE  # noqa: E402
+from equiv_core.cells.runner import available_releases, run_cell, run_python, tail  # noqa: E402
+from equiv_core.config.catalog import DEFAULT_EXPERIMENT, EXPERIMENTS_PAGE, RUNS_PAGE  # noqa: E402
 from equiv_core.config.options import csv  # noqa: E402
 from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS  # noqa: E402
 
@@ -295,11 +294,10 @@ def audit(session: nox.Session) -> None:
 
 def _available(session: nox.Session, package: str) -> list[str]:
     """Every version of ``package`` on the package index pip is configured with."""
-    ok, output = _venv_run(session, "-m", "pip", "index", "versions", package)
-    line = next((line for line in output.splitlines() if line.startswith("Available versions:")), None)
-    if not ok or line is None:
-        session.error(f"cannot list {package} releases on the package index: {tail(output)}")
-    return [version.strip() for version in line.removeprefix("Available versions:").split(",")]
+    try:
+        return available_releases(Path(session.bin) / "python", package, _cell_env())
+    except ValueError as error:
+        session.error(str(error))
 
 
 def _releases(session: nox.Session, package: str, mode: Mode) -> None:
@@ -315,9 +313,8 @@ def _releases(session: nox.Session, package: str, mode: Mode) -> None:
 
     def probe(version: str) -> Probe:
         cell = cells.audit_cell(cell_id(package, version), {package: version}, _defaults(), BISECT_MODELS, source)
-        oldest = MIN_RELEASE.get(package)
-        if oldest is not None and version_key(version) < version_key(oldest):
-            reason = f"older than the harness supports ({package} >= {oldest}: equiv_core.config.catalog.MIN_RELEASE)"
+        reason = cells.too_old(package, version)
+        if reason:
             cell.record_not_run(NotRun.UNSUPPORTED, reason, directory)
             return Probe(version, CellStatus.UNSUPPORTED, reason, {}, 0.0, built=False)
         started = time.perf_counter()

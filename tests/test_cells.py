@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from equiv_core.audit.bisect import read_searches
 from equiv_core.audit.record import CellRecord, CellStatus
 from equiv_core.cells.cell import (
     BenchSetting,
@@ -27,11 +28,14 @@ from equiv_core.cells.cell import (
     matrix,
     pinned_versions,
     requirement,
+    sweep_cells,
+    too_old,
 )
 from equiv_core.cells.runner import run_cell
 from equiv_core.cli.main import build_parser, main
 from equiv_core.conformance.matrix import environment
 from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus
+from equiv_core.jobs.matrix import sweep_report
 from equiv_core.tracking.schema import MATRIX_TASK_ENV, Tag
 from equiv_core.tracking.store import Tracker
 from mlflow import MlflowClient
@@ -185,6 +189,34 @@ def test_a_cell_process_dies_with_the_process_that_started_it(tmp_path: Path) ->
     assert gone, "the cell process outlived the process that started it"
 
 
+def test_a_release_older_than_the_harness_supports_is_refused_without_an_environment() -> None:
+    assert too_old("nnsight", "0.3.9") == (
+        "older than the harness supports (nnsight >= 0.4.0: equiv_core.config.catalog.MIN_RELEASE)"
+    )
+    assert too_old("nnsight", "0.4.0") == too_old("transformers", "4.0.0") == ""
+
+
+def test_a_release_sweep_on_ray_writes_the_search_record_nox_writes(tmp_path: Path) -> None:
+    """The sweep's cells ran as Ray tasks; its search record (read by the report, as nox's) is built from their
+    records: the release refused up front counts no environment, a release whose cell errored is stepped over."""
+    directory = tmp_path / "releases" / "sweep-nnsight"
+    refused, ran, errored = sweep_cells("nnsight", ["0.3.9", "0.7.0", "0.8.1"], DEFAULTS)
+    assert ran.source == "sweep-nnsight" and ran.models == ("tiny-gpt2",)
+    refused.record_not_run(NotRun.UNSUPPORTED, too_old("nnsight", "0.3.9"), directory)
+    CellRecord(ran.id, CellStatus.RAN, pins=dict(ran.pins)).write(directory)
+    errored.record_not_run(NotRun.ERROR, "its Ray worker died on all 2 attempts", directory)
+
+    seconds = {"0.7.0": 30.0, "0.8.1": 12.0}
+    assert sweep_report("nnsight", ["0.3.9", "0.7.0", "0.8.1"], directory, seconds, tmp_path) == 0
+    [search] = read_searches(tmp_path)
+    assert (search.source, search.versions, search.environments) == ("sweep-nnsight", ("0.3.9", "0.7.0", "0.8.1"), 2)
+    assert [(probe.version, probe.status, probe.built) for probe in search.probes] == [
+        ("0.3.9", "unsupported", False),
+        ("0.7.0", "ran", True),
+        ("0.8.1", "error", True),
+    ]
+
+
 def test_a_cells_ray_task_asks_pip_for_its_requirements_and_tags_its_runs() -> None:
     ray_engine = pytest.importorskip("equiv_core.cells.ray_engine", reason="Ray is the cluster extra")
     cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS)
@@ -228,6 +260,12 @@ def test_equiv_matrix_bench_refuses_what_equiv_bench_would_refuse_before_startin
     assert main(["matrix", "bench", "--tracking-uri", f"sqlite:///{tmp_path / 'db'}", *arguments]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and says in error
+
+
+def test_a_release_sweep_refuses_cells_of_its_own_choosing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ["matrix", "sweep-nnsight", "--tracking-uri", f"sqlite:///{tmp_path / 'db'}", "--cells", "x"]
+    assert main(command) == 2
+    assert "sweep-nnsight runs every release from the package index; drop --cells" in capsys.readouterr().err
 
 
 def test_a_run_opened_in_a_ray_task_carries_the_task_and_the_driver_ends_it_when_the_task_is_gone(

@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from equiv_core.audit.matrix import AUDITED, DEFAULT_CELLS
+from equiv_core.audit.bisect import search_source
+from equiv_core.audit.matrix import AUDITED, BISECT_MODELS, DEFAULT_CELLS, cell_id, version_key
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug
+from equiv_core.config.catalog import MIN_RELEASE
 from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS, LibraryEnvironment
 from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus, environment_slug
 from equiv_core.support.outputs import write_json
@@ -181,6 +183,25 @@ def bench_cell(model: str, setting: BenchSetting, defaults: Mapping[str, str]) -
     cell_id = f"bench {model} {setting.dtype} {setting.device}"
     gpus = 1 if setting.device.startswith("cuda") else 0
     return Cell(CellKind.BENCH, cell_id, pins, requirements, (model,), gpus=gpus, bench=setting)
+
+
+def too_old(package: str, version: str) -> str:
+    """Why a release is older than the harness supports (``MIN_RELEASE``): recorded as unsupported without building
+    anything; "" for a release it supports."""
+    oldest = MIN_RELEASE.get(package)
+    if oldest is None or version_key(version) >= version_key(oldest):
+        return ""
+    return f"older than the harness supports ({package} >= {oldest}: equiv_core.config.catalog.MIN_RELEASE)"
+
+
+def sweep_cells(package: str, versions: list[str], defaults: Mapping[str, str]) -> list[Cell]:
+    """The release sweep's cells: one per release of ``package`` (``versions``, oldest first), on the bisection's
+    models, each with source ``sweep-<package>``."""
+    source = search_source("sweep", package)
+    return [
+        audit_cell(cell_id(package, version), {package: version}, defaults, BISECT_MODELS, source)
+        for version in versions
+    ]
 
 
 def matrix(

@@ -98,3 +98,13 @@ def run_cell(
         say(f"{cell.id}: error ({crashed})")
         return cell.record_not_run(NotRun.ERROR, crashed, out)
     return record
+
+
+def available_releases(python: Path, package: str, env: Mapping[str, str]) -> list[str]:
+    """Every version of ``package`` on the package index ``python``'s pip is configured with (``pip index
+    versions``, newest first); ValueError with pip's reason when it cannot list them."""
+    ok, output = run_python(python, ["-m", "pip", "index", "versions", package], env)
+    line = next((line for line in output.splitlines() if line.startswith("Available versions:")), None)
+    if not ok or line is None:
+        raise ValueError(f"cannot list {package} releases on the package index: {tail(output)}")
+    return [version.strip() for version in line.removeprefix("Available versions:").split(",")]

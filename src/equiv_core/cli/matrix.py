@@ -10,7 +10,7 @@ from equiv_core.config.options import csv
 from equiv_core.support.errors import UserInputError
 from equiv_core.support.walltime import CommandStart
 
-MATRICES = ("audit", "conformance", "bench")
+MATRICES = ("audit", "conformance", "bench", "sweep-nnsight", "sweep-transformers")
 BENCH_ONLY = ("dtypes", "device", "new_tokens")
 SHARED_STORES = ("http://", "https://", "postgresql://", "mysql://", "databricks")
 
@@ -30,7 +30,10 @@ def matrix_command(arguments: argparse.Namespace, _started: CommandStart) -> int
             f"--tracking-uri {uri!r}: cells on other nodes need a store every node reaches: valid: an MLflow server "
             "(http://HOST:PORT) or a database URI (postgresql://...); a local path only without --address"
         )
-    kind = CellKind(arguments.matrix)
+    sweep = arguments.matrix.removeprefix("sweep-") if arguments.matrix.startswith("sweep-") else None
+    kind = CellKind.AUDIT if sweep else CellKind(arguments.matrix)
+    if sweep and arguments.cells:
+        raise UserInputError(f"--cells: {arguments.matrix} runs every release from the package index; drop --cells")
     given = [flag for flag in BENCH_ONLY if getattr(arguments, flag) is not None]
     if given and kind != CellKind.BENCH:
         raise UserInputError(f"--{given[0].replace('_', '-')} sets what `equiv matrix bench` times: valid only there")
@@ -47,7 +50,7 @@ def matrix_command(arguments: argparse.Namespace, _started: CommandStart) -> int
         if any(size < 1 for size in sizes):
             raise UserInputError(f"--new-tokens {arguments.new_tokens!r}: valid: integers >= 1")
         settings = tuple(BenchSetting(dtype, arguments.device or "cuda", sizes) for dtype in dtypes)
-    results = Path(arguments.results or f"results/ray/{kind}")
+    results = Path(arguments.results or f"results/ray/{kind}")  # a sweep writes into results/ray/audit/releases/
     options = MatrixOptions(
         kind,
         arguments.address,
@@ -58,6 +61,7 @@ def matrix_command(arguments: argparse.Namespace, _started: CommandStart) -> int
         arguments.max_running,
         arguments.threads,
         settings,
+        sweep,
     )
     return matrix_job(options)
 

@@ -4,14 +4,19 @@ tracking server, then the report (README "Running the matrix on a Ray cluster").
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import equiv_core
-from equiv_core.audit.matrix import REFERENCE_CELL
-from equiv_core.cells.cell import BenchSetting, Cell, CellKind, NotRun, matrix, pinned_versions
+from equiv_core.audit.bisect import RELEASES, search_source
+from equiv_core.audit.matrix import REFERENCE_CELL, SWEEP_FROM, cell_id, sweep_versions
+from equiv_core.audit.record import cell_slug
+from equiv_core.cells.cell import BenchSetting, Cell, CellKind, NotRun, matrix, pinned_versions, sweep_cells, too_old
+from equiv_core.cells.runner import available_releases
 from equiv_core.config.catalog import AUDIT_EXPERIMENT, CONFORMANCE_EXPERIMENT, DEFAULT_EXPERIMENT
 from equiv_core.config.tracking import TrackingOptions
 from equiv_core.jobs.common import open_tracker
@@ -36,7 +41,7 @@ EXPERIMENTS = {
 class MatrixOptions:
     """``equiv matrix``'s options, checked: ``address`` None starts a local Ray in this process; ``cells`` empty is
     every cell; ``models`` empty is the matrix's default; ``threads`` per cell process; ``bench`` what each bench
-    cell times (the bench matrix only)."""
+    cell times (the bench matrix only); ``sweep`` a package whose releases are the cells instead (audit only)."""
 
     kind: CellKind
     address: str | None
@@ -47,25 +52,55 @@ class MatrixOptions:
     max_running: int
     threads: int
     bench: tuple[BenchSetting, ...]
+    sweep: str | None = None  # the package whose every release is a cell (the audit's release sweep)
 
 
-def matrix_cells(options: MatrixOptions) -> list[Cell]:
-    """The cells to run: bad cell ids are bad input (exit 2), before Ray or a model is loaded."""
+def default_pins() -> dict[str, str]:
+    """The default environment's pins of the audited packages (this checkout's constraints.txt)."""
     if not CONSTRAINTS.is_file():
         raise EnvironmentFault(
             f"equiv matrix runs from a checkout of equiv-bench: no {CONSTRAINTS} (the default environment's pins)"
         )
+    return pinned_versions(CONSTRAINTS)
+
+
+def matrix_cells(options: MatrixOptions) -> list[Cell]:
+    """The cells to run: bad cell ids are bad input (exit 2), before Ray or a model is loaded."""
     try:
-        return matrix(options.kind, pinned_versions(CONSTRAINTS), options.models, options.cells, options.bench)
+        return matrix(options.kind, default_pins(), options.models, options.cells, options.bench)
     except ValueError as error:
         raise UserInputError(f"--cells: {error}") from None
+
+
+def sweep_cells_to_run(package: str, directory: Path) -> tuple[list[str], list[Cell]]:
+    """The releases of ``package`` the sweep covers (from the package index) and the cells to run: a release older
+    than the harness supports is recorded as unsupported in ``directory`` without building anything."""
+    try:
+        versions = sweep_versions(package, available_releases(Path(sys.executable), package, os.environ))
+    except ValueError as error:
+        raise EnvironmentFault(str(error)) from None
+    if not versions:
+        raise EnvironmentFault(f"no {package} releases from {SWEEP_FROM[package]} on the package index")
+    to_run = []
+    for cell in sweep_cells(package, versions, default_pins()):
+        reason = too_old(package, cell.pins[package] or "")
+        if reason:
+            cell.record_not_run(NotRun.UNSUPPORTED, reason, directory)
+        else:
+            to_run.append(cell)
+    return versions, to_run
 
 
 def matrix_job(options: MatrixOptions) -> int:
     """Run the cells on Ray, write each record into ``options.results`` as it arrives, end the runs a dead or
     cancelled task left RUNNING, log the cells that could not run, then build the report (the audit's from the
-    tracking server, the conformance table from the records)."""
-    cells = matrix_cells(options)
+    tracking server, the conformance table from the records, a release sweep's changes from its cells)."""
+    versions: list[str] = []
+    if options.sweep is None:
+        cells, directory = matrix_cells(options), options.results
+    else:
+        directory = options.results / RELEASES / search_source("sweep", options.sweep)
+        versions, cells = sweep_cells_to_run(options.sweep, directory)
     try:
         from equiv_core.cells.ray_engine import RayEngine
     except ImportError as error:
@@ -83,7 +118,7 @@ def matrix_job(options: MatrixOptions) -> int:
             say(f"{cell.id}: ended its run(s) {', '.join(ended)} KILLED ({reason})")
 
     def on_result(result: TaskResult) -> None:
-        _keep(result, options.results)
+        _keep(result, directory)
 
     engine = RayEngine(options.address, PROJECT, say)
     try:
@@ -92,7 +127,34 @@ def matrix_job(options: MatrixOptions) -> int:
         engine.shutdown()
     failed = [result for result in results if result.outcome != "ran"]
     say(f"matrix run {matrix_run}: {len(results) - len(failed)} of {len(cells)} cell(s) ran")
+    if options.sweep is not None:
+        seconds = {result.cell.pins[options.sweep] or "": result.seconds for result in results}
+        return sweep_report(options.sweep, versions, directory, seconds, options.results)
     return _report(options, tracker, cells)
+
+
+def sweep_report(
+    package: str, versions: list[str], directory: Path, seconds: dict[str, float], audit_results: Path
+) -> int:
+    """The sweep's search record (every release's observables compared with the next's, as `nox -s audit_sweep`
+    writes it) from the cells' records in ``directory``, written into ``audit_results``; its changes said.
+    ``seconds``: each release that ran, its cell's time (environment included); the others were refused up front."""
+    from equiv_core.audit.bisect import Probe, search
+    from equiv_core.audit.record import CellRecord, CellStatus
+
+    def probe(version: str) -> Probe:
+        record = CellRecord.read(directory / f"{cell_slug(cell_id(package, version))}.json")
+        if version not in seconds:  # refused up front: nothing was built
+            return Probe(version, CellStatus.UNSUPPORTED, record.reason, {}, 0.0, built=False)
+        return Probe.of_cell(version, record, seconds[version])
+
+    found = search(package, versions, probe, "sweep")
+    path = found.write(audit_results / RELEASES / f"{found.source}.json")
+    say(f"{len(versions)} {package} releases, {found.environments} environments: {path}")
+    for change in found.changes:
+        say(change.sentence(package))
+    say(f"`equiv audit-report --results {audit_results}` puts it in the report")
+    return ExitStatus.OK
 
 
 def _keep(result: TaskResult, results: Path) -> None:
