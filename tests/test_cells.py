@@ -50,7 +50,7 @@ def test_an_audit_cell_runs_the_default_pins_with_its_one_change() -> None:
     arguments = cell.arguments(Path("out"), "http://head:5000")
     assert arguments[:3] == ["audit-cell", "--cell", "nnsight='0.7.0'"]
     assert "--pin=nnsight=0.7.0" in arguments and "--pin=torch=2.13.0" in arguments
-    assert arguments[-2:] == ["--tracking-uri", "http://head:5000"]
+    assert arguments[-4:] == ["--tracking-uri", "http://head:5000", "--experiment", "equiv-audit"]
     assert "--tracking-uri" not in cell.arguments(Path("out"))  # nox: the cell's own default store
 
 
@@ -129,12 +129,13 @@ def test_a_cell_that_could_not_run_gets_its_kinds_record_and_loses_older_logits(
 
 
 def _fake_python(tmp_path: Path, on_check: str, on_cell: str) -> Path:
-    """An interpreter stand-in for an environment: prints ``on_check`` and exits 1 when given ``-c`` (the import
-    check) unless it is empty, and does the same with ``on_cell`` for ``-m equiv_core ...`` (the cell)."""
+    """An interpreter stand-in for an environment without torchvision: prints ``on_check`` and exits 1 when given
+    ``-c`` (the import check) unless it is empty, and does the same with ``on_cell`` for ``-m equiv_core ...``."""
     script = tmp_path / "python"
     script.write_text(
         textwrap.dedent(f"""\
             #!/bin/sh
+            case "$2" in *torchvision*) echo "ModuleNotFoundError: No module named 'torchvision'"; exit 1;; esac
             if [ "$1" = "-c" ]; then message={json.dumps(on_check)}; else message={json.dumps(on_cell)}; fi
             if [ -n "$message" ]; then echo "some output"; echo "$message"; exit 1; fi
             exit 0
@@ -164,6 +165,25 @@ def test_the_runner_records_a_crashed_cell_as_an_error_with_its_last_error_line(
         CellStatus.ERROR,
         "audit-cell crashed: RuntimeError: CUDA error: out of memory",
     )
+
+
+@pytest.mark.integration
+def test_a_bench_cell_whose_arms_disagree_ran_and_keeps_its_json(tmp_path: Path) -> None:
+    """`equiv bench` exits 1 when an arm is incorrect, with its JSON written: a result, not a crash."""
+    cell = bench_cell("tiny-gpt2", BenchSetting("float32", "cpu", (2,)), DEFAULTS)
+    out = tmp_path / "out"
+    script = tmp_path / "python"
+    script.write_text(f"#!/bin/sh\nprintf '{{\"cells\": []}}' > {out / (cell.slug + '.json')}\nexit 1\n")
+    script.chmod(0o755)
+    record = run_cell(cell, script, out, os.environ, lambda _line: None)
+    assert cell.outcome_of(record.read_text()) == ("ran", "")
+
+
+@pytest.mark.integration
+def test_a_cell_that_exits_0_without_its_record_is_an_error(tmp_path: Path) -> None:
+    cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS)
+    record = run_cell(cell, _fake_python(tmp_path, "", ""), tmp_path / "out", os.environ, lambda _line: None)
+    assert cell.outcome_of(record.read_text()) == ("error", "audit-cell wrote no record: no output")
 
 
 @pytest.mark.integration
@@ -225,6 +245,72 @@ def test_a_cells_ray_task_asks_pip_for_its_requirements_and_tags_its_runs() -> N
     assert tag == "20261207T120000Z-abc123/nnsight-0.7.0/2"
     assert environment_["pip"]["packages"] == list(cell.requirements)
     assert environment_["env_vars"] == {"OMP_NUM_THREADS": "3", "HF_HUB_OFFLINE": "1", MATRIX_TASK_ENV: tag}
+    assert "--upgrade" not in environment_["pip"]["pip_install_options"]
+
+
+def test_a_latest_pin_makes_rays_pip_upgrade_over_the_nodes_release() -> None:
+    """The node's environment, which Ray copies, already has the default's transformers: without --upgrade pip
+    would keep it and the `latest` cell would audit the default release."""
+    ray_engine = pytest.importorskip("equiv_core.cells.ray_engine", reason="Ray is the cluster extra")
+    cell = audit_cell("transformers='latest'", {"transformers": None}, DEFAULTS)
+    assert cell.newest and "--upgrade" in ray_engine.runtime_env(cell, 1, "m/t/1")["pip"]["pip_install_options"]
+
+
+def _finished_task(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, attempt: int = 1
+) -> tuple[object, list[str]]:
+    """What the engine makes of a task whose ``ray.get`` raised ``raised`` (no cluster: ``ray.get`` replaced), and
+    the tags whose runs it asked to end."""
+    ray_engine = pytest.importorskip("equiv_core.cells.ray_engine", reason="Ray is the cluster extra")
+
+    def get(_ref: object, timeout: float | None = None) -> str:
+        raise raised
+
+    monkeypatch.setattr(ray_engine.ray, "get", get)
+    engine = ray_engine.RayEngine.__new__(ray_engine.RayEngine)
+    engine.say = lambda _line: None
+    gone: list[str] = []
+    cell = audit_cell("nnsight='0.7.0'", {"nnsight": "0.7.0"}, DEFAULTS)
+    task = ray_engine._Submitted(cell, attempt, time.monotonic())
+    result = engine._result(object(), task, "m1", lambda _cell, tag, _reason: gone.append(tag))
+    return result, gone
+
+
+def test_pip_refusing_a_cells_pins_makes_it_unsupported_with_pips_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.exceptions import RuntimeEnvSetupError
+
+    pip = "ERROR: Could not find a version that satisfies the requirement nnsight==9.9\nERROR: No matching distribution"
+    result, gone = _finished_task(monkeypatch, RuntimeEnvSetupError(pip))
+    assert (result.outcome, result.reason, gone) == (
+        "unsupported",
+        "install failed: ERROR: No matching distribution",
+        [],
+    )
+
+
+def test_an_environment_that_timed_out_is_an_error_not_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.exceptions import RuntimeEnvSetupError
+
+    result, _gone = _finished_task(monkeypatch, RuntimeEnvSetupError("asyncio.exceptions.TimeoutError"))
+    assert result.outcome == "error" and result.reason.startswith("its environment could not be set up: ")
+
+
+def test_a_dead_worker_ends_its_runs_and_is_retried_once_then_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.exceptions import WorkerCrashedError
+
+    first, gone = _finished_task(monkeypatch, WorkerCrashedError(), attempt=1)
+    assert first is None and gone == ["m1/nnsight-0.7.0/1"]
+    second, gone = _finished_task(monkeypatch, WorkerCrashedError(), attempt=2)
+    assert second.outcome == "error" and gone == ["m1/nnsight-0.7.0/2"]
+    assert second.reason == "its Ray worker died on all 2 attempts (the last: WorkerCrashedError)"
+
+
+def test_any_other_ray_failure_is_an_error_cell_with_its_runs_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.exceptions import TaskCancelledError
+
+    result, gone = _finished_task(monkeypatch, TaskCancelledError())
+    assert result.outcome == "error" and result.reason.startswith("Ray could not run it (TaskCancelledError")
+    assert gone == ["m1/nnsight-0.7.0/1"]
 
 
 @pytest.mark.parametrize(
@@ -234,6 +320,7 @@ def test_a_cells_ray_task_asks_pip_for_its_requirements_and_tags_its_runs() -> N
         (["--max-running", "0"], "--max-running 0: valid: an integer >= 1"),
         (["--address", "head:6379"], "cells on other nodes need a store every node reaches"),
         (["--dtypes", "float32"], "--dtypes sets what `equiv matrix bench` times: valid only there"),
+        (["--models", "tiny-gpt2,./my-model"], "--models './my-model': valid: the built-in models, "),
     ],
 )
 def test_equiv_matrix_refuses_bad_arguments_in_one_line_before_starting_ray(

@@ -7,6 +7,7 @@ Standard library only: ``noxfile.py`` imports it with nox's own interpreter.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from equiv_core.audit.bisect import search_source
 from equiv_core.audit.matrix import AUDITED, BISECT_MODELS, DEFAULT_CELLS, cell_id, version_key
 from equiv_core.audit.record import CellRecord, CellStatus, cell_slug
-from equiv_core.config.catalog import MIN_RELEASE
+from equiv_core.config.catalog import AUDIT_EXPERIMENT, CONFORMANCE_EXPERIMENT, DEFAULT_EXPERIMENT, MIN_RELEASE
 from equiv_core.conformance.matrix import ENVIRONMENTS, MODELS, LibraryEnvironment
 from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus, environment_slug
 from equiv_core.support.outputs import write_json
@@ -37,6 +38,15 @@ class CellKind(enum.StrEnum):
     AUDIT = "audit"
     CONFORMANCE = "conformance"
     BENCH = "bench"
+
+
+# The MLflow experiment each kind of cell logs to (passed to the cell as --experiment, and where the driver ends the
+# runs of a task that died).
+EXPERIMENTS = {
+    CellKind.AUDIT: AUDIT_EXPERIMENT,
+    CellKind.CONFORMANCE: CONFORMANCE_EXPERIMENT,
+    CellKind.BENCH: DEFAULT_EXPERIMENT,
+}
 
 
 class NotRun(enum.StrEnum):
@@ -99,6 +109,25 @@ class Cell:
         return environment_slug(self.id) if self.kind == CellKind.CONFORMANCE else cell_slug(self.id)
 
     @property
+    def newest(self) -> bool:
+        """A pin of ``latest``: pip is asked for the newest release (``--upgrade``) every time, never a cached
+        environment's."""
+        return None in self.pins.values()
+
+    @property
+    def result_exit_codes(self) -> tuple[int, ...]:
+        """The exit statuses with which the cell's command has a result: 0, and for ``equiv bench`` 1 (an arm
+        incorrect: the JSON says which)."""
+        return (0, 1) if self.kind == CellKind.BENCH else (0,)
+
+    def outcome_of(self, record: str) -> tuple[str, str]:
+        """The status (``ran``, ``unsupported`` or ``error``) and reason of a record of this cell, from its text."""
+        data = json.loads(record)
+        if self.kind == CellKind.BENCH and "status" not in data:
+            return "ran", ""  # equiv bench's own JSON: the cell ran (its arms' verdicts are inside)
+        return str(data["status"]), str(data.get("reason") or "")
+
+    @property
     def import_check(self) -> str | None:
         """Python code run before the cell in its environment (None: none); failing it makes the cell
         ``unsupported``."""
@@ -106,7 +135,7 @@ class Cell:
 
     def arguments(self, out: Path, tracking_uri: str | None = None) -> list[str]:
         """The arguments of ``python -m equiv_core`` that run this cell, writing its record into ``out``."""
-        tracking = ["--tracking-uri", tracking_uri] if tracking_uri else []
+        tracking = ["--tracking-uri", tracking_uri, "--experiment", EXPERIMENTS[self.kind]] if tracking_uri else []
         models = ",".join(self.models)
         if self.kind == CellKind.CONFORMANCE:
             return ["conformance-cell", "--environment", self.id, "--models", models, "--out", str(out), *tracking]
@@ -116,7 +145,8 @@ class Cell:
             sizes = ["--new-tokens", ",".join(map(str, setting.new_tokens))] if setting.new_tokens else []
             command = ["bench", "--model", models, "--dtype", setting.dtype, "--device", setting.device, *sizes]
             record = out / f"{self.slug}.json"
-            return [*command, "--json", str(record), "--no-progress", *tracking]
+            plot = out / f"{self.slug}.png"
+            return [*command, "--json", str(record), "--plot", str(plot), "--no-progress", *tracking]
         pins = [f"--pin={package}={version or 'latest'}" for package, version in self.pins.items()]
         command = ["audit-cell", "--cell", self.id, "--models", models, "--out", str(out), "--source", self.source]
         return [*command, *pins, *tracking]

@@ -17,7 +17,7 @@ SHARED_STORES = ("http://", "https://", "postgresql://", "mysql://", "databricks
 
 def matrix_command(arguments: argparse.Namespace, _started: CommandStart) -> int:
     from equiv_core.cells.cell import GPU_RECORD, BenchSetting, CellKind
-    from equiv_core.config.catalog import DTYPE_NAMES
+    from equiv_core.config.catalog import BUILTIN_MODEL_INFO, DTYPE_NAMES
     from equiv_core.config.options import csv_ints
     from equiv_core.jobs.matrix import MatrixOptions, matrix_job
 
@@ -32,6 +32,9 @@ def matrix_command(arguments: argparse.Namespace, _started: CommandStart) -> int
         )
     sweep = arguments.matrix.removeprefix("sweep-") if arguments.matrix.startswith("sweep-") else None
     kind = CellKind.AUDIT if sweep else CellKind(arguments.matrix)
+    unknown = [model for model in csv(arguments.models) if model not in BUILTIN_MODEL_INFO]
+    if unknown:  # a path or hub id of the driver's machine is not on the nodes: built-in models only
+        raise UserInputError(f"--models {unknown[0]!r}: valid: the built-in models, {', '.join(BUILTIN_MODEL_INFO)}")
     if sweep and arguments.cells:
         raise UserInputError(f"--cells: {arguments.matrix} runs every release from the package index; drop --cells")
     given = [flag for flag in BENCH_ONLY if getattr(arguments, flag) is not None]

@@ -15,12 +15,21 @@ import equiv_core
 from equiv_core.audit.bisect import RELEASES, search_source
 from equiv_core.audit.matrix import REFERENCE_CELL, SWEEP_FROM, cell_id, sweep_versions
 from equiv_core.audit.record import cell_slug
-from equiv_core.cells.cell import BenchSetting, Cell, CellKind, NotRun, matrix, pinned_versions, sweep_cells, too_old
+from equiv_core.cells.cell import (
+    EXPERIMENTS,
+    BenchSetting,
+    Cell,
+    CellKind,
+    NotRun,
+    matrix,
+    pinned_versions,
+    sweep_cells,
+    too_old,
+)
 from equiv_core.cells.runner import available_releases
-from equiv_core.config.catalog import AUDIT_EXPERIMENT, CONFORMANCE_EXPERIMENT, DEFAULT_EXPERIMENT
 from equiv_core.config.tracking import TrackingOptions
 from equiv_core.jobs.common import open_tracker
-from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserInputError
+from equiv_core.support.errors import EnvironmentFault, ExitStatus, UserInputError, first_line
 from equiv_core.support.outputs import write_text
 from equiv_core.support.progress import say
 
@@ -30,11 +39,6 @@ if TYPE_CHECKING:
 
 PROJECT = Path(equiv_core.__file__).parent  # the package shipped to every node: this checkout's code
 CONSTRAINTS = PROJECT.parent.parent / "constraints.txt"
-EXPERIMENTS = {
-    CellKind.AUDIT: AUDIT_EXPERIMENT,
-    CellKind.CONFORMANCE: CONFORMANCE_EXPERIMENT,
-    CellKind.BENCH: DEFAULT_EXPERIMENT,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ def matrix_job(options: MatrixOptions) -> int:
         directory = options.results / RELEASES / search_source("sweep", options.sweep)
         versions, cells = sweep_cells_to_run(options.sweep, directory)
     try:
-        from equiv_core.cells.ray_engine import RayEngine
+        from equiv_core.cells.ray_engine import Outcome, RayEngine
     except ImportError as error:
         raise EnvironmentFault(
             f"Ray is not installed here ({error}): pip install 'equiv-bench[cluster]' (README, Ray cluster)"
@@ -113,7 +117,11 @@ def matrix_job(options: MatrixOptions) -> int:
     say(f"matrix run {matrix_run}: {len(cells)} {options.kind} cell(s) on Ray, logging to {tracker.uri}")
 
     def on_gone(cell: Cell, task: str, reason: str) -> None:
-        ended = tracker.end_task_runs(task, "KILLED", reason)
+        try:
+            ended = tracker.end_task_runs(task, "KILLED", reason)
+        except Exception as error:  # noqa: BLE001 - the store failing here must not stop the other cells
+            say(f"{cell.id}: could not end its runs on {tracker.uri} ({first_line(error)}); `equiv runs --gc` will")
+            return
         if ended:
             say(f"{cell.id}: ended its run(s) {', '.join(ended)} KILLED ({reason})")
 
@@ -122,10 +130,11 @@ def matrix_job(options: MatrixOptions) -> int:
 
     engine = RayEngine(options.address, PROJECT, say)
     try:
+        engine.check_fits(cells, options.threads)
         results = engine.run(cells, matrix_run, tracker.uri, options.max_running, options.threads, on_gone, on_result)
     finally:
         engine.shutdown()
-    failed = [result for result in results if result.outcome != "ran"]
+    failed = [result for result in results if result.outcome != Outcome.RAN]
     say(f"matrix run {matrix_run}: {len(results) - len(failed)} of {len(cells)} cell(s) ran")
     if options.sweep is not None:
         seconds = {result.cell.pins[options.sweep] or "": result.seconds for result in results}
@@ -158,10 +167,9 @@ def sweep_report(
 
 
 def _keep(result: TaskResult, results: Path) -> None:
-    """Write the cell's record (or its not-run record) into ``results`` as soon as its task ends."""
-    from equiv_core.cells.ray_engine import Outcome
-
-    if result.outcome == Outcome.RAN:
+    """Write the cell's record (the one written on the node, else a not-run record) into ``results`` as soon as its
+    task ends."""
+    if result.record:
         write_text(results / f"{result.cell.slug}.json", result.record)
         (results / f"{result.cell.slug}.npz").unlink(missing_ok=True)  # the audit's logits are on the server
     else:
@@ -174,7 +182,10 @@ def _report(options: MatrixOptions, tracker: Tracker, cells: list[Cell]) -> int:
     tracking = TrackingOptions(uri=tracker.uri, experiment=tracker.experiment_name)
     if options.kind == CellKind.BENCH:
         for cell in cells:
-            say(f"{cell.id}: {options.results / (cell.slug + '.json')} (equiv bench's JSON; its run on the server)")
+            path = options.results / f"{cell.slug}.json"
+            status, reason = cell.outcome_of(path.read_text()) if path.is_file() else ("not run", "")
+            what = "equiv bench's JSON; its run, plot included, on the server" if status == "ran" else reason
+            say(f"{cell.id}: {status}: {path} ({what})")
         return ExitStatus.OK
     if options.kind == CellKind.AUDIT:
         from equiv_core.audit.record import CellRecord

@@ -351,7 +351,7 @@ class Tracker:
         run_tags = {key: _text(value) for key, value in (tags or {}).items()}
         run_tags[Tag.OWNER] = this_process().to_tag()
         run_tags[Tag.HEARTBEAT] = str(now_ms())
-        if parent is None and os.environ.get(MATRIX_TASK_ENV):
+        if os.environ.get(MATRIX_TASK_ENV):  # child runs too: a killed task's open child is ended with its parent
             run_tags[Tag.MATRIX_TASK] = os.environ[MATRIX_TASK_ENV]
         created_tags = dict(run_tags)
         if parent is not None and parent.run_id:
