@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from equiv_core.cli.main import build_parser, main
 from equiv_core.conformance.matrix import environment
 from equiv_core.conformance.record import EnvironmentRecord, EnvironmentStatus
 from equiv_core.jobs.matrix import sweep_report
+from equiv_core.support.errors import EnvironmentFault, UserInputError
 from equiv_core.tracking.schema import MATRIX_TASK_ENV, Tag
 from equiv_core.tracking.store import Tracker
 from mlflow import MlflowClient
@@ -274,6 +276,25 @@ def _finished_task(
     task = ray_engine._Submitted(cell, attempt, time.monotonic())
     result = engine._result(object(), task, "m1", lambda _cell, tag, _reason: gone.append(tag))
     return result, gone
+
+
+@pytest.mark.parametrize(
+    ("threads", "matrix_kind", "refusal"),
+    [
+        (1, CellKind.BENCH, "1 GPU(s) per cell asked for, and no node of the cluster has that many (0)"),
+        (9, CellKind.AUDIT, "--threads 9: valid: 1 to 8, the most CPUs any node of the cluster has"),
+    ],
+)
+def test_cells_no_node_can_run_are_refused_instead_of_waiting_for_ever(
+    threads: int, matrix_kind: CellKind, refusal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ray_engine = pytest.importorskip("equiv_core.cells.ray_engine", reason="Ray is the cluster extra")
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0}}, {"Alive": True, "Resources": {"CPU": 4.0}}]
+    monkeypatch.setattr(ray_engine.ray, "nodes", lambda: nodes)
+    engine = ray_engine.RayEngine.__new__(ray_engine.RayEngine)
+    with pytest.raises((EnvironmentFault, UserInputError), match=re.escape(refusal)):
+        engine.check_fits(matrix(matrix_kind, DEFAULTS), threads)
+    engine.check_fits(matrix(CellKind.AUDIT, DEFAULTS), threads=8)  # fits the larger node
 
 
 def test_pip_refusing_a_cells_pins_makes_it_unsupported_with_pips_line(monkeypatch: pytest.MonkeyPatch) -> None:
