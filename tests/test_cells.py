@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -368,6 +369,17 @@ def test_equiv_matrix_bench_refuses_what_equiv_bench_would_refuse_before_startin
     assert main(["matrix", "bench", "--tracking-uri", f"sqlite:///{tmp_path / 'db'}", *arguments]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and says in error
+
+
+def test_an_unreachable_ray_cluster_is_one_line_not_ray_retrying_for_ever(tmp_path: Path) -> None:
+    ray_engine = pytest.importorskip("equiv_core.cells.ray_engine", reason="Ray is the cluster extra")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(EnvironmentFault, match=rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port} \("):
+        ray_engine.RayEngine(f"127.0.0.1:{port}", ROOT / "src" / "equiv_core", lambda _line: None)
+    with pytest.raises(UserInputError, match="--address 'head': valid: HOST:PORT"):
+        ray_engine.check_reachable("head")
 
 
 def test_a_release_sweep_refuses_cells_of_its_own_choosing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

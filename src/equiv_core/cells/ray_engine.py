@@ -20,6 +20,7 @@ import enum
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -126,6 +127,24 @@ def setup_failure(error: RuntimeEnvSetupError) -> tuple[Outcome, str]:
     return Outcome.ERROR, f"its environment could not be set up: {tail(text)}"
 
 
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str) -> None:
+    """Raise EnvironmentFault (one line) unless something answers at the cluster's ``HOST:PORT`` (or
+    ``ray://HOST:PORT``): ``ray.init`` itself retries an unreachable GCS for ever, printing warnings (Ray 2.60)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserInputError(f"--address {address!r}: valid: HOST:PORT of the Ray head (HOST:6379) or ray://HOST:10001")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise EnvironmentFault(
+            f"cannot reach the Ray cluster at {address} ({error.strerror or error}): start its head with "
+            "`ray start --head --port 6379`, or drop --address to run on this machine"
+        ) from None
+
+
 @dataclass
 class _Submitted:
     cell: Cell
@@ -141,6 +160,8 @@ class RayEngine:
 
     def __init__(self, address: str | None, project: Path, say: Callable[[str], None]) -> None:
         self.say = say
+        if address is not None:
+            check_reachable(address)
         # ray.init replaces SIGTERM's handler with sys.exit (ray/_private/worker.py, Ray 2.60): equiv's own (a
         # SIGTERM is an interrupt, exit 130, its runs ended KILLED) is put back.
         sigterm = signal.getsignal(signal.SIGTERM)

@@ -77,16 +77,18 @@ def add_parser(command: AddCommand) -> None:
     parser.add_argument(
         "matrix",
         choices=MATRICES,
-        help="which matrix: the version audit, the library conformance, or the benchmark's record (GPU)",
+        help="the version audit, the library conformance, the benchmark's (GPU) record, or every release of a package",
     )
     parser.add_argument(
         "--address", default=None, help="the Ray cluster (HOST:6379 or ray://HOST:10001); default: a local Ray"
     )
     parser.add_argument(
-        "--tracking-uri", required=True, help="the MLflow tracking server every cell logs to (http://HOST:5000)"
+        "--tracking-uri",
+        required=True,
+        help="the MLflow tracking store every cell logs to: a server (http://HOST:5000); any URI without --address",
     )
     parser.add_argument("--cells", default="", help="comma-separated cell ids (default: every cell of the matrix)")
-    parser.add_argument("--models", default="", help="comma-separated models (default: the matrix's own)")
+    parser.add_argument("--models", default="", help="comma-separated built-in models (default: the matrix's own)")
     parser.add_argument("--results", default=None, help="directory for the records and report (results/ray/<matrix>)")
     bench = parser.add_argument_group("bench only (default: the GPU record, gpt2-small-random on CUDA)")
     bench.add_argument(

@@ -111,7 +111,13 @@ def matrix_job(options: MatrixOptions) -> int:
         raise EnvironmentFault(
             f"Ray is not installed here ({error}): pip install 'equiv-bench[cluster]' (README, Ray cluster)"
         ) from None
-    tracker = open_tracker(TrackingOptions(uri=options.tracking_uri, experiment=EXPERIMENTS[options.kind]))
+    try:
+        tracker = open_tracker(TrackingOptions(uri=options.tracking_uri, experiment=EXPERIMENTS[options.kind]))
+    except UserInputError:  # its line suggests --no-mlflow, which equiv matrix has not: every cell logs there
+        raise UserInputError(
+            f"--tracking-uri {options.tracking_uri}: cannot reach that MLflow tracking store (start the server, or fix "
+            "the URI); every cell logs there and the report is built from it"
+        ) from None
     options.results.mkdir(parents=True, exist_ok=True)
     matrix_run = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     say(f"matrix run {matrix_run}: {len(cells)} {options.kind} cell(s) on Ray, logging to {tracker.uri}")
