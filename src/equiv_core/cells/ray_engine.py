@@ -319,7 +319,8 @@ class RayEngine:
                 on_gone(task.cell, task_tag(matrix_run, task.cell, task.attempt), f"cancelled by {why} on the driver")
                 continue
             status, reason = task.cell.outcome_of(record)
-            keep(TaskResult(task.cell, Outcome(status), record, reason, task.attempt, 0.0))
+            seconds = time.monotonic() - task.first_submitted
+            keep(TaskResult(task.cell, Outcome(status), record, reason, task.attempt, seconds))
 
 
 def _line(result: TaskResult) -> str:

@@ -99,12 +99,7 @@ def matrix_job(options: MatrixOptions) -> int:
     """Run the cells on Ray, write each record into ``options.results`` as it arrives, end the runs a dead or
     cancelled task left RUNNING, log the cells that could not run, then build the report (the audit's from the
     tracking server, the conformance table from the records, a release sweep's changes from its cells)."""
-    versions: list[str] = []
-    if options.sweep is None:
-        cells, directory = matrix_cells(options), options.results
-    else:
-        directory = options.results / RELEASES / search_source("sweep", options.sweep)
-        versions, cells = sweep_cells_to_run(options.sweep, directory)
+    cells = matrix_cells(options) if options.sweep is None else []  # bad cells: exit 2 before anything else
     try:
         from equiv_core.cells.ray_engine import Outcome, RayEngine
     except ImportError as error:
@@ -118,6 +113,11 @@ def matrix_job(options: MatrixOptions) -> int:
             f"--tracking-uri {options.tracking_uri}: cannot reach that MLflow tracking store (start the server, or fix "
             "the URI); every cell logs there and the report is built from it"
         ) from None
+    versions: list[str] = []
+    directory = options.results
+    if options.sweep is not None:  # the package index is asked only once Ray and the store are known to be there
+        directory = options.results / RELEASES / search_source("sweep", options.sweep)
+        versions, cells = sweep_cells_to_run(options.sweep, directory)
     options.results.mkdir(parents=True, exist_ok=True)
     matrix_run = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     say(f"matrix run {matrix_run}: {len(cells)} {options.kind} cell(s) on Ray, logging to {tracker.uri}")
@@ -202,4 +202,4 @@ def _report(options: MatrixOptions, tracker: Tracker, cells: list[Cell]) -> int:
         return audit_report_job(options.results, REFERENCE_CELL, tracking, from_store=True)
     from equiv_core.jobs.conformance import conformance_report_job
 
-    return conformance_report_job(options.results, None, None, tracking) or ExitStatus.OK
+    return conformance_report_job(options.results, None, None, tracking)
